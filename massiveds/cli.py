@@ -1,0 +1,118 @@
+"""The ``massiveds`` command line: build, search and validate datastores."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from massiveds.errors import MassiveDSError
+from massiveds.report import console, table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Build, search and manage retrieval datastores.")
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def build(
+    manifest: Annotated[Path, typer.Argument(help="YAML manifest of the build")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="datastore directory to create or resume")],
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="delete a previous build in --out and start over")] = False,
+) -> None:
+    """Build a datastore from a manifest; re-running resumes and skips finished stages."""
+    from massiveds.manifest import load_manifest
+
+    try:
+        loaded = load_manifest(manifest)
+        from pipelines.build import build as run_build
+
+        result = run_build(loaded, out, address=address, force=force)
+    except MassiveDSError as exc:
+        _fail(str(exc))
+        return
+    catalog = json.loads((out / "datastore.json").read_text())
+    console.print(table(f"build of {loaded.manifest.name}", ["stage", "status", "seconds", "result"],
+                        [(r.name, r.status, r.seconds, r.detail) for r in result.reports]))
+    b = catalog["build"]
+    rows: list[tuple[str, int | str]] = [("records read", b["records_read"])]
+    rows += [(f"dropped {reason}", n) for reason, n in b["dropped"].items()]
+    rows += [("documents kept", b["documents_kept"]),
+             ("passages", sum(s["count"] for s in catalog["shards"])),
+             ("shards", len(catalog["shards"])),
+             ("index", catalog["index"]["factory"])]
+    console.print(table("datastore", ["", "count"], rows))
+    console.print(f"datastore ready: {out}")
+
+
+@app.command()
+def search(
+    datastore: Annotated[Path, typer.Argument(help="datastore directory")],
+    query: Annotated[list[str], typer.Argument(help="one or more query strings")],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=10_000, help="hits per query")] = 10,
+    nprobe: Annotated[int | None, typer.Option(min=1, help="IVF lists to visit (default: the datastore's)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print hits as JSON")] = False,
+) -> None:
+    """Search a datastore with its own embedder and print ranked passages."""
+    import massiveds
+
+    try:
+        ds = massiveds.open(datastore)
+        results = ds.search(list(query), k=k, nprobe=nprobe)
+    except MassiveDSError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        payload = results[0] if len(query) == 1 else [{"query": q, "hits": h} for q, h in zip(query, results, strict=True)]
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+        return
+    from rich.console import Console
+
+    out = Console()
+    for q, hits in zip(query, results, strict=True):
+        out.rule(f"[bold]{q}")
+        for rank, hit in enumerate(hits, 1):  # type: ignore[arg-type]
+            title = f" · {hit['title']}" if hit.get("title") else ""
+            out.print(f"[bold]{rank:>2}.[/] [cyan]{hit['score']:.4f}[/] [magenta]{hit['domain']}[/] {hit['doc_id']}{title}", highlight=False)
+            text = " ".join(hit["text"].split())
+            out.print(f"    {text[:400]}{'…' if len(text) > 400 else ''}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def validate(manifests: Annotated[list[Path], typer.Argument(help="manifest files")]) -> None:
+    """Check manifests (fields, values, that sources resolve) without building anything."""
+    from massiveds.manifest import load_manifest
+    from massiveds.sources.files import resolve_inputs
+
+    rows = []
+    failed = False
+    for path in manifests:
+        try:
+            loaded = load_manifest(path)
+            files = resolve_inputs(loaded)
+            rows.append((str(path), "ok", loaded.manifest.domain, len(loaded.manifest.sources), len(files)))
+        except MassiveDSError as exc:
+            failed = True
+            console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+    if rows:
+        console.print(table("manifests", ["manifest", "status", "domain", "sources", "files"], rows))
+    if failed:
+        raise typer.Exit(code=2)
+
+
+def main() -> None:
+    """Entry point of the ``massiveds`` script."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()

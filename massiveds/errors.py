@@ -1,0 +1,13 @@
+"""User-facing errors: one clear line that says what is wrong and what to do."""
+
+
+class MassiveDSError(Exception):
+    """An error the user can fix (bad manifest, missing file, wrong argument); the CLI prints it on one line."""
+
+
+class ManifestError(MassiveDSError):
+    """A manifest that cannot be loaded or does not validate."""
+
+
+class DatastoreError(MassiveDSError):
+    """A datastore directory that is missing, incomplete or inconsistent."""

@@ -1,0 +1,18 @@
+"""Parquet input, streamed one row group batch at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow.parquet as pq
+
+from massiveds.extract.records import RawRecord
+
+
+def read_parquet(path: str, batch_rows: int = 4096) -> Iterator[RawRecord]:
+    """Yield one record per row, never holding more than one batch of the file in memory."""
+    row = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+        for fields in batch.to_pylist():
+            yield RawRecord(row, fields)
+            row += 1

@@ -1,0 +1,80 @@
+"""Raw records (one per input row, or an error) and their mapping onto the documents table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+import pyarrow as pa
+
+from massiveds.schema import DOCUMENTS, dropped_table, ordinal
+
+#: Extra fields are kept in ``meta`` only when their JSON form is this short (large payloads such
+#: as raw HTML stay in the source files, which the doc id points back to).
+META_VALUE_MAX_CHARS = 512
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One row of an input file: its 0-based position and either its fields or why it is unreadable."""
+
+    row: int
+    fields: dict[str, Any] | None
+    error: str | None = None
+
+
+def batched(records: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]]:
+    """Group a record stream into lists of at most ``size``."""
+    it = iter(records)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def records_to_documents(records: list[RawRecord], inp: dict[str, Any], domain: str) -> tuple[pa.Table, pa.Table]:
+    """Map raw records of one input file onto (documents, dropped) tables.
+
+    ``inp`` is an ``InputFile.to_dict()``. A doc id is the source's own id when the manifest
+    names ``id_field``, otherwise ``<file relative to the manifest>#<row>``: stable across runs.
+    """
+    named = {inp["text_field"], inp["id_field"], inp["title_field"], inp["url_field"]}
+    docs: list[dict[str, Any]] = []
+    dropped: list[dict[str, str | None]] = []
+    for rec in records:
+        position = f"{inp['rel']}#{rec.row}"
+        fields = rec.fields
+        own_id = _as_text(fields.get(inp["id_field"])) if fields is not None and inp["id_field"] else None
+        doc_id = own_id or position
+        if fields is None:
+            dropped.append({"doc_id": doc_id, "source": inp["source"], "stage": "extract", "reason": "unreadable", "detail": f"{position}: {rec.error}"})
+            continue
+        text = fields.get(inp["text_field"])
+        if not isinstance(text, str):
+            reason = "missing_text" if text is None else "text_not_string"
+            dropped.append({"doc_id": doc_id, "source": inp["source"], "stage": "extract", "reason": reason, "detail": f"{position}: field {inp['text_field']!r}"})
+            continue
+        meta: dict[str, Any] = {"file": inp["rel"], "row": rec.row}
+        for key, value in fields.items():
+            if key not in named and len(encoded := json.dumps(value, default=str)) <= META_VALUE_MAX_CHARS:
+                meta[key] = json.loads(encoded)
+        docs.append(
+            {
+                "doc_id": doc_id,
+                "domain": domain,
+                "source": inp["source"],
+                "url": _as_text(fields.get(inp["url_field"])) if inp["url_field"] else None,
+                "title": _as_text(fields.get(inp["title_field"])) if inp["title_field"] else None,
+                "text": text,
+                "meta": json.dumps(meta, ensure_ascii=False),
+                "_ord": ordinal(inp["source_idx"], inp["file_idx"], rec.row),
+            }
+        )
+    return pa.Table.from_pylist(docs, schema=DOCUMENTS), dropped_table(dropped)

@@ -1,0 +1,238 @@
+"""The build manifest: one YAML file per domain, validated with pydantic, every knob defaulted.
+
+A manifest names *what* to build (sources, domain) and *how* (filters, dedup, chunking, embedder,
+index, sharding). Unknown fields and bad values are rejected with one line that names the file
+and the field, before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from massiveds.errors import ManifestError
+
+#: Formats with an extractor in ``massiveds.extract``; the DESIGN lists more (warc, html,
+#: wikitext, latex, code, text, hf), which are refused by name until their extractor exists.
+SUPPORTED_FORMATS = ("jsonl", "parquet")
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Auto = Literal["auto"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """One input: a path or glob relative to the manifest (or an absolute path), and its fields."""
+
+    uri: str
+    format: str = "jsonl"
+    name: str | None = Field(default=None, description="label in doc ids and reports; default: the uri")
+    text_field: str = "text"
+    id_field: str | None = None
+    title_field: str | None = None
+    url_field: str | None = None
+    sha256: str | None = None
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in SUPPORTED_FORMATS:
+            raise ValueError(
+                f"format {value!r} is not supported yet; use one of {', '.join(SUPPORTED_FORMATS)}"
+            )
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value.lower())):
+            raise ValueError("sha256 must be 64 hexadecimal characters")
+        return value
+
+    @property
+    def label(self) -> str:
+        """The source's name as it appears in doc ids, drop records and reports."""
+        return self.name or self.uri
+
+
+class Filters(_Strict):
+    """Document-level filters applied after text normalisation."""
+
+    min_words: NonNegativeInt = 20
+
+
+class NearDedup(_Strict):
+    """MinHash-LSH near-duplicate removal parameters (bands x rows = num_perm)."""
+
+    enabled: bool = False
+    ngram: PositiveInt = 5
+    num_perm: PositiveInt = 112
+    bands: PositiveInt = 14
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
+
+    @model_validator(mode="after")
+    def _check(self) -> NearDedup:
+        if self.num_perm % self.bands:
+            raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
+        if self.enabled:
+            raise ValueError("near-duplicate removal (dedup.near.enabled) is not available yet; set it to false")
+        return self
+
+
+class Dedup(_Strict):
+    """Exact (normalised-text hash) and near (MinHash) deduplication."""
+
+    exact: bool = True
+    near: NearDedup = NearDedup()
+
+
+class EvalSet(_Strict):
+    """An evaluation set whose text must not leak into the datastore."""
+
+    uri: str
+    format: str = "jsonl"
+    fields: list[str] = ["question", "answer"]
+
+
+class Decontaminate(_Strict):
+    """Build-time n-gram decontamination against evaluation sets."""
+
+    eval_sets: list[EvalSet] = []
+    ngram: PositiveInt = 13
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
+
+    @field_validator("eval_sets")
+    @classmethod
+    def _not_yet(cls, value: list[EvalSet]) -> list[EvalSet]:
+        if value:
+            raise ValueError("build-time decontamination is not available yet; leave eval_sets empty")
+        return value
+
+
+class Chunk(_Strict):
+    """How documents are cut into passages."""
+
+    unit: Literal["words"] = "words"
+    size: PositiveInt = 256
+    overlap: NonNegativeInt = 0
+    min_size: NonNegativeInt = 20
+
+    @model_validator(mode="after")
+    def _check(self) -> Chunk:
+        if self.overlap >= self.size:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than size ({self.size})")
+        if self.min_size > self.size:
+            raise ValueError(f"min_size ({self.min_size}) must not exceed size ({self.size})")
+        return self
+
+
+class Embed(_Strict):
+    """The sentence-transformers embedder and how it runs."""
+
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: PositiveInt = 64
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    store_vectors: bool = True
+    normalize: bool = True
+    max_length: PositiveInt | None = None
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    workers: PositiveInt | Auto = "auto"
+
+
+class Index(_Strict):
+    """FAISS index spec; ``auto`` values are chosen from the number of vectors (see massiveds.index)."""
+
+    type: Literal["auto", "flat", "ivfpq"] = "auto"
+    nlist: PositiveInt | Auto = "auto"
+    pq_m: PositiveInt | Auto = "auto"
+    nbits: Annotated[int, Field(ge=1, le=16)] = 8
+    train_sample: PositiveInt | Auto = "auto"
+    nprobe: PositiveInt | Auto = "auto"
+    flat_max: PositiveInt = 200_000
+
+
+class Shards(_Strict):
+    """How passages are split into independently indexed shards."""
+
+    target_passages: PositiveInt = 1_000_000
+
+
+class Manifest(_Strict):
+    """A whole build manifest (see DESIGN.md for the contract)."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    domain: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_]*$")]
+    sources: Annotated[list[Source], Field(min_length=1)]
+    filters: Filters = Filters()
+    dedup: Dedup = Dedup()
+    decontaminate: Decontaminate = Decontaminate()
+    chunk: Chunk = Chunk()
+    embed: Embed = Embed()
+    index: Index = Index()
+    shards: Shards = Shards()
+
+
+class LoadedManifest(BaseModel):
+    """A validated manifest plus where it came from (its folder resolves relative source paths)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    manifest: Manifest
+    path: Path
+    sha256: str
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder that relative source URIs are resolved against."""
+        return self.path.parent
+
+    def record(self) -> dict[str, Any]:
+        """The manifest as stored in the datastore catalog: path, hash and the full, defaulted content."""
+        return {"path": self.path.name, "sha256": self.sha256, "content": self.manifest.model_dump(mode="json")}
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{loc}: {msg}")
+    return f"{path}: invalid manifest: " + "; ".join(parts)
+
+
+def load_manifest(path: str | Path) -> LoadedManifest:
+    """Read and validate a manifest file, raising ManifestError with one clear line on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found; pass the path of a YAML manifest")
+    raw = path.read_bytes()
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ManifestError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: a manifest must be a YAML mapping with name, domain and sources")
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(_format_error(path, exc)) from None
+    return LoadedManifest(manifest=manifest, path=path.resolve(), sha256=hashlib.sha256(raw).hexdigest())
+
+
+def manifest_json_schema() -> str:
+    """The JSON schema of the manifest, for editors and docs."""
+    return json.dumps(Manifest.model_json_schema(), indent=2)

@@ -1,0 +1,1 @@
+"""Ray wiring of the massiveds build: the stage graph, resources, progress and resume."""

@@ -1,0 +1,303 @@
+"""``massiveds build``: the stage graph from a manifest to a datastore, resumable stage by stage.
+
+extract -> dedup (map, reduce) -> chunk -> shard -> embed -> train -> index -> catalog
+
+Every stage records a completion marker (``build/<stage>/_SUCCESS.json``) holding its results,
+and every per-file or per-shard unit inside a stage records its own marker, so a re-run skips
+finished stages and finished units and a killed build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import importlib.metadata
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import Progress
+
+from massiveds.errors import MassiveDSError
+from massiveds.index import plan_index
+from massiveds.layout import FORMAT_VERSION, DatastoreLayout, file_record, mark_done, read_json, shard_name, stage_done, write_json
+from massiveds.manifest import LoadedManifest
+from massiveds.report import progress
+from massiveds.sources.files import resolve_inputs
+from pipelines import units
+from pipelines.embed_stage import run_embed
+from pipelines.runtime import Stopwatch, ray_runtime, run_units
+
+MAX_DEDUP_PARTITIONS = 64
+VERSIONED_PACKAGES = ("massiveds", "faiss-cpu", "faiss-gpu", "sentence-transformers", "torch", "transformers", "pyarrow", "ray")
+
+
+@dataclass
+class StageReport:
+    """What one stage did in this run: ran or skipped, how long, and a one-line result."""
+
+    name: str
+    status: str
+    seconds: float
+    detail: str
+
+
+class Build:
+    """One build of a manifest into an output directory."""
+
+    def __init__(self, loaded: LoadedManifest, out: Path, address: str | None = None) -> None:
+        self.loaded = loaded
+        self.manifest = loaded.manifest
+        self.layout = DatastoreLayout(out)
+        self.build = self.layout.build
+        self.address = address
+        self.reports: list[StageReport] = []
+        self._progress: Progress | None = None
+
+    # -- orchestration -------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Run every stage not yet done; returns the catalog."""
+        self._claim_directory()
+        inputs = resolve_inputs(self.loaded)
+        items = [inp.to_dict() | {"unit": inp.unit} for inp in inputs]
+        with ray_runtime(self.address), progress() as self._progress:
+            extract = self._stage("extract", lambda: self._extract(items))
+            if self.manifest.dedup.exact:
+                self._stage("dedup", lambda: self._dedup(items))
+            chunk = self._stage("chunk", lambda: self._chunk(items))
+            shards = self._stage("shard", lambda: self._shard(chunk))["shards"]
+            embed = self._stage("embed", lambda: self._embed(shards))
+            plan = self._stage("train", lambda: self._train(shards))["plan"]
+            self._stage("index", lambda: self._index(shards, plan))
+            return self._stage("catalog", lambda: self._catalog(extract, shards, embed, plan))["catalog"]
+
+    def _claim_directory(self) -> None:
+        record = {"manifest": self.loaded.path.name, "manifest_sha256": self.loaded.sha256}
+        path = self.build / "build.json"
+        if path.is_file():
+            previous = read_json(path)
+            if previous.get("manifest_sha256") != self.loaded.sha256:
+                raise MassiveDSError(
+                    f"{self.layout.root} holds a build of another manifest ({previous.get('manifest')}, changed since?); "
+                    "use a new --out, or --force to start this one over"
+                )
+        elif self.layout.root.exists() and any(self.layout.root.iterdir()):
+            raise MassiveDSError(f"{self.layout.root} exists and is not a massiveds build; choose an empty or new --out")
+        write_json(path, record)
+
+    def _stage(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        folder = self.layout.stage(name)
+        done = stage_done(folder)
+        if done is not None:
+            self.reports.append(StageReport(name, "skipped (done)", 0.0, done["summary"]))
+            return done
+        clock = Stopwatch()
+        result = fn()
+        result["seconds"] = clock.seconds
+        mark_done(folder, result)
+        self.reports.append(StageReport(name, "ran", result["seconds"], result["summary"]))
+        return result
+
+    def _units(self, stage: str, fn: Callable[..., dict[str, Any]], items: list[dict[str, Any]], kwargs: dict[str, Any],
+               rate_key: str | None = None, **resources: Any) -> list[dict[str, Any]]:
+        assert self._progress is not None
+        task = self._progress.add_task(stage, total=len(items), rate="")
+        clock = Stopwatch()
+        rows = 0
+
+        def advance(result: dict[str, Any]) -> None:
+            nonlocal rows
+            rows += int(result.get(rate_key, 0)) if rate_key else 0
+            rate = f"{rows / max(clock.seconds, 1e-9):,.0f} {rate_key}/s" if rate_key else ""
+            self._progress.update(task, advance=1, rate=rate)  # type: ignore[union-attr]
+
+        return run_units(stage, fn, items, kwargs, self.layout.stage(stage) / "units", advance, **resources)
+
+    # -- stages ----------------------------------------------------------------------------
+
+    def _extract(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        results = self._units("extract", units.extract_unit, items, {"manifest": self.manifest, "build": self.build}, rate_key="read")
+        per_source: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        dropped: collections.Counter[str] = collections.Counter()
+        for r in results:
+            per_source[r["source"]].update({"read": r["read"], "kept": r["kept"]})
+            dropped.update(r["dropped"])
+        read, kept = sum(r["read"] for r in results), sum(r["kept"] for r in results)
+        return {
+            "read": read,
+            "kept": kept,
+            "dropped": dict(dropped),
+            "sources": {s: dict(c) for s, c in per_source.items()},
+            "summary": f"{len(items)} files, {read:,} records -> {kept:,} documents",
+        }
+
+    def _dedup(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        partitions = max(1, min(MAX_DEDUP_PARTITIONS, len(items)))
+        map_items = [{"unit": i["unit"]} for i in items]
+        self._units("dedup-map", units.dedup_map_unit, map_items, {"build": self.build, "partitions": partitions})
+        reduce_items = [{"unit": f"p{p:04d}", "partition": p} for p in range(partitions)]
+        results = self._units("dedup", units.dedup_reduce_unit, reduce_items, {"build": self.build})
+        dups = sum(r["duplicates"] for r in results)
+        shutil.rmtree(self.build / "dedup" / "keys", ignore_errors=True)
+        return {"duplicates": dups, "partitions": partitions, "summary": f"{dups:,} exact duplicates in {partitions} hash partitions"}
+
+    def _chunk(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        kwargs = {"manifest": self.manifest, "build": self.build, "dedup": self.manifest.dedup.exact}
+        results = self._units("chunk", units.chunk_unit, items, kwargs, rate_key="passages")
+        docs, passages = sum(r["documents"] for r in results), sum(r["passages"] for r in results)
+        tokens = sum(r["tokens"] for r in results)
+        if passages == 0:
+            raise MassiveDSError(f"no passages: every document was dropped (see {self.layout.dropped}); check the sources and filters")
+        parts = [{"part": f"{i['unit']}.parquet", "rows": r["passages"]} for i, r in zip(items, results, strict=True)]
+        return {"documents": docs, "passages": passages, "tokens": tokens, "parts": parts,
+                "summary": f"{docs:,} documents -> {passages:,} passages ({tokens:,} {self.manifest.chunk.unit})"}
+
+    def _shard(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        shards = plan_shards(chunk["parts"], self.manifest.domain, self.manifest.shards.target_passages)
+        for s in shards:
+            s["unit"] = s["name"]
+        kwargs = {"build": self.build, "shards_dir": self.layout.shards}
+        results = self._units("shard", units.write_shard_unit, shards, kwargs, rate_key="passages")
+        for s, r in zip(shards, results, strict=True):
+            s["tokens"] = r["tokens"]
+            del s["slices"]
+        return {"shards": shards, "summary": f"{len(shards)} shards of <= {self.manifest.shards.target_passages:,} passages"}
+
+    def _vectors_path(self, shard: dict[str, Any]) -> Path:
+        if self.manifest.embed.store_vectors:
+            return self.layout.shard(shard["name"]) / "vectors.npy"
+        return self.build / "vectors" / f"{shard['name']}.npy"
+
+    def _embed(self, shards: list[dict[str, Any]]) -> dict[str, Any]:
+        markers = self.layout.stage("embed") / "units"
+        pending = [s for s in shards if not (markers / f"{s['unit']}.json").is_file()]
+        for s in pending:
+            shutil.rmtree(self.build / "embeddings" / s["name"], ignore_errors=True)
+        clock = Stopwatch()
+        total = sum(s["count"] for s in pending)
+        if pending:
+            assert self._progress is not None
+            task = self._progress.add_task("embed", total=total, rate="")
+
+            def on_rows(n: int) -> None:
+                done = self._progress.tasks[task].completed + n  # type: ignore[union-attr]
+                self._progress.update(task, completed=done, rate=f"{done / max(clock.seconds, 1e-9):,.1f} passages/s")  # type: ignore[union-attr]
+
+            spec = self.manifest.embed.model_dump()
+            run_embed(pending, self.layout.shards, self.build, spec, self.loaded.base_dir, self.manifest.embed.workers, on_rows)
+        embed_seconds = clock.seconds
+        self._units("vectors", units.consolidate_vectors_unit, shards, {"build": self.build, "paths": {s["name"]: str(self._vectors_path(s)) for s in shards}})
+        shutil.rmtree(self.build / "embeddings", ignore_errors=True)
+        rate = total / embed_seconds if total else 0.0
+        info = read_json(self.build / "embed" / "embedder.json")
+        return {"embedder": info, "passages": total, "passages_per_s": rate,
+                "summary": f"{total:,} passages with {info['model']} (dim {info['dim']}), {rate:,.1f} passages/s"}
+
+    def _train(self, shards: list[dict[str, Any]]) -> dict[str, Any]:
+        n = sum(s["count"] for s in shards)
+        dim = int(np.load(self._vectors_path(shards[0]), mmap_mode="r").shape[1])
+        plan = plan_index(n, dim, self.manifest.index).to_dict()
+        item = {"unit": "trained"}
+        kwargs = {"plan": plan, "shards": shards, "paths": {s["name"]: str(self._vectors_path(s)) for s in shards},
+                  "dest": self.layout.trained_index}
+        self._units("train", units.train_unit, [item], kwargs)
+        return {"plan": plan, "summary": f"{plan['factory']} ({plan['reason']})"}
+
+    def _index(self, shards: list[dict[str, Any]], plan: dict[str, Any]) -> dict[str, Any]:
+        kwargs = {"paths": {s["name"]: str(self._vectors_path(s)) for s in shards}, "trained_path": self.layout.trained_index,
+                  "shards_dir": self.layout.shards, "plan": plan}
+        results = self._units("index", units.add_shard_unit, shards, kwargs, rate_key="vectors")
+        if not self.manifest.embed.store_vectors:
+            shutil.rmtree(self.build / "vectors", ignore_errors=True)
+        total = sum(r["vectors"] for r in results)
+        return {"vectors": total, "summary": f"{total:,} vectors added to {len(shards)} shard indexes"}
+
+    def _catalog(self, extract: dict[str, Any], shards: list[dict[str, Any]], embed: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+        shard_records = []
+        for s in shards:
+            info = read_json(self.layout.shard(s["name"]) / "shard.json")
+            shard_records.append({k: info[k] for k in ("name", "domain", "id_start", "count", "list_balance", "files")} | {"tokens": s["tokens"]})
+        chunk = stage_done(self.layout.stage("chunk")) or {}
+        dedup = stage_done(self.layout.stage("dedup")) or {}
+        dropped = collections.Counter(extract["dropped"])
+        if dedup:
+            dropped["dedup:exact_duplicate"] += dedup["duplicates"]
+        seconds = {r.name: round(r.seconds, 2) for r in self.reports}
+        catalog = {
+            "format_version": FORMAT_VERSION,
+            "name": self.manifest.name,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "embedder": embed["embedder"],
+            "index": plan,
+            "chunk": self.manifest.chunk.model_dump(),
+            "trained_index": {"file": self.layout.trained_index.name} | file_record(self.layout.trained_index),
+            "shards": shard_records,
+            "domains": {
+                self.manifest.domain: {
+                    "documents": chunk.get("documents", 0),
+                    "passages": sum(s["count"] for s in shards),
+                    "tokens": sum(s["tokens"] for s in shards),
+                    "shards": len(shards),
+                }
+            },
+            "build": {
+                "records_read": extract["read"],
+                "documents_kept": chunk.get("documents", 0),
+                "dropped": dict(sorted(dropped.items())),
+                "sources": extract["sources"],
+                "embed_passages_per_s": round(embed["passages_per_s"], 2),
+                "stage_seconds": seconds,
+            },
+            "manifests": [self.loaded.record()],
+            "versions": _versions(),
+        }
+        write_json(self.layout.catalog, catalog)
+        return {"catalog": catalog, "summary": f"{self.layout.catalog}"}
+
+
+def plan_shards(parts: list[dict[str, Any]], domain: str, target: int) -> list[dict[str, Any]]:
+    """Cut the concatenation of chunk outputs (in order) into balanced shards of at most ``target`` passages.
+
+    Passage ids are positions in that concatenation, so shard ``i`` holds the contiguous id range
+    ``[id_start, id_start + count)`` and carries the (part, first row, end row) slices that fill it.
+    """
+    total = sum(p["rows"] for p in parts)
+    n_shards = max(1, math.ceil(total / target))
+    bounds = [round(i * total / n_shards) for i in range(n_shards + 1)]
+    shards = []
+    offsets = np.cumsum([0] + [p["rows"] for p in parts])
+    for i in range(n_shards):
+        lo, hi = bounds[i], bounds[i + 1]
+        slices = []
+        for p, part in enumerate(parts):
+            a, b = max(lo, int(offsets[p])), min(hi, int(offsets[p + 1]))
+            if a < b:
+                slices.append([part["part"], a - int(offsets[p]), b - int(offsets[p])])
+        shards.append({"name": shard_name(domain, i), "domain": domain, "id_start": lo, "count": hi - lo, "slices": slices})
+    return shards
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in VERSIONED_PACKAGES:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def build(manifest: LoadedManifest, out: Path, address: str | None = None, force: bool = False) -> Build:
+    """Build ``manifest`` into ``out`` (``force`` wipes a previous build there first); returns the finished Build."""
+    if force and out.exists():
+        if not (out / "build" / "build.json").is_file() and any(out.iterdir()):
+            raise MassiveDSError(f"{out} is not a massiveds build; refusing to delete it with --force")
+        shutil.rmtree(out)
+    b = Build(manifest, out, address)
+    b.run()
+    return b

@@ -1,0 +1,106 @@
+"""The embedding stage on Ray Data: passage ranges -> a fixed pool of model actors -> fp16 parts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from massiveds.embed import Embedder
+from massiveds.layout import write_json
+from pipelines.units import read_passage_range, write_embeddings_part
+
+#: Rows read per input block; each actor call gets ``ACTOR_BATCHES`` model batches at once so that
+#: sentence-transformers' length sorting inside ``encode`` has room to cut padding.
+READ_ROWS = 4096
+ACTOR_BATCHES = 16
+
+
+class EmbedActor:
+    """One model per actor; embeds (passage_id, text) batches into (passage_id, fp16 vector)."""
+
+    def __init__(self, spec: dict[str, Any], base_dir: str | None, threads: int, info_path: str) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.embedder = Embedder(
+            spec["model"],
+            device=spec["device"],
+            normalize=spec["normalize"],
+            max_length=spec["max_length"],
+            query_prefix=spec["query_prefix"],
+            passage_prefix=spec["passage_prefix"],
+            batch_size=spec["batch_size"],
+            base_dir=Path(base_dir) if base_dir else None,
+        )
+        write_json(Path(info_path), self.embedder.info())
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        vectors = self.embedder.encode_passages([str(t) for t in batch["text"]])
+        return {"passage_id": batch["passage_id"], "vector": vectors.astype(np.float16)}
+
+
+def _read(batch: pa.Table, shards_dir: str) -> pa.Table:
+    items = [json.loads(i) for i in batch.column("item").to_pylist()]
+    return pa.concat_tables([read_passage_range(i, Path(shards_dir)) for i in items])
+
+
+def _write(batch: dict[str, np.ndarray], shards: list[dict[str, Any]], build: str) -> pa.Table:
+    parts = write_embeddings_part(np.asarray(batch["passage_id"]), np.asarray(batch["vector"]), shards, Path(build))
+    return pa.table({"shard": [p["shard"] for p in parts], "rows": [p["rows"] for p in parts]})
+
+
+def pool_shape(device: str) -> tuple[int, int, int]:
+    """(actors, GPUs per actor, torch threads per actor) from the cluster's resources."""
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    if device != "cpu" and gpus > 0:
+        return gpus, 1, 4
+    cpus = max(1, int(resources.get("CPU", 1)))
+    actors = max(1, cpus // 8)
+    return actors, 0, max(1, cpus // actors)
+
+
+def run_embed(
+    shards: list[dict[str, Any]],
+    shards_dir: Path,
+    build: Path,
+    spec: dict[str, Any],
+    base_dir: Path,
+    workers: int | str,
+    on_rows: Callable[[int], None],
+) -> dict[str, int]:
+    """Embed every passage of ``shards``; returns rows written per shard."""
+    import ray
+
+    actors, gpus, threads = pool_shape(spec["device"])
+    if workers != "auto":
+        actors = int(workers)
+    items = [
+        {"shard": s["name"], "start": start, "stop": min(start + READ_ROWS, s["count"])}
+        for s in shards
+        for start in range(0, s["count"], READ_ROWS)
+    ]
+    ds = ray.data.from_items([{"item": json.dumps(i)} for i in items], override_num_blocks=max(1, len(items)))
+    ds = ds.map_batches(_read, batch_size=1, batch_format="pyarrow", fn_kwargs={"shards_dir": str(shards_dir)})
+    ds = ds.map_batches(
+        EmbedActor,
+        batch_size=spec["batch_size"] * ACTOR_BATCHES,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        fn_constructor_kwargs={"spec": spec, "base_dir": str(base_dir), "threads": threads, "info_path": str(build / "embed" / "embedder.json")},
+        num_gpus=gpus,
+        num_cpus=1,
+    )
+    ds = ds.map_batches(_write, batch_size=None, batch_format="numpy", fn_kwargs={"shards": shards, "build": str(build)})
+    written: dict[str, int] = {}
+    for row in ds.iter_rows():
+        written[row["shard"]] = written.get(row["shard"], 0) + int(row["rows"])
+        on_rows(int(row["rows"]))
+    return written

@@ -1,0 +1,103 @@
+"""Start (or join) Ray for a build and run work units on it as Ray Data transforms."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from massiveds.layout import read_json, write_json
+
+#: Environment every Ray worker gets: no tokenizer thread pools fighting Ray's own parallelism.
+WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false"}
+PASS_THROUGH_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "SENTENCE_TRANSFORMERS_HOME", "OMP_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def ray_runtime(address: str | None = None) -> Iterator[None]:
+    """A local Ray instance by default, or the cluster at ``address`` / ``RAY_ADDRESS``; shut down if we started it."""
+    import ray
+
+    env = dict(WORKER_ENV) | {k: os.environ[k] for k in PASS_THROUGH_ENV if k in os.environ}
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            address=address or os.environ.get("RAY_ADDRESS"),
+            include_dashboard=False,
+            logging_level="ERROR",
+            log_to_driver=False,
+            runtime_env={"env_vars": env},
+        )
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.verbose_stats_logs = False
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _apply_units(batch: pa.Table, fn: Callable[..., dict[str, Any]], kwargs: dict[str, Any]) -> pa.Table:
+    results = [json.dumps(fn(json.loads(item), **kwargs)) for item in batch.column("item").to_pylist()]
+    return pa.table({"result": pa.array(results, pa.string())})
+
+
+def run_units(
+    name: str,
+    fn: Callable[..., dict[str, Any]],
+    items: list[dict[str, Any]],
+    kwargs: dict[str, Any],
+    markers: Path,
+    on_result: Callable[[dict[str, Any]], None],
+    *,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    memory: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``fn(item, **kwargs)`` for every item as a Ray Data map, skipping items already done.
+
+    Each item has a ``unit`` name; its result is saved as ``markers/<unit>.json`` once it
+    succeeds, so a re-run after a crash only does the units that had not finished.
+    """
+    import ray
+
+    results: dict[str, dict[str, Any]] = {}
+    todo = []
+    for item in items:
+        marker = markers / f"{item['unit']}.json"
+        if marker.is_file():
+            results[item["unit"]] = read_json(marker)
+            on_result(results[item["unit"]])
+        else:
+            todo.append(item)
+    if todo:
+        ds = ray.data.from_items([{"item": json.dumps(i)} for i in todo], override_num_blocks=len(todo))
+        remote_args: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+        if memory:
+            remote_args["memory"] = memory
+        ds = ds.map_batches(_apply_units, batch_size=1, batch_format="pyarrow", fn_kwargs={"fn": fn, "kwargs": kwargs}, **remote_args)
+        for row in ds.iter_rows():
+            result = json.loads(row["result"])
+            write_json(markers / f"{result['unit']}.json", result)
+            results[result["unit"]] = result
+            on_result(result)
+    return [results[i["unit"]] for i in items]
+
+
+class Stopwatch:
+    """Seconds since creation."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start

@@ -1,0 +1,279 @@
+"""Work units of the build: plain functions, one input file or one shard each, no Ray inside.
+
+Each unit reads its inputs from the build folder, calls the stage functions of ``massiveds`` on
+Arrow batches, writes its outputs under temporary names that are renamed when complete, and
+returns a small metadata dict. ``pipelines.build`` schedules them on Ray; tests and benchmarks can
+call them directly in one process.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
+import pyarrow.parquet as pq
+
+from massiveds.chunk import CHUNKS, chunk_documents
+from massiveds.clean.exact_dedup import DUPLICATES, KEYS, find_duplicates, partition_keys
+from massiveds.clean.normalize import normalize_and_filter
+from massiveds.extract import reader_for
+from massiveds.extract.records import batched, records_to_documents
+from massiveds.index import IndexPlan, add_vectors, list_balance, read_index, train_index, write_index
+from massiveds.layout import atomic_path, file_record, write_json
+from massiveds.manifest import Manifest
+from massiveds.passages import PassageFile, write_passages
+from massiveds.schema import DOCUMENTS, DROPPED, FILE_BITS, ROW_BITS, dropped_table
+
+READ_BATCH = 2048
+
+
+class _PartWriter:
+    """A Parquet file written batch by batch under a temporary name, renamed on ``commit``."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self._ctx = atomic_path(path)
+        self._tmp = self._ctx.__enter__()
+        self._writer = pq.ParquetWriter(str(self._tmp), schema, compression="zstd")
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._writer.write_table(table)
+            self.rows += table.num_rows
+
+    def commit(self) -> None:
+        self._writer.close()
+        self._ctx.__exit__(None, None, None)
+
+    def abort(self, exc: BaseException) -> None:
+        self._writer.close()
+        self._ctx.__exit__(type(exc), exc, exc.__traceback__)
+
+
+def _count_reasons(dropped: pa.Table, into: collections.Counter[str]) -> None:
+    for stage, reason in zip(dropped.column("stage").to_pylist(), dropped.column("reason").to_pylist(), strict=True):
+        into[f"{stage}:{reason}"] += 1
+
+
+def extract_unit(inp: dict[str, Any], manifest: Manifest, build: Path) -> dict[str, Any]:
+    """Read one input file, map it to documents, normalise and filter; write its documents and drops.
+
+    A file that breaks off mid-way (truncated, corrupt) keeps the documents read before the break
+    and records the break as a dropped entry with its position.
+    """
+    unit = inp["unit"]
+    docs_out = _PartWriter(build / "documents" / f"{unit}.parquet", DOCUMENTS)
+    drops_out = _PartWriter(build / "dropped" / "extract" / f"{unit}.parquet", DROPPED)
+    reasons: collections.Counter[str] = collections.Counter()
+    read = 0
+    batches = batched(reader_for(inp["format"])(inp["path"]), READ_BATCH)
+    try:
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except Exception as exc:  # a corrupt file must not stop the build: record where it broke
+                broken = dropped_table([{"doc_id": f"{inp['rel']}#after-{read}", "source": inp["source"], "stage": "extract",
+                                         "reason": "corrupt_file", "detail": f"{inp['rel']}: {type(exc).__name__}: {exc}"[:1000]}])
+                drops_out.write(broken)
+                _count_reasons(broken, reasons)
+                break
+            read += len(batch)
+            docs, dropped = records_to_documents(batch, inp, manifest.domain)
+            kept, filtered = normalize_and_filter(docs, manifest.filters)
+            for table in (dropped, filtered):
+                drops_out.write(table)
+                _count_reasons(table, reasons)
+            docs_out.write(kept)
+    except BaseException as exc:
+        docs_out.abort(exc)
+        drops_out.abort(exc)
+        raise
+    drops_out.commit()
+    docs_out.commit()  # the documents file is the unit's completion marker: renamed last
+    return {"unit": unit, "source": inp["source"], "read": read, "kept": docs_out.rows, "dropped": dict(reasons)}
+
+
+def _documents(path: Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    pf = pq.ParquetFile(str(path))
+    for i in range(pf.num_row_groups):
+        yield pf.read_row_group(i, columns=columns)
+
+
+def dedup_map_unit(item: dict[str, Any], build: Path, partitions: int) -> dict[str, Any]:
+    """Hash one documents part and append its keys to the hash partitions (exact-dedup map step)."""
+    unit = item["unit"]
+    writers: dict[int, _PartWriter] = {}
+    for table in _documents(build / "documents" / f"{unit}.parquet", ["doc_id", "source", "text", "_ord"]):
+        for bucket, keys in partition_keys(table, partitions).items():
+            if bucket not in writers:
+                writers[bucket] = _PartWriter(build / "dedup" / "keys" / f"p{bucket:04d}" / f"{unit}.parquet", KEYS)
+            writers[bucket].write(keys)
+    for w in writers.values():
+        w.commit()
+    return {"unit": unit, "partitions": len(writers)}
+
+
+def dedup_reduce_unit(item: dict[str, Any], build: Path) -> dict[str, Any]:
+    """Find the duplicates within one hash partition; write them (by ``_ord``) and their drop records."""
+    partition = item["partition"]
+    folder = build / "dedup" / "keys" / f"p{partition:04d}"
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    keys = pa.concat_tables([pq.read_table(f, schema=KEYS) for f in files]) if files else KEYS.empty_table()
+    dups = find_duplicates(keys)
+    with atomic_path(build / "dedup" / "duplicates" / f"p{partition:04d}.parquet") as tmp:
+        pq.write_table(dups, str(tmp), row_group_size=65536)
+    dropped = dropped_table(
+        [{"doc_id": d, "source": s, "stage": "dedup", "reason": "exact_duplicate", "duplicate_of": o}
+         for d, s, o in zip(dups.column("doc_id").to_pylist(), dups.column("source").to_pylist(), dups.column("duplicate_of").to_pylist(), strict=True)]
+    )
+    with atomic_path(build / "dropped" / "dedup" / f"p{partition:04d}.parquet") as tmp:
+        pq.write_table(dropped, str(tmp))
+    return {"unit": f"p{partition:04d}", "keys": keys.num_rows, "duplicates": dups.num_rows}
+
+
+def _unit_ord_range(source_idx: int, file_idx: int) -> tuple[int, int]:
+    start = (source_idx << (FILE_BITS + ROW_BITS)) | (file_idx << ROW_BITS)
+    return start, start + (1 << ROW_BITS)
+
+
+def chunk_unit(inp: dict[str, Any], manifest: Manifest, build: Path, dedup: bool) -> dict[str, Any]:
+    """Cut one documents part into passages, leaving out the documents dedup marked as duplicates."""
+    unit = inp["unit"]
+    drop_ords = pa.array([], pa.int64())
+    if dedup:
+        lo, hi = _unit_ord_range(inp["source_idx"], inp["file_idx"])
+        dataset = pds.dataset(str(build / "dedup" / "duplicates"), format="parquet", schema=DUPLICATES)
+        drop_ords = dataset.to_table(columns=["_ord"], filter=(pds.field("_ord") >= lo) & (pds.field("_ord") < hi)).column("_ord")
+    out = _PartWriter(build / "passages" / f"{unit}.parquet", CHUNKS)
+    docs = tokens = 0
+    for table in _documents(build / "documents" / f"{unit}.parquet"):
+        if len(drop_ords):
+            table = table.filter(pc.invert(pc.is_in(table.column("_ord"), value_set=drop_ords)))
+        docs += table.num_rows
+        passages = chunk_documents(table, manifest.chunk)
+        tokens += int(pc.sum(passages.column("n_tokens")).as_py() or 0)
+        out.write(passages)
+    out.commit()
+    return {"unit": unit, "documents": docs, "passages": out.rows, "tokens": tokens}
+
+
+def write_shard_unit(shard: dict[str, Any], build: Path, shards_dir: Path) -> dict[str, Any]:
+    """Write one shard's passages (ids ``id_start`` onwards) from its slices of the chunk outputs."""
+
+    tokens = 0
+
+    def tables() -> Iterator[pa.Table]:
+        nonlocal tokens
+        next_id = shard["id_start"]
+        for part, start, stop in shard["slices"]:
+            pf = pq.ParquetFile(str(build / "passages" / part))
+            row = 0
+            for batch in pf.iter_batches(batch_size=8192):
+                lo, hi = max(start, row), min(stop, row + batch.num_rows)
+                if lo < hi:
+                    piece = pa.Table.from_batches([batch.slice(lo - row, hi - lo)])
+                    ids = pa.array(np.arange(next_id, next_id + piece.num_rows, dtype=np.int64))
+                    next_id += piece.num_rows
+                    tokens += int(pc.sum(piece.column("n_tokens")).as_py() or 0)
+                    yield piece.append_column("passage_id", ids)
+                row += batch.num_rows
+                if row >= stop:
+                    break
+
+    rows = write_passages(shards_dir / shard["name"] / "passages.arrow", tables())
+    if rows != shard["count"]:
+        raise RuntimeError(f"shard {shard['name']}: wrote {rows} passages, expected {shard['count']}")
+    return {"unit": shard["name"], "passages": rows, "tokens": tokens}
+
+
+def read_passage_range(item: dict[str, Any], shards_dir: Path) -> pa.Table:
+    """(passage_id, text) of rows [start, stop) of one shard, the embed stage's input block."""
+    pf = PassageFile(shards_dir / item["shard"] / "passages.arrow")
+    b = pf.batch_rows
+    batches = [pf.read_batch(i) for i in range(item["start"] // b, (item["stop"] - 1) // b + 1)]
+    table = pa.Table.from_batches(batches).select(["passage_id", "text"])
+    offset = item["start"] - (item["start"] // b) * b
+    return table.slice(offset, item["stop"] - item["start"])
+
+
+def write_embeddings_part(ids: np.ndarray, vectors: np.ndarray, shards: list[dict[str, Any]], build: Path) -> list[dict[str, Any]]:
+    """Write a batch of embeddings as fp16 ``.npz`` parts, one per shard the batch touches."""
+    out = []
+    for shard in shards:
+        mask = (ids >= shard["id_start"]) & (ids < shard["id_start"] + shard["count"])
+        if not mask.any():
+            continue
+        part_ids = ids[mask]
+        path = build / "embeddings" / shard["name"] / f"{part_ids.min():012d}-{part_ids.max():012d}.npz"
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, ids=part_ids.astype(np.int64), vectors=vectors[mask].astype(np.float16))
+        out.append({"shard": shard["name"], "rows": int(mask.sum())})
+    return out
+
+
+def consolidate_vectors_unit(shard: dict[str, Any], build: Path, paths: dict[str, str]) -> dict[str, Any]:
+    """Gather a shard's embedding parts into one fp16 ``vectors.npy`` in id order, checking none is missing."""
+    dest = Path(paths[shard["name"]])
+    parts = sorted((build / "embeddings" / shard["name"]).glob("*.npz"))
+    ids_list, vec_list = [], []
+    for p in parts:
+        with np.load(p, allow_pickle=False) as z:
+            ids_list.append(z["ids"])
+            vec_list.append(z["vectors"])
+    ids = np.concatenate(ids_list) if ids_list else np.zeros(0, np.int64)
+    uniq, first = np.unique(ids, return_index=True)
+    expected = np.arange(shard["id_start"], shard["id_start"] + shard["count"], dtype=np.int64)
+    if len(uniq) != len(expected) or not np.array_equal(uniq, expected):
+        raise RuntimeError(f"shard {shard['name']}: embeddings cover {len(uniq)} of {shard['count']} passages")
+    vectors = np.concatenate(vec_list)[first]
+    with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(vectors, dtype=np.float16), allow_pickle=False)
+    return {"unit": shard["name"], "vectors": len(vectors)}
+
+
+def train_unit(item: dict[str, Any], plan: dict[str, Any], shards: list[dict[str, Any]], paths: dict[str, str], dest: Path) -> dict[str, Any]:
+    """Train the shared empty index on a seeded uniform sample of all passages' vectors; write ``trained.faiss``."""
+    index_plan = IndexPlan.from_dict(plan)
+    sample = None
+    if index_plan.type != "flat":
+        total = sum(s["count"] for s in shards)
+        ids = np.sort(np.random.default_rng(0).choice(total, size=index_plan.train_sample, replace=False))
+        pieces = []
+        for s in shards:
+            rows = ids[(ids >= s["id_start"]) & (ids < s["id_start"] + s["count"])] - s["id_start"]
+            if len(rows):
+                pieces.append(np.asarray(np.load(paths[s["name"]], mmap_mode="r", allow_pickle=False)[rows], dtype=np.float32))
+        sample = np.concatenate(pieces)
+    write_index(train_index(index_plan, sample), dest)
+    return {"unit": item["unit"], "train_sample": 0 if sample is None else len(sample)}
+
+
+def add_shard_unit(shard: dict[str, Any], paths: dict[str, str], trained_path: Path, shards_dir: Path, plan: dict[str, Any]) -> dict[str, Any]:
+    """Add one shard's vectors to a copy of the trained index and write the shard's index and shard.json."""
+    shard_dir = shards_dir / shard["name"]
+    index = read_index(trained_path, mmap=False)
+    vectors = np.load(paths[shard["name"]], mmap_mode="r", allow_pickle=False)
+    ids = np.arange(shard["id_start"], shard["id_start"] + shard["count"], dtype=np.int64)
+    add_vectors(index, vectors, ids)
+    write_index(index, shard_dir / "index.faiss")
+    files = {p.name: file_record(p) for p in sorted(shard_dir.iterdir()) if p.is_file() and p.name != "shard.json"}
+    info = {
+        "name": shard["name"],
+        "domain": shard["domain"],
+        "id_start": shard["id_start"],
+        "count": shard["count"],
+        "tokens": shard["tokens"],
+        "index": IndexPlan.from_dict(plan).factory,
+        "list_balance": list_balance(index),
+        "files": files,
+    }
+    write_json(shard_dir / "shard.json", info)
+    return {"unit": shard["name"], "vectors": int(index.ntotal)}
