@@ -40,11 +40,10 @@ def write_passages(path: Path, tables: Iterable[pa.Table], batch_rows: int = BAT
     options = pa.ipc.IpcWriteOptions(compression="zstd")
     rows = 0
     cast = (t.select(PASSAGES.names).cast(PASSAGES) for t in tables)
-    with atomic_path(path) as tmp:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema, options=options) as writer:
-            for batch in fixed_batches(cast, batch_rows):
-                writer.write_batch(batch)
-                rows += batch.num_rows
+    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema, options=options) as writer:
+        for batch in fixed_batches(cast, batch_rows):
+            writer.write_batch(batch)
+            rows += batch.num_rows
     return rows
 
 

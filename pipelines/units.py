@@ -23,7 +23,7 @@ from massiveds.chunk import CHUNKS, chunk_documents
 from massiveds.clean.exact_dedup import DUPLICATES, KEYS, find_duplicates, partition_keys
 from massiveds.clean.normalize import normalize_and_filter
 from massiveds.extract import reader_for
-from massiveds.extract.records import batched, records_to_documents
+from massiveds.extract.records import RawRecord, records_to_documents
 from massiveds.index import IndexPlan, add_vectors, list_balance, read_index, train_index, write_index
 from massiveds.layout import atomic_path, file_record, write_json
 from massiveds.manifest import Manifest
@@ -72,26 +72,30 @@ def extract_unit(inp: dict[str, Any], manifest: Manifest, build: Path) -> dict[s
     drops_out = _PartWriter(build / "dropped" / "extract" / f"{unit}.parquet", DROPPED)
     reasons: collections.Counter[str] = collections.Counter()
     read = 0
-    batches = batched(reader_for(inp["format"])(inp["path"]), READ_BATCH)
+    buffer: list[RawRecord] = []
+
+    def flush() -> None:
+        docs, dropped = records_to_documents(buffer, inp, manifest.domain)
+        kept, filtered = normalize_and_filter(docs, manifest.filters)
+        for table in (dropped, filtered):
+            drops_out.write(table)
+            _count_reasons(table, reasons)
+        docs_out.write(kept)
+        buffer.clear()
+
     try:
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                break
-            except Exception as exc:  # a corrupt file must not stop the build: record where it broke
-                broken = dropped_table([{"doc_id": f"{inp['rel']}#after-{read}", "source": inp["source"], "stage": "extract",
-                                         "reason": "corrupt_file", "detail": f"{inp['rel']}: {type(exc).__name__}: {exc}"[:1000]}])
-                drops_out.write(broken)
-                _count_reasons(broken, reasons)
-                break
-            read += len(batch)
-            docs, dropped = records_to_documents(batch, inp, manifest.domain)
-            kept, filtered = normalize_and_filter(docs, manifest.filters)
-            for table in (dropped, filtered):
-                drops_out.write(table)
-                _count_reasons(table, reasons)
-            docs_out.write(kept)
+        try:
+            for record in reader_for(inp["format"])(inp["path"]):
+                buffer.append(record)
+                read += 1
+                if len(buffer) >= READ_BATCH:
+                    flush()
+        except Exception as exc:  # a corrupt file must not stop the build: keep what was read, record where it broke
+            broken = dropped_table([{"doc_id": f"{inp['rel']}#after-{read}", "source": inp["source"], "stage": "extract",
+                                     "reason": "corrupt_file", "detail": f"{inp['rel']}: {type(exc).__name__}: {exc}"[:1000]}])
+            drops_out.write(broken)
+            _count_reasons(broken, reasons)
+        flush()
     except BaseException as exc:
         docs_out.abort(exc)
         drops_out.abort(exc)

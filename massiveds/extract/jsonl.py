@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from collections.abc import Iterator
 from typing import IO
@@ -14,33 +12,63 @@ import zstandard
 from massiveds.extract.records import RawRecord
 
 
-@contextlib.contextmanager
-def open_stream(path: str) -> Iterator[IO[bytes]]:
-    """A buffered, line-iterable binary stream of ``path``, decompressed according to its suffix."""
-    if path.endswith((".zst", ".zstd")):
-        with fsspec.open(path, "rb") as raw:
-            reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-            yield io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
-    else:
+class TruncatedInput(OSError):
+    """A compressed stream that ends before its frame does (a cut download, a partial copy)."""
+
+
+def _zstd_chunks(raw: IO[bytes], chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Decompress a (possibly multi-frame) zstd stream, raising TruncatedInput if it ends mid-frame."""
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    frame_open = False
+    while data := raw.read(chunk):
+        while data:
+            out = dobj.decompress(data)
+            frame_open = not dobj.eof
+            if out:
+                yield out
+            data = dobj.unused_data if dobj.eof else b""
+            if dobj.eof:
+                dobj = zstandard.ZstdDecompressor().decompressobj()
+                frame_open = False
+    if frame_open:
+        raise TruncatedInput("zstd stream ends mid-frame (truncated file)")
+
+
+def iter_lines(path: str) -> Iterator[bytes]:
+    """Lines of ``path`` as bytes, decompressed by suffix (.zst, .gz, .bz2, .xz); truncation raises."""
+    if not path.endswith((".zst", ".zstd")):
         with fsspec.open(path, "rb", compression="infer") as f:
-            yield f
+            yield from f
+        return
+    with fsspec.open(path, "rb") as raw:
+        pending: list[bytes] = []  # pieces of a line that spans blocks (joined once, not per block)
+        for block in _zstd_chunks(raw):
+            if b"\n" not in block:
+                pending.append(block)
+                continue
+            lines = block.split(b"\n")
+            pending.append(lines[0])
+            yield b"".join(pending) + b"\n"
+            yield from (line + b"\n" for line in lines[1:-1])
+            pending = [lines[-1]]
+        if tail := b"".join(pending):
+            yield tail
 
 
 def read_jsonl(path: str) -> Iterator[RawRecord]:
     """Yield one record per non-blank line; a line that is not a JSON object becomes an error record."""
-    with open_stream(path) as f:
-        for row, raw in enumerate(f):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                yield RawRecord(row, None, "line is not valid UTF-8")
-                continue
-            except json.JSONDecodeError as exc:
-                yield RawRecord(row, None, f"invalid JSON: {exc.msg}")
-                continue
-            if not isinstance(obj, dict):
-                yield RawRecord(row, None, f"JSON value is a {type(obj).__name__}, not an object")
-                continue
-            yield RawRecord(row, obj)
+    for row, raw in enumerate(iter_lines(path)):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            yield RawRecord(row, None, "line is not valid UTF-8")
+            continue
+        except json.JSONDecodeError as exc:
+            yield RawRecord(row, None, f"invalid JSON: {exc.msg}")
+            continue
+        if not isinstance(obj, dict):
+            yield RawRecord(row, None, f"JSON value is a {type(obj).__name__}, not an object")
+            continue
+        yield RawRecord(row, obj)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 import pyarrow as pa
@@ -24,13 +22,6 @@ class RawRecord:
     row: int
     fields: dict[str, Any] | None
     error: str | None = None
-
-
-def batched(records: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]]:
-    """Group a record stream into lists of at most ``size``."""
-    it = iter(records)
-    while batch := list(islice(it, size)):
-        yield batch
 
 
 def _as_text(value: Any) -> str | None:

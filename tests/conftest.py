@@ -1,0 +1,50 @@
+"""Shared fixtures: environment for offline, Ray-safe runs; paths to shipped and shared real data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "manifests" / "examples" / "jargon.yaml"
+SHARED = REPO.parent / "shared"
+
+
+def massiveds(*args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a fresh process (so every build starts and stops its own Ray)."""
+    proc = subprocess.run([sys.executable, "-m", "massiveds.cli", *args], capture_output=True, text=True, timeout=timeout, env=os.environ | {"COLUMNS": "200"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"massiveds {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def example_datastore(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped example, built once for the whole session."""
+    out = tmp_path_factory.mktemp("example") / "ds"
+    massiveds("build", str(EXAMPLE), "--out", str(out))
+    return out
+
+
+@pytest.fixture()
+def small_manifest(tmp_path: Path) -> Path:
+    """A two-file slice of the shipped example (real Jargon File entries) with its own copy of the data."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("jargon-0.jsonl.zst", "jargon-1.jsonl.zst"):
+        shutil.copy(REPO / "manifests/examples/data/jargon" / name, data / name)
+    manifest = tmp_path / "small.yaml"
+    manifest.write_text(
+        "name: small\ndomain: wiki\nsources:\n  - uri: data/*.jsonl.zst\n    id_field: id\n    title_field: title\n"
+        "chunk: {size: 96, min_size: 16}\nshards: {target_passages: 120}\n"
+    )
+    return manifest
