@@ -10,6 +10,7 @@ finished stages and finished units and a killed build resumes where it stopped.
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import importlib.metadata
 import math
@@ -57,6 +58,8 @@ class Build:
         self.address = address
         self.reports: list[StageReport] = []
         self._progress: Progress | None = None
+        self._resources = contextlib.ExitStack()
+        self._ray_started = False
 
     # -- orchestration -------------------------------------------------------------------
 
@@ -65,7 +68,7 @@ class Build:
         self._claim_directory()
         inputs = resolve_inputs(self.loaded)
         items = [inp.to_dict() | {"unit": inp.unit} for inp in inputs]
-        with ray_runtime(self.address), progress() as self._progress:
+        with contextlib.ExitStack() as self._resources, progress() as self._progress:
             extract = self._stage("extract", lambda: self._extract(items))
             if self.manifest.dedup.exact:
                 self._stage("dedup", lambda: self._dedup(items))
@@ -86,7 +89,8 @@ class Build:
                     f"{self.layout.root} holds a build of another manifest ({previous.get('manifest')}, changed since?); "
                     "use a new --out, or --force to start this one over"
                 )
-        elif self.layout.root.exists() and any(self.layout.root.iterdir()):
+            return
+        if self.layout.root.exists() and any(self.layout.root.iterdir()):
             raise MassiveDSError(f"{self.layout.root} exists and is not a massiveds build; choose an empty or new --out")
         write_json(path, record)
 
@@ -96,6 +100,9 @@ class Build:
         if done is not None:
             self.reports.append(StageReport(name, "skipped (done)", 0.0, done["summary"]))
             return done
+        if not self._ray_started:  # Ray starts only when some stage has work to do
+            self._resources.enter_context(ray_runtime(self.address))
+            self._ray_started = True
         clock = Stopwatch()
         result = fn()
         result["seconds"] = clock.seconds

@@ -1,0 +1,122 @@
+"""End to end on the shipped example: build, catalog, search (CLI and API), resume, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import massiveds
+from massiveds.layout import sha256_file
+from massiveds.passages import PassageFile
+from tests.conftest import massiveds as cli
+
+pytestmark = pytest.mark.slow
+
+# A sentence of the Jargon File entry "write-only code".
+SENTENCE = "Code so arcane, complex, or ill-structured that it cannot be modified or even comprehended by anyone but its author"
+
+
+def test_catalog_describes_the_datastore(example_datastore: Path) -> None:
+    catalog = json.loads((example_datastore / "datastore.json").read_text())
+    assert catalog["format_version"] == 1 and catalog["name"] == "jargon-example"
+    assert catalog["embedder"] | {} == catalog["embedder"]
+    assert (catalog["embedder"]["model"], catalog["embedder"]["dim"], catalog["embedder"]["normalize"]) == ("all-MiniLM-L6-v2", 384, True)
+    assert catalog["index"]["type"] == "flat" and "flat_max" in catalog["index"]["reason"]
+    shards = catalog["shards"]
+    total = sum(s["count"] for s in shards)
+    assert len(shards) == 3 == catalog["domains"]["wiki"]["shards"]  # ~1,250 passages, target 500
+    assert all(s["count"] <= 500 for s in shards)
+    assert [s["id_start"] for s in shards] == [0, shards[0]["count"], shards[0]["count"] + shards[1]["count"]]
+    assert catalog["domains"]["wiki"]["passages"] == total
+    build = catalog["build"]
+    assert build["records_read"] == 1266
+    assert build["records_read"] == build["documents_kept"] + sum(build["dropped"].values())
+    assert build["dropped"]["filter:too_few_words"] > 0
+    assert catalog["manifests"][0]["path"] == "jargon.yaml" and len(catalog["manifests"][0]["sha256"]) == 64
+    for shard in shards:
+        folder = example_datastore / "shards" / shard["name"]
+        assert set(shard["files"]) == {"passages.arrow", "index.faiss", "vectors.npy"}
+        for name, record in shard["files"].items():
+            assert sha256_file(folder / name) == record["sha256"]
+        assert len(PassageFile(folder / "passages.arrow")) == shard["count"]
+        vectors = np.load(folder / "vectors.npy")
+        assert vectors.shape == (shard["count"], 384) and vectors.dtype == np.float16
+
+
+def test_passages_trace_back_to_their_documents(example_datastore: Path) -> None:
+    docs = pq.read_table(example_datastore / "build" / "documents").to_pylist()
+    text_of = {d["doc_id"]: d["text"] for d in docs}
+    ds = massiveds.open(example_datastore)
+    ids = list(range(0, ds.num_passages, 37))
+    for p in ds.passages(ids):
+        assert text_of[p["doc_id"]][p["char_start"] : p["char_end"]] == p["text"]
+    assert [p["passage_id"] for p in ds.passages(ids)] == ids
+
+
+def test_search_finds_the_document_a_sentence_comes_from(example_datastore: Path) -> None:
+    proc = cli("search", str(example_datastore), SENTENCE, "-k", "5", "--json")
+    hits = json.loads(proc.stdout)
+    assert len(hits) == 5
+    assert hits[0]["doc_id"] == "dict-jargon:write-only code"
+    for key in ("passage_id", "score", "domain", "doc_id", "title", "text"):
+        assert key in hits[0]
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[4]["score"]
+    api = massiveds.open(example_datastore).search([SENTENCE, "Hamlet"], k=5)
+    assert [h["passage_id"] for h in api[0]] == [h["passage_id"] for h in hits]
+    assert len(api) == 2 and len(api[1]) == 5
+    text = cli("search", str(example_datastore), SENTENCE, "-k", "2").stdout
+    assert "write-only code" in text and "1." in text
+
+
+def test_second_build_does_no_work(example_datastore: Path) -> None:
+    before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in example_datastore.rglob("*") if p.is_file()}
+    proc = cli("build", str(Path(__file__).parents[1] / "manifests/examples/jargon.yaml"), "--out", str(example_datastore))
+    after = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in example_datastore.rglob("*") if p.is_file()}
+    assert after == before
+    assert proc.stderr.count("skipped (done)") == 8
+    assert "ran" not in proc.stderr.split("build of")[1].split("datastore")[0].replace("skipped (done)", "")
+
+
+def test_user_errors_exit_non_zero_with_one_line(tmp_path: Path, example_datastore: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndomain: wiki\nsources:\n  - uri: nothing-here/*.jsonl\nchunk:\n  size: 0\n")
+    proc = cli("build", str(bad), "--out", str(tmp_path / "out"), check=False)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "chunk.size" in lines[0] and "bad.yaml" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+    bad.write_text("name: x\ndomain: wiki\nsources:\n  - uri: nothing-here/*.jsonl\n")
+    proc = cli("build", str(bad), "--out", str(tmp_path / "out"), check=False)
+    assert proc.returncode == 2 and "no file matches 'nothing-here/*.jsonl'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+    proc = cli("search", str(tmp_path), "query", check=False)
+    assert proc.returncode == 2 and "not a datastore" in proc.stderr
+
+    other = tmp_path / "other.yaml"
+    other.write_text((Path(__file__).parents[1] / "manifests/examples/jargon.yaml").read_text().replace("size: 128", "size: 100"))
+    proc = cli("build", str(other), "--out", str(example_datastore), check=False)
+    assert proc.returncode == 2 and "holds a build of another manifest" in proc.stderr
+
+
+def test_ivfpq_build_trains_once_and_searches(small_manifest: Path, tmp_path: Path) -> None:
+    text = small_manifest.read_text() + "index: {type: ivfpq, nlist: 8, pq_m: 16, nbits: 6, nprobe: 8}\n"
+    small_manifest.write_text(text)
+    out = tmp_path / "ivf"
+    cli("build", str(small_manifest), "--out", str(out))
+    catalog = json.loads((out / "datastore.json").read_text())
+    assert catalog["index"]["factory"] == "IVF8,PQ16x6" and len(catalog["shards"]) >= 2
+    ds = massiveds.open(out)
+    # nprobe = nlist: IVF-PQ ranks the exact top hit first for queries that are passages themselves
+    passages = ds.passages(list(range(0, ds.num_passages, max(1, ds.num_passages // 20))))
+    vectors = np.concatenate([np.load(out / "shards" / s["name"] / "vectors.npy") for s in catalog["shards"]]).astype(np.float32)
+    ids = [p["passage_id"] for p in passages]
+    _, found = ds.search_vectors(vectors[ids], k=1)
+    assert (found[:, 0] == np.array(ids)).mean() >= 0.9
+    assert os.path.getsize(out / "trained.faiss") > 0

@@ -1,0 +1,80 @@
+"""A build killed mid-way (all its processes, as a crash would) and re-run ends with the same datastore."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import massiveds
+from tests.conftest import massiveds as cli
+
+pytestmark = pytest.mark.slow
+
+QUERIES = ["a program nobody can maintain", "hacker humour about computers", "the meaning of a bug"]
+
+
+def snapshot(out: Path) -> dict:
+    ds = massiveds.open(out)
+    catalog = json.loads((out / "datastore.json").read_text())
+    passages = ds.passages(list(range(ds.num_passages)))
+    vectors = np.concatenate([np.load(out / "shards" / s["name"] / "vectors.npy") for s in catalog["shards"]]).astype(np.float32)
+    hits = [[h["passage_id"] for h in q] for q in ds.search(QUERIES, k=5)]
+    counts = {k: catalog["build"][k] for k in ("records_read", "documents_kept", "dropped")}
+    return {"passages": passages, "vectors": vectors, "hits": hits, "counts": counts, "shards": [(s["name"], s["count"]) for s in catalog["shards"]]}
+
+
+def kill_when(manifest: Path, out: Path, ready, timeout: float = 300) -> None:
+    """Start a build and SIGKILL its whole process group (driver and Ray) once ``ready(out)`` holds."""
+    proc = subprocess.Popen([sys.executable, "-m", "massiveds.cli", "build", str(manifest), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    try:
+        while not ready(out):
+            assert proc.poll() is None, "the build finished before the kill point"
+            assert time.time() < deadline, "kill point never reached"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(1)
+
+
+def test_kill_during_embedding_then_resume(small_manifest: Path, tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    cli("build", str(small_manifest), "--out", str(reference))
+
+    out = tmp_path / "killed"
+    kill_when(small_manifest, out, lambda o: (o / "build" / "embed" / "embedder.json").is_file())
+    assert not (out / "datastore.json").exists()
+    assert (out / "build" / "chunk" / "_SUCCESS.json").is_file()
+    proc = cli("build", str(small_manifest), "--out", str(out))
+    assert "skipped (done)" in proc.stderr  # extract .. shard were not redone
+
+    want, got = snapshot(reference), snapshot(out)
+    assert got["passages"] == want["passages"]
+    assert got["shards"] == want["shards"] and got["counts"] == want["counts"]
+    np.testing.assert_allclose(got["vectors"], want["vectors"], atol=2e-3)
+    assert got["hits"] == want["hits"]
+    assert not list(out.rglob(".*.tmp-*"))
+
+
+def test_kill_during_extract_then_resume(small_manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    kill_when(small_manifest, out, lambda o: any((o / "build" / "extract" / "units").glob("*.json")))
+    assert not (out / "build" / "extract" / "_SUCCESS.json").exists()
+    cli("build", str(small_manifest), "--out", str(out))
+    catalog = json.loads((out / "datastore.json").read_text())
+    docs = catalog["build"]["documents_kept"]
+    assert catalog["build"]["records_read"] == docs + sum(catalog["build"]["dropped"].values())
+    ds = massiveds.open(out)
+    ids = [p["passage_id"] for p in ds.passages(list(range(ds.num_passages)))]
+    assert ids == list(range(ds.num_passages))
+    assert len({(p["doc_id"], p["char_start"]) for p in ds.passages(ids)}) == len(ids)
