@@ -13,7 +13,9 @@ import typer
 from massiveds.errors import MassiveDSError
 from massiveds.report import console, table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Build, search and manage retrieval datastores.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Build, search and manage retrieval datastores."
+)
 
 
 def _fail(message: str) -> None:
@@ -79,9 +81,11 @@ def search(
     out = Console()
     for q, hits in zip(query, results, strict=True):
         out.rule(f"[bold]{q}")
-        for rank, hit in enumerate(hits, 1):  # type: ignore[arg-type]
+        assert isinstance(hits, list)
+        for rank, hit in enumerate(hits, 1):
             title = f" · {hit['title']}" if hit.get("title") else ""
-            out.print(f"[bold]{rank:>2}.[/] [cyan]{hit['score']:.4f}[/] [magenta]{hit['domain']}[/] {hit['doc_id']}{title}", highlight=False)
+            head = f"[bold]{rank:>2}.[/] [cyan]{hit['score']:.4f}[/] [magenta]{hit['domain']}[/] {hit['doc_id']}{title}"
+            out.print(head, highlight=False)
             text = " ".join(hit["text"].split())
             out.print(f"    {text[:400]}{'…' if len(text) > 400 else ''}", highlight=False, soft_wrap=True)
 

@@ -84,7 +84,7 @@ class Embedder:
             self.model.max_seq_length = max_length
         if self.device.startswith("cuda"):
             self.model.half()
-        self.dim = int(self.model.get_embedding_dimension())
+        self.dim = int(self.model.get_embedding_dimension() or 0)
 
     @classmethod
     def from_info(cls, info: dict[str, Any], device: str = "auto") -> Embedder:
@@ -104,7 +104,7 @@ class Embedder:
             "model": self.model_name,
             "dim": self.dim,
             "normalize": self.normalize,
-            "max_length": int(self.model.max_seq_length),
+            "max_length": self.model.max_seq_length,
             "query_prefix": self.query_prefix,
             "passage_prefix": self.passage_prefix,
             "similarity": "inner_product",

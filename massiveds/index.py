@@ -15,6 +15,7 @@ Parameter choice (``auto``):
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -151,10 +152,8 @@ def set_nprobe(index: faiss.Index, nprobe: int | None) -> None:
     """Set nprobe on an IVF index (no-op for flat)."""
     if nprobe is None:
         return
-    try:
+    with contextlib.suppress(RuntimeError):  # not an IVF index
         faiss.extract_index_ivf(index).nprobe = int(nprobe)
-    except RuntimeError:
-        pass
 
 
 def list_balance(index: faiss.Index) -> dict[str, float] | None:
@@ -163,10 +162,12 @@ def list_balance(index: faiss.Index) -> dict[str, float] | None:
         ivf = faiss.extract_index_ivf(index)
     except RuntimeError:
         return None
-    sizes = np.array([ivf.invlists.list_size(i) for i in range(ivf.nlist)], dtype=np.int64)
+    invlists = ivf.invlists
+    assert invlists is not None
+    sizes = np.array([invlists.list_size(i) for i in range(ivf.nlist)], dtype=np.int64)
     return {
         "max_list": int(sizes.max()),
         "mean_list": float(sizes.mean()),
         "empty_lists": int((sizes == 0).sum()),
-        "imbalance": float(ivf.invlists.imbalance_factor()),
+        "imbalance": float(invlists.imbalance_factor()),
     }

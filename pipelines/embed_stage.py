@@ -87,18 +87,30 @@ def run_embed(
         for s in shards
         for start in range(0, s["count"], READ_ROWS)
     ]
-    ds = ray.data.from_items([{"item": json.dumps(i)} for i in items], override_num_blocks=max(1, len(items)))
-    ds = ds.map_batches(_read, batch_size=1, batch_format="pyarrow", fn_kwargs={"shards_dir": str(shards_dir)})
+    ds: ray.data.Dataset = ray.data.from_items([{"item": json.dumps(i)} for i in items], override_num_blocks=max(1, len(items)))
+    ds = ds.map_batches(
+        _read,  # type: ignore[arg-type]
+        batch_size=1,
+        batch_format="pyarrow",
+        fn_kwargs={"shards_dir": str(shards_dir)},
+    )
     ds = ds.map_batches(
         EmbedActor,
         batch_size=spec["batch_size"] * ACTOR_BATCHES,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
-        fn_constructor_kwargs={"spec": spec, "base_dir": str(base_dir), "threads": threads, "info_path": str(build / "embed" / "embedder.json")},
+        fn_constructor_kwargs={
+            "spec": spec, "base_dir": str(base_dir), "threads": threads, "info_path": str(build / "embed" / "embedder.json")
+        },
         num_gpus=gpus,
         num_cpus=1,
     )
-    ds = ds.map_batches(_write, batch_size=None, batch_format="numpy", fn_kwargs={"shards": shards, "build": str(build)})
+    ds = ds.map_batches(
+        _write,  # type: ignore[arg-type]
+        batch_size=None,
+        batch_format="numpy",
+        fn_kwargs={"shards": shards, "build": str(build)},
+    )
     written: dict[str, int] = {}
     for row in ds.iter_rows():
         written[row["shard"]] = written.get(row["shard"], 0) + int(row["rows"])

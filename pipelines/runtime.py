@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ def ray_runtime(address: str | None = None) -> Iterator[None]:
         ray.init(
             address=address or os.environ.get("RAY_ADDRESS"),
             include_dashboard=False,
-            logging_level="ERROR",
+            logging_level=logging.ERROR,
             log_to_driver=False,
             runtime_env={"env_vars": env},
         )
@@ -79,11 +80,17 @@ def run_units(
         else:
             todo.append(item)
     if todo:
-        ds = ray.data.from_items([{"item": json.dumps(i)} for i in todo], override_num_blocks=len(todo))
+        ds: ray.data.Dataset = ray.data.from_items([{"item": json.dumps(i)} for i in todo], override_num_blocks=len(todo))
         remote_args: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
         if memory:
             remote_args["memory"] = memory
-        ds = ds.map_batches(_apply_units, batch_size=1, batch_format="pyarrow", fn_kwargs={"fn": fn, "kwargs": kwargs}, **remote_args)
+        ds = ds.map_batches(
+            _apply_units,  # type: ignore[arg-type]
+            batch_size=1,
+            batch_format="pyarrow",
+            fn_kwargs={"fn": fn, "kwargs": kwargs},
+            **remote_args,
+        )
         for row in ds.iter_rows():
             result = json.loads(row["result"])
             write_json(markers / f"{result['unit']}.json", result)
