@@ -23,6 +23,8 @@ PASS_THROUGH_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "SENTEN
 @contextlib.contextmanager
 def ray_runtime(address: str | None = None) -> Iterator[None]:
     """A local Ray instance by default, or the cluster at ``address`` / ``RAY_ADDRESS``; shut down if we started it."""
+    # Our progress bars and summary replace Ray Data's per-dataset log lines (read when ray.data is imported).
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
     import ray
 
     env = dict(WORKER_ENV) | {k: os.environ[k] for k in PASS_THROUGH_ENV if k in os.environ}
@@ -37,6 +39,7 @@ def ray_runtime(address: str | None = None) -> Iterator[None]:
         )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
+
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
     try:
