@@ -40,6 +40,8 @@ _SPACES = re.compile(r"[ \t]{2,}")
 _BLANKS = re.compile(r"\n{3,}")
 _PRE_STRIP = re.compile(r"<!--.*?(-->|$)|<ref\b[^>]*/>|<ref\b[^>]*>.*?</ref\s*>", re.DOTALL | re.IGNORECASE)
 _TABLE_LINE = re.compile(r"^(\{\||\|\}|\|-|\|\+|\||!)")
+_ITALIC_POSSESSIVE = re.compile(r"'''(?=s\b)")  # ''Title'''s: italics closed, then an apostrophe
+_QUOTE_MARKS = re.compile(r"'{2,}")
 _REDIRECT = re.compile(r"^\s*#redirect", re.IGNORECASE)
 
 
@@ -98,6 +100,7 @@ def wikitext_to_text(wikitext: str) -> str:
     lines = []
     for raw in text.splitlines():
         line = _SPACES.sub(" ", _SPACE_BEFORE_PUNCT.sub(r"\1", _EMPTY_PARENS.sub("", raw))).strip()
+        line = _QUOTE_MARKS.sub("", _ITALIC_POSSESSIVE.sub("'", line))  # bold/italic quotes the parser left
         if not _TABLE_LINE.match(line):  # rows of a table the parser could not close
             lines.append(line)
     return _BLANKS.sub("\n\n", "\n".join(lines)).strip()
@@ -122,11 +125,11 @@ def _page(row: int, page: ET.Element, url_prefix: str | None) -> RawRecord:
     text_el = _child(revision, "text") if revision is not None else None
     text = (text_el.text or "") if text_el is not None else ""
     redirect = _child(page, "redirect")
+    if ns != "0":
+        return RawRecord(row, None, f"{title!r} is in namespace {ns}", reason="non_article_namespace")
     if redirect is not None or _REDIRECT.match(text):
         target = redirect.get("title") if redirect is not None else text.strip()[:200]
         return RawRecord(row, None, f"{title!r} redirects to {target!r}", reason="redirect")
-    if ns != "0":
-        return RawRecord(row, None, f"{title!r} is in namespace {ns}", reason="non_article_namespace")
     url = url_prefix + quote(title.replace(" ", "_"), safe="/:(),'!*-._~") if url_prefix else None
     rev_id = _child(revision, "id") if revision is not None else None
     stamp = _child(revision, "timestamp") if revision is not None else None
