@@ -66,8 +66,8 @@ def _recalls(gold: str, got: str) -> tuple[float, float]:
 
 @pytest.mark.parametrize("extractor", ["trafilatura", "resiliparse"])
 def test_news_pages_recall_gold_text(extractor):
-    """Measured on the 23 pages with gold text: trafilatura token recall mean 0.998 (min 0.97), sentence
-    recall mean 0.99 (min 0.86); resiliparse token recall mean 0.999, sentence recall mean 0.99 (min 0.86)."""
+    """Measured on the 23 pages with gold text: trafilatura token recall mean 0.997 (min 0.97), sentence
+    recall mean 0.992 (min 0.86); resiliparse token recall mean 0.998, sentence recall mean 0.988 (min 0.86)."""
     pairs = _gold_pairs()
     assert len(pairs) >= 20
     token_recalls, sentence_recalls = [], []

@@ -55,7 +55,10 @@ def test_arxiv_style_tarball(tmp_path: Path):
 
 
 def test_macros_without_arguments_are_expanded_others_removed():
-    src = strip_comments("\\newcommand{\\R}{\\mathbb{R}} % reals\n\\newcommand{\\norm}[1]{\\|#1\\|}\n\\def\\eps{\\varepsilon}\n$x \\in \\R$, $\\eps$, \\norm{x}")
+    src = strip_comments(
+        "\\newcommand{\\R}{\\mathbb{R}} % reals\n\\newcommand{\\norm}[1]{\\|#1\\|}\n\\def\\eps{\\varepsilon}\n"
+        "$x \\in \\R$, $\\eps$, \\norm{x}"
+    )
     out = expand_macros(src)
     assert "$x \\in \\mathbb{R}$, $\\varepsilon$" in out
     assert "newcommand" not in out and "reals" not in out
