@@ -213,8 +213,10 @@ def latex_to_text(source: str, resolve: Resolver | None = None) -> Extracted:
         parts.append(_plain(source[pos : m.start()]))
         block = m.group(0)
         verbatim = _VERBATIM_BLOCK.fullmatch(block)
-        code = verbatim and (verbatim.group(2) if verbatim.group(2) is not None else verbatim.group(4))
-        parts.append(f"\n{code.strip(chr(10))}\n" if verbatim else block)
+        if verbatim:
+            code = verbatim.group(2) if verbatim.group(2) is not None else verbatim.group(4) or ""
+            block = f"\n{code.strip(chr(10))}\n"
+        parts.append(block)
         pos = m.end()
     parts.append(_plain(source[pos:]))
     lines = [_SPACES.sub(" ", line).strip() for line in "".join(parts).splitlines()]

@@ -51,11 +51,11 @@ def project_files(path: str) -> dict[str, str]:
     if tarfile.is_tarfile(p):
         with tarfile.open(p, "r:*") as tar:
             return _from_tar(tar)
-    raw = p.read_bytes()
-    if raw[:2] == b"\x1f\x8b":  # arXiv ships single-file sources as a gzip'd .tex
-        inner = gzip.GzipFile(fileobj=io.BytesIO(raw)).read()
-        return {p.name.removesuffix(".gz") if p.name.endswith(".gz") else p.name: _decode(inner)}
-    return {p.name: _decode(raw)}
+    data = p.read_bytes()
+    if data[:2] == b"\x1f\x8b":  # arXiv ships single-file sources as a gzip'd .tex
+        inner = gzip.GzipFile(fileobj=io.BytesIO(data)).read()
+        return {p.name.removesuffix(".gz"): _decode(inner)}
+    return {p.name: _decode(data)}
 
 
 def root_files(files: dict[str, str]) -> list[str]:

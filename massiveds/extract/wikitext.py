@@ -117,13 +117,16 @@ def _child(el: ET.Element, name: str) -> ET.Element | None:
     return None
 
 
+def _text(el: ET.Element | None, default: str | None = None) -> str | None:
+    return el.text if el is not None and el.text is not None else default
+
+
 def _page(row: int, page: ET.Element, url_prefix: str | None) -> RawRecord:
-    title = (_child(page, "title").text or "") if _child(page, "title") is not None else ""
-    ns = (_child(page, "ns").text or "0").strip() if _child(page, "ns") is not None else "0"
-    page_id = _child(page, "id").text if _child(page, "id") is not None else None
+    title = _text(_child(page, "title")) or ""
+    ns = (_text(_child(page, "ns")) or "0").strip()
+    page_id = _text(_child(page, "id"))
     revision = _child(page, "revision")
-    text_el = _child(revision, "text") if revision is not None else None
-    text = (text_el.text or "") if text_el is not None else ""
+    text = _text(_child(revision, "text") if revision is not None else None) or ""
     redirect = _child(page, "redirect")
     if ns != "0":
         return RawRecord(row, None, f"{title!r} is in namespace {ns}", reason="non_article_namespace")
@@ -131,11 +134,9 @@ def _page(row: int, page: ET.Element, url_prefix: str | None) -> RawRecord:
         target = redirect.get("title") if redirect is not None else text.strip()[:200]
         return RawRecord(row, None, f"{title!r} redirects to {target!r}", reason="redirect")
     url = url_prefix + quote(title.replace(" ", "_"), safe="/:(),'!*-._~") if url_prefix else None
-    rev_id = _child(revision, "id") if revision is not None else None
-    stamp = _child(revision, "timestamp") if revision is not None else None
-    return RawRecord(row, {"text": text, "title": title, "url": url, "page_id": page_id,
-                           "revision_id": rev_id.text if rev_id is not None else None,
-                           "timestamp": stamp.text if stamp is not None else None})
+    rev_id = _text(_child(revision, "id")) if revision is not None else None
+    stamp = _text(_child(revision, "timestamp")) if revision is not None else None
+    return RawRecord(row, {"text": text, "title": title, "url": url, "page_id": page_id, "revision_id": rev_id, "timestamp": stamp})
 
 
 def read_wikitext(path: str) -> Iterator[RawRecord]:
