@@ -8,6 +8,7 @@ and the field, before any work starts.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,12 +18,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from massiveds.errors import ManifestError
 
-#: Formats with an extractor in ``massiveds.extract``; the DESIGN lists more (warc, html,
-#: wikitext, latex, code, text, hf), which are refused by name until their extractor exists.
-SUPPORTED_FORMATS = ("jsonl", "parquet")
+#: Formats with an extractor in ``massiveds.extract``; the DESIGN lists one more (hf), which is
+#: refused by name until its extractor exists.
+SUPPORTED_FORMATS = ("jsonl", "parquet", "html", "warc", "wikitext", "latex", "code", "text")
+
+#: Markup that ``massiveds.extract.markup`` turns into plain text (``none``: the text is used as is).
+MARKUPS = ("none", "html", "wikitext", "latex", "gutenberg")
+Markup = Literal["none", "html", "wikitext", "latex", "gutenberg"]
+
+#: File formats whose reader yields raw markup, and the markup it is converted from by default.
+FORMAT_MARKUP: dict[str, str] = {"html": "html", "warc": "html", "wikitext": "wikitext", "latex": "latex"}
+
+#: Formats read by a file reader of ours (not tabular): their records always carry ``text``,
+#: ``title`` and ``url`` fields, which the source maps by default.
+FILE_FORMATS = ("html", "warc", "wikitext", "latex", "code", "text")
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
 Auto = Literal["auto"]
 
 
@@ -41,6 +56,33 @@ class Source(_Strict):
     title_field: str | None = None
     url_field: str | None = None
     sha256: str | None = None
+    markup: Markup = Field(
+        default="none",
+        description="markup held by the text field, turned into plain text at extraction "
+        "(default: none; html for html/warc, wikitext for wikitext, latex for latex files)",
+    )
+    markup_field: str | None = Field(
+        default=None, description="a field naming each row's own markup (one of the markup values); overrides markup"
+    )
+    html_extractor: Literal["trafilatura", "resiliparse"] = "trafilatura"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("format") in FILE_FORMATS:
+            data = dict(data)
+            data.setdefault("title_field", "title")
+            data.setdefault("url_field", "url")
+            if data["format"] in FORMAT_MARKUP:
+                data.setdefault("markup", FORMAT_MARKUP[data["format"]])
+        return data
+
+    @field_validator("html_extractor")
+    @classmethod
+    def _extractor_installed(cls, value: str) -> str:
+        if value == "resiliparse" and importlib.util.find_spec("resiliparse") is None:
+            raise ValueError("html_extractor 'resiliparse' needs the resiliparse package; pip install resiliparse")
+        return value
 
     @field_validator("format")
     @classmethod
@@ -65,9 +107,29 @@ class Source(_Strict):
 
 
 class Filters(_Strict):
-    """Document-level filters applied after text normalisation."""
+    """Document-level filters applied after text normalisation (see massiveds.clean.quality).
+
+    Every quality threshold can be set to ``null`` to disable it. The defaults are loose enough to
+    keep prose, reference text, LaTeX and source code (measured on the project's shared data) and
+    to drop what is clearly not text: base64 blobs, symbol soup, pages of one repeated line.
+    """
 
     min_words: NonNegativeInt = 20
+    max_words: PositiveInt | None = 1_000_000
+    min_mean_word_length: NonNegativeFloat | None = 2.0
+    max_mean_word_length: PositiveFloat | None = 30.0
+    max_symbol_ratio: NonNegativeFloat | None = 0.5
+    min_alpha_ratio: Fraction | None = 0.35
+    max_repeated_line_fraction: Fraction | None = 0.5
+
+    @model_validator(mode="after")
+    def _check(self) -> Filters:
+        low, high = self.min_mean_word_length, self.max_mean_word_length
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_mean_word_length ({low}) must not exceed max_mean_word_length ({high})")
+        if self.max_words is not None and self.max_words < self.min_words:
+            raise ValueError(f"max_words ({self.max_words}) must not be below min_words ({self.min_words})")
+        return self
 
 
 class NearDedup(_Strict):

@@ -1,11 +1,9 @@
-"""Shared fixtures: environment for offline, Ray-safe runs; paths to shipped and shared real data."""
+"""Shared fixtures: an offline, Ray-safe environment; the shipped example built once per session."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "manifests" / "examples" / "jargon.yaml"
-SHARED = REPO.parent / "shared"
-
-
-def massiveds(*args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a fresh process (so every build starts and stops its own Ray)."""
-    proc = subprocess.run([sys.executable, "-m", "massiveds.cli", *args], capture_output=True, text=True, timeout=timeout, env=os.environ | {"COLUMNS": "200"})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"massiveds {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from tests.helpers import EXAMPLE, REPO, massiveds  # noqa: E402  (the environment above must come first)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from massiveds.clean.exact_dedup import dedup_key, find_duplicates, partition_ke
 from massiveds.clean.normalize import count_words, normalize_and_filter, normalize_text
 from massiveds.manifest import Filters
 from massiveds.schema import DOCUMENTS
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def jargon_entries(n: int) -> list[dict]:

@@ -13,7 +13,7 @@ import pytest
 import massiveds
 from massiveds.layout import sha256_file
 from massiveds.passages import PassageFile
-from tests.conftest import massiveds as cli
+from tests.helpers import massiveds as cli
 
 pytestmark = pytest.mark.slow
 

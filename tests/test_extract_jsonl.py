@@ -14,7 +14,7 @@ from massiveds.extract.parquet import read_parquet
 from massiveds.manifest import load_manifest
 from massiveds.sources.files import resolve_inputs
 from pipelines.units import extract_unit
-from tests.conftest import EXAMPLE, REPO
+from tests.helpers import EXAMPLE, REPO
 
 JARGON = REPO / "manifests/examples/data/jargon/jargon-0.jsonl.zst"
 

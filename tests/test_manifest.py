@@ -8,7 +8,7 @@ import pytest
 
 from massiveds.errors import ManifestError
 from massiveds.manifest import Manifest, load_manifest, manifest_json_schema
-from tests.conftest import EXAMPLE
+from tests.helpers import EXAMPLE
 
 
 def write(tmp_path: Path, text: str) -> Path:

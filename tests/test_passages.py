@@ -11,7 +11,7 @@ import zstandard
 
 from massiveds.passages import PassageFile, write_passages
 from massiveds.schema import PASSAGES
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def real_passages(n: int) -> pa.Table:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import massiveds
-from tests.conftest import massiveds as cli
+from tests.helpers import massiveds as cli
 
 pytestmark = pytest.mark.slow
 

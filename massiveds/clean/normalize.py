@@ -12,6 +12,7 @@ import unicodedata
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from massiveds.clean.quality import quality_reason
 from massiveds.manifest import Filters
 from massiveds.schema import dropped_table
 
@@ -35,17 +36,20 @@ def count_words(text: str) -> int:
 
 
 def normalize_and_filter(docs: pa.Table, filters: Filters) -> tuple[pa.Table, pa.Table]:
-    """Normalise every document's text and drop those failing the filters; returns (kept, dropped)."""
+    """Normalise every document's text and drop those failing the filters; returns (kept, dropped).
+
+    Drop reasons: ``empty``, ``too_few_words``, then the quality filters of massiveds.clean.quality.
+    """
     texts = [normalize_text(t) for t in docs.column("text").to_pylist()]
     reasons: list[str | None] = []
     for text in texts:
-        words = count_words(text)
-        if words == 0:
+        words = text.split()
+        if not words:
             reasons.append("empty")
-        elif words < filters.min_words:
+        elif len(words) < filters.min_words:
             reasons.append("too_few_words")
         else:
-            reasons.append(None)
+            reasons.append(quality_reason(text, words, filters))
     docs = docs.set_column(docs.schema.get_field_index("text"), "text", pa.array(texts, pa.string()))
     reason_arr = pa.array(reasons, pa.string())
     keep = pc.is_null(reason_arr)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from massiveds.extract.markup import Extracted, convert
 from massiveds.schema import DOCUMENTS, dropped_table, ordinal
 
 #: Extra fields are kept in ``meta`` only when their JSON form is this short (large payloads such
@@ -17,11 +18,16 @@ META_VALUE_MAX_CHARS = 512
 
 @dataclass(frozen=True)
 class RawRecord:
-    """One row of an input file: its 0-based position and either its fields or why it is unreadable."""
+    """One row of an input file: its 0-based position and either its fields or why it is not a document.
+
+    A record without fields becomes a dropped entry with ``reason`` (``unreadable`` unless the reader
+    says more, e.g. ``redirect``, ``binary_file``) and ``error`` as its detail.
+    """
 
     row: int
     fields: dict[str, Any] | None
     error: str | None = None
+    reason: str = "unreadable"
 
 
 def _as_text(value: Any) -> str | None:
@@ -30,29 +36,50 @@ def _as_text(value: Any) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
+def _row_markup(fields: dict[str, Any], inp: dict[str, Any]) -> str:
+    own = fields.get(inp["markup_field"]) if inp.get("markup_field") else None
+    return own if isinstance(own, str) and own else inp.get("markup", "none")
+
+
 def records_to_documents(records: list[RawRecord], inp: dict[str, Any], domain: str) -> tuple[pa.Table, pa.Table]:
     """Map raw records of one input file onto (documents, dropped) tables.
 
     ``inp`` is an ``InputFile.to_dict()``. A doc id is the source's own id when the manifest
     names ``id_field``, otherwise ``<file relative to the manifest>#<row>``: stable across runs.
+    When the source (or the row's ``markup_field``) names a markup, the text is converted to plain
+    text here; the title and URL found in the markup fill in for missing title and URL fields.
     """
     named = {inp["text_field"], inp["id_field"], inp["title_field"], inp["url_field"]}
     docs: list[dict[str, Any]] = []
     dropped: list[dict[str, str | None]] = []
+
+    def drop(doc_id: str, reason: str, detail: str) -> None:
+        dropped.append({"doc_id": doc_id, "source": inp["source"], "stage": "extract", "reason": reason, "detail": detail[:1000]})
+
     for rec in records:
         position = f"{inp['rel']}#{rec.row}"
         fields = rec.fields
         own_id = _as_text(fields.get(inp["id_field"])) if fields is not None and inp["id_field"] else None
         doc_id = own_id or position
         if fields is None:
-            dropped.append({"doc_id": doc_id, "source": inp["source"], "stage": "extract", "reason": "unreadable", "detail": f"{position}: {rec.error}"})
+            drop(doc_id, rec.reason, f"{position}: {rec.error}")
             continue
         text = fields.get(inp["text_field"])
         if not isinstance(text, str):
             reason = "missing_text" if text is None else "text_not_string"
-            dropped.append({"doc_id": doc_id, "source": inp["source"], "stage": "extract", "reason": reason, "detail": f"{position}: field {inp['text_field']!r}"})
+            drop(doc_id, reason, f"{position}: field {inp['text_field']!r}")
             continue
+        markup = _row_markup(fields, inp)
+        extracted = Extracted(text)
+        if markup != "none":
+            try:
+                extracted = convert(markup, text, html_extractor=inp.get("html_extractor", "trafilatura"))
+            except Exception as exc:  # one malformed document must not stop the file
+                drop(doc_id, "markup_error", f"{position}: {markup}: {type(exc).__name__}: {exc}")
+                continue
         meta: dict[str, Any] = {"file": inp["rel"], "row": rec.row}
+        if markup != "none":
+            meta["markup"] = markup
         for key, value in fields.items():
             if key not in named and len(encoded := json.dumps(value, default=str)) <= META_VALUE_MAX_CHARS:
                 meta[key] = json.loads(encoded)
@@ -61,9 +88,9 @@ def records_to_documents(records: list[RawRecord], inp: dict[str, Any], domain: 
                 "doc_id": doc_id,
                 "domain": domain,
                 "source": inp["source"],
-                "url": _as_text(fields.get(inp["url_field"])) if inp["url_field"] else None,
-                "title": _as_text(fields.get(inp["title_field"])) if inp["title_field"] else None,
-                "text": text,
+                "url": (_as_text(fields.get(inp["url_field"])) if inp["url_field"] else None) or extracted.url,
+                "title": (_as_text(fields.get(inp["title_field"])) if inp["title_field"] else None) or extracted.title,
+                "text": extracted.text,
                 "meta": json.dumps(meta, ensure_ascii=False),
                 "_ord": ordinal(inp["source_idx"], inp["file_idx"], rec.row),
             }

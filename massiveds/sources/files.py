@@ -11,6 +11,9 @@ from massiveds.errors import ManifestError
 from massiveds.layout import sha256_file
 from massiveds.manifest import LoadedManifest, Source
 
+#: Formats whose reader also takes a directory (one repository, one LaTeX project) as one input.
+DIRECTORY_FORMATS = ("latex", "code")
+
 
 @dataclass(frozen=True)
 class InputFile:
@@ -26,6 +29,9 @@ class InputFile:
     id_field: str | None
     title_field: str | None
     url_field: str | None
+    markup: str = "none"
+    markup_field: str | None = None
+    html_extractor: str = "trafilatura"
 
     @property
     def unit(self) -> str:
@@ -51,7 +57,9 @@ def _expand(source: Source, base: Path) -> list[Path]:
         )
     pattern = Path(source.uri) if Path(source.uri).is_absolute() else base / source.uri
     matches = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True))
-    files = [p for p in matches if p.is_file()]
+    files = [p for p in matches if p.is_file() or (source.format in DIRECTORY_FORMATS and p.is_dir())]
+    dirs = {p for p in files if p.is_dir()}
+    files = [p for p in files if not dirs.intersection(p.parents)]  # a matched directory is read whole, once
     if not files:
         raise ManifestError(f"source {source.label!r}: no file matches {source.uri!r} (relative to {base})")
     if source.sha256 is not None:
@@ -81,6 +89,9 @@ def resolve_inputs(loaded: LoadedManifest) -> list[InputFile]:
                     id_field=source.id_field,
                     title_field=source.title_field,
                     url_field=source.url_field,
+                    markup=source.markup,
+                    markup_field=source.markup_field,
+                    html_extractor=source.html_extractor,
                 )
             )
     return inputs
