@@ -56,7 +56,8 @@ def decon_index_unit(item: dict[str, Any], build: Path, eval_sets: list[dict[str
 def load_index(build: Path, ngram: int) -> EvalIndex:
     """The eval index written by ``decon_index_unit``."""
     folder = build / DECON / "index"
-    return EvalIndex(pq.read_table(folder / "ngrams.parquet", schema=INDEX_NGRAMS), pq.read_table(folder / "items.parquet", schema=INDEX_ITEMS), ngram)
+    ngrams = pq.read_table(folder / "ngrams.parquet", schema=INDEX_NGRAMS)
+    return EvalIndex(ngrams, pq.read_table(folder / "items.parquet", schema=INDEX_ITEMS), ngram)
 
 
 def decon_scan_unit(item: dict[str, Any], build: Path, decon: Decontaminate, skip: list[str]) -> dict[str, Any]:
@@ -86,7 +87,8 @@ def decon_scan_unit(item: dict[str, Any], build: Path, decon: Decontaminate, ski
             reason = "eval_ngram_overlap" if worst.overlap >= decon.threshold else "eval_common_run"
             detail = {"eval_set": index.eval_set[worst.item], "item": index.item_id[worst.item], "overlap": round(worst.overlap, 4),
                       "run": worst.run, "items": len(ms)}
-            drops.append({"doc_id": d, "source": s, "stage": "decontaminate", "reason": reason, "duplicate_of": None, "detail": json.dumps(detail)})
+            drops.append({"doc_id": d, "source": s, "stage": "decontaminate", "reason": reason, "duplicate_of": None,
+                          "detail": json.dumps(detail)})
         matches_out.write(pa.Table.from_pylist(rows, schema=MATCHES))
         drops_out.write(pa.Table.from_pylist(drops, schema=DROPPED))
     drops_out.commit()
@@ -100,7 +102,7 @@ def decon_report_unit(item: dict[str, Any], build: Path, top: int = 10) -> dict[
     files = sorted((build / DECON / "matches").glob("*.parquet"))
     matches = pa.concat_tables([pq.read_table(f, schema=MATCHES) for f in files]) if files else MATCHES.empty_table()
     report: dict[str, Any] = {}
-    for name, n_words, n_grams in zip(*(items.column(c).to_pylist() for c in ("eval_set", "words", "ngrams")), strict=True):
+    for name, n_grams in zip(items.column("eval_set").to_pylist(), items.column("ngrams").to_pylist(), strict=True):
         entry = report.setdefault(name, {"items": 0, "too_short": 0, "documents_removed": 0, "items_leaked": 0, "top_items": []})
         entry["items"] += 1
         entry["too_short"] += int(n_grams == 0)

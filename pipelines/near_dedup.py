@@ -85,7 +85,8 @@ def _sig_matrix(column: pa.ChunkedArray | pa.Array, num_perm: int) -> np.ndarray
     if len(arr) == 0:
         return np.zeros((0, num_perm), np.uint32)
     width = 4 * num_perm
-    return np.frombuffer(arr.buffers()[1], dtype=np.uint32, count=len(arr) * num_perm, offset=arr.offset * width).reshape(len(arr), num_perm)
+    flat = np.frombuffer(arr.buffers()[1], dtype=np.uint32, count=len(arr) * num_perm, offset=arr.offset * width)
+    return flat.reshape(len(arr), num_perm)
 
 
 def _shingle_sets(hashes: np.ndarray, offsets: np.ndarray, keep: np.ndarray) -> pa.Array:
@@ -273,12 +274,14 @@ def near_clusters_unit(item: dict[str, Any], build: Path, step: int) -> dict[str
     rows = _read_folder(_part(build, "cc", f"s{step:03d}", f"p{p:04d}"), ROWS)
     member, centre = star_members(rows.column("node").to_numpy(), rows.column("nbr").to_numpy())
     with atomic_path(_part(build, "clusters", f"p{p:04d}.parquet")) as tmp:
-        pq.write_table(pa.table([pa.array(member, pa.int64()), pa.array(centre, pa.int64())], schema=CLUSTERS), str(tmp), row_group_size=65536)
+        table = pa.table([pa.array(member, pa.int64()), pa.array(centre, pa.int64())], schema=CLUSTERS)
+        pq.write_table(table, str(tmp), row_group_size=65536)
     return {"unit": f"p{p:04d}", "removed": len(member)}
 
 
 def _doc_ids(build: Path, unit: str, ords: pa.Array) -> dict[int, tuple[str, str]]:
-    table = pq.read_table(build / "documents" / f"{unit}.parquet", columns=["_ord", "doc_id", "source"], filters=[("_ord", "in", ords.to_pylist())])
+    path = build / "documents" / f"{unit}.parquet"
+    table = pq.read_table(path, columns=["_ord", "doc_id", "source"], filters=[("_ord", "in", ords.to_pylist())])
     return {o: (d, s) for o, d, s in zip(*(table.column(c).to_pylist() for c in ("_ord", "doc_id", "source")), strict=True)}
 
 
@@ -291,7 +294,8 @@ def near_resolve_unit(item: dict[str, Any], build: Path, units: dict[str, str]) 
     lo, hi = unit_ord_range(item["source_idx"], item["file_idx"])
     folder = _part(build, "clusters")
     if folder.is_dir() and any(folder.glob("*.parquet")):
-        found = pds.dataset(str(folder), format="parquet", schema=CLUSTERS).to_table(filter=(pds.field("_ord") >= lo) & (pds.field("_ord") < hi))
+        in_range = (pds.field("_ord") >= lo) & (pds.field("_ord") < hi)
+        found = pds.dataset(str(folder), format="parquet", schema=CLUSTERS).to_table(filter=in_range)
         found = found.sort_by("_ord")
     else:
         found = CLUSTERS.empty_table()
@@ -359,7 +363,8 @@ def run_near_dedup(run: Runner, items: list[dict[str, Any]], build: Path, near: 
     verified = candidates
     if near.verify != "none":
         run("near-attach", near_attach_unit, parts, {"build": build, "near": near, "partitions": partitions})
-        verified = sum(r["verified"] for r in run("near-verify", near_verify_unit, parts, {"build": build, "near": near, "partitions": partitions}))
+        checked = run("near-verify", near_verify_unit, parts, {"build": build, "near": near, "partitions": partitions})
+        verified = sum(r["verified"] for r in checked)
     step = 0
     while True:
         if step >= MAX_CC_STEPS:

@@ -74,9 +74,9 @@ def test_signatures_are_deterministic_and_seeded() -> None:
 def test_words_shingles_short_and_empty_texts() -> None:
     assert words("Hello, WORLD!  hello\nworld") == ["hello", "world", "hello", "world"]
     assert np.array_equal(ngram_hashes("Hello, world: a b c", 3), ngram_hashes("hello world A B C!", 3))
-    hashes, offsets = ngram_hashes_batch([["a", "b"], [], ["a", "b", "c", "d"]], 3, short=True)
+    _, offsets = ngram_hashes_batch([["a", "b"], [], ["a", "b", "c", "d"]], 3, short=True)
     assert list(np.diff(offsets)) == [1, 0, 2]
-    hashes, offsets = ngram_hashes_batch([["a", "b"], [], ["a", "b", "c", "d"]], 3, short=False)
+    _, offsets = ngram_hashes_batch([["a", "b"], [], ["a", "b", "c", "d"]], 3, short=False)
     assert list(np.diff(offsets)) == [0, 0, 2]
     sigs = MinHasher().signatures(["", "two words"])
     assert np.all(sigs[0] == EMPTY) and not np.all(sigs[1] == EMPTY)
@@ -93,7 +93,8 @@ def test_exact_jaccard_matches_python_sets() -> None:
     rng = np.random.default_rng(0)
     a_sets = [np.unique(rng.integers(0, 50, size=rng.integers(0, 30))).astype(np.uint64) for _ in range(50)]
     b_sets = [np.unique(rng.integers(0, 50, size=rng.integers(0, 30))).astype(np.uint64) for _ in range(50)]
-    got = exact_jaccard(pa.array([x.tolist() for x in a_sets], pa.list_(pa.uint64())), pa.array([x.tolist() for x in b_sets], pa.list_(pa.uint64())))
+    as_lists = lambda sets: pa.array([x.tolist() for x in sets], pa.list_(pa.uint64()))  # noqa: E731
+    got = exact_jaccard(as_lists(a_sets), as_lists(b_sets))
     want = [true_jaccard(x, y) for x, y in zip(a_sets, b_sets, strict=True)]
     assert got == pytest.approx(want)
 

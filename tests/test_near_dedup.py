@@ -105,7 +105,7 @@ def test_no_unrelated_or_distant_copy_removed_and_one_survivor_per_cluster(runs,
     for f in sorted((build / "documents").glob("*.parquet")):
         t = pq.read_table(f, columns=["doc_id", "_ord"])
         ords |= dict(zip(t.column("doc_id").to_pylist(), t.column("_ord").to_pylist(), strict=True))
-    for d, o, c in zip(dups.column("doc_id").to_pylist(), dups.column("duplicate_of").to_pylist(), dups.column("cluster").to_pylist(), strict=True):
+    for d, o, c in zip(*(dups.column(k).to_pylist() for k in ("doc_id", "duplicate_of", "cluster")), strict=True):
         assert c == ords[o] < ords[d]
     # of each original and its copies at true J >= 0.8, exactly one survives
     true_pairs, _ = truth
@@ -121,7 +121,8 @@ def test_drop_records_and_removed_ords(runs) -> None:
     assert dropped.num_rows == dups.num_rows
     assert set(dropped.column("stage").to_pylist()) == {"near_dedup"}
     assert set(dropped.column("reason").to_pylist()) == {"near_duplicate"}
-    by_doc = {d: (o, json.loads(x)) for d, o, x in zip(*(dropped.column(c).to_pylist() for c in ("doc_id", "duplicate_of", "detail")), strict=True)}
+    columns = (dropped.column(c).to_pylist() for c in ("doc_id", "duplicate_of", "detail"))
+    by_doc = {d: (o, json.loads(x)) for d, o, x in zip(*columns, strict=True)}
     for d, o, c in zip(*(dups.column(k).to_pylist() for k in ("doc_id", "duplicate_of", "cluster")), strict=True):
         assert by_doc[d] == (o, {"cluster": c})
     # what chunk_unit filters: the _ords of each part, read back by range

@@ -38,7 +38,9 @@ from massiveds.extract import reader_for
 from massiveds.manifest import Decontaminate
 
 INDEX_NGRAMS = pa.schema([("hash", pa.uint64()), ("item", pa.int32()), ("pos", pa.int32())])
-INDEX_ITEMS = pa.schema([("item", pa.int32()), ("eval_set", pa.string()), ("item_id", pa.string()), ("words", pa.int32()), ("ngrams", pa.int32())])
+INDEX_ITEMS = pa.schema(
+    [("item", pa.int32()), ("eval_set", pa.string()), ("item_id", pa.string()), ("words", pa.int32()), ("ngrams", pa.int32())]
+)
 
 
 def resolve_eval_sets(decon: Decontaminate, base_dir: Path) -> list[dict[str, Any]]:
@@ -84,7 +86,8 @@ def build_index(items: Sequence[tuple[str, str, str]], ngram: int) -> tuple[pa.T
     item = np.repeat(np.arange(len(items), dtype=np.int32), counts)
     pos = (np.arange(len(hashes)) - np.repeat(offsets[:-1], counts)).astype(np.int32)
     order = np.lexsort((pos, item, hashes))
-    ngrams = pa.table([pa.array(hashes[order], pa.uint64()), pa.array(item[order], pa.int32()), pa.array(pos[order], pa.int32())], schema=INDEX_NGRAMS)
+    columns = [pa.array(hashes[order], pa.uint64()), pa.array(item[order], pa.int32()), pa.array(pos[order], pa.int32())]
+    ngrams = pa.table(columns, schema=INDEX_NGRAMS)
     distinct = np.zeros(len(items), np.int32)
     if len(hashes):
         pairs = np.unique(np.stack([item.astype(np.uint64), hashes], axis=1), axis=0)
