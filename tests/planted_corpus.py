@@ -24,7 +24,7 @@ def read_jsonl_zst(name: str) -> list[dict]:
     """All rows of one of the shared real-text files."""
     with open(DATA / name, "rb") as f:
         raw = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
-    return [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in raw.decode("utf-8").split("\n") if line.strip()]
 
 
 def abstracts(min_words: int = 120, max_words: int = 400) -> list[dict]:

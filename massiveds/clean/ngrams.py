@@ -28,7 +28,7 @@ def words(text: str) -> list[str]:
     return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
-def fmix64(x: np.ndarray) -> np.ndarray:
+def fmix64(x: np.ndarray | np.unsignedinteger) -> np.ndarray:
     """MurmurHash3's 64-bit finaliser, element-wise on a uint64 array (a bijection)."""
     x = np.asarray(x, dtype=np.uint64)
     with np.errstate(over="ignore"):
@@ -36,7 +36,7 @@ def fmix64(x: np.ndarray) -> np.ndarray:
         x = x * _M1
         x = x ^ (x >> np.uint64(33))
         x = x * _M2
-        return x ^ (x >> np.uint64(33))
+        return np.asarray(x ^ (x >> np.uint64(33)))
 
 
 _POSITION_KEYS = np.random.default_rng(_NGRAM_SEED).integers(0, 2**64 - 1, size=MAX_NGRAM, dtype=np.uint64, endpoint=True) | np.uint64(1)
