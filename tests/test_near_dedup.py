@@ -157,3 +157,11 @@ def test_after_exact_dedup_only_near_copies_are_left(tmp_path: Path, corpus: lis
     near_ords = set(_duplicates(tmp_path).column("_ord").to_pylist())
     assert not exact_ords & near_ords
     assert len(exact_ords | near_ords) == 36 + summary["duplicates"]
+
+
+def test_a_corpus_without_near_duplicates(tmp_path: Path, corpus: list[Doc]) -> None:
+    unrelated = [d for d in corpus if d.kind == "unrelated"]
+    items = write_parts(tmp_path, unrelated, 2)
+    summary = run_near_dedup(run_serial, items, tmp_path, NearDedup(enabled=True), 3)
+    assert summary["duplicates"] == 0 and summary["documents"] == len(unrelated)
+    assert _duplicates(tmp_path).num_rows == 0
