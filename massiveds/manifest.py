@@ -133,21 +133,30 @@ class Filters(_Strict):
 
 
 class NearDedup(_Strict):
-    """MinHash-LSH near-duplicate removal parameters (bands x rows = num_perm)."""
+    """MinHash-LSH near-duplicate removal parameters (bands x rows = num_perm); see massiveds.clean.minhash."""
 
     enabled: bool = False
-    ngram: PositiveInt = 5
+    ngram: Annotated[int, Field(gt=0, le=64)] = 5
     num_perm: PositiveInt = 112
     bands: PositiveInt = 14
     threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
+    verify: Literal["jaccard", "signature", "none"] = Field(
+        default="jaccard",
+        description="check each LSH candidate pair before linking it: true shingle-set Jaccard (exact), "
+        "MinHash signature agreement (an estimate, 4*num_perm bytes per document), or none",
+    )
+    seed: NonNegativeInt = 1
 
     @model_validator(mode="after")
     def _check(self) -> NearDedup:
         if self.num_perm % self.bands:
             raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
-        if self.enabled:
-            raise ValueError("near-duplicate removal (dedup.near.enabled) is not available yet; set it to false")
         return self
+
+    @property
+    def rows(self) -> int:
+        """Signature positions per LSH band."""
+        return self.num_perm // self.bands
 
 
 class Dedup(_Strict):
@@ -158,26 +167,41 @@ class Dedup(_Strict):
 
 
 class EvalSet(_Strict):
-    """An evaluation set whose text must not leak into the datastore."""
+    """An evaluation set whose text must not leak into the datastore: a file or glob relative to the manifest."""
 
     uri: str
-    format: str = "jsonl"
-    fields: list[str] = ["question", "answer"]
+    format: Literal["jsonl", "parquet"] = "jsonl"
+    fields: Annotated[list[str], Field(min_length=1)] = ["question", "answer"]
+    name: str | None = Field(default=None, description="label in drop records and reports; default: the uri")
+    id_field: str | None = Field(default=None, description="item id field; default: the row number in its file")
+
+    @property
+    def label(self) -> str:
+        """The eval set's name as it appears in drop records and reports."""
+        return self.name or self.uri
 
 
 class Decontaminate(_Strict):
-    """Build-time n-gram decontamination against evaluation sets."""
+    """Build-time decontamination: drop documents that contain evaluation items (see massiveds.clean.decontaminate).
+
+    A document is contaminated by an item when at least ``threshold`` of the item's distinct word
+    ``ngram``-grams occur in it, or when they share a run of at least ``min_run`` consecutive words
+    (0 turns the run criterion off).
+    """
 
     eval_sets: list[EvalSet] = []
-    ngram: PositiveInt = 13
+    ngram: Annotated[int, Field(gt=0, le=64)] = 13
     threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
+    min_run: NonNegativeInt = 32
 
-    @field_validator("eval_sets")
-    @classmethod
-    def _not_yet(cls, value: list[EvalSet]) -> list[EvalSet]:
-        if value:
-            raise ValueError("build-time decontamination is not available yet; leave eval_sets empty")
-        return value
+    @model_validator(mode="after")
+    def _check(self) -> Decontaminate:
+        if self.min_run and self.min_run < self.ngram:
+            raise ValueError(f"min_run ({self.min_run}) must be 0 or at least ngram ({self.ngram})")
+        labels = [e.label for e in self.eval_sets]
+        if len(set(labels)) != len(labels):
+            raise ValueError("eval set names must be unique (set name: on sets that share a uri)")
+        return self
 
 
 class Chunk(_Strict):
