@@ -135,7 +135,7 @@ class Filters(_Strict):
 class NearDedup(_Strict):
     """MinHash-LSH near-duplicate removal parameters (bands x rows = num_perm); see massiveds.clean.minhash."""
 
-    enabled: bool = False
+    enabled: bool = True
     ngram: Annotated[int, Field(gt=0, le=64)] = 5
     num_perm: PositiveInt = 112
     bands: PositiveInt = 14

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 from rich.progress import Progress
 
 from massiveds.errors import MassiveDSError
@@ -30,10 +31,15 @@ from massiveds.manifest import LoadedManifest
 from massiveds.report import progress
 from massiveds.sources.files import resolve_inputs
 from pipelines import units
+from pipelines.decontaminate import run_decontaminate
 from pipelines.embed_stage import run_embed
+from pipelines.near_dedup import run_near_dedup
 from pipelines.runtime import Stopwatch, ray_runtime, run_units
 
 MAX_DEDUP_PARTITIONS = 64
+MAX_NEAR_PARTITIONS = 256
+#: Compressed documents per near-dedup partition: its reducers hold ~this much shingle payload in memory.
+NEAR_PARTITION_BYTES = 64 << 20
 VERSIONED_PACKAGES = ("massiveds", "faiss-cpu", "faiss-gpu", "sentence-transformers", "torch", "transformers", "pyarrow", "ray")
 
 
@@ -59,6 +65,7 @@ class Build:
         self.reports: list[StageReport] = []
         self._progress: Progress | None = None
         self._resources = contextlib.ExitStack()
+        self._current = ""
         self._ray_started = False
 
     # -- orchestration -------------------------------------------------------------------
@@ -70,9 +77,17 @@ class Build:
         items = [inp.to_dict() | {"unit": inp.unit} for inp in inputs]
         with contextlib.ExitStack() as self._resources, progress() as self._progress:
             extract = self._stage("extract", lambda: self._extract(items))
+            removed: list[str] = []  # clean-up stages whose removals later stages skip
             if self.manifest.dedup.exact:
                 self._stage("dedup", lambda: self._dedup(items))
-            chunk = self._stage("chunk", lambda: self._chunk(items))
+                removed.append("exact")
+            if self.manifest.dedup.near.enabled:
+                self._stage("near_dedup", lambda: self._near_dedup(items, list(removed)))
+                removed.append("near")
+            if self.manifest.decontaminate.eval_sets:
+                self._stage("decontaminate", lambda: self._decontaminate(items, list(removed)))
+                removed.append("decontaminate")
+            chunk = self._stage("chunk", lambda: self._chunk(items, removed))
             shards = self._stage("shard", lambda: self._shard(chunk))["shards"]
             embed = self._stage("embed", lambda: self._embed(shards))
             plan = self._stage("train", lambda: self._train(shards))["plan"]
@@ -95,6 +110,7 @@ class Build:
         write_json(path, record)
 
     def _stage(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        self._current = name
         folder = self.layout.stage(name)
         done = stage_done(folder)
         if done is not None:
@@ -110,10 +126,11 @@ class Build:
         self.reports.append(StageReport(name, "ran", result["seconds"], result["summary"]))
         return result
 
-    def _units(self, stage: str, fn: Callable[..., dict[str, Any]], items: list[dict[str, Any]], kwargs: dict[str, Any],
+    def _units(self, step: str, fn: Callable[..., dict[str, Any]], items: list[dict[str, Any]], kwargs: dict[str, Any],
                rate_key: str | None = None, **resources: Any) -> list[dict[str, Any]]:
+        """Run one step of the current stage over its work units, with a progress bar and per-unit resume."""
         assert self._progress is not None
-        task = self._progress.add_task(stage, total=len(items), rate="")
+        task = self._progress.add_task(step, total=len(items), rate="")
         clock = Stopwatch()
         rows = 0
 
@@ -123,7 +140,14 @@ class Build:
             rate = f"{rows / max(clock.seconds, 1e-9):,.0f} {rate_key}/s" if rate_key else ""
             self._progress.update(task, advance=1, rate=rate)  # type: ignore[union-attr]
 
-        return run_units(stage, fn, items, kwargs, self.layout.stage(stage) / "units", advance, **resources)
+        markers = self.layout.stage(self._current) / "units"
+        if step != self._current:
+            markers = markers / step
+        return run_units(step, fn, items, kwargs, markers, advance, **resources)
+
+    def _run_step(self, step: str, fn: Callable[..., dict[str, Any]], items: list[dict[str, Any]], kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+        """``_units`` in the ``run(step, fn, items, kwargs)`` shape that multi-step stage drivers take."""
+        return self._units(step, fn, items, kwargs)
 
     # -- stages ----------------------------------------------------------------------------
 
@@ -153,8 +177,16 @@ class Build:
         shutil.rmtree(self.build / "dedup" / "keys", ignore_errors=True)
         return {"duplicates": dups, "partitions": partitions, "summary": f"{dups:,} exact duplicates in {partitions} hash partitions"}
 
-    def _chunk(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        kwargs = {"manifest": self.manifest, "build": self.build, "dedup": self.manifest.dedup.exact}
+    def _near_dedup(self, items: list[dict[str, Any]], removed: list[str]) -> dict[str, Any]:
+        docs_bytes = sum((self.build / "documents" / f"{i['unit']}.parquet").stat().st_size for i in items)
+        partitions = max(1, min(MAX_NEAR_PARTITIONS, math.ceil(docs_bytes / NEAR_PARTITION_BYTES), len(items) * 4))
+        return run_near_dedup(self._run_step, items, self.build, self.manifest.dedup.near, partitions, skip=removed)
+
+    def _decontaminate(self, items: list[dict[str, Any]], removed: list[str]) -> dict[str, Any]:
+        return run_decontaminate(self._run_step, items, self.build, self.manifest.decontaminate, self.loaded.base_dir, skip=removed)
+
+    def _chunk(self, items: list[dict[str, Any]], removed: list[str]) -> dict[str, Any]:
+        kwargs = {"manifest": self.manifest, "build": self.build, "removed": removed}
         results = self._units("chunk", units.chunk_unit, items, kwargs, rate_key="passages")
         docs, passages = sum(r["documents"] for r in results), sum(r["passages"] for r in results)
         tokens = sum(r["tokens"] for r in results)
@@ -230,10 +262,8 @@ class Build:
             info = read_json(self.layout.shard(s["name"]) / "shard.json")
             shard_records.append({k: info[k] for k in ("name", "domain", "id_start", "count", "list_balance", "files")} | {"tokens": s["tokens"]})
         chunk = stage_done(self.layout.stage("chunk")) or {}
-        dedup = stage_done(self.layout.stage("dedup")) or {}
-        dropped = collections.Counter(extract["dropped"])
-        if dedup:
-            dropped["dedup:exact_duplicate"] += dedup["duplicates"]
+        dropped = dropped_counts(self.layout)
+        decon = stage_done(self.layout.stage("decontaminate"))
         seconds = {r.name: round(r.seconds, 2) for r in self.reports}
         catalog = {
             "format_version": FORMAT_VERSION,
@@ -255,7 +285,8 @@ class Build:
             "build": {
                 "records_read": extract["read"],
                 "documents_kept": chunk.get("documents", 0),
-                "dropped": dict(sorted(dropped.items())),
+                "dropped": dropped,
+                "decontamination": decon["eval_sets"] if decon else None,
                 "sources": extract["sources"],
                 "embed_passages_per_s": round(embed["passages_per_s"], 2),
                 "stage_seconds": seconds,
@@ -287,6 +318,16 @@ def plan_shards(parts: list[dict[str, Any]], domain: str, target: int) -> list[d
                 slices.append([part["part"], a - int(offsets[p]), b - int(offsets[p])])
         shards.append({"name": shard_name(domain, i), "domain": domain, "id_start": lo, "count": hi - lo, "slices": slices})
     return shards
+
+
+def dropped_counts(layout: DatastoreLayout) -> dict[str, int]:
+    """Dropped documents per ``stage:reason``, counted from the drop records under ``build/dropped``."""
+    counts: collections.Counter[str] = collections.Counter()
+    for path in sorted(layout.dropped.rglob("*.parquet")):
+        table = pq.read_table(path, columns=["stage", "reason"])
+        for stage, reason in zip(table.column("stage").to_pylist(), table.column("reason").to_pylist(), strict=True):
+            counts[f"{stage}:{reason}"] += 1
+    return dict(sorted(counts.items()))
 
 
 def _versions() -> dict[str, str]:

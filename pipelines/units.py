@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
 from massiveds.chunk import CHUNKS, chunk_documents
-from massiveds.clean.exact_dedup import DUPLICATES, KEYS, find_duplicates, partition_keys
+from massiveds.clean.exact_dedup import KEYS, find_duplicates, partition_keys
 from massiveds.clean.normalize import normalize_and_filter
 from massiveds.extract import reader_for
 from massiveds.extract.records import RawRecord, records_to_documents
@@ -28,7 +27,8 @@ from massiveds.index import IndexPlan, add_vectors, list_balance, read_index, tr
 from massiveds.layout import atomic_path, file_record, write_json
 from massiveds.manifest import Manifest
 from massiveds.passages import PassageFile, write_passages
-from massiveds.schema import DOCUMENTS, DROPPED, FILE_BITS, ROW_BITS, dropped_table
+from massiveds.schema import DOCUMENTS, DROPPED, dropped_table
+from pipelines.removals import removed_ords
 
 READ_BATCH = 2048
 
@@ -143,19 +143,10 @@ def dedup_reduce_unit(item: dict[str, Any], build: Path) -> dict[str, Any]:
     return {"unit": f"p{partition:04d}", "keys": keys.num_rows, "duplicates": dups.num_rows}
 
 
-def _unit_ord_range(source_idx: int, file_idx: int) -> tuple[int, int]:
-    start = (source_idx << (FILE_BITS + ROW_BITS)) | (file_idx << ROW_BITS)
-    return start, start + (1 << ROW_BITS)
-
-
-def chunk_unit(inp: dict[str, Any], manifest: Manifest, build: Path, dedup: bool) -> dict[str, Any]:
-    """Cut one documents part into passages, leaving out the documents dedup marked as duplicates."""
+def chunk_unit(inp: dict[str, Any], manifest: Manifest, build: Path, removed: list[str]) -> dict[str, Any]:
+    """Cut one documents part into passages, leaving out the documents the ``removed`` clean-up stages dropped."""
     unit = inp["unit"]
-    drop_ords = pa.array([], pa.int64())
-    if dedup:
-        lo, hi = _unit_ord_range(inp["source_idx"], inp["file_idx"])
-        dataset = pds.dataset(str(build / "dedup" / "duplicates"), format="parquet", schema=DUPLICATES)
-        drop_ords = dataset.to_table(columns=["_ord"], filter=(pds.field("_ord") >= lo) & (pds.field("_ord") < hi)).column("_ord")
+    drop_ords = removed_ords(build, inp["source_idx"], inp["file_idx"], removed)
     out = _PartWriter(build / "passages" / f"{unit}.parquet", CHUNKS)
     docs = tokens = 0
     for table in _documents(build / "documents" / f"{unit}.parquet"):

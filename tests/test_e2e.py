@@ -37,6 +37,12 @@ def test_catalog_describes_the_datastore(example_datastore: Path) -> None:
     assert build["records_read"] == 1266
     assert build["records_read"] == build["documents_kept"] + sum(build["dropped"].values())
     assert build["dropped"]["filter:too_few_words"] > 0
+    # FOLDOC copied some entries from the Jargon File: near dedup keeps the Jargon File's (earlier source)
+    near = pq.read_table(example_datastore / "build" / "dropped" / "near_dedup").to_pylist()
+    pairs = {(d["doc_id"], d["duplicate_of"]) for d in near}
+    assert ("dict-foldoc:black art", "dict-jargon:black art") in pairs
+    assert all(a.startswith("dict-foldoc:") and b.startswith("dict-jargon:") for a, b in pairs)
+    assert build["dropped"]["near_dedup:near_duplicate"] == len(near)
     assert catalog["manifests"][0]["path"] == "jargon.yaml" and len(catalog["manifests"][0]["sha256"]) == 64
     for shard in shards:
         folder = example_datastore / "shards" / shard["name"]
@@ -78,7 +84,7 @@ def test_second_build_does_no_work(example_datastore: Path) -> None:
     proc = cli("build", str(Path(__file__).parents[1] / "manifests/examples/jargon.yaml"), "--out", str(example_datastore))
     after = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in example_datastore.rglob("*") if p.is_file()}
     assert after == before
-    assert proc.stderr.count("skipped (done)") == 8
+    assert proc.stderr.count("skipped (done)") == 9  # extract dedup near_dedup chunk shard embed train index catalog
     assert "ran" not in proc.stderr.split("build of")[1].split("datastore")[0].replace("skipped (done)", "")
 
 
