@@ -112,6 +112,77 @@ def validate(manifests: Annotated[list[Path], typer.Argument(help="manifest file
         raise typer.Exit(code=2)
 
 
+@app.command()
+def inspect(
+    datastore: Annotated[Path, typer.Argument(help="datastore directory")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the statistics as JSON")] = False,
+    plot: Annotated[Path | None, typer.Option(help="also write an HTML page with tokens per domain and list sizes")] = None,
+) -> None:
+    """Per-domain and per-shard statistics: counts, bytes on disk, index, list balance, recall, drops."""
+    from massiveds.stats import datastore_stats, list_sizes, write_plot
+
+    try:
+        stats = datastore_stats(datastore)
+        if plot is not None:
+            write_plot(stats, list_sizes(datastore), plot)
+    except MassiveDSError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(stats, indent=2) + "\n")
+        return
+    from rich.console import Console
+
+    out = Console()
+    e, ix = stats["embedder"], stats["index"]
+    out.print(f"[bold]{stats['name']}[/]: {e['model']} (dim {e['dim']}), index {ix['factory']}, nprobe {ix.get('nprobe')}", highlight=False)
+    mib = 1 << 20
+    out.print(table("domains", ["domain", "documents", "passages", "tokens", "shards", "passages MiB", "index MiB", "vectors MiB"],
+                    [(name, d["documents"], d["passages"], d["tokens"], d["shards"], d["bytes"]["passages"] / mib, d["bytes"]["index"] / mib,
+                      d["bytes"]["vectors"] / mib) for name, d in stats["domains"].items()]))
+    out.print(table("shards", ["shard", "passages", "tokens", "index MiB", "max list", "mean list", "imbalance"],
+                    [(s["name"], s["passages"], s["tokens"], s["bytes"]["index"] / mib, s["max_list"], s["mean_list"], s["imbalance"])
+                     for s in stats["shards"]]))
+    if stats["dropped"]:
+        out.print(table("dropped at build", ["stage:reason", "documents"], sorted(stats["dropped"].items())))
+    if stats["recall"]:
+        out.print(f"recall: {json.dumps(stats['recall'])}")
+    if stats["subsample"]:
+        sub = stats["subsample"]
+        out.print(f"subsample of {sub['parent']['name']} at fraction {sub['fraction']} (seed {sub['seed']})")
+    if plot is not None:
+        out.print(f"plot written to {plot}")
+
+
+@app.command()
+def subsample(
+    datastore: Annotated[Path, typer.Argument(help="datastore directory to sample from")],
+    fraction: Annotated[float, typer.Option(help="fraction of documents to keep, in (0, 1]")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="new datastore directory")],
+    seed: Annotated[int, typer.Option(help="sampling seed: same seed, nested samples")] = 0,
+) -> None:
+    """Write a physical subsample (nested by seed) without re-embedding or retraining."""
+    from massiveds.report import progress
+    from massiveds.subsample import subsample as run_subsample
+
+    try:
+        from massiveds.sampling import check_fraction
+
+        check_fraction(fraction)
+        shards = len(json.loads((datastore / "datastore.json").read_text())["shards"]) if (datastore / "datastore.json").is_file() else 0
+        with progress() as bar:
+            task = bar.add_task("subsample", total=shards, rate="")
+            catalog = run_subsample(datastore, out, fraction, seed, on_shard=lambda _: bar.update(task, advance=1))
+    except MassiveDSError as exc:
+        _fail(str(exc))
+        return
+    parent = json.loads((datastore / "datastore.json").read_text())
+    rows = [(d, parent["domains"][d]["documents"], v["documents"], parent["domains"][d]["passages"], v["passages"])
+            for d, v in catalog["domains"].items()]
+    console.print(table(f"subsample {fraction} (seed {seed})", ["domain", "documents before", "after", "passages before", "after"], rows))
+    console.print(f"datastore ready: {out}")
+
+
 def main() -> None:
     """Entry point of the ``massiveds`` script."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -79,6 +79,13 @@ class PassageFile:
             out.append(batch.slice(r % self.batch_rows, 1).to_pylist()[0])
         return out
 
+    def column(self, name: str) -> list[Any]:
+        """One column of the whole shard, read batch by batch (for sampling and stats, not for search)."""
+        out: list[Any] = []
+        for i in range(self._reader.num_record_batches):
+            out.extend(self._reader.get_batch(i).column(name).to_pylist())
+        return out
+
     def read_all(self) -> pa.Table:
         """The whole shard (for inspection and tests, not for search)."""
         return self._reader.read_all()
