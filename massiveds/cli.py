@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import sys
@@ -12,6 +13,14 @@ import typer
 
 from massiveds.errors import MassiveDSError
 from massiveds.report import console, table
+
+
+class Engine(str, enum.Enum):
+    """Where the build's work units run."""
+
+    ray = "ray"
+    local = "local"
+
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Build, search and manage retrieval datastores."
@@ -29,6 +38,7 @@ def build(
     out: Annotated[Path, typer.Option("--out", "-o", help="datastore directory to create or resume")],
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")] = None,
     force: Annotated[bool, typer.Option("--force", help="delete a previous build in --out and start over")] = False,
+    engine: Annotated[Engine, typer.Option(help="ray: stages on Ray (default); local: everything in this process")] = Engine.ray,
 ) -> None:
     """Build a datastore from a manifest; re-running resumes and skips finished stages."""
     from massiveds.manifest import load_manifest
@@ -37,7 +47,7 @@ def build(
         loaded = load_manifest(manifest)
         from pipelines.build import build as run_build
 
-        result = run_build(loaded, out, address=address, force=force)
+        result = run_build(loaded, out, address=address, force=force, engine=engine.value)
     except MassiveDSError as exc:
         _fail(str(exc))
         return

@@ -32,7 +32,7 @@ from massiveds.report import progress
 from massiveds.sources.files import resolve_inputs
 from pipelines import units
 from pipelines.decontaminate import run_decontaminate
-from pipelines.embed_stage import run_embed
+from pipelines.embed_stage import run_embed, run_embed_local
 from pipelines.near_dedup import run_near_dedup
 from pipelines.runtime import Stopwatch, ray_runtime, run_units
 
@@ -56,12 +56,13 @@ class StageReport:
 class Build:
     """One build of a manifest into an output directory."""
 
-    def __init__(self, loaded: LoadedManifest, out: Path, address: str | None = None) -> None:
+    def __init__(self, loaded: LoadedManifest, out: Path, address: str | None = None, engine: str = "ray") -> None:
         self.loaded = loaded
         self.manifest = loaded.manifest
         self.layout = DatastoreLayout(out)
         self.build = self.layout.build
         self.address = address
+        self.engine = engine
         self.reports: list[StageReport] = []
         self._progress: Progress | None = None
         self._resources = contextlib.ExitStack()
@@ -116,7 +117,7 @@ class Build:
         if done is not None:
             self.reports.append(StageReport(name, "skipped (done)", 0.0, done["summary"]))
             return done
-        if not self._ray_started:  # Ray starts only when some stage has work to do
+        if not self._ray_started and self.engine == "ray":  # Ray starts only when some stage has work to do
             self._resources.enter_context(ray_runtime(self.address))
             self._ray_started = True
         clock = Stopwatch()
@@ -143,7 +144,7 @@ class Build:
         markers = self.layout.stage(self._current) / "units"
         if step != self._current:
             markers = markers / step
-        return run_units(step, fn, items, kwargs, markers, advance, **resources)
+        return run_units(step, fn, items, kwargs, markers, advance, engine=self.engine, **resources)
 
     def _run_step(self, step: str, fn: Callable[..., dict[str, Any]], items: list[dict[str, Any]], kwargs: dict[str, Any]) -> list[dict[str, Any]]:
         """``_units`` in the ``run(step, fn, items, kwargs)`` shape that multi-step stage drivers take."""
@@ -228,7 +229,10 @@ class Build:
                 self._progress.update(task, completed=done, rate=f"{done / max(clock.seconds, 1e-9):,.1f} passages/s")  # type: ignore[union-attr]
 
             spec = self.manifest.embed.model_dump()
-            run_embed(pending, self.layout.shards, self.build, spec, self.loaded.base_dir, self.manifest.embed.workers, on_rows)
+            if self.engine == "local":
+                run_embed_local(pending, self.layout.shards, self.build, spec, self.loaded.base_dir, on_rows)
+            else:
+                run_embed(pending, self.layout.shards, self.build, spec, self.loaded.base_dir, self.manifest.embed.workers, on_rows)
         embed_seconds = clock.seconds
         self._units("vectors", units.consolidate_vectors_unit, shards, {"build": self.build, "paths": {s["name"]: str(self._vectors_path(s)) for s in shards}})
         shutil.rmtree(self.build / "embeddings", ignore_errors=True)
@@ -340,12 +344,15 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def build(manifest: LoadedManifest, out: Path, address: str | None = None, force: bool = False) -> Build:
-    """Build ``manifest`` into ``out`` (``force`` wipes a previous build there first); returns the finished Build."""
+def build(manifest: LoadedManifest, out: Path, address: str | None = None, force: bool = False, engine: str = "ray") -> Build:
+    """Build ``manifest`` into ``out`` (``force`` wipes a previous build there first); returns the finished Build.
+
+    ``engine="local"`` runs every unit in this process instead of on Ray (same outputs).
+    """
     if force and out.exists():
         if not (out / "build" / "build.json").is_file() and any(out.iterdir()):
             raise MassiveDSError(f"{out} is not a massiveds build; refusing to delete it with --force")
         shutil.rmtree(out)
-    b = Build(manifest, out, address)
+    b = Build(manifest, out, address, engine)
     b.run()
     return b

@@ -26,7 +26,8 @@ class EmbedActor:
     def __init__(self, spec: dict[str, Any], base_dir: str | None, threads: int, info_path: str) -> None:
         import torch
 
-        torch.set_num_threads(threads)
+        if threads:  # 0: keep torch's default
+            torch.set_num_threads(threads)
         self.embedder = Embedder(
             spec["model"],
             device=spec["device"],
@@ -67,6 +68,36 @@ def pool_shape(device: str) -> tuple[int, int, int]:
     return actors, 0, max(1, cpus // actors)
 
 
+def run_embed_local(
+    shards: list[dict[str, Any]], shards_dir: Path, build: Path, spec: dict[str, Any], base_dir: Path, on_rows: Callable[[int], None]
+) -> dict[str, int]:
+    """The embed stage in this process: the same reads, model calls and writes, without Ray."""
+    actor = EmbedActor(**_actor_config(spec, base_dir, build, threads=0))
+    written: dict[str, int] = {}
+    block = spec["batch_size"] * ACTOR_BATCHES
+    for item in _items(shards):
+        table = read_passage_range(item, shards_dir)
+        for start in range(0, table.num_rows, block):
+            piece = table.slice(start, block)
+            out = actor({"passage_id": piece.column("passage_id").to_numpy(), "text": np.array(piece.column("text").to_pylist(), dtype=object)})
+            for part in write_embeddings_part(out["passage_id"], out["vector"], shards, build):
+                written[part["shard"]] = written.get(part["shard"], 0) + part["rows"]
+                on_rows(part["rows"])
+    return written
+
+
+def _items(shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"shard": s["name"], "start": start, "stop": min(start + READ_ROWS, s["count"])}
+        for s in shards
+        for start in range(0, s["count"], READ_ROWS)
+    ]
+
+
+def _actor_config(spec: dict[str, Any], base_dir: Path, build: Path, threads: int) -> dict[str, Any]:
+    return {"spec": spec, "base_dir": str(base_dir), "threads": threads, "info_path": str(build / "embed" / "embedder.json")}
+
+
 def run_embed(
     shards: list[dict[str, Any]],
     shards_dir: Path,
@@ -82,11 +113,7 @@ def run_embed(
     actors, gpus, threads = pool_shape(spec["device"])
     if workers != "auto":
         actors = int(workers)
-    items = [
-        {"shard": s["name"], "start": start, "stop": min(start + READ_ROWS, s["count"])}
-        for s in shards
-        for start in range(0, s["count"], READ_ROWS)
-    ]
+    items = _items(shards)
     ds: ray.data.Dataset = ray.data.from_items([{"item": json.dumps(i)} for i in items], override_num_blocks=max(1, len(items)))
     ds = ds.map_batches(
         _read,  # type: ignore[arg-type]
@@ -99,9 +126,7 @@ def run_embed(
         batch_size=spec["batch_size"] * ACTOR_BATCHES,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
-        fn_constructor_kwargs={
-            "spec": spec, "base_dir": str(base_dir), "threads": threads, "info_path": str(build / "embed" / "embedder.json")
-        },
+        fn_constructor_kwargs=_actor_config(spec, base_dir, build, threads),
         num_gpus=gpus,
         num_cpus=1,
     )

@@ -62,16 +62,23 @@ def run_units(
     markers: Path,
     on_result: Callable[[dict[str, Any]], None],
     *,
+    engine: str = "ray",
     num_cpus: float = 1,
     num_gpus: float = 0,
     memory: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Run ``fn(item, **kwargs)`` for every item as a Ray Data map, skipping items already done.
+    """Run ``fn(item, **kwargs)`` for every item, skipping items already done.
 
-    Each item has a ``unit`` name; its result is saved as ``markers/<unit>.json`` once it
-    succeeds, so a re-run after a crash only does the units that had not finished.
+    ``engine="ray"`` runs the items as a Ray Data map; ``"local"`` calls them one after the other in
+    this process (for debugging, and to measure Ray's overhead). Each item has a ``unit`` name; its
+    result is saved as ``markers/<unit>.json`` once it succeeds, so a re-run after a crash only does
+    the units that had not finished.
     """
-    import ray
+
+    def done(result: dict[str, Any]) -> None:
+        write_json(markers / f"{result['unit']}.json", result)
+        results[result["unit"]] = result
+        on_result(result)
 
     results: dict[str, dict[str, Any]] = {}
     todo = []
@@ -82,7 +89,12 @@ def run_units(
             on_result(results[item["unit"]])
         else:
             todo.append(item)
-    if todo:
+    if todo and engine == "local":
+        for item in todo:
+            done(fn(item, **kwargs))
+    elif todo:
+        import ray
+
         ds: ray.data.Dataset = ray.data.from_items([{"item": json.dumps(i)} for i in todo], override_num_blocks=len(todo))
         remote_args: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
         if memory:
@@ -95,10 +107,7 @@ def run_units(
             **remote_args,
         )
         for row in ds.iter_rows():
-            result = json.loads(row["result"])
-            write_json(markers / f"{result['unit']}.json", result)
-            results[result["unit"]] = result
-            on_result(result)
+            done(json.loads(row["result"]))
     return [results[i["unit"]] for i in items]
 
 

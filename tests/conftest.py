@@ -23,16 +23,30 @@ def example_datastore(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture()
-def small_manifest(tmp_path: Path) -> Path:
+def write_small_manifest(folder: Path) -> Path:
     """A two-file slice of the shipped example (real Jargon File entries) with its own copy of the data."""
-    data = tmp_path / "data"
+    data = folder / "data"
     data.mkdir()
     for name in ("jargon-0.jsonl.zst", "jargon-1.jsonl.zst"):
         shutil.copy(REPO / "manifests/examples/data/jargon" / name, data / name)
-    manifest = tmp_path / "small.yaml"
+    manifest = folder / "small.yaml"
     manifest.write_text(
         "name: small\ndomain: wiki\nsources:\n  - uri: data/*.jsonl.zst\n    id_field: id\n    title_field: title\n"
         "chunk: {size: 96, min_size: 16}\nshards: {target_passages: 120}\n"
     )
     return manifest
+
+
+@pytest.fixture()
+def small_manifest(tmp_path: Path) -> Path:
+    """``write_small_manifest`` in this test's own folder."""
+    return write_small_manifest(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def small_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small manifest built once, uninterrupted, on Ray: the reference other builds must equal."""
+    folder = tmp_path_factory.mktemp("small-reference")
+    out = folder / "ds"
+    massiveds("build", str(write_small_manifest(folder)), "--out", str(out))
+    return out
