@@ -12,10 +12,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import fcntl
 import importlib.metadata
 import math
+import os
 import shutil
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,10 +76,11 @@ class Build:
 
     def run(self) -> dict[str, Any]:
         """Run every stage not yet done; returns the catalog."""
+        inputs = resolve_inputs(self.loaded)  # bad sources fail before anything is written
         self._claim_directory()
-        inputs = resolve_inputs(self.loaded)
+        self._resources.enter_context(build_lock(self.build))
         items = [inp.to_dict() | {"unit": inp.unit} for inp in inputs]
-        with contextlib.ExitStack() as self._resources, progress() as self._progress:
+        with self._resources, progress() as self._progress:
             extract = self._stage("extract", lambda: self._extract(items))
             removed: list[str] = []  # clean-up stages whose removals later stages skip
             if self.manifest.dedup.exact:
@@ -300,6 +304,28 @@ class Build:
         }
         write_json(self.layout.catalog, catalog)
         return {"catalog": catalog, "summary": f"{self.layout.catalog}"}
+
+
+@contextlib.contextmanager
+def build_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder/lock`` for one builder; the OS releases it if the builder dies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise MassiveDSError(f"{folder.parent} is being built by {holder}; wait for it to finish or stop it") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def plan_shards(parts: list[dict[str, Any]], domain: str, target: int) -> list[dict[str, Any]]:

@@ -31,12 +31,21 @@ def snapshot(out: Path) -> dict:
     return {"passages": passages, "vectors": vectors, "hits": hits, "counts": counts, "shards": [(s["name"], s["count"]) for s in catalog["shards"]]}
 
 
-def kill_when(manifest: Path, out: Path, ready, timeout: float = 300) -> None:
-    """Start a build and SIGKILL its whole process group (driver and Ray) once ``ready(out)`` holds."""
+def kill_when(manifest: Path, out: Path, ready, timeout: float = 300, meanwhile=None) -> None:
+    """Start a build and SIGKILL its whole process group (driver and Ray) once ``ready(out)`` holds.
+
+    ``meanwhile(out)``, if given, runs once as soon as the build holds its lock, before the kill point.
+    """
     proc = subprocess.Popen([sys.executable, "-m", "massiveds.cli", "build", str(manifest), "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + timeout
+    lock = out / "build" / "lock"
     try:
+        if meanwhile is not None:
+            while not (lock.is_file() and lock.read_text().startswith("pid")):
+                assert proc.poll() is None and time.time() < deadline, "the build never took its lock"
+                time.sleep(0.05)
+            meanwhile(out)
         while not ready(out):
             assert proc.poll() is None, "the build finished before the kill point"
             assert time.time() < deadline, "kill point never reached"
@@ -58,10 +67,15 @@ def assert_same_datastore(got_path: Path, want_path: Path) -> None:
 
 def test_kill_during_embedding_then_resume(small_manifest: Path, small_reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "killed"
-    kill_when(small_manifest, out, lambda o: (o / "build" / "embed" / "embedder.json").is_file())
+
+    def second_builder_is_refused(o: Path) -> None:
+        proc = cli("build", str(small_manifest), "--out", str(o), check=False)
+        assert proc.returncode == 2 and "is being built by pid" in proc.stderr
+
+    kill_when(small_manifest, out, lambda o: (o / "build" / "embed" / "embedder.json").is_file(), meanwhile=second_builder_is_refused)
     assert not (out / "datastore.json").exists()
     assert (out / "build" / "chunk" / "_SUCCESS.json").is_file()
-    proc = cli("build", str(small_manifest), "--out", str(out))
+    proc = cli("build", str(small_manifest), "--out", str(out))  # the dead builder's lock is taken over
     assert "skipped (done)" in proc.stderr  # extract .. shard were not redone
 
     assert_same_datastore(out, small_reference)
