@@ -16,10 +16,10 @@ from pathlib import Path
 
 from _common import EXAMPLE, build, machine
 from rich.console import Console
-from rich.table import Table
 
 from massiveds.embed import Embedder
 from massiveds.passages import PassageFile
+from massiveds.report import table
 
 
 def main() -> None:
@@ -42,12 +42,11 @@ def main() -> None:
         done = time.perf_counter()
     n = len(texts)
     stage_rate, bare_rate, bare_load_rate = n / stage_seconds, n / (done - loaded), n / (done - start)
-    t = Table(title=f"embedding {n:,} passages with {info['model']} ({machine()})")
-    for col in ("what", "seconds", "passages/s", "stage / this"):
-        t.add_column(col, justify="left" if col == "what" else "right")
-    t.add_row("embed stage (Ray, actor pool)", f"{stage_seconds:.1f}", f"{stage_rate:.1f}", "1.00")
-    t.add_row("bare model.encode", f"{done - loaded:.1f}", f"{bare_rate:.1f}", f"{stage_rate / bare_rate:.2f}")
-    t.add_row("bare model load + encode", f"{done - start:.1f}", f"{bare_load_rate:.1f}", f"{stage_rate / bare_load_rate:.2f}")
+    t = table(f"embedding {n:,} passages with {info['model']} ({machine()})", ["what", "seconds", "passages/s", "stage / this"], [
+        ("embed stage (Ray, actor pool)", stage_seconds, stage_rate, "1.00"),
+        ("bare model.encode", done - loaded, bare_rate, f"{stage_rate / bare_rate:.2f}"),
+        ("bare model load + encode", done - start, bare_load_rate, f"{stage_rate / bare_load_rate:.2f}"),
+    ])
     Console().print(t)
     print(f"command: python bench/embed.py --manifest {args.manifest}")
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from _common import EXAMPLE, build, machine
 from rich.console import Console
-from rich.table import Table
+
+from massiveds.report import table
 
 
 def main() -> None:
@@ -24,17 +25,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         local_wall, local = build(args.manifest, Path(tmp) / "local", "--engine", "local")
         ray_wall, ray = build(args.manifest, Path(tmp) / "ray", "--engine", "ray")
-    t = Table(title=f"Ray vs one process: {args.manifest.name}, {local['domains']} ({machine()})")
-    for col in ("stage", "one process (s)", "Ray (s)", "Ray / one process"):
-        t.add_column(col, justify="left" if col == "stage" else "right")
+    rows = []
     stages = local["build"]["stage_seconds"]
     for stage, seconds in stages.items():
         r = ray["build"]["stage_seconds"].get(stage, 0.0)
-        t.add_row(stage, f"{seconds:.1f}", f"{r:.1f}", f"{r / seconds:.2f}" if seconds > 0.05 else "-")
-    text_local = sum(v for k, v in stages.items() if k not in ("embed",))
-    text_ray = sum(v for k, v in ray["build"]["stage_seconds"].items() if k not in ("embed",))
-    t.add_row("all but embed", f"{text_local:.1f}", f"{text_ray:.1f}", f"{text_ray / text_local:.2f}")
-    t.add_row("whole command (wall)", f"{local_wall:.1f}", f"{ray_wall:.1f}", f"{ray_wall / local_wall:.2f}")
+        rows.append((stage, seconds, r, f"{r / seconds:.2f}" if seconds > 0.05 else "-"))
+    text_local = sum(v for k, v in stages.items() if k != "embed")
+    text_ray = sum(v for k, v in ray["build"]["stage_seconds"].items() if k != "embed")
+    rows.append(("all but embed", text_local, text_ray, f"{text_ray / text_local:.2f}"))
+    rows.append(("whole command (wall)", local_wall, ray_wall, f"{ray_wall / local_wall:.2f}"))
+    t = table(f"Ray vs one process: {args.manifest.name} ({machine()})", ["stage", "one process (s)", "Ray (s)", "Ray / one process"], rows)
     Console().print(t)
     print(f"command: python bench/ray_overhead.py --manifest {args.manifest}")
 

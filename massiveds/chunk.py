@@ -13,25 +13,14 @@ import re
 import pyarrow as pa
 
 from massiveds.manifest import Chunk
+from massiveds.schema import PASSAGES
 
 _WORD = re.compile(r"\S+")
 
 #: Passages before ids are assigned: the contract columns minus ``passage_id``, plus the
 #: document ordinal and chunk number that fix the id order.
 CHUNKS = pa.schema(
-    [
-        ("doc_id", pa.string()),
-        ("domain", pa.string()),
-        ("source", pa.string()),
-        ("url", pa.string()),
-        ("title", pa.string()),
-        ("text", pa.string()),
-        ("n_tokens", pa.int32()),
-        ("char_start", pa.int64()),
-        ("char_end", pa.int64()),
-        ("_ord", pa.int64()),
-        ("_chunk", pa.int32()),
-    ]
+    [f for f in PASSAGES if f.name != "passage_id"] + [pa.field("_ord", pa.int64()), pa.field("_chunk", pa.int32())]
 )
 
 

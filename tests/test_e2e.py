@@ -109,7 +109,8 @@ def test_user_errors_exit_non_zero_with_one_line(tmp_path: Path, example_datasto
     assert proc.returncode == 2 and "not a datastore" in proc.stderr
 
     other = tmp_path / "other.yaml"
-    other.write_text((Path(__file__).parents[1] / "manifests/examples/jargon.yaml").read_text().replace("size: 128", "size: 100"))
+    example = Path(__file__).parents[1] / "manifests/examples/jargon.yaml"
+    other.write_text(example.read_text().replace("size: 128", "size: 100").replace("uri: data/", f"uri: {example.parent}/data/"))
     proc = cli("build", str(other), "--out", str(example_datastore), check=False)
     assert proc.returncode == 2 and "holds a build of another manifest" in proc.stderr
 
