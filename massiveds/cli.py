@@ -148,8 +148,8 @@ def inspect(
     out.print(f"[bold]{stats['name']}[/]: {e['model']} (dim {e['dim']}), index {ix['factory']}, nprobe {ix.get('nprobe')}", highlight=False)
     mib = 1 << 20
     out.print(table("domains", ["domain", "documents", "passages", "tokens", "shards", "passages MiB", "index MiB", "vectors MiB"],
-                    [(name, d["documents"], d["passages"], d["tokens"], d["shards"], d["bytes"]["passages"] / mib, d["bytes"]["index"] / mib,
-                      d["bytes"]["vectors"] / mib) for name, d in stats["domains"].items()]))
+                    [(name, d["documents"], d["passages"], d["tokens"], d["shards"], d["bytes"]["passages"] / mib,
+                      d["bytes"]["index"] / mib, d["bytes"]["vectors"] / mib) for name, d in stats["domains"].items()]))
     out.print(table("shards", ["shard", "passages", "tokens", "index MiB", "max list", "mean list", "imbalance"],
                     [(s["name"], s["passages"], s["tokens"], s["bytes"]["index"] / mib, s["max_list"], s["mean_list"], s["imbalance"])
                      for s in stats["shards"]]))

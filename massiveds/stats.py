@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,7 @@ def write_plot(stats: dict[str, Any], sizes: np.ndarray, out: Path) -> None:
     if sizes.size:
         edges = np.unique(np.quantile(sizes, np.linspace(0, 1, 11)).round().astype(int))
         counts, edges = np.histogram(sizes, bins=edges if len(edges) > 1 else 1)
-        labels = [f"{int(a):,}–{int(b):,}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        labels = [f"{int(a):,}–{int(b):,}" for a, b in itertools.pairwise(edges)]
         body.append(_bars("inverted lists by size (entries per list)", labels, counts.tolist()))
     else:
         body.append("<p>Flat index: no inverted lists.</p>")

@@ -131,8 +131,15 @@ class Build:
         self.reports.append(StageReport(name, "ran", result["seconds"], result["summary"]))
         return result
 
-    def _units(self, step: str, fn: Callable[..., dict[str, Any]], items: list[dict[str, Any]], kwargs: dict[str, Any],
-               rate_key: str | None = None, **resources: Any) -> list[dict[str, Any]]:
+    def _units(
+        self,
+        step: str,
+        fn: Callable[..., dict[str, Any]],
+        items: list[dict[str, Any]],
+        kwargs: dict[str, Any],
+        rate_key: str | None = None,
+        **resources: Any,
+    ) -> list[dict[str, Any]]:
         """Run one step of the current stage over its work units, with a progress bar and per-unit resume."""
         assert self._progress is not None
         task = self._progress.add_task(step, total=len(items), rate="")
@@ -150,7 +157,9 @@ class Build:
             markers = markers / step
         return run_units(step, fn, items, kwargs, markers, advance, engine=self.engine, **resources)
 
-    def _run_step(self, step: str, fn: Callable[..., dict[str, Any]], items: list[dict[str, Any]], kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    def _run_step(
+        self, step: str, fn: Callable[..., dict[str, Any]], items: list[dict[str, Any]], kwargs: dict[str, Any]
+    ) -> list[dict[str, Any]]:
         """``_units`` in the ``run(step, fn, items, kwargs)`` shape that multi-step stage drivers take."""
         return self._units(step, fn, items, kwargs)
 
@@ -198,8 +207,13 @@ class Build:
         if passages == 0:
             raise MassiveDSError(f"no passages: every document was dropped (see {self.layout.dropped}); check the sources and filters")
         parts = [{"part": f"{i['unit']}.parquet", "rows": r["passages"]} for i, r in zip(items, results, strict=True)]
-        return {"documents": docs, "passages": passages, "tokens": tokens, "parts": parts,
-                "summary": f"{docs:,} documents -> {passages:,} passages ({tokens:,} {self.manifest.chunk.unit})"}
+        return {
+            "documents": docs,
+            "passages": passages,
+            "tokens": tokens,
+            "parts": parts,
+            "summary": f"{docs:,} documents -> {passages:,} passages ({tokens:,} {self.manifest.chunk.unit})",
+        }
 
     def _shard(self, chunk: dict[str, Any]) -> dict[str, Any]:
         shards = plan_shards(chunk["parts"], self.manifest.domain, self.manifest.shards.target_passages)
@@ -238,37 +252,58 @@ class Build:
             else:
                 run_embed(pending, self.layout.shards, self.build, spec, self.loaded.base_dir, self.manifest.embed.workers, on_rows)
         embed_seconds = clock.seconds
-        self._units("vectors", units.consolidate_vectors_unit, shards, {"build": self.build, "paths": {s["name"]: str(self._vectors_path(s)) for s in shards}})
+        self._units(
+            "vectors",
+            units.consolidate_vectors_unit,
+            shards,
+            {"build": self.build, "paths": {s["name"]: str(self._vectors_path(s)) for s in shards}},
+        )
         shutil.rmtree(self.build / "embeddings", ignore_errors=True)
         rate = total / embed_seconds if total else 0.0
         info = read_json(self.build / "embed" / "embedder.json")
-        return {"embedder": info, "passages": total, "passages_per_s": rate,
-                "summary": f"{total:,} passages with {info['model']} (dim {info['dim']}), {rate:,.1f} passages/s"}
+        return {
+            "embedder": info,
+            "passages": total,
+            "passages_per_s": rate,
+            "summary": f"{total:,} passages with {info['model']} (dim {info['dim']}), {rate:,.1f} passages/s",
+        }
 
     def _train(self, shards: list[dict[str, Any]]) -> dict[str, Any]:
         n = sum(s["count"] for s in shards)
         dim = int(np.load(self._vectors_path(shards[0]), mmap_mode="r").shape[1])
         plan = plan_index(n, dim, self.manifest.index).to_dict()
         item = {"unit": "trained"}
-        kwargs = {"plan": plan, "shards": shards, "paths": {s["name"]: str(self._vectors_path(s)) for s in shards},
-                  "dest": self.layout.trained_index}
+        kwargs = {
+            "plan": plan,
+            "shards": shards,
+            "paths": {s["name"]: str(self._vectors_path(s)) for s in shards},
+            "dest": self.layout.trained_index,
+        }
         self._units("train", units.train_unit, [item], kwargs)
         return {"plan": plan, "summary": f"{plan['factory']} ({plan['reason']})"}
 
     def _index(self, shards: list[dict[str, Any]], plan: dict[str, Any]) -> dict[str, Any]:
-        kwargs = {"paths": {s["name"]: str(self._vectors_path(s)) for s in shards}, "trained_path": self.layout.trained_index,
-                  "shards_dir": self.layout.shards, "plan": plan}
+        kwargs = {
+            "paths": {s["name"]: str(self._vectors_path(s)) for s in shards},
+            "trained_path": self.layout.trained_index,
+            "shards_dir": self.layout.shards,
+            "plan": plan,
+        }
         results = self._units("index", units.add_shard_unit, shards, kwargs, rate_key="vectors")
         if not self.manifest.embed.store_vectors:
             shutil.rmtree(self.build / "vectors", ignore_errors=True)
         total = sum(r["vectors"] for r in results)
         return {"vectors": total, "summary": f"{total:,} vectors added to {len(shards)} shard indexes"}
 
-    def _catalog(self, extract: dict[str, Any], shards: list[dict[str, Any]], embed: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+    def _catalog(
+        self, extract: dict[str, Any], shards: list[dict[str, Any]], embed: dict[str, Any], plan: dict[str, Any]
+    ) -> dict[str, Any]:
         shard_records = []
         for s in shards:
             info = read_json(self.layout.shard(s["name"]) / "shard.json")
-            shard_records.append({k: info[k] for k in ("name", "domain", "id_start", "count", "list_balance", "files")} | {"tokens": s["tokens"]})
+            shard_records.append(
+                {k: info[k] for k in ("name", "domain", "id_start", "count", "list_balance", "files")} | {"tokens": s["tokens"]}
+            )
         chunk = stage_done(self.layout.stage("chunk")) or {}
         dropped = dropped_counts(self.layout)
         decon = stage_done(self.layout.stage("decontaminate"))

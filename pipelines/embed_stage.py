@@ -79,7 +79,9 @@ def run_embed_local(
         table = read_passage_range(item, shards_dir)
         for start in range(0, table.num_rows, block):
             piece = table.slice(start, block)
-            out = actor({"passage_id": piece.column("passage_id").to_numpy(), "text": np.array(piece.column("text").to_pylist(), dtype=object)})
+            out = actor(
+                {"passage_id": piece.column("passage_id").to_numpy(), "text": np.array(piece.column("text").to_pylist(), dtype=object)}
+            )
             for part in write_embeddings_part(out["passage_id"], out["vector"], shards, build):
                 written[part["shard"]] = written.get(part["shard"], 0) + part["rows"]
                 on_rows(part["rows"])

@@ -91,8 +91,17 @@ def extract_unit(inp: dict[str, Any], manifest: Manifest, build: Path) -> dict[s
                 if len(buffer) >= READ_BATCH:
                     flush()
         except Exception as exc:  # a corrupt file must not stop the build: keep what was read, record where it broke
-            broken = dropped_table([{"doc_id": f"{inp['rel']}#after-{read}", "source": inp["source"], "stage": "extract",
-                                     "reason": "corrupt_file", "detail": f"{inp['rel']}: {type(exc).__name__}: {exc}"[:1000]}])
+            broken = dropped_table(
+                [
+                    {
+                        "doc_id": f"{inp['rel']}#after-{read}",
+                        "source": inp["source"],
+                        "stage": "extract",
+                        "reason": "corrupt_file",
+                        "detail": f"{inp['rel']}: {type(exc).__name__}: {exc}"[:1000],
+                    }
+                ]
+            )
             drops_out.write(broken)
             _count_reasons(broken, reasons)
         flush()
@@ -135,8 +144,12 @@ def dedup_reduce_unit(item: dict[str, Any], build: Path) -> dict[str, Any]:
     with atomic_path(build / "dedup" / "duplicates" / f"p{partition:04d}.parquet") as tmp:
         pq.write_table(dups, str(tmp), row_group_size=65536)
     dropped = dropped_table(
-        [{"doc_id": d, "source": s, "stage": "dedup", "reason": "exact_duplicate", "duplicate_of": o}
-         for d, s, o in zip(dups.column("doc_id").to_pylist(), dups.column("source").to_pylist(), dups.column("duplicate_of").to_pylist(), strict=True)]
+        [
+            {"doc_id": d, "source": s, "stage": "dedup", "reason": "exact_duplicate", "duplicate_of": o}
+            for d, s, o in zip(
+                dups.column("doc_id").to_pylist(), dups.column("source").to_pylist(), dups.column("duplicate_of").to_pylist(), strict=True
+            )
+        ]
     )
     with atomic_path(build / "dropped" / "dedup" / f"p{partition:04d}.parquet") as tmp:
         pq.write_table(dropped, str(tmp))
@@ -234,7 +247,9 @@ def consolidate_vectors_unit(shard: dict[str, Any], build: Path, paths: dict[str
     return {"unit": shard["name"], "vectors": len(vectors)}
 
 
-def train_unit(item: dict[str, Any], plan: dict[str, Any], shards: list[dict[str, Any]], paths: dict[str, str], dest: Path) -> dict[str, Any]:
+def train_unit(
+    item: dict[str, Any], plan: dict[str, Any], shards: list[dict[str, Any]], paths: dict[str, str], dest: Path
+) -> dict[str, Any]:
     """Train the shared empty index on a seeded uniform sample of all passages' vectors; write ``trained.faiss``."""
     index_plan = IndexPlan.from_dict(plan)
     sample = None
@@ -251,7 +266,9 @@ def train_unit(item: dict[str, Any], plan: dict[str, Any], shards: list[dict[str
     return {"unit": item["unit"], "train_sample": 0 if sample is None else len(sample)}
 
 
-def add_shard_unit(shard: dict[str, Any], paths: dict[str, str], trained_path: Path, shards_dir: Path, plan: dict[str, Any]) -> dict[str, Any]:
+def add_shard_unit(
+    shard: dict[str, Any], paths: dict[str, str], trained_path: Path, shards_dir: Path, plan: dict[str, Any]
+) -> dict[str, Any]:
     """Add one shard's vectors to a copy of the trained index and write the shard's index and shard.json."""
     shard_dir = shards_dir / shard["name"]
     index = read_index(trained_path, mmap=False)

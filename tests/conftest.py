@@ -12,7 +12,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tests.helpers import EXAMPLE, REPO, massiveds  # noqa: E402  (the environment above must come first)
+from tests.helpers import EXAMPLE, REPO, massiveds
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,16 @@ def test_chunk_documents_offsets_lead_back_to_the_document(size: int) -> None:
     docs = pa.Table.from_pylist(
         [
             {"doc_id": "hamlet", "domain": "books", "source": "s", "url": None, "title": "Hamlet", "text": TEXT, "meta": "{}", "_ord": 5},
-            {"doc_id": "short", "domain": "books", "source": "s", "url": "u", "title": None, "text": "Brevity is the soul of wit.", "meta": "{}", "_ord": 9},
+            {
+                "doc_id": "short",
+                "domain": "books",
+                "source": "s",
+                "url": "u",
+                "title": None,
+                "text": "Brevity is the soul of wit.",
+                "meta": "{}",
+                "_ord": 9,
+            },
         ],
         schema=DOCUMENTS,
     )

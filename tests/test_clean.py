@@ -24,7 +24,10 @@ def jargon_entries(n: int) -> list[dict]:
 
 def docs_table(texts: list[str]) -> pa.Table:
     return pa.Table.from_pylist(
-        [{"doc_id": f"d{i}", "domain": "wiki", "source": "s", "url": None, "title": None, "text": t, "meta": "{}", "_ord": i} for i, t in enumerate(texts)],
+        [
+            {"doc_id": f"d{i}", "domain": "wiki", "source": "s", "url": None, "title": None, "text": t, "meta": "{}", "_ord": i}
+            for i, t in enumerate(texts)
+        ],
         schema=DOCUMENTS,
     )
 
@@ -70,7 +73,7 @@ def run_dedup(texts: list[str], partitions: int, parts: int) -> dict[str, str]:
 @pytest.mark.parametrize(("partitions", "parts"), [(1, 1), (4, 3), (16, 7)])
 def test_exact_dedup_keeps_first_copy_whatever_the_partitioning(partitions: int, parts: int) -> None:
     entries = [e["text"] for e in jargon_entries(40)]
-    texts = entries + [entries[3], entries[3].upper(), "  " + entries[10].replace(" ", "\n") + " ", entries[10] + " (edited)"]
+    texts = [*entries, entries[3], entries[3].upper(), "  " + entries[10].replace(" ", "\n") + " ", entries[10] + " (edited)"]
     dups = run_dedup(texts, partitions, parts)
     n = len(entries)
     assert dups == {f"d{n}": "d3", f"d{n + 1}": "d3", f"d{n + 2}": "d10"}

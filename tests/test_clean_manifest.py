@@ -13,7 +13,14 @@ from massiveds.manifest import Decontaminate, Manifest, NearDedup, load_manifest
 def test_defaults_follow_the_design() -> None:
     m = Manifest(name="x", domain="wiki", sources=[{"uri": "a.jsonl"}])
     near = m.dedup.near
-    assert (near.enabled, near.ngram, near.num_perm, near.bands, near.rows, near.threshold) == (True, 5, 112, 14, 8, 0.8)  # DESIGN default: on
+    assert (near.enabled, near.ngram, near.num_perm, near.bands, near.rows, near.threshold) == (
+        True,
+        5,
+        112,
+        14,
+        8,
+        0.8,
+    )  # DESIGN default: on
     assert near.verify == "jaccard" and near.seed == 1
     d = m.decontaminate
     assert (d.eval_sets, d.ngram, d.threshold, d.min_run) == ([], 13, 0.8, 32)

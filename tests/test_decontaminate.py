@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import pytest
-from tests.planted_corpus import Doc, abstracts, read_jsonl_zst, write_parts
 
 from massiveds.clean.decontaminate import EvalIndex, build_index, resolve_eval_sets
 from massiveds.clean.ngrams import ngram_hashes, words
@@ -18,6 +17,7 @@ from massiveds.errors import ManifestError
 from massiveds.manifest import Decontaminate, EvalSet
 from pipelines.decontaminate import run_decontaminate
 from pipelines.near_dedup import run_serial
+from tests.planted_corpus import Doc, abstracts, read_jsonl_zst, write_parts
 
 
 def _eval_sets(folder: Path) -> tuple[list[dict], list[dict]]:

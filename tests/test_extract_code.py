@@ -7,10 +7,9 @@ import sysconfig
 import zlib
 from pathlib import Path
 
-from tests.helpers import FIXTURES, extract
-
 from massiveds.clean.normalize import normalize_text
 from massiveds.extract.code import language_of, rejection
+from tests.helpers import FIXTURES, extract
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 

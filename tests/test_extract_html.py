@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-from tests.helpers import FIXTURES, extract, head_rows, shared
 
 from massiveds.extract.html import decode_html, html_to_text
+from tests.helpers import FIXTURES, extract, head_rows, shared
 
 BOILERPLATE = ("Navigation", "Previous topic", "Next topic", "Report a Bug", "Show Source", "modules |", "<script", "¶")
 

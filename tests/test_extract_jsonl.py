@@ -52,9 +52,7 @@ def test_read_parquet(tmp_path: Path) -> None:
 def test_extract_unit_keeps_what_precedes_a_truncated_file(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    lines = b"".join(
-        zstandard.ZstdDecompressor().stream_reader(p.open("rb")).read() for p in sorted(JARGON.parent.glob("*.jsonl.zst"))
-    )
+    lines = b"".join(zstandard.ZstdDecompressor().stream_reader(p.open("rb")).read() for p in sorted(JARGON.parent.glob("*.jsonl.zst")))
     full = zstandard.ZstdCompressor(level=3).compress(lines)  # several blocks: a cut leaves whole ones before it
     (data / "cut.jsonl.zst").write_bytes(full[: len(full) // 2])
     manifest = tmp_path / "m.yaml"
@@ -75,6 +73,8 @@ def test_extract_unit_keeps_what_precedes_a_truncated_file(tmp_path: Path) -> No
 
 def test_resolve_inputs_orders_sources_then_paths() -> None:
     inputs = resolve_inputs(load_manifest(EXAMPLE))
-    assert [i.rel for i in inputs] == [f"data/jargon/jargon-{i}.jsonl.zst" for i in range(4)] + [f"data/jargon/foldoc-{i}.jsonl.zst" for i in range(2)]
+    assert [i.rel for i in inputs] == [f"data/jargon/jargon-{i}.jsonl.zst" for i in range(4)] + [
+        f"data/jargon/foldoc-{i}.jsonl.zst" for i in range(2)
+    ]
     assert [i.unit for i in inputs][:2] == ["s0000-f0000000", "s0000-f0000001"]
     assert inputs[4].unit == "s0001-f0000000"

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.helpers import FIXTURES
 from pydantic import ValidationError
 
 from massiveds.errors import ManifestError
 from massiveds.manifest import Source, load_manifest
 from massiveds.sources.files import resolve_inputs
+from tests.helpers import FIXTURES
 
 
 def test_file_formats_default_their_markup_and_fields():

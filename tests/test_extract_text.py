@@ -8,9 +8,9 @@ import tarfile
 from pathlib import Path
 
 import zstandard
-from tests.helpers import FIXTURES, extract, head_rows, shared
 
 from massiveds.extract.text import MAX_PART_CHARS, read_text, split_parts, strip_gutenberg
+from tests.helpers import FIXTURES, extract, head_rows, shared
 
 
 def test_modern_gutenberg_header_and_footer_removed():

@@ -6,9 +6,10 @@ import io
 from pathlib import Path
 
 import pytest
-from tests.helpers import FIXTURES, extract
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
+
+from tests.helpers import FIXTURES, extract
 
 BISECT = "https://docs.python.org/3.11/library/bisect.html"
 CMD = "https://docs.python.org/3.11/library/cmd.html"

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from tests.helpers import FIXTURES, extract, head_rows, shared
 
 from massiveds.extract.wikitext import read_wikitext, wikitext_to_text
 from massiveds.manifest import Manifest
 from pipelines.units import extract_unit
+from tests.helpers import FIXTURES, extract, head_rows, shared
 
 DUMP = FIXTURES / "wiki" / "enwiki-excerpt.xml.bz2"
 MARKUP_LEFTOVERS = ("{{", "}}", "<ref", "</ref>", "[[", "]]", "Category:", "Infobox", "cite news", "{|", "|-", "<!--", "thumb|")

@@ -7,12 +7,12 @@ import random
 import numpy as np
 import pyarrow as pa
 import pytest
-from tests.planted_corpus import abstracts, substitute
 
 from massiveds.clean.components import directed, large_star, small_star, star_members, unsettled
 from massiveds.clean.minhash import EMPTY, MinHasher, bucket_edges, candidate_probability, estimate_jaccard, lsh_threshold, true_jaccard
 from massiveds.clean.ngrams import ngram_hashes, ngram_hashes_batch, words
 from pipelines.near_dedup import exact_jaccard
+from tests.planted_corpus import abstracts, substitute
 
 
 def test_signature_agreement_estimates_true_jaccard_on_real_text() -> None:

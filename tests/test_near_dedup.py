@@ -10,7 +10,6 @@ from pathlib import Path
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import pytest
-from tests.planted_corpus import Doc, near_dup_corpus, write_parts
 
 from massiveds.clean.minhash import true_jaccard
 from massiveds.clean.ngrams import ngram_hashes
@@ -18,6 +17,7 @@ from massiveds.manifest import NearDedup
 from pipelines.near_dedup import NEAR_DUPLICATES, run_near_dedup, run_serial
 from pipelines.removals import removed_ords
 from pipelines.units import dedup_map_unit, dedup_reduce_unit
+from tests.planted_corpus import Doc, near_dup_corpus, write_parts
 
 PARTS = 3
 

@@ -28,7 +28,13 @@ def snapshot(out: Path) -> dict:
     vectors = np.concatenate([np.load(out / "shards" / s["name"] / "vectors.npy") for s in catalog["shards"]]).astype(np.float32)
     hits = [[h["passage_id"] for h in q] for q in ds.search(QUERIES, k=5)]
     counts = {k: catalog["build"][k] for k in ("records_read", "documents_kept", "dropped")}
-    return {"passages": passages, "vectors": vectors, "hits": hits, "counts": counts, "shards": [(s["name"], s["count"]) for s in catalog["shards"]]}
+    return {
+        "passages": passages,
+        "vectors": vectors,
+        "hits": hits,
+        "counts": counts,
+        "shards": [(s["name"], s["count"]) for s in catalog["shards"]],
+    }
 
 
 def kill_when(manifest: Path, out: Path, ready, timeout: float = 300, meanwhile=None) -> None:
@@ -36,8 +42,12 @@ def kill_when(manifest: Path, out: Path, ready, timeout: float = 300, meanwhile=
 
     ``meanwhile(out)``, if given, runs once as soon as the build holds its lock, before the kill point.
     """
-    proc = subprocess.Popen([sys.executable, "-m", "massiveds.cli", "build", str(manifest), "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "massiveds.cli", "build", str(manifest), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + timeout
     lock = out / "build" / "lock"
     try:

@@ -39,9 +39,6 @@ def test_subset_of_ivfpq_codes_searches_like_the_filtered_full_index() -> None:
         assert sorted(i_sub[row].tolist()) == sorted(i for _, i in kept)
 
 
-
-
-
 @pytest.mark.slow
 def test_subsample_is_nested_exact_and_searchable(example_datastore: Path, tmp_path: Path) -> None:
     half, quarter = tmp_path / "half", tmp_path / "quarter"
@@ -56,7 +53,9 @@ def test_subsample_is_nested_exact_and_searchable(example_datastore: Path, tmp_p
     assert {p["doc_id"] for p in kept_quarter} <= {p["doc_id"] for p in kept_half}
     expected = [p for p, k in zip(everything, keep_mask([p["doc_id"] for p in everything], 0.5, 11), strict=True) if k]
     strip = ("passage_id", "shard")
-    assert [{k: v for k, v in p.items() if k not in strip} for p in kept_half] == [{k: v for k, v in p.items() if k not in strip} for p in expected]
+    assert [{k: v for k, v in p.items() if k not in strip} for p in kept_half] == [
+        {k: v for k, v in p.items() if k not in strip} for p in expected
+    ]
     assert [p["passage_id"] for p in kept_half] == list(range(len(kept_half)))
     n = len(docs)
     assert abs(len({p["doc_id"] for p in kept_half}) - 0.5 * n) <= 4 * (n * 0.25) ** 0.5
@@ -66,7 +65,12 @@ def test_subsample_is_nested_exact_and_searchable(example_datastore: Path, tmp_p
     assert catalog["domains"]["wiki"]["passages"] == len(kept_half)
 
     # the same vectors, and search on the subsample = search on the full datastore restricted to kept documents
-    full_vecs = np.concatenate([np.load(example_datastore / "shards" / s / "vectors.npy") for s in sorted(p.name for p in (example_datastore / "shards").iterdir())])
+    full_vecs = np.concatenate(
+        [
+            np.load(example_datastore / "shards" / s / "vectors.npy")
+            for s in sorted(p.name for p in (example_datastore / "shards").iterdir())
+        ]
+    )
     half_vecs = np.concatenate([np.load(half / "shards" / s["name"] / "vectors.npy") for s in catalog["shards"]])
     mask = keep_mask([p["doc_id"] for p in everything], 0.5, 11)
     np.testing.assert_array_equal(half_vecs, full_vecs[mask])
