@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.helpers import FIXTURES
 from pydantic import ValidationError
 
 from massiveds.errors import ManifestError
 from massiveds.manifest import Source, load_manifest
 from massiveds.sources.files import resolve_inputs
+from tests.helpers import FIXTURES
 
 
 def test_file_formats_default_their_markup_and_fields():
@@ -30,7 +30,7 @@ def test_unknown_markup_and_format_rejected():
     with pytest.raises(ValidationError, match="markup"):
         Source(uri="x.jsonl", markup="markdown")
     with pytest.raises(ValidationError, match="not supported yet"):
-        Source(uri="x", format="hf")
+        Source(uri="x", format="pdf")
 
 
 def test_directory_inputs_for_code_and_latex(tmp_path: Path):
