@@ -109,6 +109,6 @@ def s3_server() -> Iterator[dict[str, Any]]:
     host, port = server.get_host_and_port()
     try:
         yield {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing",
-               "client_kwargs": {"region_name": "eu-west-1"}, "skip_instance_cache": True}
+               "client_kwargs": {"region_name": "eu-west-1"}}
     finally:
         server.stop()

@@ -61,6 +61,9 @@ class RetryPolicy:
         return min(self.max_delay, self.base * self.factor ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
 
+DEFAULT_POLICY = RetryPolicy()
+
+
 @dataclass(frozen=True)
 class FetchResult:
     """What one fetch did: where the file is, its size and digest, and whether bytes moved."""
@@ -223,17 +226,22 @@ def fetch(
     sha256: str | None = None,
     quarantine_dir: str | Path | None = None,
     storage_options: dict[str, Any] | None = None,
-    policy: RetryPolicy = RetryPolicy(),
+    policy: RetryPolicy = DEFAULT_POLICY,
     chunk: int = CHUNK,
     on_bytes: Callable[[int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    record: bool = True,
 ) -> FetchResult:
-    """Download ``uri`` to ``dest`` unless a verified copy is already there; raise FetchError with one line on failure."""
+    """Download ``uri`` to ``dest`` unless a verified copy is already there; raise FetchError with one line on failure.
+
+    ``record=False`` writes no ``.<name>.fetch.json`` sidecar (the caller keeps its own record) and
+    so never takes an existing ``dest`` as cached.
+    """
     import fsspec
 
     dest = Path(dest)
     want = sha256.lower() if sha256 else None
-    if (rec := cached(dest, want)) is not None:
+    if record and (rec := cached(dest, want)) is not None:
         return FetchResult(uri, str(dest), rec["bytes"], rec["sha256"], False, 0, 0)
     dest.parent.mkdir(parents=True, exist_ok=True)
     for stale in (dest, record_path(dest)):
@@ -269,8 +277,9 @@ def fetch(
         raise ChecksumMismatch(f"{uri}: sha256 mismatch: manifest says {want}, downloaded file has {digest}; quarantined at {where}")
     size = partial.stat().st_size
     os.replace(partial, dest)
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    write_json(record_path(dest), {"uri": uri, "bytes": size, "sha256": digest, "fetched": when})
+    if record:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        write_json(record_path(dest), {"uri": uri, "bytes": size, "sha256": digest, "fetched": when})
     return FetchResult(uri, str(dest), size, digest, True, attempt, resumed_from)
 
 
