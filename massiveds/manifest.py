@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -70,6 +71,14 @@ class Source(_Strict):
     storage_options: dict[str, Any] = Field(
         default={}, description="fsspec options of a remote source (e.g. {endpoint_url: ..., anon: true} for s3)"
     )
+    uri_list: bool = Field(
+        default=False, description="uri names a text file of URLs, one per line (e.g. RedPajama's urls/*.txt); each is an input"
+    )
+    include: str | None = Field(default=None, description="keep only the expanded URIs (glob or list) that match this regex")
+    builder: str | None = Field(
+        default=None, description="format hf: read uri as data files with this datasets builder (csv, json, parquet, text)"
+    )
+    builder_options: dict[str, Any] = Field(default={}, description="format hf: options of the builder (e.g. {delimiter: \"\\t\"})")
     config: str | None = Field(default=None, description="format hf: the dataset configuration (subset) name")
     split: str = Field(default="train", description="format hf: the split to read")
     revision: str | None = Field(default=None, description="format hf: a branch, tag or commit of the hub dataset")
@@ -115,9 +124,14 @@ class Source(_Strict):
     def _check_uri(self) -> Source:
         from massiveds.sources.uris import check_uri
 
-        check_uri(self.uri, self.format)
-        if self.format != "hf" and self.config is not None:
-            raise ValueError("config applies to format hf only")
+        check_uri(self.uri, self.format, builder=self.builder, uri_list=self.uri_list)
+        if self.format != "hf" and (self.config is not None or self.builder is not None):
+            raise ValueError("config and builder apply to format hf only")
+        if self.include is not None:
+            try:
+                re.compile(self.include)
+            except re.error as exc:
+                raise ValueError(f"include is not a valid regular expression ({exc})") from None
         return self
 
     @property

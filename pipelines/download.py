@@ -28,7 +28,8 @@ def download_unit(item: dict[str, Any], build: str | Path, attempts: int = 6, ba
     cache = download_cache(build)
     dest = cache / "files" / item["dest"]
     if item["kind"] == "hf":
-        listing = materialize(item["uri"], dest, config=item.get("config"), split=item.get("split", "train"), revision=item.get("revision"))
+        listing = materialize(item["uri"], dest, config=item.get("config"), split=item.get("split", "train"), revision=item.get("revision"),
+                              builder=item.get("builder"), builder_options=item.get("builder_options"))
         size = sum((dest / p["file"]).stat().st_size for p in listing["parts"])
         return {"unit": item["unit"], "kind": "hf", "source": item["source"], "uri": item["uri"], "rows": listing["rows"],
                 "parts": len(listing["parts"]), "bytes": size, "fetched": listing["fetched"], "attempts": 1}

@@ -100,8 +100,11 @@ def cache_relpath(uri: str) -> str:
     segments = [s for s in parts.path.split("/") if s not in ("", ".", "..")]
     host = re.sub(r"[^A-Za-z0-9._-]", "_", parts.netloc) or "_"
     name = "/".join(re.sub(r"[^A-Za-z0-9._@=+-]", "_", s) for s in segments) or "index"
-    if parts.query:
-        name += "-" + hashlib.sha256(parts.query.encode()).hexdigest()[:12]
+    if parts.query:  # the hash goes before the suffixes, which name the compression and format
+        head, _, last = name.rpartition("/")
+        stem, dot, suffixes = last.partition(".")
+        last = f"{stem}-{hashlib.sha256(parts.query.encode()).hexdigest()[:12]}{dot}{suffixes}"
+        name = f"{head}/{last}" if head else last
     return f"{parts.scheme}/{host}/{name}"
 
 

@@ -9,6 +9,7 @@ which is what ``massiveds validate`` needs (no network).
 from __future__ import annotations
 
 import glob
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,9 @@ def _expand(source: Source, base: Path) -> list[Path]:
     files = [p for p in matches if p.is_file() or (source.format in DIRECTORY_FORMATS and p.is_dir())]
     dirs = {p for p in files if p.is_dir()}
     files = [p for p in files if not dirs.intersection(p.parents)]  # a matched directory is read whole, once
+    if source.include is not None:
+        keep = re.compile(source.include)
+        files = [p for p in files if keep.search(p.as_posix())]
     if not files:
         raise ManifestError(f"source {source.label!r}: no file matches {source.uri!r} (relative to {base})")
     if source.sha256 is not None:

@@ -25,9 +25,12 @@ ROWS_PER_PART = 100_000
 READ_BATCH = 5_000
 
 
-def _open_dataset(uri: str, config: str | None, split: str, revision: str | None) -> Any:
+def _open_dataset(uri: str, config: str | None, split: str, revision: str | None, builder: str | None,
+                  builder_options: dict[str, Any]) -> Any:
     import datasets
 
+    if builder is not None:  # data files read by a packaged builder (csv, json, parquet, text), streamed
+        return datasets.load_dataset(builder, data_files=uri, split="train", streaming=True, **builder_options)
     if is_remote(uri):
         repo, at = hf_dataset(uri)
         return datasets.load_dataset(repo, name=config, split=split, revision=revision or at, streaming=True)
@@ -48,6 +51,8 @@ def materialize(
     config: str | None = None,
     split: str = "train",
     revision: str | None = None,
+    builder: str | None = None,
+    builder_options: dict[str, Any] | None = None,
     rows_per_part: int = ROWS_PER_PART,
     on_rows: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
@@ -57,7 +62,7 @@ def materialize(
         return dict(read_json(dest / PARTS)) | {"fetched": False}
     shutil.rmtree(dest, ignore_errors=True)  # parts of an interrupted run
     try:
-        ds = _open_dataset(uri, config, split, revision)
+        ds = _open_dataset(uri, config, split, revision, builder, builder_options or {})
     except MassiveDSError:
         raise
     except Exception as exc:
@@ -101,7 +106,8 @@ def materialize(
         if isinstance(exc, MassiveDSError):
             raise
         raise MassiveDSError(f"{uri}: reading the dataset failed ({describe(exc)})") from None
-    listing = {"uri": uri, "config": config, "split": split, "revision": revision, "rows": sum(p["rows"] for p in parts), "parts": parts}
+    listing = {"uri": uri, "config": config, "split": split, "revision": revision, "builder": builder,
+               "rows": sum(p["rows"] for p in parts), "parts": parts}
     dest.mkdir(parents=True, exist_ok=True)
     write_json(dest / PARTS, listing)
     return listing | {"fetched": True}

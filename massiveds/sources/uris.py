@@ -14,11 +14,13 @@ def scheme_of(uri: str) -> str:
     return uri.split("://", 1)[0].lower() if "://" in uri else ""
 
 
-def check_uri(uri: str, fmt: str) -> None:
+def check_uri(uri: str, fmt: str, *, builder: str | None = None, uri_list: bool = False) -> None:
     """Raise ValueError (one line) if a source URI is malformed for its format; never touches the network."""
     from fsspec.registry import known_implementations
 
     scheme = scheme_of(uri)
+    if uri_list and fmt == "hf":
+        raise ValueError("uri_list does not apply to format hf")
     if not scheme or scheme == "file":
         return
     if scheme not in known_implementations:
@@ -27,13 +29,13 @@ def check_uri(uri: str, fmt: str) -> None:
         m = HF_DATASET.match(uri)
         if m is None:
             raise ValueError(f"{uri!r}: hf URIs must look like hf://datasets/<owner>/<name>[@revision]/<path>")
-        if fmt == "hf" and m.group("path"):
+        if fmt == "hf" and m.group("path") and builder is None:
             raise ValueError(f"{uri!r}: format hf reads a whole dataset (hf://datasets/<owner>/<name>); set config/split, not a path")
-        if fmt != "hf" and not m.group("path"):
+        if (fmt != "hf" or builder is not None) and not m.group("path"):
             raise ValueError(f"{uri!r}: name the file(s) in the dataset (hf://datasets/<owner>/<name>/<path or glob>), or use format: hf")
         return
-    if fmt == "hf":
-        raise ValueError(f"{uri!r}: format hf reads hf://datasets/<owner>/<name> or a local save_to_disk folder")
+    if fmt == "hf" and builder is None:
+        raise ValueError(f"{uri!r}: format hf reads hf://datasets/<owner>/<name> or a save_to_disk folder (or data files with a builder)")
     parts = urlsplit(uri)
     if not parts.netloc:
         raise ValueError(f"{uri!r}: missing host or bucket after {scheme}://")
