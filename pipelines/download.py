@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,16 @@ def download_unit(item: dict[str, Any], build: str | Path, attempts: int = 6, ba
     return {"unit": item["unit"], "kind": "file", "source": item["source"]} | result.to_dict()
 
 
+#: A user error as it appears in a remote traceback's text: ``massiveds.sources.fetch.FetchError: <message>``.
+_REMOTE_ERROR = re.compile(r"^massiveds\.[\w.]+\.(?:\w*Error|ChecksumMismatch): (.+)$", re.MULTILINE)
+
+
 def _user_error(exc: BaseException) -> MassiveDSError | None:
-    """The MassiveDSError behind an exception a runner (Ray) wrapped, if any."""
+    """The MassiveDSError behind an exception a runner wrapped, if any.
+
+    Ray Data re-raises a failed unit as ``UserCodeException``, keeping the original exception only
+    in the text of the remote traceback, so that text is searched when the chain has none.
+    """
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -50,7 +59,8 @@ def _user_error(exc: BaseException) -> MassiveDSError | None:
         if isinstance(e, MassiveDSError):
             return e
         todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
-    return None
+    found = _REMOTE_ERROR.findall(str(exc))
+    return MassiveDSError(found[-1].strip()) if found else None
 
 
 def run_download(run: Runner, items: list[dict[str, Any]], build: str | Path, **unit_kwargs: Any) -> dict[str, Any]:

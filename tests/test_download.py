@@ -173,3 +173,12 @@ def test_hf_format_reads_a_save_to_disk_folder(tmp_path: Path) -> None:
     result = extract_unit(inp.to_dict() | {"unit": inp.unit}, loaded.manifest, build)
     assert result["read"] == len(rows) and result["kept"] > 50
     assert run_download(run_threads(1), items, build)["fetched"] == 0  # materialised once
+
+
+def test_unit_errors_wrapped_by_a_runner_come_back_as_one_line() -> None:
+    def ray_like(step: str, fn: object, items: object, kwargs: object) -> list[dict[str, object]]:
+        raise RuntimeError("UDF failed\nTraceback ...\nmassiveds.sources.fetch.ChecksumMismatch: https://x/y: sha256 mismatch\n")
+
+    with pytest.raises(MassiveDSError) as err:
+        run_download(ray_like, [], Path("unused"))
+    assert str(err.value) == "https://x/y: sha256 mismatch"

@@ -150,6 +150,10 @@ def is_transient(exc: BaseException) -> bool:
 def describe(exc: BaseException) -> str:
     """One line for a failure: its type, its HTTP status when known, and its message."""
     status = next((s for e in _chain(exc) if (s := _status(e)) is not None), None)
+    if isinstance(exc, FileNotFoundError):
+        return f"not found{f' (HTTP {status})' if status else ''}"
+    if isinstance(exc, PermissionError):
+        return f"access denied{f' (HTTP {status})' if status else ''}"
     text = " ".join(str(exc).split())[:300]
     return f"{type(exc).__name__}{f' (HTTP {status})' if status else ''}: {text}" if text else type(exc).__name__
 
