@@ -193,6 +193,91 @@ def subsample(
     console.print(f"datastore ready: {out}")
 
 
+StorageOption = Annotated[
+    list[str] | None, typer.Option("--option", "-O", help="fsspec storage option key=value (repeatable), e.g. endpoint_url=http://...")
+]
+Workers = Annotated[int, typer.Option(min=1, max=256, help="parallel transfers (threads)")]
+
+
+def _transfer_summary(title: str, report: object, where: str) -> None:
+    from massiveds.publish import TransferReport, human_bytes
+
+    assert isinstance(report, TransferReport)
+    rows = [("files in datastore", report.files), ("size", human_bytes(report.bytes)),
+            ("objects transferred", len(report.transferred)), ("objects already there (skipped)", len(report.skipped)),
+            ("bytes transferred", human_bytes(report.bytes_transferred)), ("split into parts", report.parts),
+            ("seconds", round(report.seconds, 1))]
+    console.print(table(title, ["", "value"], rows))
+    console.print(f"{title} complete: {where}")
+
+
+@app.command()
+def publish(
+    datastore: Annotated[Path, typer.Argument(help="datastore directory")],
+    dest: Annotated[str, typer.Argument(help="destination: a folder or any fsspec URL (s3://bucket/prefix, hf://datasets/owner/name/...)")],
+    include_build: Annotated[bool, typer.Option("--include-build", help="also publish build/ (stage outputs, drop records)")] = False,
+    workers: Workers = 8,
+    part_size: Annotated[str | None, typer.Option(help="split larger files into parts (e.g. 20G); default 20 GB for hf://")] = None,
+    option: StorageOption = None,
+) -> None:
+    """Upload a datastore (files in parallel, resumable, datastore.json last); per-file sha256 in checksums.json."""
+    from massiveds.publish import parse_size, storage_options_from
+    from massiveds.publish import publish as run_publish
+    from massiveds.report import transfer_progress
+
+    try:
+        size = parse_size(part_size) if part_size else None
+        opts = storage_options_from(option or [])
+        with transfer_progress() as bar:
+            task = bar.add_task("publish", total=None, files="")
+            report = run_publish(datastore, dest, include_build=include_build, workers=workers, part_size=size, storage_options=opts,
+                                 on_bytes=lambda n: bar.advance(task, n))
+    except MassiveDSError as exc:
+        _fail(str(exc))
+        return
+    _transfer_summary("publish", report, dest)
+
+
+@app.command()
+def pull(
+    src: Annotated[str, typer.Argument(help="a published datastore: folder or fsspec URL")],
+    directory: Annotated[Path, typer.Argument(help="local directory to create or complete")],
+    workers: Workers = 8,
+    option: StorageOption = None,
+) -> None:
+    """Download a published datastore (resumable, every file verified against its sha256, datastore.json last)."""
+    from massiveds.publish import pull as run_pull
+    from massiveds.publish import storage_options_from
+    from massiveds.report import transfer_progress
+
+    try:
+        opts = storage_options_from(option or [])
+        with transfer_progress() as bar:
+            task = bar.add_task("pull", total=None, files="")
+            report = run_pull(src, directory, workers=workers, storage_options=opts, on_bytes=lambda n: bar.advance(task, n))
+    except MassiveDSError as exc:
+        _fail(str(exc))
+        return
+    _transfer_summary("pull", report, str(directory))
+
+
+@app.command()
+def verify(
+    datastore: Annotated[Path, typer.Argument(help="datastore directory")],
+    sizes_only: Annotated[bool, typer.Option("--sizes-only", help="check sizes and presence, skip sha256 (fast)")] = False,
+) -> None:
+    """Check every file of a datastore against its catalog; one line per problem, non-zero exit if any."""
+    from massiveds.verify import verify as run_verify
+
+    problems = run_verify(datastore, hashes=not sizes_only)
+    for line in problems:
+        sys.stdout.write(f"{datastore}/{line}\n" if not line.startswith(str(datastore)) else line + "\n")
+    if problems:
+        console.print(f"[bold red]{len(problems)} problem(s)[/] in {datastore}", highlight=False)
+        raise typer.Exit(code=1)
+    console.print(f"{datastore}: ok ({'sizes' if sizes_only else 'sizes and sha256'} of every catalog file)", highlight=False)
+
+
 def main() -> None:
     """Entry point of the ``massiveds`` script."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

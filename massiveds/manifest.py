@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from massiveds.errors import ManifestError
 
-#: Formats with an extractor in ``massiveds.extract``; the DESIGN lists one more (hf), which is
-#: refused by name until its extractor exists.
-SUPPORTED_FORMATS = ("jsonl", "parquet", "html", "warc", "wikitext", "latex", "code", "text")
+#: Formats a source may have: those with an extractor in ``massiveds.extract``, plus ``hf`` (a dataset
+#: read with the ``datasets`` library, from the hub or a ``save_to_disk`` folder, which the download
+#: stage turns into Parquet parts).
+SUPPORTED_FORMATS = ("jsonl", "parquet", "hf", "html", "warc", "wikitext", "latex", "code", "text")
 
 #: Markup that ``massiveds.extract.markup`` turns into plain text (``none``: the text is used as is).
 MARKUPS = ("none", "html", "wikitext", "latex", "gutenberg")
@@ -46,9 +48,10 @@ class _Strict(BaseModel):
 
 
 class Source(_Strict):
-    """One input: a path or glob relative to the manifest (or an absolute path), and its fields."""
+    """One input: a local path or glob (relative to the manifest), or a remote URL or glob, and its fields."""
 
-    uri: str
+    uri: str = Field(description="path or glob relative to the manifest, absolute path, or http(s)://, s3://, hf://datasets/<repo>/<path> "
+                     "(globs expand through fsspec, except over http); for format hf: hf://datasets/<repo> or a save_to_disk folder")
     format: str = "jsonl"
     name: str | None = Field(default=None, description="label in doc ids and reports; default: the uri")
     text_field: str = "text"
@@ -65,6 +68,23 @@ class Source(_Strict):
         default=None, description="a field naming each row's own markup (one of the markup values); overrides markup"
     )
     html_extractor: Literal["trafilatura", "resiliparse"] = "trafilatura"
+    storage_options: dict[str, Any] = Field(
+        default={}, description="fsspec options of a remote source (e.g. {endpoint_url: ..., anon: true} for s3)"
+    )
+    uri_list: bool = Field(
+        default=False, description="uri names a text file of URLs, one per line (e.g. RedPajama's urls/*.txt); each is an input"
+    )
+    include: str | None = Field(default=None, description="keep only the expanded URIs (glob or list) that match this regex")
+    builder: str | None = Field(
+        default=None, description="format hf: read uri as data files with this datasets builder (csv, json, parquet, text)"
+    )
+    builder_options: dict[str, Any] = Field(default={}, description="format hf: options of the builder (e.g. {delimiter: \"\\t\"})")
+    config: str | None = Field(default=None, description="format hf: the dataset configuration (subset) name")
+    split: str = Field(default="train", description="format hf: the split to read")
+    revision: str | None = Field(default=None, description="format hf: a branch, tag or commit of the hub dataset")
+    estimated_documents: NonNegativeInt | None = Field(default=None, description="expected documents in this source (for plan)")
+    estimated_tokens: NonNegativeInt | None = Field(default=None, description="expected tokens in this source (for plan)")
+    estimated_bytes: NonNegativeInt | None = Field(default=None, description="expected download size in bytes (for plan)")
 
     @model_validator(mode="before")
     @classmethod
@@ -99,6 +119,20 @@ class Source(_Strict):
         if value is not None and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value.lower())):
             raise ValueError("sha256 must be 64 hexadecimal characters")
         return value
+
+    @model_validator(mode="after")
+    def _check_uri(self) -> Source:
+        from massiveds.sources.uris import check_uri
+
+        check_uri(self.uri, self.format, builder=self.builder, uri_list=self.uri_list)
+        if self.format != "hf" and (self.config is not None or self.builder is not None):
+            raise ValueError("config and builder apply to format hf only")
+        if self.include is not None:
+            try:
+                re.compile(self.include)
+            except re.error as exc:
+                raise ValueError(f"include is not a valid regular expression ({exc})") from None
+        return self
 
     @property
     def label(self) -> str:

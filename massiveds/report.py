@@ -6,7 +6,17 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 console = Console(stderr=True)
@@ -20,6 +30,21 @@ def progress() -> Progress:
         MofNCompleteColumn(),
         TaskProgressColumn(),
         TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def transfer_progress() -> Progress:
+    """A progress display for byte transfers: bytes done / total, speed and ETA."""
+    return Progress(
+        TextColumn("[bold]{task.description:<10}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[files]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,

@@ -33,8 +33,10 @@ from massiveds.layout import FORMAT_VERSION, DatastoreLayout, file_record, mark_
 from massiveds.manifest import LoadedManifest
 from massiveds.report import progress
 from massiveds.sources.files import resolve_inputs
+from massiveds.sources.plan import download_cache, plan_downloads
 from pipelines import units
 from pipelines.decontaminate import run_decontaminate
+from pipelines.download import run_download
 from pipelines.embed_stage import run_embed, run_embed_local
 from pipelines.near_dedup import run_near_dedup
 from pipelines.runtime import Stopwatch, ray_runtime, run_units
@@ -76,11 +78,15 @@ class Build:
 
     def run(self) -> dict[str, Any]:
         """Run every stage not yet done; returns the catalog."""
-        inputs = resolve_inputs(self.loaded)  # bad sources fail before anything is written
+        resolve_inputs(self.loaded)  # missing local sources fail before anything is written
         self._claim_directory()
         self._resources.enter_context(build_lock(self.build))
-        items = [inp.to_dict() | {"unit": inp.unit} for inp in inputs]
         with self._resources, progress() as self._progress:
+            downloads = plan_downloads(self.loaded, self.build)  # [] when every source is local
+            if downloads:
+                self._stage("download", lambda: run_download(self._download_runner, downloads, self.build))
+            inputs = resolve_inputs(self.loaded, cache=download_cache(self.build))
+            items = [inp.to_dict() | {"unit": inp.unit} for inp in inputs]
             extract = self._stage("extract", lambda: self._extract(items))
             removed: list[str] = []  # clean-up stages whose removals later stages skip
             if self.manifest.dedup.exact:

@@ -30,7 +30,7 @@ def test_unknown_markup_and_format_rejected():
     with pytest.raises(ValidationError, match="markup"):
         Source(uri="x.jsonl", markup="markdown")
     with pytest.raises(ValidationError, match="not supported yet"):
-        Source(uri="x", format="hf")
+        Source(uri="x", format="pdf")
 
 
 def test_directory_inputs_for_code_and_latex(tmp_path: Path):
