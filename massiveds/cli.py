@@ -152,6 +152,42 @@ def validate(manifests: Annotated[list[Path], typer.Argument(help="manifest file
         raise typer.Exit(code=2)
 
 
+@app.command()
+def serve(
+    datastore: Annotated[Path, typer.Argument(help="datastore directory")],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port (0 picks a free one)")] = 8000,
+    max_k: Annotated[int, typer.Option("--max-k", min=1, max=10_000, help="largest n_docs a request may ask for")] = 1000,
+    max_queries: Annotated[int, typer.Option(min=1, help="most queries in one request")] = 256,
+    max_body: Annotated[int, typer.Option(min=1024, help="largest request body in bytes")] = 1 << 20,
+    batch_wait_ms: Annotated[float, typer.Option(min=0.0, help="how long the search thread waits to coalesce requests")] = 2.0,
+    strict: Annotated[bool, typer.Option("--strict", help="refuse to start when a shard is missing or unreadable")] = False,
+    access_log: Annotated[bool, typer.Option("--access-log", help="log every request on stderr")] = False,
+) -> None:
+    """Serve a datastore over HTTP: POST /search (MassiveDS-compatible), GET /health, GET /stats."""
+    import warnings
+
+    from massiveds.errors import ShardSkippedWarning
+    from massiveds.serve import ServeConfig, make_server, open_for_serving, run
+
+    config = ServeConfig(max_k=max_k, max_queries=max_queries, max_body=max_body, batch_wait_s=batch_wait_ms / 1000,
+                         access_log=access_log)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ShardSkippedWarning)  # reported below, once, on stderr
+            ds = open_for_serving(datastore, strict=strict)
+        server = make_server(ds, host, port, config)
+    except MassiveDSError as exc:
+        _fail(str(exc))
+        return
+    _, skipped = ds.usable_shards(ds.shards)
+    for name, reason in skipped.items():
+        console.print(f"[bold yellow]warning:[/] shard {name} skipped: {reason}", soft_wrap=True, highlight=False)
+    console.print(f"serving {ds.name} ({ds.num_passages:,} passages, {len(ds.shards) - len(skipped)} shards) at "
+                  f"http://{host}:{server.server_port}  POST /search · GET /health · GET /stats", soft_wrap=True, highlight=False)
+    run(server)
+
+
 def main() -> None:
     """Entry point of the ``massiveds`` script."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
