@@ -68,20 +68,47 @@ def build(
 @app.command()
 def search(
     datastore: Annotated[Path, typer.Argument(help="datastore directory")],
-    query: Annotated[list[str], typer.Argument(help="one or more query strings")],
+    query: Annotated[list[str], typer.Argument(help="one or more query strings (searched as one batch)")],
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=10_000, help="hits per query")] = 10,
     nprobe: Annotated[int | None, typer.Option(min=1, help="IVF lists to visit (default: the datastore's)")] = None,
+    domains: Annotated[list[str] | None, typer.Option("--domains", help="search only these domains (comma-separated or repeated)")] = None,
+    dedup: Annotated[bool, typer.Option("--dedup", help="drop near-duplicate hits (MinHash); the best-scored copy stays")] = False,
+    dedup_threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Jaccard similarity from which two hits are copies")] = 0.8,
+    decontaminate: Annotated[list[str] | None, typer.Option(
+        "--decontaminate", metavar="GOLD",
+        help="drop hits overlapping this text (13-gram overlap ≥ 0.8 or a 32-word common run); @FILE reads a file; repeatable")] = None,
+    fraction: Annotated[float | None, typer.Option(help="search the nested subsample keeping this fraction of documents")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the --fraction subsample")] = 0,
+    mmr: Annotated[float | None, typer.Option("--mmr", min=0.0, max=1.0, metavar="LAMBDA",
+                                              help="diversify by maximal marginal relevance (1 = plain ranking)")] = None,
+    continuation: Annotated[bool, typer.Option("--continuation", help="add the next passage of the same document to each hit")] = False,
+    rerank: Annotated[str | None, typer.Option(help="rerank IVF-PQ candidates: 'exact' (inner product over stored vectors)")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="fail when a shard is missing or unreadable instead of skipping it")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print hits as JSON")] = False,
 ) -> None:
     """Search a datastore with its own embedder and print ranked passages."""
+    import warnings
+
     import massiveds
+    from massiveds.errors import ShardSkippedWarning
+    from massiveds.search import SearchOptions
 
     try:
+        golds = [_read_gold(g) for g in decontaminate or []]
+        names = [d.strip() for ds_ in domains or [] for d in ds_.split(",") if d.strip()] or None
+        options = SearchOptions.create(k=k, nprobe=nprobe, domains=names, dedup=dedup, dedup_threshold=dedup_threshold,
+                                       decontaminate=golds or None, fraction=fraction, seed=seed, mmr=mmr,
+                                       continuation=continuation, rerank=rerank, strict=strict)
         ds = massiveds.open(datastore)
-        results = ds.search(list(query), k=k, nprobe=nprobe)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ShardSkippedWarning)  # reported below, once, on stderr
+            result = ds.search_batch(list(query), options)
     except MassiveDSError as exc:
         _fail(str(exc))
         return
+    for name, reason in result.skipped_shards.items():
+        console.print(f"[bold yellow]warning:[/] shard {name} skipped: {reason}", soft_wrap=True, highlight=False)
+    results = result.hits
     if as_json:
         payload = results[0] if len(query) == 1 else [{"query": q, "hits": h} for q, h in zip(query, results, strict=True)]
         sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
@@ -91,13 +118,26 @@ def search(
     out = Console()
     for q, hits in zip(query, results, strict=True):
         out.rule(f"[bold]{q}")
-        assert isinstance(hits, list)
         for rank, hit in enumerate(hits, 1):
             title = f" · {hit['title']}" if hit.get("title") else ""
             head = f"[bold]{rank:>2}.[/] [cyan]{hit['score']:.4f}[/] [magenta]{hit['domain']}[/] {hit['doc_id']}{title}"
             out.print(head, highlight=False)
             text = " ".join(hit["text"].split())
             out.print(f"    {text[:400]}{'…' if len(text) > 400 else ''}", highlight=False, soft_wrap=True)
+            if hit.get("continuation"):
+                cont = " ".join(hit["continuation"]["text"].split())
+                out.print(f"    [dim]↳ {cont[:300]}{'…' if len(cont) > 300 else ''}[/]", highlight=False, soft_wrap=True)
+
+
+def _read_gold(value: str) -> str:
+    """A --decontaminate value: the text itself, or the contents of FILE for ``@FILE``."""
+    if not value.startswith("@"):
+        return value
+    path = Path(value[1:])
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MassiveDSError(f"--decontaminate {value}: cannot read {path} ({exc.__class__.__name__})") from None
 
 
 @app.command()
@@ -276,6 +316,42 @@ def verify(
         console.print(f"[bold red]{len(problems)} problem(s)[/] in {datastore}", highlight=False)
         raise typer.Exit(code=1)
     console.print(f"{datastore}: ok ({'sizes' if sizes_only else 'sizes and sha256'} of every catalog file)", highlight=False)
+
+
+@app.command()
+def serve(
+    datastore: Annotated[Path, typer.Argument(help="datastore directory")],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port (0 picks a free one)")] = 8000,
+    max_k: Annotated[int, typer.Option("--max-k", min=1, max=10_000, help="largest n_docs a request may ask for")] = 1000,
+    max_queries: Annotated[int, typer.Option(min=1, help="most queries in one request")] = 256,
+    max_body: Annotated[int, typer.Option(min=1024, help="largest request body in bytes")] = 1 << 20,
+    batch_wait_ms: Annotated[float, typer.Option(min=0.0, help="how long the search thread waits to coalesce requests")] = 2.0,
+    strict: Annotated[bool, typer.Option("--strict", help="refuse to start when a shard is missing or unreadable")] = False,
+    access_log: Annotated[bool, typer.Option("--access-log", help="log every request on stderr")] = False,
+) -> None:
+    """Serve a datastore over HTTP: POST /search (MassiveDS-compatible), GET /health, GET /stats."""
+    import warnings
+
+    from massiveds.errors import ShardSkippedWarning
+    from massiveds.serve import ServeConfig, make_server, open_for_serving, run
+
+    config = ServeConfig(max_k=max_k, max_queries=max_queries, max_body=max_body, batch_wait_s=batch_wait_ms / 1000,
+                         access_log=access_log)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ShardSkippedWarning)  # reported below, once, on stderr
+            ds = open_for_serving(datastore, strict=strict)
+        server = make_server(ds, host, port, config)
+    except MassiveDSError as exc:
+        _fail(str(exc))
+        return
+    _, skipped = ds.usable_shards(ds.shards)
+    for name, reason in skipped.items():
+        console.print(f"[bold yellow]warning:[/] shard {name} skipped: {reason}", soft_wrap=True, highlight=False)
+    console.print(f"serving {ds.name} ({ds.num_passages:,} passages, {len(ds.shards) - len(skipped)} shards) at "
+                  f"http://{host}:{server.server_port}  POST /search · GET /health · GET /stats", soft_wrap=True, highlight=False)
+    run(server)
 
 
 def main() -> None:

@@ -2,24 +2,33 @@
 
 Passage ids are contiguous per shard (the catalog gives each shard's ``id_start`` and ``count``),
 so an id leads to its shard by a binary search over the shard starts and to its row directly.
+Search options (domains, subsampling, dedup, decontamination, MMR, continuations) are in
+``massiveds.search``; a shard whose files are missing or unreadable is skipped with a warning
+(``ShardSkippedWarning``) unless ``strict``.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 
 from massiveds.embed import Embedder
-from massiveds.errors import DatastoreError
+from massiveds.errors import DatastoreError, ShardSkippedWarning
 from massiveds.index import as_float32, read_index, set_nprobe
 from massiveds.layout import FORMAT_VERSION, DatastoreLayout, read_json
 from massiveds.passages import PassageFile
+
+if TYPE_CHECKING:
+    from massiveds.search import SearchOptions, SearchResult
 
 
 @dataclass
@@ -59,6 +68,8 @@ class Datastore:
         ]
         self._starts = np.array([s.id_start for s in self.shards], dtype=np.int64)
         self._embedder: Embedder | None = None
+        self._shard_errors: dict[str, str | None] = {}
+        self._stored_vectors: dict[str, np.ndarray | None] = {}
 
     @classmethod
     def open(cls, path: str | Path) -> Datastore:
@@ -117,22 +128,159 @@ class Datastore:
             out.append(row)
         return out
 
-    def search(self, queries: str | list[str], k: int = 10, nprobe: int | None = None) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+    def search(
+        self,
+        queries: str | Sequence[str],
+        k: int = 10,
+        nprobe: int | None = None,
+        *,
+        domains: str | Sequence[str] | None = None,
+        dedup: bool = False,
+        dedup_threshold: float = 0.8,
+        decontaminate: str | Sequence[str] | None = None,
+        fraction: float | None = None,
+        seed: int = 0,
+        mmr: float | None = None,
+        continuation: bool = False,
+        rerank: str | None = None,
+        strict: bool = False,
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """Search text queries; a single string gives one ranked list of hits, a list gives one list per query.
 
         Each hit has ``passage_id``, ``score``, ``domain``, ``doc_id``, ``source``, ``url``, ``title``,
-        ``char_start``, ``char_end``, ``text`` and ``shard``.
+        ``char_start``, ``char_end``, ``text`` and ``shard`` (and ``continuation`` with ``continuation=True``).
+        ``domains`` limits the search to shards of those domains; ``fraction``/``seed`` search the nested
+        document subsample; ``dedup`` drops near-copies among the hits (Jaccard ≥ ``dedup_threshold``);
+        ``decontaminate`` drops hits overlapping the gold text(s); ``mmr`` (λ in [0, 1]) diversifies;
+        ``rerank`` is passed to ``search_vectors``; ``strict`` fails on an unreadable shard instead of
+        skipping it. See ``massiveds.search.SearchOptions``.
         """
+        from massiveds.search import SearchOptions
+
         single = isinstance(queries, str)
         texts = [queries] if isinstance(queries, str) else list(queries)
-        scores, ids = self.search_vectors(self.embedder.encode_queries(texts), k=k, nprobe=nprobe)
-        results = []
-        for q_scores, q_ids in zip(scores, ids, strict=True):
-            keep = [(float(s), int(i)) for s, i in zip(q_scores, q_ids, strict=True) if i >= 0]
-            hits = self.passages([i for _, i in keep])
-            for hit, (score, _) in zip(hits, keep, strict=True):
-                hit["score"] = score
-            results.append(hits)
+        options = SearchOptions.create(
+            k=k, nprobe=nprobe, domains=domains, dedup=dedup, dedup_threshold=dedup_threshold, decontaminate=decontaminate,
+            fraction=fraction, seed=seed, mmr=mmr, continuation=continuation, rerank=rerank, strict=strict,
+        )
+        results = self.search_batch(texts, options).hits
         return results[0] if single else results
 
+    def search_batch(self, queries: Sequence[str], options: SearchOptions) -> SearchResult:
+        """Search a batch of queries with ``options``; the result carries the hits and the skipped shards."""
+        from massiveds.search import run_search
 
+        return run_search(self, list(queries), options)
+
+    @property
+    def domains(self) -> list[str]:
+        """The domains of the datastore's shards, sorted."""
+        return sorted({s.domain for s in self.shards})
+
+    def select_shards(self, domains: Sequence[str] | None = None) -> list[Shard]:
+        """The shards of the given domains (all shards for None); an unknown domain is an error."""
+        if domains is None:
+            return list(self.shards)
+        unknown = sorted(set(domains) - set(self.domains))
+        if unknown:
+            raise DatastoreError(f"unknown domain {', '.join(map(repr, unknown))}; datastore {self.name} has: {', '.join(self.domains)}")
+        return [s for s in self.shards if s.domain in set(domains)]
+
+    def shard_error(self, shard: Shard) -> str | None:
+        """Why ``shard`` cannot be searched (a missing or unreadable file, a wrong count), or None; checked once."""
+        if shard.name not in self._shard_errors:
+            self._shard_errors[shard.name] = _check_shard(shard)
+        return self._shard_errors[shard.name]
+
+    def usable_shards(self, shards: Sequence[Shard], strict: bool = False) -> tuple[list[Shard], dict[str, str]]:
+        """The shards that can be searched and ``{name: reason}`` of those skipped (warned once each).
+
+        Shards are checked in parallel (opening an index memory-maps it); with ``strict`` an unusable
+        shard raises DatastoreError.
+        """
+        fresh = [s for s in shards if s.name not in self._shard_errors]
+        if fresh:
+            with ThreadPoolExecutor(max_workers=max(1, min(len(fresh), os.cpu_count() or 1))) as pool:
+                errors = list(pool.map(_check_shard, fresh))
+            for shard, error in zip(fresh, errors, strict=True):
+                self._shard_errors[shard.name] = error
+                if error is not None and not strict:
+                    warnings.warn(f"shard {shard.name} of {self.name} skipped: {error}", ShardSkippedWarning, stacklevel=3)
+        skipped = {s.name: err for s in shards if (err := self._shard_errors[s.name]) is not None}
+        if strict and skipped:
+            name, reason = next(iter(skipped.items()))
+            raise DatastoreError(f"shard {name} of {self.name} is unusable: {reason} (--strict; drop it to skip unusable shards)")
+        return [s for s in shards if s.name not in skipped], skipped
+
+    def subset(self, shards: Sequence[Shard]) -> Datastore:
+        """A view of this datastore over some of its shards (sharing their open indexes), for ``search_vectors``."""
+        if len(shards) == len(self.shards):
+            return self
+        view = copy.copy(self)
+        view.shards = list(shards)
+        view._starts = np.array([s.id_start for s in view.shards], dtype=np.int64)
+        return view
+
+    def has_passage(self, pid: int) -> bool:
+        """Whether ``pid`` is a passage id of a shard that can be read."""
+        s = int(np.searchsorted(self._starts, pid, side="right")) - 1
+        if s < 0 or pid >= self.shards[s].id_start + self.shards[s].count:
+            return False
+        return self.shard_error(self.shards[s]) is None
+
+    def passage_vectors(self, hits: Sequence[dict[str, Any]]) -> np.ndarray:
+        """Vectors of hits: the shard's stored fp16 ``vectors.npy`` rows, else the hit texts re-embedded."""
+        out = np.zeros((len(hits), int(self.catalog["embedder"]["dim"])), dtype=np.float32)
+        missing = []
+        for i, hit in enumerate(hits):
+            pid = int(hit["passage_id"])
+            shard = self.shards[int(np.searchsorted(self._starts, pid, side="right")) - 1]
+            stored = self._vectors_of(shard)
+            if stored is None:
+                missing.append(i)
+            else:
+                out[i] = stored[pid - shard.id_start]
+        if missing:
+            out[missing] = self.embedder.encode_passages([hits[i]["text"] for i in missing])
+        return out
+
+    def _vectors_of(self, shard: Shard) -> np.ndarray | None:
+        if shard.name not in self._stored_vectors:
+            path = shard.folder / "vectors.npy"
+            vectors = None
+            if path.is_file():
+                try:
+                    vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+                except (OSError, ValueError):
+                    vectors = None
+                if vectors is not None and vectors.shape != (shard.count, int(self.catalog["embedder"]["dim"])):
+                    vectors = None
+            self._stored_vectors[shard.name] = vectors
+        return self._stored_vectors[shard.name]
+
+
+def _check_shard(shard: Shard) -> str | None:
+    """Open a shard's index and passages; the reason it cannot be searched, or None."""
+    if not shard.folder.is_dir():
+        return f"folder {shard.folder} is missing"
+    for name in ("index.faiss", "passages.arrow"):
+        if not (shard.folder / name).is_file():
+            return f"{name} is missing"
+    try:
+        ntotal = int(shard.index.ntotal)
+    except Exception as exc:  # FAISS raises RuntimeError, but a damaged file can surface in several ways
+        return f"index.faiss is unreadable ({_first_line(exc)})"
+    if ntotal != shard.count:
+        return f"index.faiss holds {ntotal} vectors, the catalog says {shard.count}"
+    try:
+        rows = len(shard.passages)
+    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for damaged IPC files
+        return f"passages.arrow is unreadable ({_first_line(exc)})"
+    if rows != shard.count:
+        return f"passages.arrow holds {rows} passages, the catalog says {shard.count}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160] if text else ''}"

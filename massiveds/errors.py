@@ -11,3 +11,11 @@ class ManifestError(MassiveDSError):
 
 class DatastoreError(MassiveDSError):
     """A datastore directory that is missing, incomplete or inconsistent."""
+
+
+class ShardsUnavailableError(DatastoreError):
+    """No shard that a search needs can be read (every selected shard is missing or broken)."""
+
+
+class ShardSkippedWarning(UserWarning):
+    """A shard whose files are missing or unreadable was left out of a search."""
