@@ -354,6 +354,41 @@ def serve(
     run(server)
 
 
+@app.command()
+def leakage(
+    datastore: Annotated[Path, typer.Argument(help="datastore directory")],
+    eval_file: Annotated[Path, typer.Option("--eval", help="evaluation items: a JSONL or Parquet file")],
+    fields: Annotated[str, typer.Option(help="comma-separated fields whose text makes an item")] = "question,answer",
+    id_field: Annotated[str | None, typer.Option(help="field holding the item id (default: row number)")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="neighbours per item")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """RETRO-style leakage: the longest common word run between each eval item and its top-k neighbours."""
+    import massiveds
+    from massiveds.clean.decontaminate import read_eval_items
+    from massiveds.leakage import leakage_report
+
+    fmt = "parquet" if eval_file.suffix == ".parquet" else "jsonl"
+    try:
+        if not eval_file.is_file():
+            raise MassiveDSError(f"{eval_file}: evaluation file not found")
+        spec = {"paths": [str(eval_file)], "format": fmt, "fields": [f for f in fields.split(",") if f], "id_field": id_field}
+        items = [(i, t) for i, t in read_eval_items(spec) if t.strip()]
+        if not items:
+            raise MassiveDSError(f"{eval_file}: no item has text in fields {fields!r}; name the right --fields")
+        hits = massiveds.open(datastore).search([t for _, t in items], k=k)
+    except MassiveDSError as exc:
+        _fail(str(exc))
+        return
+    report = leakage_report(items, hits)  # type: ignore[arg-type]
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        return
+    console.print(table(f"leakage of {len(items)} items (top {k} neighbours)", ["overlap bucket", "items"], report["buckets"].items()))
+    rows = [(r["item_id"], r["words"], r["longest_run"], f"{r['overlap']:.0%}", r["doc_id"]) for r in report["per_item"]]
+    console.print(table("per item", ["item", "words", "longest run", "overlap", "neighbour doc"], rows))
+
+
 def main() -> None:
     """Entry point of the ``massiveds`` script."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

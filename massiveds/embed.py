@@ -8,6 +8,7 @@ normalisation, max length, prefixes) and queries are always embedded the same wa
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from pathlib import Path
@@ -37,6 +38,23 @@ def resolve_model(name: str, base_dir: Path | None = None) -> str:
         except ImportError:
             pass
     return name
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(model: str, base_dir: Path | None = None) -> Any:
+    """The fast tokenizer of a sentence-transformers model (for token chunking), loaded once per process."""
+    from transformers import AutoTokenizer
+
+    location = resolve_model(model, base_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, use_fast=True)
+    except Exception as exc:  # the library raises many types for a missing or broken model
+        raise MassiveDSError(
+            f"cannot load the tokenizer of {model!r} for token chunking ({type(exc).__name__}); give a local model folder"
+        ) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise MassiveDSError(f"{model!r} has no fast tokenizer: token chunking needs character offsets; use chunk.unit: words")
+    return tokenizer
 
 
 def pick_device(device: str) -> str:

@@ -241,7 +241,7 @@ class Decontaminate(_Strict):
 class Chunk(_Strict):
     """How documents are cut into passages."""
 
-    unit: Literal["words"] = "words"
+    unit: Literal["words", "tokens"] = Field(default="words", description="words, or the embedder's tokens (RETRO: 64)")
     size: PositiveInt = 256
     overlap: NonNegativeInt = 0
     min_size: NonNegativeInt = 20

@@ -182,7 +182,7 @@ class Build:
         per_source: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         dropped: collections.Counter[str] = collections.Counter()
         for r in results:
-            per_source[r["source"]].update({"read": r["read"], "kept": r["kept"]})
+            per_source[r["source"]].update({"read": r["read"], "kept": r["kept"]} | r["dropped"])
             dropped.update(r["dropped"])
         read, kept = sum(r["read"] for r in results), sum(r["kept"] for r in results)
         return {
@@ -212,7 +212,7 @@ class Build:
         return run_decontaminate(self._run_step, items, self.build, self.manifest.decontaminate, self.loaded.base_dir, skip=removed)
 
     def _chunk(self, items: list[dict[str, Any]], removed: list[str]) -> dict[str, Any]:
-        kwargs = {"manifest": self.manifest, "build": self.build, "removed": removed}
+        kwargs = {"manifest": self.manifest, "build": self.build, "removed": removed, "base_dir": self.loaded.base_dir}
         results = self._units("chunk", units.chunk_unit, items, kwargs, rate_key="passages")
         docs, passages = sum(r["documents"] for r in results), sum(r["passages"] for r in results)
         tokens = sum(r["tokens"] for r in results)

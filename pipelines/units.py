@@ -18,9 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from massiveds.chunk import CHUNKS, chunk_documents
+from massiveds.chunk import CHUNKS, chunk_documents, token_spanner, word_spans
 from massiveds.clean.exact_dedup import KEYS, find_duplicates, partition_keys
 from massiveds.clean.normalize import normalize_and_filter
+from massiveds.embed import load_tokenizer
 from massiveds.extract import reader_for
 from massiveds.extract.records import RawRecord, records_to_documents
 from massiveds.index import IndexPlan, add_vectors, list_balance, read_index, train_index, write_index
@@ -156,17 +157,23 @@ def dedup_reduce_unit(item: dict[str, Any], build: Path) -> dict[str, Any]:
     return {"unit": f"p{partition:04d}", "keys": keys.num_rows, "duplicates": dups.num_rows}
 
 
-def chunk_unit(inp: dict[str, Any], manifest: Manifest, build: Path, removed: list[str]) -> dict[str, Any]:
-    """Cut one documents part into passages, leaving out the documents the ``removed`` clean-up stages dropped."""
+def chunk_unit(inp: dict[str, Any], manifest: Manifest, build: Path, removed: list[str], base_dir: Path | None = None) -> dict[str, Any]:
+    """Cut one documents part into passages, leaving out the documents the ``removed`` clean-up stages dropped.
+
+    ``base_dir`` (the manifest's folder) resolves a local embedding model whose tokenizer counts tokens.
+    """
     unit = inp["unit"]
     drop_ords = removed_ords(build, inp["source_idx"], inp["file_idx"], removed)
+    spanner = word_spans
+    if manifest.chunk.unit == "tokens":
+        spanner = token_spanner(load_tokenizer(manifest.embed.model, base_dir))
     out = _PartWriter(build / "passages" / f"{unit}.parquet", CHUNKS)
     docs = tokens = 0
     for table in _documents(build / "documents" / f"{unit}.parquet"):
         if len(drop_ords):
             table = table.filter(pc.invert(pc.is_in(table.column("_ord"), value_set=drop_ords)))
         docs += table.num_rows
-        passages = chunk_documents(table, manifest.chunk)
+        passages = chunk_documents(table, manifest.chunk, spanner)
         tokens += int(pc.sum(passages.column("n_tokens")).as_py() or 0)
         out.write(passages)
     out.commit()

@@ -89,3 +89,19 @@ def test_chunk_documents_offsets_lead_back_to_the_document(size: int) -> None:
     hamlet = [r for r in rows if r["doc_id"] == "hamlet"]
     assert [r["_chunk"] for r in hamlet] == list(range(len(hamlet)))
     assert sum(r["n_tokens"] for r in hamlet) == len(WORDS)
+
+
+def test_token_windows_count_the_embedders_own_tokens() -> None:
+    from massiveds.chunk import token_spanner, windows
+    from massiveds.embed import load_tokenizer
+
+    tokenizer = load_tokenizer("all-MiniLM-L6-v2")
+    text = TEXT * 4  # longer than the tokenizer's own truncation length
+    spans = token_spanner(tokenizer)(text)
+    total = len(tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+    assert len(spans) == total > 128
+    retro = windows(spans, size=64, min_size=8)
+    assert sum(n for *_, n in retro) == total
+    assert all(n == 64 for *_, n in retro[:-1]) and 8 <= retro[-1][2] < 64 + 8
+    for a, b, n in retro:
+        assert abs(len(tokenizer(text[a:b], add_special_tokens=False)["input_ids"]) - n) <= 1  # a word cut at a boundary

@@ -36,6 +36,8 @@ def test_catalog_describes_the_datastore(example_datastore: Path) -> None:
     build = catalog["build"]
     assert build["records_read"] == 1266
     assert build["records_read"] == build["documents_kept"] + sum(build["dropped"].values())
+    for counts in build["sources"].values():  # per source: read = kept + dropped at extract, by reason
+        assert counts["read"] == counts["kept"] + sum(n for k, n in counts.items() if k.startswith(("extract:", "filter:")))
     assert build["dropped"]["filter:too_few_words"] > 0
     # FOLDOC copied some entries from the Jargon File: near dedup keeps the Jargon File's (earlier source)
     near = pq.read_table(example_datastore / "build" / "dropped" / "near_dedup").to_pylist()
@@ -130,3 +132,18 @@ def test_ivfpq_build_trains_once_and_searches(small_manifest: Path, tmp_path: Pa
     _, found = ds.search_vectors(vectors[ids], k=1)
     assert (found[:, 0] == np.array(ids)).mean() >= 0.9
     assert os.path.getsize(out / "trained.faiss") > 0
+
+
+def test_retro_style_64_token_chunks_end_to_end(small_manifest: Path, tmp_path: Path) -> None:
+    text = small_manifest.read_text().replace("chunk: {size: 96, min_size: 16}", "chunk: {unit: tokens, size: 64, min_size: 8}")
+    small_manifest.write_text(text)
+    out = tmp_path / "retro"
+    cli("build", str(small_manifest), "--out", str(out))
+    ds = massiveds.open(out)
+    passages = ds.passages(list(range(ds.num_passages)))
+    assert max(p["n_tokens"] for p in passages) < 64 + 8
+    assert sum(p["n_tokens"] == 64 for p in passages) > len(passages) / 2
+    catalog = json.loads((out / "datastore.json").read_text())
+    assert catalog["chunk"]["unit"] == "tokens" and catalog["domains"]["wiki"]["tokens"] == sum(p["n_tokens"] for p in passages)
+    hit = ds.search("A robot that searches web pages and netnews looking for valid email addresses", k=1)[0]
+    assert hit["doc_id"] == "dict-jargon:address harvester"
