@@ -389,6 +389,28 @@ def leakage(
     console.print(table("per item", ["item", "words", "longest run", "overlap", "neighbour doc"], rows))
 
 
+@app.command()
+def merge(
+    datastores: Annotated[list[Path], typer.Argument(help="datastores to merge (e.g. one per domain)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="new datastore directory")],
+) -> None:
+    """Merge datastores built with the same embedder into one (shards copied, passage ids renumbered)."""
+    from massiveds.merge import merge as run_merge
+    from massiveds.report import progress
+
+    try:
+        total = sum(len(json.loads((d / "datastore.json").read_text())["shards"]) for d in datastores if (d / "datastore.json").is_file())
+        with progress() as bar:
+            task = bar.add_task("merge", total=total, rate="")
+            catalog = run_merge(list(datastores), out, on_shard=lambda _: bar.update(task, advance=1))
+    except MassiveDSError as exc:
+        _fail(str(exc))
+        return
+    rows = [(d, v.get("documents", 0), v["passages"], v.get("tokens", 0), v["shards"]) for d, v in catalog["domains"].items()]
+    console.print(table(f"merged {len(datastores)} datastores", ["domain", "documents", "passages", "tokens", "shards"], rows))
+    console.print(f"datastore ready: {out}")
+
+
 def main() -> None:
     """Entry point of the ``massiveds`` script."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -83,6 +83,9 @@ class Embedder:
     ) -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Loading weights" bars would interleave with ours
 
         self.model_name = model
         self.device = pick_device(device)

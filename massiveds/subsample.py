@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from massiveds.errors import MassiveDSError
-from massiveds.index import read_index, write_index
-from massiveds.layout import DatastoreLayout, file_record, read_json, sha256_file, write_json
+from massiveds.index import list_balance, read_index, write_index
+from massiveds.layout import DatastoreLayout, atomic_path, file_record, read_json, sha256_file, write_json
 from massiveds.passages import PassageFile, write_passages
 from massiveds.sampling import check_fraction, keep_mask
 
@@ -79,33 +79,47 @@ def _kept_batches(passages: PassageFile, mask: np.ndarray, first_id: int) -> Ite
             yield kept.set_column(kept.schema.get_field_index("passage_id"), "passage_id", ids)
 
 
-def _subsample_shard(src: DatastoreLayout, dst: DatastoreLayout, shard: dict[str, Any], fraction: float, seed: int,
-                     first_id: int) -> dict[str, Any] | None:
-    src_dir, dst_dir = src.shard(shard["name"]), dst.shard(shard["name"])
+def rewrite_shard(src_dir: Path, dst_dir: Path, shard: dict[str, Any], mask: np.ndarray, first_id: int, trained: Path,
+                  name: str | None = None) -> dict[str, Any]:
+    """Copy the rows of a shard selected by ``mask`` into ``dst_dir`` with ids from ``first_id`` on; returns its record.
+
+    Passages, fp16 vectors and index entries are copied (never re-embedded or re-encoded); ``trained``
+    is the empty trained index the shard was built from. Used by subsample (a mask) and merge (all rows).
+    """
     passages = PassageFile(src_dir / "passages.arrow")
-    doc_ids = passages.column("doc_id")
-    mask = keep_mask(doc_ids, fraction, seed)
     kept = int(mask.sum())
-    if kept == 0:
-        return None
     new_rows = np.full(len(mask), -1, dtype=np.int64)
     new_rows[mask] = np.arange(first_id, first_id + kept)
     write_passages(dst_dir / "passages.arrow", _kept_batches(passages, mask, first_id))
     if (src_dir / "vectors.npy").is_file():
         vectors = np.load(src_dir / "vectors.npy", mmap_mode="r", allow_pickle=False)
-        with (dst_dir / ".vectors.npy.part").open("wb") as f:
+        with atomic_path(dst_dir / "vectors.npy") as tmp, tmp.open("wb") as f:
             np.save(f, np.ascontiguousarray(vectors[mask]), allow_pickle=False)
-        (dst_dir / ".vectors.npy.part").replace(dst_dir / "vectors.npy")
-    index = subset_index(read_index(src_dir / "index.faiss", mmap=False), read_index(src.trained_index, mmap=False),
+    index = subset_index(read_index(src_dir / "index.faiss", mmap=False), read_index(trained, mmap=False),
                          lambda ids: new_rows[ids - shard["id_start"]])
     write_index(index, dst_dir / "index.faiss")
     files = {p.name: file_record(p) for p in sorted(dst_dir.iterdir()) if p.is_file() and not p.name.startswith(".")}
     tokens = int(np.asarray(passages.column("n_tokens"), dtype=np.int64)[mask].sum())
     documents = int((mask & (np.asarray(passages.column("char_start")) == 0)).sum())  # a document's first passage starts at 0
     record = {k: v for k, v in shard.items() if k not in ("files", "count", "id_start", "tokens", "list_balance")}
-    record |= {"id_start": first_id, "count": kept, "tokens": tokens, "documents": documents, "files": files}
+    record |= {"name": name or shard["name"], "id_start": first_id, "count": kept, "tokens": tokens, "documents": documents,
+               "list_balance": list_balance(index), "files": files}
     write_json(dst_dir / "shard.json", record)
     return record
+
+
+def _subsample_shard(src: DatastoreLayout, dst: DatastoreLayout, shard: dict[str, Any], fraction: float, seed: int,
+                     first_id: int) -> dict[str, Any] | None:
+    src_dir = src.shard(shard["name"])
+    mask = keep_mask(PassageFile(src_dir / "passages.arrow").column("doc_id"), fraction, seed)
+    if not mask.any():
+        return None
+    return rewrite_shard(src_dir, dst.shard(shard["name"]), shard, mask, first_id, shard_trained_index(src, shard))
+
+
+def shard_trained_index(layout: DatastoreLayout, shard: dict[str, Any]) -> Path:
+    """The trained, empty index a shard was built from (merged datastores keep one per source build)."""
+    return layout.root / shard.get("trained", layout.trained_index.name)
 
 
 def subsample(source: Path, out: Path, fraction: float, seed: int, on_shard: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -118,7 +132,9 @@ def subsample(source: Path, out: Path, fraction: float, seed: int, on_shard: Cal
         raise MassiveDSError(f"{out} exists and is not empty; choose a new --out")
     catalog = read_json(src.catalog)
     dst.shards.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src.trained_index, dst.trained_index)
+    for rel in {src.trained_index.name} | {s["trained"] for s in catalog["shards"] if "trained" in s}:
+        (dst.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src.root / rel, dst.root / rel)
     shards, next_id = [], 0
     for shard in sorted(catalog["shards"], key=lambda s: s["id_start"]):
         record = _subsample_shard(src, dst, shard, fraction, seed, next_id)

@@ -1,0 +1,98 @@
+"""Merge datastores (e.g. one build per domain) into one: one catalog over all their shards.
+
+Embedders must be identical (model, dimension, normalisation, max length, prefixes): vectors from
+different embedders are not comparable, so such a merge is refused. Shards are copied with their
+passage ids renumbered to stay unique and contiguous (index entries are copied, never re-encoded:
+see ``massiveds.subsample.rewrite_shard``). Each source's trained index is kept beside its shards.
+"""
+
+from __future__ import annotations
+
+import collections
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from massiveds.errors import MassiveDSError
+from massiveds.layout import DatastoreLayout, file_record, read_json, sha256_file, shard_name, write_json
+from massiveds.subsample import rewrite_shard, shard_trained_index
+
+EMBEDDER_KEYS = ("model", "dim", "normalize", "max_length", "query_prefix", "passage_prefix")
+
+
+def _load(path: Path) -> dict[str, Any]:
+    layout = DatastoreLayout(path)
+    if not layout.catalog.is_file():
+        raise MassiveDSError(f"{path}: not a datastore (no datastore.json)")
+    return read_json(layout.catalog)
+
+
+def check_embedders(catalogs: list[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
+    """The common embedder of the catalogs; raises naming the first that differs."""
+    (first_path, first), *rest = catalogs
+    want = {k: first["embedder"].get(k) for k in EMBEDDER_KEYS}
+    for path, cat in rest:
+        got = {k: cat["embedder"].get(k) for k in EMBEDDER_KEYS}
+        if got != want:
+            diff = ", ".join(f"{k}: {want[k]!r} vs {got[k]!r}" for k in EMBEDDER_KEYS if want[k] != got[k])
+            raise MassiveDSError(f"cannot merge {first_path} and {path}: their embedders differ ({diff}); re-embed one of them")
+    return first["embedder"]
+
+
+def merge(sources: list[Path], out: Path, on_shard: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Write the merge of ``sources`` to ``out``; returns the new catalog."""
+    if len(sources) < 2:
+        raise MassiveDSError("merge needs at least two datastores")
+    catalogs = [(p, _load(p)) for p in sources]
+    embedder = check_embedders(catalogs)
+    dst = DatastoreLayout(out)
+    if dst.root.exists() and any(dst.root.iterdir()):
+        raise MassiveDSError(f"{out} exists and is not empty; choose a new --out")
+    dst.shards.mkdir(parents=True, exist_ok=True)
+    per_domain: collections.Counter[str] = collections.Counter()
+    shards, next_id = [], 0
+    domains: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    dropped: collections.Counter[str] = collections.Counter()
+    for i, (path, catalog) in enumerate(catalogs):
+        src = DatastoreLayout(path)
+        for shard in sorted(catalog["shards"], key=lambda s: s["id_start"]):
+            trained_rel = f"trained/{i:03d}-{Path(shard.get('trained', src.trained_index.name)).stem}.faiss"
+            if not (dst.root / trained_rel).is_file():
+                (dst.root / trained_rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(shard_trained_index(src, shard), dst.root / trained_rel)
+            name = shard_name(shard["domain"], per_domain[shard["domain"]])
+            per_domain[shard["domain"]] += 1
+            everything = np.ones(shard["count"], dtype=bool)
+            trained = shard_trained_index(src, shard)
+            record = rewrite_shard(src.shard(shard["name"]), dst.shard(name), shard, everything, next_id, trained, name)
+            record |= {"trained": trained_rel, "merged_from": {"datastore": catalog["name"], "shard": shard["name"]}}
+            write_json(dst.shard(name) / "shard.json", record)
+            shards.append(record)
+            next_id += record["count"]
+            if on_shard:
+                on_shard(name)
+        for domain, totals in catalog["domains"].items():
+            domains[domain].update({k: v for k, v in totals.items() if isinstance(v, int)})
+        dropped.update(catalog.get("build", {}).get("dropped", {}))
+    first = catalogs[0][1]
+    shutil.copyfile(dst.root / shards[0]["trained"], dst.trained_index)
+    new = {
+        "format_version": first["format_version"],
+        "name": "+".join(c["name"] for _, c in catalogs),
+        "created": first["created"],
+        "embedder": embedder,
+        "index": first["index"] | {"merged_plans": [c["index"] for _, c in catalogs]},
+        "chunk": first["chunk"],
+        "trained_index": {"file": dst.trained_index.name} | file_record(dst.trained_index),
+        "shards": shards,
+        "domains": {d: dict(c) for d, c in domains.items()},
+        "build": {"dropped": dict(sorted(dropped.items()))},
+        "merged_from": [{"name": c["name"], "catalog_sha256": sha256_file(DatastoreLayout(p).catalog)} for p, c in catalogs],
+        "manifests": [m for _, c in catalogs for m in c.get("manifests", [])],
+        "versions": first.get("versions", {}),
+    }
+    write_json(dst.catalog, new)
+    return new
