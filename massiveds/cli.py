@@ -55,6 +55,11 @@ def build(
     console.print(table(f"build of {loaded.manifest.name}", ["stage", "status", "seconds", "result"],
                         [(r.name, r.status, r.seconds, r.detail) for r in result.reports]))
     b = catalog["build"]
+    per_source = [
+        (name, c["read"], c["kept"], c["read"] - c["kept"], ", ".join(f"{k.split(':')[1]} {v:,}" for k, v in c.items() if ":" in k))
+        for name, c in b["sources"].items()
+    ]
+    console.print(table("sources (extract and filters)", ["source", "read", "kept", "dropped", "reasons"], per_source))
     rows: list[tuple[str, int | str]] = [("records read", b["records_read"])]
     rows += [(f"dropped {reason}", n) for reason, n in b["dropped"].items()]
     rows += [("documents kept", b["documents_kept"]),
