@@ -22,15 +22,23 @@ from massiveds.layout import FORMAT_VERSION, DatastoreLayout, shard_name, write_
 from pipelines.units import add_shard_unit, train_unit
 
 
-def clustered_vectors(n: int, dim: int = 384, seed: int = 0, clusters: int = 1000, spread: float = 0.35, block: int = 200_000) -> np.ndarray:  # noqa: E501
-    """Embedding-like synthetic vectors: unit-norm fp16 points around ``clusters`` random centres (NOT real embeddings)."""
+def clustered_vectors(n: int, dim: int = 384, seed: int = 0, clusters: int = 1000, latent: int = 16, noise: float = 0.25) -> np.ndarray:
+    """Embedding-like synthetic vectors (NOT real text embeddings), unit-norm fp16.
+
+    Each of ``clusters`` topics is a random centre plus a random ``latent``-dimensional subspace; a
+    point is its topic's centre, a Gaussian offset in that subspace (norm ~0.8) and isotropic noise
+    (norm ``noise``): low intrinsic dimension, as sentence embeddings have, so neighbours are meaningful.
+    """
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(clusters, dim)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    centres = rng.normal(size=(clusters, dim)).astype(np.float32) / np.sqrt(dim)
+    bases = rng.normal(size=(clusters, latent, dim)).astype(np.float32) / np.sqrt(dim)
     out = np.empty((n, dim), dtype=np.float16)
-    for lo in range(0, n, block):
-        hi = min(n, lo + block)
-        x = centres[rng.integers(0, clusters, hi - lo)] + spread / np.sqrt(dim) * rng.normal(size=(hi - lo, dim)).astype(np.float32)
+    for lo in range(0, n, 100_000):
+        hi = min(n, lo + 100_000)
+        topic = rng.integers(0, clusters, hi - lo)
+        z = rng.normal(size=(hi - lo, latent)).astype(np.float32) * (0.8 / np.sqrt(latent))
+        iso = noise / np.sqrt(dim) * rng.normal(size=(hi - lo, dim)).astype(np.float32)
+        x = centres[topic] + np.einsum("nl,nld->nd", z, bases[topic]) + iso
         out[lo:hi] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 

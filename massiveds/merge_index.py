@@ -88,7 +88,9 @@ def merge_index(root: str | Path) -> dict[str, Any]:
             raise DatastoreError(f"{path}: nlist/code size differ from trained.faiss; the shard was not built from it")
         per_shard.append(_list_sizes(shard_ivf.invlists))
         del index
-    sizes = np.sum(per_shard, axis=0, dtype=np.int64) if per_shard else np.zeros(nlist, np.int64)
+    sizes = np.zeros(nlist, dtype=np.int64)
+    for shard_sizes in per_shard:
+        sizes += shard_sizes
     entry = code_size + 8
     offsets: list[int] = np.concatenate([[0], np.cumsum(sizes * entry)[:-1]]).astype(np.int64).tolist()  # set_all_lists_sizes' layout
     capacity: list[int] = [int(v) for v in sizes]
