@@ -135,11 +135,11 @@ def main() -> None:
     ours_ram = plan.bytes_per_vector * args.vectors
     out.print(table(f"vs MassiveDS-style Flat per shard ({args.shards} shards, {args.vectors:,} vectors, k=10)",
                 ["", "RAM", "bytes/vector", "recall@10", "queries/s", "RAM ratio", "QPS ratio"], [
-        ("Flat per shard (exact)", f"{flat_bytes / 2**20:,.0f} MB", flat_bytes / args.vectors, 1.0, round(flat_qps, 1), "1.00x", "1.00x"),
-        (f"{plan.factory} nprobe {plan.nprobe}", f"{ours_ram / 2**20:,.0f} MB", plan.bytes_per_vector, round(default.recall[10], 4),
+        ("Flat per shard (exact)", f"{flat_bytes / 2**20:,.0f} MB", flat_bytes / args.vectors, "1.0000", round(flat_qps, 1), "1.00x", "1.00x"),  # noqa: E501
+        (f"{plan.factory} nprobe {plan.nprobe}", f"{ours_ram / 2**20:,.0f} MB", plan.bytes_per_vector, f"{default.recall[10]:.4f}",
          round(default.queries_per_s, 1), f"{ours_ram / flat_bytes:.3f}x", f"{default.queries_per_s / flat_qps:.1f}x"),
         (f"  + exact rerank (depth {report.rerank_depth}, fp16 on disk)", f"{ours_ram / 2**20:,.0f} MB", plan.bytes_per_vector,
-         round(reranked.recall[10], 4), round(reranked.queries_per_s, 1), f"{ours_ram / flat_bytes:.3f}x", f"{reranked.queries_per_s / flat_qps:.1f}x"),  # noqa: E501
+         f"{reranked.recall[10]:.4f}", round(reranked.queries_per_s, 1), f"{ours_ram / flat_bytes:.3f}x", f"{reranked.queries_per_s / flat_qps:.1f}x"),  # noqa: E501
     ]))
     print(f"reproduce: {command}")
 

@@ -6,6 +6,7 @@ but no passages: ``Datastore.search_vectors``, recall and merge-index work on it
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -49,10 +50,13 @@ def shard_ranges(n: int, n_shards: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
-def write_vector_datastore(root: Path, vectors: np.ndarray, n_shards: int, plan: IndexPlan, domain: str = "synthetic") -> dict[str, Any]:
+def write_vector_datastore(
+    root: Path, vectors: np.ndarray, n_shards: int, plan: IndexPlan, domain: str = "synthetic", trained: Path | None = None
+) -> dict[str, Any]:
     """Write ``vectors`` as ``n_shards`` shards under ``root`` and index them with ``train_unit`` + ``add_shard_unit``.
 
-    Returns the catalog plus the seconds spent in train and in add.
+    ``trained`` reuses another datastore's ``trained.faiss`` instead of training. Returns the catalog
+    plus the seconds spent in train and in add.
     """
     layout = DatastoreLayout(root)
     shards = []
@@ -64,7 +68,10 @@ def write_vector_datastore(root: Path, vectors: np.ndarray, n_shards: int, plan:
         shards.append({"name": name, "unit": name, "domain": domain, "id_start": lo, "count": hi - lo, "tokens": 0})
     paths = {s["name"]: str(layout.shard(s["name"]) / "vectors.npy") for s in shards}
     clock = time.perf_counter()
-    train_unit({"unit": "trained"}, plan.to_dict(), shards, paths, layout.trained_index)
+    if trained is None:
+        train_unit({"unit": "trained"}, plan.to_dict(), shards, paths, layout.trained_index)
+    else:
+        shutil.copyfile(trained, layout.trained_index)
     train_s = time.perf_counter() - clock
     clock = time.perf_counter()
     for s in shards:
