@@ -100,10 +100,15 @@ def merge_index(root: str | Path) -> dict[str, Any]:
         data = tmp / MERGED_DATA
         total = int((sizes * entry).sum())
         invlists: Any = faiss.OnDiskInvertedLists(nlist, code_size, str(data))
-        invlists.set_all_lists_sizes(faiss.swig_ptr(np.ascontiguousarray(sizes, dtype=np.uint64)))  # the list table only
+        sizes_u64 = np.ascontiguousarray(sizes, dtype=np.uint64)  # held: swig_ptr does not keep the array alive
+        invlists.set_all_lists_sizes(faiss.swig_ptr(sizes_u64))  # the list table only
         invlists.totsize = total
-        for j in (0, nlist - 1):  # the layout we write into must be FAISS's
-            assert invlists.lists.at(j).offset == offsets[j] and invlists.lists.at(j).capacity == capacity[j]
+        table = invlists.lists  # keep the vector alive while its elements are read
+        for j in (0, nlist // 2, nlist - 1):  # the layout we write into must be FAISS's
+            item = table.at(j)
+            if (item.offset, item.capacity) != (offsets[j], capacity[j]):
+                raise RuntimeError(f"OnDiskInvertedLists layout differs from the expected one at list {j}")
+        del table
         filled = [0] * nlist
         fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
