@@ -1,7 +1,9 @@
-"""Open a built datastore and search it: embed queries, fan out over shards, merge by score.
+"""Open a built datastore and search it: embed queries, fan out over shards, merge by score, rerank.
 
 Passage ids are contiguous per shard (the catalog gives each shard's ``id_start`` and ``count``),
-so an id leads to its shard by a binary search over the shard starts and to its row directly.
+so an id leads to its shard by a binary search over the shard starts and to its row directly (also
+in the shard's fp16 ``vectors.npy``, which exact rerank reads memory-mapped). When the catalog
+records a merged index (``massiveds merge-index``), searches use it instead of the fan-out.
 Search options (domains, subsampling, dedup, decontamination, MMR, continuations) are in
 ``massiveds.search``; a shard whose files are missing or unreadable is skipped with a warning
 (``ShardSkippedWarning``) unless ``strict``.
@@ -22,9 +24,10 @@ import faiss
 import numpy as np
 
 from massiveds.embed import Embedder
-from massiveds.errors import DatastoreError, ShardSkippedWarning
+from massiveds.errors import DatastoreError, MassiveDSError, ShardSkippedWarning
 from massiveds.index import as_float32, read_index, set_nprobe
 from massiveds.layout import FORMAT_VERSION, DatastoreLayout, read_json
+from massiveds.merge_index import merged_matches, read_merged
 from massiveds.passages import PassageFile
 
 if TYPE_CHECKING:
@@ -42,6 +45,7 @@ class Shard:
     folder: Path
     _index: faiss.Index | None = field(default=None, repr=False)
     _passages: PassageFile | None = field(default=None, repr=False)
+    _vectors: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def index(self) -> faiss.Index:
@@ -54,6 +58,28 @@ class Shard:
         if self._passages is None:
             self._passages = PassageFile(self.folder / "passages.arrow")
         return self._passages
+
+    @property
+    def has_vectors(self) -> bool:
+        return (self.folder / "vectors.npy").is_file()
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The shard's stored fp16 vectors (row = passage_id - id_start), memory-mapped."""
+        if self._vectors is None:
+            path = self.folder / "vectors.npy"
+            if not path.is_file():
+                raise DatastoreError(f"shard {self.name} has no stored vectors ({path}); rebuild with embed.store_vectors: true")
+            vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+            if vectors.ndim != 2 or vectors.shape[0] != self.count:
+                raise DatastoreError(f"{path}: shape {vectors.shape} does not match the shard's {self.count} passages")
+            self._vectors = vectors
+        return self._vectors
+
+
+def default_rerank_depth(k: int) -> int:
+    """Candidates rescored by exact rerank when no depth is given: max(4·k, 100)."""
+    return max(4 * k, 100)
 
 
 class Datastore:
@@ -69,7 +95,9 @@ class Datastore:
         self._starts = np.array([s.id_start for s in self.shards], dtype=np.int64)
         self._embedder: Embedder | None = None
         self._shard_errors: dict[str, str | None] = {}
-        self._stored_vectors: dict[str, np.ndarray | None] = {}
+        self._merged: faiss.Index | None = None
+        #: Search the merged index when the catalog records one (False: always fan out over the shards).
+        self.use_merged = True
 
     @classmethod
     def open(cls, path: str | Path) -> Datastore:
@@ -97,21 +125,84 @@ class Datastore:
             self._embedder = Embedder.from_info(self.catalog["embedder"])
         return self._embedder
 
-    def search_vectors(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (scores, passage ids) per query vector over all shards, best first; id -1 pads."""
-        queries = as_float32(queries)
-        nprobe = nprobe or self.catalog["index"].get("nprobe")
+    @property
+    def merged_index(self) -> faiss.Index | None:
+        """The merged on-disk index (memory-mapped), or None when there is none or ``use_merged`` is off."""
+        record = self.catalog.get("merged")
+        if not self.use_merged or not record or not merged_matches(record, self.catalog):
+            return None
+        if self._merged is None:
+            self._merged = read_merged(self.root / record["index"])
+        return self._merged
+
+    def _candidates(self, queries: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-``k`` from the merged index or the fan-out over shards (ids -1, scores -inf pad)."""
+        merged = self.merged_index
+        if merged is not None:
+            set_nprobe(merged, nprobe)
+            scores, ids = merged.search(queries, min(k, self.num_passages))
+            return np.where(ids < 0, -np.inf, scores), ids
 
         def one(shard: Shard) -> tuple[np.ndarray, np.ndarray]:
             set_nprobe(shard.index, nprobe)
             return shard.index.search(queries, min(k, shard.count))
 
         workers = max(1, min(len(self.shards), os.cpu_count() or 1))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(one, self.shards))
+        if workers == 1:
+            results = [one(s) for s in self.shards]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(one, self.shards))
         scores = np.concatenate([r[0] for r in results], axis=1)
         ids = np.concatenate([r[1] for r in results], axis=1)
         scores = np.where(ids < 0, -np.inf, scores)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+    def require_vectors(self) -> None:
+        """Raise DatastoreError unless every shard has its stored vectors (exact rerank, recall)."""
+        missing = [s.name for s in self.shards if not s.has_vectors]
+        if missing:
+            raise DatastoreError(
+                f"{self.name}: {len(missing)} of {len(self.shards)} shards have no stored vectors (e.g. shards/{missing[0]}/vectors.npy); "
+                "exact rerank and recall need them: rebuild with embed.store_vectors: true"
+            )
+
+    def exact_scores(self, queries: np.ndarray, ids: np.ndarray, block: int = 65536) -> np.ndarray:
+        """Exact inner product of each query with the stored vector of each of its ids (shape of ``ids``; -inf for id -1)."""
+        queries = as_float32(queries)
+        out = np.full(ids.shape, -np.inf, dtype=np.float32)
+        shard_of = np.searchsorted(self._starts, ids, side="right") - 1
+        valid = ids >= 0
+        for s in np.unique(shard_of[valid]):
+            shard = self.shards[int(s)]
+            q_idx, col = np.nonzero(valid & (shard_of == s))
+            rows = ids[q_idx, col] - shard.id_start
+            uniq, inverse = np.unique(rows, return_inverse=True)
+            vectors = np.asarray(shard.vectors[uniq], dtype=np.float32)  # sorted rows: near-sequential reads of the mmap
+            for lo in range(0, len(rows), block):
+                sl = slice(lo, lo + block)
+                out[q_idx[sl], col[sl]] = np.einsum("ij,ij->i", queries[q_idx[sl]], vectors[inverse[sl]])
+        return out
+
+    def search_vectors(
+        self, queries: np.ndarray, k: int = 10, nprobe: int | None = None, rerank: str | None = None, rerank_depth: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, passage ids) per query vector over all shards, best first; id -1 pads.
+
+        ``rerank="exact"`` takes the best ``rerank_depth`` candidates of the index (default max(4·k, 100))
+        and orders them by exact inner product with the stored fp16 vectors; the scores returned are then exact.
+        """
+        queries = as_float32(np.atleast_2d(queries))
+        nprobe = nprobe or self.catalog["index"].get("nprobe")
+        if rerank is None:
+            return self._candidates(queries, k, nprobe)
+        if rerank != "exact":
+            raise MassiveDSError(f"unknown rerank {rerank!r}; the only rerank is 'exact'")
+        self.require_vectors()
+        depth = max(k, rerank_depth or default_rerank_depth(k))
+        _, ids = self._candidates(queries, depth, nprobe)
+        scores = self.exact_scores(queries, ids)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
@@ -217,6 +308,7 @@ class Datastore:
         if len(shards) == len(self.shards):
             return self
         view = copy.copy(self)
+        view.use_merged = False  # the merged index covers every shard
         view.shards = list(shards)
         view._starts = np.array([s.id_start for s in view.shards], dtype=np.int64)
         return view
@@ -245,18 +337,12 @@ class Datastore:
         return out
 
     def _vectors_of(self, shard: Shard) -> np.ndarray | None:
-        if shard.name not in self._stored_vectors:
-            path = shard.folder / "vectors.npy"
-            vectors = None
-            if path.is_file():
-                try:
-                    vectors = np.load(path, mmap_mode="r", allow_pickle=False)
-                except (OSError, ValueError):
-                    vectors = None
-                if vectors is not None and vectors.shape != (shard.count, int(self.catalog["embedder"]["dim"])):
-                    vectors = None
-            self._stored_vectors[shard.name] = vectors
-        return self._stored_vectors[shard.name]
+        """The shard's stored vectors, or None when it has none or they are unreadable."""
+        try:
+            vectors = shard.vectors
+        except (DatastoreError, OSError, ValueError):
+            return None
+        return vectors if vectors.shape[1] == int(self.catalog["embedder"]["dim"]) else None
 
 
 def _check_shard(shard: Shard) -> str | None:

@@ -279,6 +279,11 @@ class Index(_Strict):
     train_sample: PositiveInt | Auto = "auto"
     nprobe: PositiveInt | Auto = "auto"
     flat_max: PositiveInt = 200_000
+    memory_budget_gb: PositiveFloat | None = Field(
+        default=None, description="RAM to serve the index (codes, ids, quantizer); PQ size and type are chosen to fit it"
+    )
+    coarse: Literal["auto", "flat", "hnsw"] = Field(default="auto", description="coarse quantizer; auto: HNSW32 from 65536 lists")
+    opq: bool | Auto = Field(default="auto", description="OPQ rotation before PQ; auto: on from 65536 lists")
 
 
 class Shards(_Strict):

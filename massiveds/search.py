@@ -10,7 +10,6 @@ exhausted. The post-processing order is subsample -> decontaminate -> dedup -> M
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -136,8 +135,6 @@ def run_search(ds: Datastore, queries: list[str], options: SearchOptions) -> Sea
         reasons = "; ".join(f"{n}: {r}" for n, r in skipped.items())
         raise ShardsUnavailableError(f"no shard of {where} can be searched ({reasons})")
     view = ds.subset(usable)
-    if options.rerank is not None and "rerank" not in inspect.signature(view.search_vectors).parameters:
-        raise MassiveDSError("rerank is not available in this version of massiveds (Datastore.search_vectors has no rerank)")
     gold = GoldIndex(options.decontaminate) if options.decontaminate else None
     vectors = ds.embedder.encode_queries(queries)
     reachable = sum(s.count for s in usable)
@@ -179,9 +176,7 @@ def run_search(ds: Datastore, queries: list[str], options: SearchOptions) -> Sea
 
 
 def _search_vectors(view: Datastore, queries: np.ndarray, fetch: int, options: SearchOptions) -> tuple[np.ndarray, np.ndarray]:
-    if options.rerank is None:
-        return view.search_vectors(queries, k=fetch, nprobe=options.nprobe)
-    return view.search_vectors(queries, k=fetch, nprobe=options.nprobe, rerank=options.rerank)  # type: ignore[call-arg]
+    return view.search_vectors(queries, k=fetch, nprobe=options.nprobe, rerank=options.rerank)
 
 
 def _filter(hits: list[Hit], options: SearchOptions, gold: GoldIndex | None) -> tuple[list[Hit], dict[str, int]]:

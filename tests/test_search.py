@@ -88,18 +88,6 @@ def test_nprobe_and_rerank_are_forwarded_to_search_vectors(ds: Datastore, monkey
         ds.search("x", nprobe=0)
 
 
-def test_rerank_without_support_is_a_clear_error(ds: Datastore, monkeypatch: pytest.MonkeyPatch) -> None:
-    original = Datastore.search_vectors
-
-    def without_rerank(self: Datastore, queries: np.ndarray, k: int = 10, nprobe: int | None = None) -> Any:
-        return original(self, queries, k=k, nprobe=nprobe)
-
-    monkeypatch.setattr(Datastore, "search_vectors", without_rerank)
-    with pytest.raises(MassiveDSError, match="rerank is not available"):
-        ds.search("what is a kludge", rerank="exact")
-    assert len(ds.search("what is a kludge", k=2)) == 2
-
-
 @pytest.mark.parametrize(("fraction", "seed"), [(0.3, 7), (0.05, 1)])
 def test_fraction_returns_k_hits_from_sampled_documents(ds: Datastore, fraction: float, seed: int) -> None:
     q = "a program so badly written that nobody can maintain it"

@@ -1,0 +1,88 @@
+"""A search-only datastore from given vectors, indexed by the build's own train and add units (benchmarks, tests).
+
+It has the catalog, ``trained.faiss`` and per-shard ``index.faiss`` / ``vectors.npy`` a build writes,
+but no passages: ``Datastore.search_vectors``, recall and merge-index work on it, text search does not.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import itertools
+
+from massiveds.index import IndexPlan
+from massiveds.layout import FORMAT_VERSION, DatastoreLayout, shard_name, write_json
+from pipelines.units import add_shard_unit, train_unit
+
+
+def clustered_vectors(n: int, dim: int = 384, seed: int = 0, clusters: int = 1000, latent: int = 16, noise: float = 0.25) -> np.ndarray:
+    """Embedding-like synthetic vectors (NOT real text embeddings), unit-norm fp16.
+
+    Each of ``clusters`` topics is a random centre plus a random ``latent``-dimensional subspace; a
+    point is its topic's centre, a Gaussian offset in that subspace (norm ~0.8) and isotropic noise
+    (norm ``noise``): low intrinsic dimension, as sentence embeddings have, so neighbours are meaningful.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim)).astype(np.float32) / np.sqrt(dim)
+    bases = rng.normal(size=(clusters, latent, dim)).astype(np.float32) / np.sqrt(dim)
+    out = np.empty((n, dim), dtype=np.float16)
+    for lo in range(0, n, 100_000):
+        hi = min(n, lo + 100_000)
+        topic = rng.integers(0, clusters, hi - lo)
+        z = rng.normal(size=(hi - lo, latent)).astype(np.float32) * (0.8 / np.sqrt(latent))
+        iso = noise / np.sqrt(dim) * rng.normal(size=(hi - lo, dim)).astype(np.float32)
+        x = centres[topic] + np.einsum("nl,nld->nd", z, bases[topic]) + iso
+        out[lo:hi] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def shard_ranges(n: int, n_shards: int) -> list[tuple[int, int]]:
+    """Balanced contiguous id ranges, as the build's shard stage cuts them."""
+    bounds = [round(i * n / n_shards) for i in range(n_shards + 1)]
+    return list(itertools.pairwise(bounds))
+
+
+def write_vector_datastore(
+    root: Path, vectors: np.ndarray, n_shards: int, plan: IndexPlan, domain: str = "synthetic", trained: Path | None = None
+) -> dict[str, Any]:
+    """Write ``vectors`` as ``n_shards`` shards under ``root`` and index them with ``train_unit`` + ``add_shard_unit``.
+
+    ``trained`` reuses another datastore's ``trained.faiss`` instead of training. Returns the catalog
+    plus the seconds spent in train and in add.
+    """
+    layout = DatastoreLayout(root)
+    shards = []
+    for i, (lo, hi) in enumerate(shard_ranges(len(vectors), n_shards)):
+        name = shard_name(domain, i)
+        folder = layout.shard(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "vectors.npy", np.ascontiguousarray(vectors[lo:hi], dtype=np.float16), allow_pickle=False)
+        shards.append({"name": name, "unit": name, "domain": domain, "id_start": lo, "count": hi - lo, "tokens": 0})
+    paths = {s["name"]: str(layout.shard(s["name"]) / "vectors.npy") for s in shards}
+    clock = time.perf_counter()
+    if trained is None:
+        train_unit({"unit": "trained"}, plan.to_dict(), shards, paths, layout.trained_index)
+    else:
+        shutil.copyfile(trained, layout.trained_index)
+    train_s = time.perf_counter() - clock
+    clock = time.perf_counter()
+    for s in shards:
+        add_shard_unit(s, paths, layout.trained_index, layout.shards, plan.to_dict())
+    add_s = time.perf_counter() - clock
+    catalog = {
+        "format_version": FORMAT_VERSION,
+        "name": root.name,
+        "embedder": {"model": "synthetic", "dim": plan.dim, "normalize": True},
+        "index": plan.to_dict(),
+        "shards": [{k: s[k] for k in ("name", "domain", "id_start", "count")} for s in shards],
+    }
+    write_json(layout.catalog, catalog)
+    return {"catalog": catalog, "train_s": train_s, "add_s": add_s}

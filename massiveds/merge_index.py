@@ -1,0 +1,144 @@
+"""Merge the shards' IVF inverted lists into one on-disk index, streamed one shard at a time.
+
+Every shard is a copy of the same trained index (``trained.faiss``), so their inverted lists can be
+concatenated list by list. The merged index is ``merged/index.faiss`` (quantizer, codebooks, list
+table) plus ``merged/index.ivfdata`` (FAISS ``OnDiskInvertedLists``: for each list its codes, then
+its ids), memory-mapped at search time. The merge first reads every shard's list sizes, lays out
+the data file with exact list capacities, then copies one shard's lists at a time into place with
+``pwrite``: peak memory is one shard's lists, whatever the number of shards.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from massiveds.errors import DatastoreError
+from massiveds.index import read_index, write_index
+from massiveds.layout import DatastoreLayout, atomic_path, file_record, read_json, write_json
+
+MERGED_DIR = "merged"
+MERGED_INDEX = "index.faiss"
+MERGED_DATA = "index.ivfdata"
+
+
+def read_merged(path: Path) -> faiss.Index:
+    """Open a merged index; its ``.ivfdata`` is found beside it and memory-mapped read-only."""
+    if not path.is_file() or not path.with_name(MERGED_DATA).is_file():
+        raise DatastoreError(f"merged index incomplete: {path} or its {MERGED_DATA} is missing; run 'massiveds merge-index' again")
+    return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
+
+
+def merged_matches(record: dict[str, Any], catalog: dict[str, Any]) -> bool:
+    """Whether a merged-index record was made from exactly the catalog's shards (a stale merge is ignored)."""
+    return list(record.get("shards", [])) == [s["name"] for s in sorted(catalog["shards"], key=lambda s: int(s["id_start"]))]
+
+
+def _ivf(index: faiss.Index, where: Path) -> faiss.IndexIVF:
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        raise DatastoreError(f"{where}: not an IVF index; merge-index merges IVF inverted lists (flat shards are searched by fan-out)") from None  # noqa: E501
+
+
+def _list_sizes(invlists: Any) -> np.ndarray:
+    return np.fromiter((invlists.list_size(j) for j in range(invlists.nlist)), dtype=np.int64, count=invlists.nlist)
+
+
+def _copy_lists(
+    fd: int, invlists: Any, shard_sizes: np.ndarray, offsets: list[int], capacity: list[int], filled: list[int], code_size: int
+) -> None:
+    """Write one shard's lists after what earlier shards wrote: list j's codes at offset, its ids after ``capacity`` codes."""
+    for j in np.nonzero(shard_sizes)[0].tolist():
+        n = int(shard_sizes[j])
+        codes_ptr, ids_ptr = invlists.get_codes(j), invlists.get_ids(j)
+        codes, ids = faiss.rev_swig_ptr(codes_ptr, n * code_size), faiss.rev_swig_ptr(ids_ptr, n)
+        os.pwrite(fd, codes.tobytes(), offsets[j] + filled[j] * code_size)
+        os.pwrite(fd, ids.tobytes(), offsets[j] + capacity[j] * code_size + filled[j] * 8)
+        invlists.release_codes(j, codes_ptr)
+        invlists.release_ids(j, ids_ptr)
+        filled[j] += n
+
+
+def merge_index(root: str | Path) -> dict[str, Any]:
+    """Merge the IVF shard indexes of the datastore at ``root`` into ``merged/``; record it in the catalog and return the record."""
+    layout = DatastoreLayout(root)
+    if not layout.catalog.is_file():
+        raise DatastoreError(f"{root}: not a datastore (no datastore.json)")
+    catalog = read_json(layout.catalog)
+    if catalog["index"]["type"] == "flat":
+        raise DatastoreError(f"{root}: flat index; merge-index merges IVF inverted lists (flat shards are searched by fan-out)")
+    clock = time.perf_counter()
+    shards = sorted(catalog["shards"], key=lambda s: int(s["id_start"]))
+    paths = [layout.shard(s["name"]) / "index.faiss" for s in shards]
+    trained = read_index(layout.trained_index, mmap=False)
+    ivf = _ivf(trained, layout.trained_index)
+    nlist, code_size = int(ivf.nlist), int(ivf.code_size)
+
+    per_shard = []  # list sizes of every shard: nlist x 8 bytes each, never the codes
+    for path in paths:
+        index = read_index(path)
+        shard_ivf = _ivf(index, path)
+        if shard_ivf.nlist != nlist or shard_ivf.code_size != code_size:
+            raise DatastoreError(f"{path}: nlist/code size differ from trained.faiss; the shard was not built from it")
+        per_shard.append(_list_sizes(shard_ivf.invlists))
+        del index
+    sizes = np.zeros(nlist, dtype=np.int64)
+    for shard_sizes in per_shard:
+        sizes += shard_sizes
+    entry = code_size + 8
+    offsets: list[int] = np.concatenate([[0], np.cumsum(sizes * entry)[:-1]]).astype(np.int64).tolist()  # set_all_lists_sizes' layout
+    capacity: list[int] = [int(v) for v in sizes]
+
+    with atomic_path(layout.root / MERGED_DIR) as tmp:
+        tmp.mkdir()
+        data = tmp / MERGED_DATA
+        total = int((sizes * entry).sum())
+        invlists: Any = faiss.OnDiskInvertedLists(nlist, code_size, str(data))
+        sizes_u64 = np.ascontiguousarray(sizes, dtype=np.uint64)  # held: swig_ptr does not keep the array alive
+        invlists.set_all_lists_sizes(faiss.swig_ptr(sizes_u64))  # the list table only
+        invlists.totsize = total
+        table = invlists.lists  # keep the vector alive while its elements are read
+        for j in (0, nlist // 2, nlist - 1):  # the layout we write into must be FAISS's
+            item = table.at(j)
+            if (item.offset, item.capacity) != (offsets[j], capacity[j]):
+                raise RuntimeError(f"OnDiskInvertedLists layout differs from the expected one at list {j}")
+        del table
+        filled = [0] * nlist
+        fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.ftruncate(fd, total)
+            for path, shard_sizes in zip(paths, per_shard, strict=True):
+                index = read_index(path)
+                _copy_lists(fd, faiss.extract_index_ivf(index).invlists, shard_sizes, offsets, capacity, filled, code_size)
+                del index  # unmap this shard before the next
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        ivf.replace_invlists(invlists, True)
+        invlists.this.disown()
+        ivf.ntotal = trained.ntotal = int(sizes.sum())
+        write_index(trained, tmp / MERGED_INDEX)
+        del trained, ivf
+    folder = layout.root / MERGED_DIR
+    record = {
+        "index": f"{MERGED_DIR}/{MERGED_INDEX}",
+        "ivfdata": f"{MERGED_DIR}/{MERGED_DATA}",
+        "ntotal": int(sizes.sum()),
+        "nlist": nlist,
+        "shards": [s["name"] for s in shards],
+        "files": {p.name: file_record(p) for p in sorted(folder.iterdir()) if p.is_file()},
+        "seconds": round(time.perf_counter() - clock, 2),
+    }
+    expected = sum(int(s["count"]) for s in shards)
+    if record["ntotal"] != expected:
+        raise DatastoreError(f"merged {record['ntotal']} vectors but the catalog's shards hold {expected}")
+    catalog = read_json(layout.catalog)  # re-read: write only our field
+    catalog["merged"] = record
+    write_json(layout.catalog, catalog)
+    return record
