@@ -418,7 +418,9 @@ def merge(
 
 @app.command()
 def plan(
-    manifest: Annotated[Path | None, typer.Argument(help="manifest whose index section (and embedder) to plan with")] = None,
+    manifests: Annotated[
+        list[Path] | None, typer.Argument(help="manifests: their stated source sizes give the vectors; the first gives index and embedder")
+    ] = None,
     vectors: Annotated[str | None, typer.Option("--vectors", "-n", help="vectors: 1000000, 2.5M, 1e9, 1B; a comma list compares")] = None,
     dim: Annotated[int | None, typer.Option(min=1, help="embedding dimension (default: the manifest's model, else 384)")] = None,
     memory_gb: Annotated[
@@ -427,17 +429,22 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="print the plans as JSON")] = False,
 ) -> None:
     """Choose the index for a number of vectors and show why: bytes per vector, RAM to serve, disk, training sample."""
+    from massiveds.estimate import estimate
     from massiveds.index import plan_report
     from massiveds.index_report import KNOWN_DIMS, parse_count, plan_table
     from massiveds.manifest import Index, load_manifest
 
     try:
         spec, model = Index(), None
-        if manifest is not None:
-            loaded = load_manifest(manifest)
-            spec, model = loaded.manifest.index, loaded.manifest.embed.model
+        loaded = [load_manifest(m) for m in manifests or []]
+        if loaded:
+            spec, model = loaded[0].manifest.index, loaded[0].manifest.embed.model
+        sources = [e for lm in loaded for e in estimate(lm)]
         if vectors is None:
-            raise MassiveDSError("give the number of vectors with --vectors N (e.g. --vectors 100M)")
+            total = sum(e.passages or 0 for e in sources)
+            if not total:
+                raise MassiveDSError("give the number of vectors with --vectors N (e.g. --vectors 100M), or manifests with estimated sizes")
+            vectors = str(total)
         if dim is None:
             if model is not None and model not in KNOWN_DIMS:
                 raise MassiveDSError(f"the dimension of {model!r} is not known here; give it with --dim")
@@ -447,11 +454,16 @@ def plan(
         _fail(str(exc))
         return
     if as_json:
-        sys.stdout.write(json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
+        sys.stdout.write(json.dumps({"sources": [e.to_dict() for e in sources], "plans": [r.to_dict() for r in reports]}, indent=2) + "\n")
         return
     from rich.console import Console
 
     out = Console()
+    if sources:
+        rows = [(e.manifest, e.source, e.documents, e.tokens, e.passages) for e in sources]
+        rows.append(("total", "", sum(e.documents or 0 for e in sources), sum(e.tokens or 0 for e in sources),
+                     sum(e.passages or 0 for e in sources)))
+        out.print(table("expected size (from the manifests' estimated_*)", ["manifest", "source", "documents", "tokens", "passages"], rows))
     out.print(plan_table(reports))
     for r in reports:
         out.print(f"[bold]{r.footprint.n_vectors:,}[/]: {r.plan.reason}", highlight=False, soft_wrap=True)

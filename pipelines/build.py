@@ -31,6 +31,7 @@ from massiveds.errors import MassiveDSError
 from massiveds.index import plan_index
 from massiveds.layout import FORMAT_VERSION, DatastoreLayout, file_record, mark_done, read_json, shard_name, stage_done, write_json
 from massiveds.manifest import LoadedManifest
+from massiveds.recall import recall_summary
 from massiveds.report import progress
 from massiveds.sources.files import resolve_inputs
 from massiveds.sources.plan import download_cache, plan_downloads
@@ -349,6 +350,7 @@ class Build:
             "manifests": [self.loaded.record()],
             "versions": _versions(),
         }
+        catalog["recall"] = recall_summary(self.layout.root, catalog=catalog)  # recall@10 at the default nprobe
         write_json(self.layout.catalog, catalog)
         return {"catalog": catalog, "summary": f"{self.layout.catalog}"}
 

@@ -27,6 +27,7 @@ def test_catalog_describes_the_datastore(example_datastore: Path) -> None:
     assert catalog["embedder"] | {} == catalog["embedder"]
     assert (catalog["embedder"]["model"], catalog["embedder"]["dim"], catalog["embedder"]["normalize"]) == ("all-MiniLM-L6-v2", 384, True)
     assert catalog["index"]["type"] == "flat" and "flat_max" in catalog["index"]["reason"]
+    assert catalog["recall"]["status"] == "measured" and catalog["recall"]["recall_at_10"] == 1.0  # exact index
     shards = catalog["shards"]
     total = sum(s["count"] for s in shards)
     assert len(shards) == 3 == catalog["domains"]["wiki"]["shards"]  # ~1,250 passages, target 500
@@ -124,6 +125,8 @@ def test_ivfpq_build_trains_once_and_searches(small_manifest: Path, tmp_path: Pa
     cli("build", str(small_manifest), "--out", str(out))
     catalog = json.loads((out / "datastore.json").read_text())
     assert catalog["index"]["factory"] == "IVF8,PQ16x6" and len(catalog["shards"]) >= 2
+    recall = catalog["recall"]
+    assert recall["nprobe"] == 8 and recall["recall_at_10_rerank"] >= recall["recall_at_10"] and recall["recall_at_10_rerank"] > 0.9
     ds = massiveds.open(out)
     # nprobe = nlist: IVF-PQ ranks the exact top hit first for queries that are passages themselves
     passages = ds.passages(list(range(0, ds.num_passages, max(1, ds.num_passages // 20))))

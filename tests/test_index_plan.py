@@ -90,9 +90,22 @@ def test_parse_count() -> None:
 def test_plan_command_prints_tiers_and_json() -> None:
     text = cli("plan", "--vectors", "1M,1B", "--memory-gb", "100").stdout
     assert "IVF4096,PQ64x8" in text and "OPQ64,IVF524288_HNSW32,PQ64x8" in text and "RAM to serve" in text and "fits" in text
-    data = json.loads(cli("plan", str(EXAMPLE), "--vectors", "1500", "--json").stdout)
+    data = json.loads(cli("plan", str(EXAMPLE), "--vectors", "1500", "--json").stdout)["plans"]
     assert data[0]["plan"]["type"] == "flat" and data[0]["plan"]["dim"] == 384  # the example's model is all-MiniLM-L6-v2
     bad = cli("plan", "--vectors", "10B", "--memory-gb", "10", check=False)
     assert bad.returncode == 2 and "error:" in bad.stderr and "PQ8x8" in bad.stderr
     missing = cli("plan", check=False)
     assert missing.returncode == 2 and "--vectors" in missing.stderr
+
+
+def test_plan_from_the_real_manifests_stated_sizes() -> None:
+    manifests = sorted(str(p) for p in (EXAMPLE.parents[1]).glob("*.yaml"))
+    assert len(manifests) >= 8
+    out = json.loads(cli("plan", *manifests, "--json").stdout)
+    sources = out["sources"]
+    assert {s["domain"] for s in sources} >= {"books", "wiki", "code", "math", "web"}
+    total = sum(s["passages"] or 0 for s in sources)
+    assert total > 10**9  # the MassiveDS mix is over a trillion tokens
+    assert out["plans"][0]["plan"]["type"] == "ivfpq" and out["plans"][0]["footprint"]["n_vectors"] == total
+    text = cli("plan", *manifests).stdout
+    assert "expected size" in text and "total" in text
