@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -79,6 +80,7 @@ def run_units(
         write_json(markers / f"{result['unit']}.json", result)
         results[result["unit"]] = result
         on_result(result)
+        crash_if_asked(name, len(results))
 
     results: dict[str, dict[str, Any]] = {}
     todo = []
@@ -109,6 +111,17 @@ def run_units(
         for row in ds.iter_rows():
             done(json.loads(row["result"]))
     return [results[i["unit"]] for i in items]
+
+
+#: Fault injection for the crash tests: ``MASSIVEDS_CRASH_AFTER=<step>:<n>`` kills the build's whole process
+#: group (SIGKILL, as a machine failure would) right after the n-th unit of that step is recorded.
+CRASH_AFTER = "MASSIVEDS_CRASH_AFTER"
+
+
+def crash_if_asked(step: str, units_done: int) -> None:
+    """Die here if ``MASSIVEDS_CRASH_AFTER`` names this step and count (a no-op otherwise)."""
+    if os.environ.get(CRASH_AFTER) == f"{step}:{units_done}":
+        os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
 class Stopwatch:

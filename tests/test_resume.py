@@ -99,9 +99,17 @@ def test_local_engine_builds_the_same_datastore_as_ray(small_manifest: Path, sma
     assert_same_datastore(out, small_reference)
 
 
-def test_kill_during_extract_then_resume(small_manifest: Path, small_reference: Path, tmp_path: Path) -> None:
-    out = tmp_path / "killed"
-    kill_when(small_manifest, out, lambda o: any((o / "build" / "extract" / "units").glob("*.json")))
-    assert not (out / "build" / "extract" / "_SUCCESS.json").exists()
+@pytest.mark.parametrize("point", ["extract:1", "near-map:1", "chunk:1", "index:2"])
+def test_crash_inside_a_stage_then_resume(point: str, small_manifest: Path, small_reference: Path, tmp_path: Path) -> None:
+    """SIGKILL of the whole build right after one unit of a stage is recorded, then the same command again."""
+    out = tmp_path / "crashed"
+    step, _ = point.split(":")
+    proc = subprocess.run([sys.executable, "-m", "massiveds.cli", "build", str(small_manifest), "--out", str(out)],
+                          env=os.environ | {"MASSIVEDS_CRASH_AFTER": point}, capture_output=True, start_new_session=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "datastore.json").exists()
+    stage = {"near-map": "near_dedup"}.get(step, step)
+    assert not (out / "build" / stage / "_SUCCESS.json").exists()
+    time.sleep(1)  # Ray's processes of the killed build are gone with its process group
     cli("build", str(small_manifest), "--out", str(out))
     assert_same_datastore(out, small_reference)
