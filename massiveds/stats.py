@@ -59,7 +59,7 @@ def datastore_stats(path: str | Path) -> dict[str, Any]:
 def list_sizes(path: str | Path) -> np.ndarray:
     """Sizes of every inverted list of every shard (empty for Flat datastores)."""
     layout = DatastoreLayout(path)
-    sizes = []
+    sizes: list[int] = []
     for s in read_json(layout.catalog)["shards"]:
         index = read_index(layout.shard(s["name"]) / "index.faiss")
         try:

@@ -25,10 +25,10 @@ from massiveds.sampling import check_fraction, keep_mask
 
 
 def _ivf_entries(ivf: faiss.IndexIVF, list_no: int) -> tuple[np.ndarray, np.ndarray]:
-    invlists = ivf.invlists
+    invlists: Any = ivf.invlists  # FAISS's SWIG types are opaque to mypy
     n = invlists.list_size(list_no)
     if n == 0:
-        return np.zeros(0, np.int64), np.zeros((0, invlists.code_size), np.uint8)
+        return np.zeros(0, np.int64), np.zeros((0, int(invlists.code_size)), np.uint8)
     ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), n).copy()
     codes = faiss.rev_swig_ptr(invlists.get_codes(list_no), n * invlists.code_size).copy()
     return ids, codes.reshape(n, invlists.code_size)
@@ -41,15 +41,16 @@ def subset_index(index: faiss.Index, empty: faiss.Index, new_id: Callable[[np.nd
     indexes copy their raw vectors.
     """
     if isinstance(faiss.downcast_index(index), faiss.IndexIDMap2):
-        src = faiss.downcast_index(index)
+        src: Any = faiss.downcast_index(index)
         ids = faiss.vector_to_array(src.id_map)
-        flat = faiss.downcast_index(src.index)
+        flat: Any = faiss.downcast_index(src.index)
         vectors = faiss.vector_to_array(flat.codes).view(np.float32).reshape(len(ids), flat.d)
         mapped = new_id(ids)
         keep = mapped >= 0
         empty.add_with_ids(np.ascontiguousarray(vectors[keep]), np.ascontiguousarray(mapped[keep]))
         return empty
-    src_ivf, dst_ivf = faiss.extract_index_ivf(index), faiss.extract_index_ivf(empty)
+    src_ivf: Any = faiss.extract_index_ivf(index)
+    dst_ivf: Any = faiss.extract_index_ivf(empty)
     added = 0
     for list_no in range(src_ivf.nlist):
         ids, codes = _ivf_entries(src_ivf, list_no)

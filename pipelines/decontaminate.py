@@ -77,7 +77,8 @@ def decon_scan_unit(item: dict[str, Any], build: Path, decon: Decontaminate, ski
         scanned += table.num_rows
         found = scan_texts(table.column("text").to_pylist(), index, decon.threshold, decon.min_run)
         ords, doc_ids, sources = (table.column(c).to_pylist() for c in ("_ord", "doc_id", "source"))
-        rows, drops = [], []
+        rows: list[dict[str, Any]] = []
+        drops: list[dict[str, Any]] = []
         for o, d, s, ms in zip(ords, doc_ids, sources, found, strict=True):
             if not ms:
                 continue

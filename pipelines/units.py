@@ -9,7 +9,7 @@ call them directly in one process.
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from massiveds.chunk import CHUNKS, chunk_documents, token_spanner, word_spans
+from massiveds.chunk import CHUNKS, Spans, chunk_documents, token_spanner, word_spans
 from massiveds.clean.exact_dedup import KEYS, find_duplicates, partition_keys
 from massiveds.clean.normalize import normalize_and_filter
 from massiveds.embed import load_tokenizer
@@ -164,7 +164,7 @@ def chunk_unit(inp: dict[str, Any], manifest: Manifest, build: Path, removed: li
     """
     unit = inp["unit"]
     drop_ords = removed_ords(build, inp["source_idx"], inp["file_idx"], removed)
-    spanner = word_spans
+    spanner: Callable[[str], Spans] = word_spans
     if manifest.chunk.unit == "tokens":
         spanner = token_spanner(load_tokenizer(manifest.embed.model, base_dir))
     out = _PartWriter(build / "passages" / f"{unit}.parquet", CHUNKS)
