@@ -319,15 +319,24 @@ def set_nprobe(index: faiss.Index, nprobe: int | None) -> None:
         quantizer.hnsw.efSearch = max(64, 2 * int(nprobe))
 
 
-def list_balance(index: faiss.Index) -> dict[str, float] | None:
-    """Inverted-list balance of an IVF index: max and mean list size and FAISS's imbalance factor."""
+def ivf_list_sizes(index: faiss.Index) -> np.ndarray | None:
+    """Entries in each inverted list of an IVF index (None for a flat index)."""
     try:
         ivf = faiss.extract_index_ivf(index)
     except RuntimeError:
         return None
     invlists = ivf.invlists
     assert invlists is not None
-    sizes = np.array([invlists.list_size(i) for i in range(ivf.nlist)], dtype=np.int64)
+    return np.fromiter((invlists.list_size(i) for i in range(ivf.nlist)), dtype=np.int64, count=ivf.nlist)
+
+
+def list_balance(index: faiss.Index) -> dict[str, float] | None:
+    """Inverted-list balance of an IVF index: max and mean list size and FAISS's imbalance factor."""
+    sizes = ivf_list_sizes(index)
+    if sizes is None:
+        return None
+    invlists = faiss.extract_index_ivf(index).invlists
+    assert invlists is not None
     return {
         "max_list": int(sizes.max()),
         "mean_list": float(sizes.mean()),

@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 
 from massiveds.errors import DatastoreError
-from massiveds.index import read_index, write_index
+from massiveds.index import ivf_list_sizes, read_index, write_index
 from massiveds.layout import DatastoreLayout, atomic_path, file_record, read_json, write_json
 
 MERGED_DIR = "merged"
@@ -44,10 +44,6 @@ def _ivf(index: faiss.Index, where: Path) -> faiss.IndexIVF:
         return faiss.extract_index_ivf(index)
     except RuntimeError:
         raise DatastoreError(f"{where}: not an IVF index; merge-index merges IVF inverted lists (flat shards are searched by fan-out)") from None  # noqa: E501
-
-
-def _list_sizes(invlists: Any) -> np.ndarray:
-    return np.fromiter((invlists.list_size(j) for j in range(invlists.nlist)), dtype=np.int64, count=invlists.nlist)
 
 
 def _copy_lists(
@@ -86,7 +82,9 @@ def merge_index(root: str | Path) -> dict[str, Any]:
         shard_ivf = _ivf(index, path)
         if shard_ivf.nlist != nlist or shard_ivf.code_size != code_size:
             raise DatastoreError(f"{path}: nlist/code size differ from trained.faiss; the shard was not built from it")
-        per_shard.append(_list_sizes(shard_ivf.invlists))
+        shard_sizes = ivf_list_sizes(index)
+        assert shard_sizes is not None  # _ivf above checked that it is an IVF index
+        per_shard.append(shard_sizes)
         del index
     sizes = np.zeros(nlist, dtype=np.int64)
     for shard_sizes in per_shard:

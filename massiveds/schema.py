@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pyarrow as pa
 
 #: Documents table (contract) plus the build-internal ``_ord``: a 63-bit ordinal
@@ -60,3 +62,9 @@ def ordinal(source_idx: int, file_idx: int, row: int) -> int:
 def dropped_table(rows: list[dict[str, str | None]]) -> pa.Table:
     """Build a DROPPED table from dicts (missing keys become null)."""
     return pa.Table.from_pylist([{f: r.get(f) for f in DROPPED.names} for r in rows], schema=DROPPED)
+
+
+def count_drops(dropped: pa.Table, into: Counter[str]) -> None:
+    """Add a DROPPED table's rows to ``into``, keyed ``stage:reason`` (the catalog's drop counts)."""
+    for stage, reason in zip(dropped.column("stage").to_pylist(), dropped.column("reason").to_pylist(), strict=True):
+        into[f"{stage}:{reason}"] += 1

@@ -7,11 +7,10 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from massiveds.errors import DatastoreError
-from massiveds.index import read_index
+from massiveds.index import ivf_list_sizes, read_index
 from massiveds.layout import DatastoreLayout, read_json
 
 FILE_KINDS = {"passages.arrow": "passages", "index.faiss": "index", "vectors.npy": "vectors"}
@@ -59,17 +58,8 @@ def datastore_stats(path: str | Path) -> dict[str, Any]:
 def list_sizes(path: str | Path) -> np.ndarray:
     """Sizes of every inverted list of every shard (empty for Flat datastores)."""
     layout = DatastoreLayout(path)
-    sizes: list[int] = []
-    for s in read_json(layout.catalog)["shards"]:
-        index = read_index(layout.shard(s["name"]) / "index.faiss")
-        try:
-            ivf = faiss.extract_index_ivf(index)
-        except RuntimeError:
-            continue
-        invlists = ivf.invlists
-        assert invlists is not None
-        sizes.extend(invlists.list_size(i) for i in range(ivf.nlist))
-    return np.array(sizes, dtype=np.int64)
+    per_shard = [ivf_list_sizes(read_index(layout.shard(s["name"]) / "index.faiss")) for s in read_json(layout.catalog)["shards"]]
+    return np.concatenate([s for s in per_shard if s is not None] or [np.zeros(0, dtype=np.int64)])
 
 
 def _bars(title: str, labels: list[str], values: list[float], width: int = 640) -> str:

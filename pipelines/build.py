@@ -33,6 +33,7 @@ from massiveds.layout import FORMAT_VERSION, DatastoreLayout, file_record, mark_
 from massiveds.manifest import LoadedManifest
 from massiveds.recall import recall_summary
 from massiveds.report import progress
+from massiveds.schema import count_drops
 from massiveds.sources.files import resolve_inputs
 from massiveds.sources.plan import download_cache, plan_downloads
 from pipelines import units
@@ -403,9 +404,7 @@ def dropped_counts(layout: DatastoreLayout) -> dict[str, int]:
     """Dropped documents per ``stage:reason``, counted from the drop records under ``build/dropped``."""
     counts: collections.Counter[str] = collections.Counter()
     for path in sorted(layout.dropped.rglob("*.parquet")):
-        table = pq.read_table(path, columns=["stage", "reason"])
-        for stage, reason in zip(table.column("stage").to_pylist(), table.column("reason").to_pylist(), strict=True):
-            counts[f"{stage}:{reason}"] += 1
+        count_drops(pq.read_table(path, columns=["stage", "reason"]), counts)
     return dict(sorted(counts.items()))
 
 

@@ -28,7 +28,7 @@ from massiveds.index import IndexPlan, add_vectors, list_balance, read_index, tr
 from massiveds.layout import atomic_path, file_record, write_json
 from massiveds.manifest import Manifest
 from massiveds.passages import PassageFile, write_passages
-from massiveds.schema import DOCUMENTS, DROPPED, dropped_table
+from massiveds.schema import DOCUMENTS, DROPPED, count_drops, dropped_table
 from pipelines.removals import removed_ords
 
 READ_BATCH = 2048
@@ -57,11 +57,6 @@ class _PartWriter:
         self._ctx.__exit__(type(exc), exc, exc.__traceback__)
 
 
-def _count_reasons(dropped: pa.Table, into: collections.Counter[str]) -> None:
-    for stage, reason in zip(dropped.column("stage").to_pylist(), dropped.column("reason").to_pylist(), strict=True):
-        into[f"{stage}:{reason}"] += 1
-
-
 def extract_unit(inp: dict[str, Any], manifest: Manifest, build: Path) -> dict[str, Any]:
     """Read one input file, map it to documents, normalise and filter; write its documents and drops.
 
@@ -80,7 +75,7 @@ def extract_unit(inp: dict[str, Any], manifest: Manifest, build: Path) -> dict[s
         kept, filtered = normalize_and_filter(docs, manifest.filters)
         for table in (dropped, filtered):
             drops_out.write(table)
-            _count_reasons(table, reasons)
+            count_drops(table, reasons)
         docs_out.write(kept)
         buffer.clear()
 
@@ -104,7 +99,7 @@ def extract_unit(inp: dict[str, Any], manifest: Manifest, build: Path) -> dict[s
                 ]
             )
             drops_out.write(broken)
-            _count_reasons(broken, reasons)
+            count_drops(broken, reasons)
         flush()
     except BaseException as exc:
         docs_out.abort(exc)
