@@ -332,6 +332,8 @@ class Handler(BaseHTTPRequestHandler):
     server: SearchServer
     protocol_version = "HTTP/1.1"
     timeout = 30  # seconds a client may take to send its request
+    wbufsize = 1 << 16  # status, headers and body leave in one write, flushed after each request
+    disable_nagle_algorithm = True  # keep-alive clients must not wait on delayed ACKs
 
     def do_GET(self) -> None:
         """GET /health and /stats."""
