@@ -34,17 +34,21 @@ def _fail(message: str) -> None:
 
 @app.command()
 def build(
-    manifest: Annotated[Path, typer.Argument(help="YAML manifest of the build")],
+    manifests: Annotated[list[Path], typer.Argument(help="YAML manifest(s); several are built together into one datastore")],
     out: Annotated[Path, typer.Option("--out", "-o", help="datastore directory to create or resume")],
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")] = None,
     force: Annotated[bool, typer.Option("--force", help="delete a previous build in --out and start over")] = False,
     engine: Annotated[Engine, typer.Option(help="ray: stages on Ray (default); local: everything in this process")] = Engine.ray,
 ) -> None:
-    """Build a datastore from a manifest; re-running resumes and skips finished stages."""
+    """Build a datastore from manifests; re-running resumes and skips finished stages.
+
+    Several manifests (e.g. one per domain) make one datastore: exact and near dedup and decontamination
+    run across all of them, and the index is trained on a sample from every domain.
+    """
     from massiveds.manifest import load_manifest
 
     try:
-        loaded = load_manifest(manifest)
+        loaded = [load_manifest(m) for m in manifests]
         from pipelines.build import build as run_build
 
         result = run_build(loaded, out, address=address, force=force, engine=engine.value)
@@ -52,7 +56,7 @@ def build(
         _fail(str(exc))
         return
     catalog = json.loads((out / "datastore.json").read_text())
-    console.print(table(f"build of {loaded.manifest.name}", ["stage", "status", "seconds", "result"],
+    console.print(table(f"build of {catalog['name']}", ["stage", "status", "seconds", "result"],
                         [(r.name, r.status, r.seconds, r.detail) for r in result.reports]))
     b = catalog["build"]
     per_source = [

@@ -1,4 +1,4 @@
-"""``massiveds build``: the stage graph from a manifest to a datastore, resumable stage by stage.
+"""``massiveds build``: the stage graph from one or several manifests to a datastore, resumable stage by stage.
 
 extract -> dedup (map, reduce) -> chunk -> shard -> embed -> train -> index -> catalog
 
@@ -30,7 +30,8 @@ from rich.progress import Progress
 from massiveds.errors import MassiveDSError
 from massiveds.index import plan_index
 from massiveds.layout import FORMAT_VERSION, DatastoreLayout, file_record, mark_done, read_json, shard_name, stage_done, write_json
-from massiveds.manifest import LoadedManifest
+from massiveds.manifest import LoadedManifest, NearDedup
+from massiveds.manifest_set import ManifestSet
 from massiveds.recall import recall_summary
 from massiveds.report import progress
 from massiveds.schema import count_drops
@@ -61,11 +62,11 @@ class StageReport:
 
 
 class Build:
-    """One build of a manifest into an output directory."""
+    """One build of a set of manifests (often just one) into an output directory."""
 
-    def __init__(self, loaded: LoadedManifest, out: Path, address: str | None = None, engine: str = "ray") -> None:
-        self.loaded = loaded
-        self.manifest = loaded.manifest
+    def __init__(self, manifests: ManifestSet, out: Path, address: str | None = None, engine: str = "ray") -> None:
+        self.set = manifests
+        self.manifests = [p.manifest for p in manifests.parts]
         self.layout = DatastoreLayout(out)
         self.build = self.layout.build
         self.address = address
@@ -80,24 +81,25 @@ class Build:
 
     def run(self) -> dict[str, Any]:
         """Run every stage not yet done; returns the catalog."""
-        resolve_inputs(self.loaded)  # missing local sources fail before anything is written
+        self._inputs()  # missing local sources fail before anything is written
         self._claim_directory()
         self._resources.enter_context(build_lock(self.build))
         with self._resources, progress() as self._progress:
-            downloads = plan_downloads(self.loaded, self.build)  # [] when every source is local
-            if downloads:
+            downloads = list({d["unit"]: d for p in self.set.parts for d in plan_downloads(p, self.build)}.values())
+            if downloads:  # none when every source is local
                 self._stage("download", lambda: run_download(self._download_runner, downloads, self.build))
-            inputs = resolve_inputs(self.loaded, cache=download_cache(self.build))
-            items = [inp.to_dict() | {"unit": inp.unit} for inp in inputs]
+            items = self._inputs(cache=download_cache(self.build))
             extract = self._stage("extract", lambda: self._extract(items))
             removed: list[str] = []  # clean-up stages whose removals later stages skip
-            if self.manifest.dedup.exact:
-                self._stage("dedup", lambda: self._dedup(items))
+            if exact := [i for i in items if i["part"] in self.set.exact_dedup]:
+                self._stage("dedup", lambda: self._dedup(exact))
                 removed.append("exact")
-            if self.manifest.dedup.near.enabled:
-                self._stage("near_dedup", lambda: self._near_dedup(items, list(removed)))
+            near_parts, near = self.set.near_dedup
+            if near is not None:
+                near_items = [i for i in items if i["part"] in near_parts]
+                self._stage("near_dedup", lambda: self._near_dedup(near_items, near, list(removed)))
                 removed.append("near")
-            if self.manifest.decontaminate.eval_sets:
+            if self.set.decontaminate is not None:
                 self._stage("decontaminate", lambda: self._decontaminate(items, list(removed)))
                 removed.append("decontaminate")
             chunk = self._stage("chunk", lambda: self._chunk(items, removed))
@@ -107,14 +109,23 @@ class Build:
             self._stage("index", lambda: self._index(shards, plan))
             return self._stage("catalog", lambda: self._catalog(extract, shards, embed, plan))["catalog"]
 
+    def _inputs(self, cache: Path | None = None) -> list[dict[str, Any]]:
+        """Every input file of every manifest as a work item, sources numbered across the set; ``part`` names its manifest."""
+        return [
+            inp.to_dict() | {"unit": inp.unit, "part": part}
+            for part, (loaded, offset) in enumerate(zip(self.set.parts, self.set.source_offsets(), strict=True))
+            for inp in resolve_inputs(loaded, cache=cache, source_offset=offset)
+        ]
+
     def _claim_directory(self) -> None:
-        record = {"manifest": self.loaded.path.name, "manifest_sha256": self.loaded.sha256}
+        names = ", ".join(p.path.name for p in self.set.parts)
+        record = {"manifest": names, "manifest_sha256": self.set.sha256}
         path = self.build / "build.json"
         if path.is_file():
             previous = read_json(path)
-            if previous.get("manifest_sha256") != self.loaded.sha256:
+            if previous.get("manifest_sha256") != self.set.sha256:
                 raise MassiveDSError(
-                    f"{self.layout.root} holds a build of another manifest ({previous.get('manifest')}, changed since?); "
+                    f"{self.layout.root} holds a build of other manifests ({previous.get('manifest')}, changed since?); "
                     "use a new --out, or --force to start this one over"
                 )
             return
@@ -180,7 +191,8 @@ class Build:
     # -- stages ----------------------------------------------------------------------------
 
     def _extract(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        results = self._units("extract", units.extract_unit, items, {"manifest": self.manifest, "build": self.build}, rate_key="read")
+        kwargs = {"fn": units.extract_unit, "manifests": self.manifests, "build": self.build}
+        results = self._units("extract", units.with_manifest, items, kwargs, rate_key="read")
         per_source: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         dropped: collections.Counter[str] = collections.Counter()
         for r in results:
@@ -205,32 +217,43 @@ class Build:
         shutil.rmtree(self.build / "dedup" / "keys", ignore_errors=True)
         return {"duplicates": dups, "partitions": partitions, "summary": f"{dups:,} exact duplicates in {partitions} hash partitions"}
 
-    def _near_dedup(self, items: list[dict[str, Any]], removed: list[str]) -> dict[str, Any]:
+    def _near_dedup(self, items: list[dict[str, Any]], near: NearDedup, removed: list[str]) -> dict[str, Any]:
         docs_bytes = sum((self.build / "documents" / f"{i['unit']}.parquet").stat().st_size for i in items)
         partitions = max(1, min(MAX_NEAR_PARTITIONS, math.ceil(docs_bytes / NEAR_PARTITION_BYTES), len(items) * 4))
-        return run_near_dedup(self._run_step, items, self.build, self.manifest.dedup.near, partitions, skip=removed)
+        return run_near_dedup(self._run_step, items, self.build, near, partitions, skip=removed)
 
     def _decontaminate(self, items: list[dict[str, Any]], removed: list[str]) -> dict[str, Any]:
-        return run_decontaminate(self._run_step, items, self.build, self.manifest.decontaminate, self.loaded.base_dir, skip=removed)
+        decon = self.set.decontaminate
+        assert decon is not None
+        return run_decontaminate(self._run_step, items, self.build, decon, self.set.eval_sets(), skip=removed)
 
     def _chunk(self, items: list[dict[str, Any]], removed: list[str]) -> dict[str, Any]:
-        kwargs = {"manifest": self.manifest, "build": self.build, "removed": removed, "base_dir": self.loaded.base_dir}
-        results = self._units("chunk", units.chunk_unit, items, kwargs, rate_key="passages")
+        # The embedder (whose tokenizer counts tokens) is shared by the set and resolved from the first manifest's folder.
+        kwargs = {"fn": units.chunk_unit, "manifests": self.manifests, "build": self.build, "removed": removed,
+                  "base_dir": self.set.first.base_dir}
+        results = self._units("chunk", units.with_manifest, items, kwargs, rate_key="passages")
         docs, passages = sum(r["documents"] for r in results), sum(r["passages"] for r in results)
         tokens = sum(r["tokens"] for r in results)
         if passages == 0:
             raise MassiveDSError(f"no passages: every document was dropped (see {self.layout.dropped}); check the sources and filters")
-        parts = [{"part": f"{i['unit']}.parquet", "rows": r["passages"]} for i, r in zip(items, results, strict=True)]
+        parts = [{"part": f"{i['unit']}.parquet", "rows": r["passages"], "manifest": i["part"], "documents": r["documents"]}
+                 for i, r in zip(items, results, strict=True)]
+        units_named = "/".join(dict.fromkeys(m.chunk.unit for m in self.manifests))
         return {
             "documents": docs,
             "passages": passages,
             "tokens": tokens,
             "parts": parts,
-            "summary": f"{docs:,} documents -> {passages:,} passages ({tokens:,} {self.manifest.chunk.unit})",
+            "summary": f"{docs:,} documents -> {passages:,} passages ({tokens:,} {units_named})",
         }
 
     def _shard(self, chunk: dict[str, Any]) -> dict[str, Any]:
-        shards = plan_shards(chunk["parts"], self.manifest.domain, self.manifest.shards.target_passages)
+        shards: list[dict[str, Any]] = []
+        for part, m in enumerate(self.manifests):  # ids run on across manifests; shard numbers run on within a domain
+            first_id = sum(s["count"] for s in shards)
+            numbered = sum(s["domain"] == m.domain for s in shards)
+            parts = [p for p in chunk["parts"] if p["manifest"] == part]
+            shards += plan_shards(parts, m.domain, m.shards.target_passages, first_id=first_id, first_number=numbered)
         for s in shards:
             s["unit"] = s["name"]
         kwargs = {"build": self.build, "shards_dir": self.layout.shards}
@@ -238,10 +261,11 @@ class Build:
         for s, r in zip(shards, results, strict=True):
             s["tokens"] = r["tokens"]
             del s["slices"]
-        return {"shards": shards, "summary": f"{len(shards)} shards of <= {self.manifest.shards.target_passages:,} passages"}
+        target = max(m.shards.target_passages for m in self.manifests)
+        return {"shards": shards, "summary": f"{len(shards)} shards of <= {target:,} passages"}
 
     def _vectors_path(self, shard: dict[str, Any]) -> Path:
-        if self.manifest.embed.store_vectors:
+        if self.set.embed.store_vectors:
             return self.layout.shard(shard["name"]) / "vectors.npy"
         return self.build / "vectors" / f"{shard['name']}.npy"
 
@@ -260,11 +284,11 @@ class Build:
                 done = self._progress.tasks[task].completed + n  # type: ignore[union-attr]
                 self._progress.update(task, completed=done, rate=f"{done / max(clock.seconds, 1e-9):,.1f} passages/s")  # type: ignore[union-attr]
 
-            spec = self.manifest.embed.model_dump()
+            spec, base_dir = self.set.embed.model_dump(), self.set.first.base_dir
             if self.engine == "local":
-                run_embed_local(pending, self.layout.shards, self.build, spec, self.loaded.base_dir, on_rows)
+                run_embed_local(pending, self.layout.shards, self.build, spec, base_dir, on_rows)
             else:
-                run_embed(pending, self.layout.shards, self.build, spec, self.loaded.base_dir, self.manifest.embed.workers, on_rows)
+                run_embed(pending, self.layout.shards, self.build, spec, base_dir, self.set.embed.workers, on_rows)
         embed_seconds = clock.seconds
         self._units(
             "vectors",
@@ -285,7 +309,7 @@ class Build:
     def _train(self, shards: list[dict[str, Any]]) -> dict[str, Any]:
         n = sum(s["count"] for s in shards)
         dim = int(np.load(self._vectors_path(shards[0]), mmap_mode="r").shape[1])
-        plan = plan_index(n, dim, self.manifest.index).to_dict()
+        plan = plan_index(n, dim, self.set.index).to_dict()
         item = {"unit": "trained"}
         kwargs = {
             "plan": plan,
@@ -304,7 +328,7 @@ class Build:
             "plan": plan,
         }
         results = self._units("index", units.add_shard_unit, shards, kwargs, rate_key="vectors")
-        if not self.manifest.embed.store_vectors:
+        if not self.set.embed.store_vectors:
             shutil.rmtree(self.build / "vectors", ignore_errors=True)
         total = sum(r["vectors"] for r in results)
         return {"vectors": total, "summary": f"{total:,} vectors added to {len(shards)} shard indexes"}
@@ -322,23 +346,25 @@ class Build:
         dropped = dropped_counts(self.layout)
         decon = stage_done(self.layout.stage("decontaminate"))
         seconds = {r.name: round(r.seconds, 2) for r in self.reports}
+        domains: dict[str, dict[str, Any]] = {}
+        for part, m in enumerate(self.manifests):
+            entry = domains.setdefault(m.domain, {"documents": 0, "passages": 0, "tokens": 0, "shards": 0})
+            entry["documents"] += sum(p["documents"] for p in chunk.get("parts", []) if p["manifest"] == part)
+        for s in shards:
+            entry = domains[s["domain"]]
+            entry["passages"] += s["count"]
+            entry["tokens"] += s["tokens"]
+            entry["shards"] += 1
         catalog = {
             "format_version": FORMAT_VERSION,
-            "name": self.manifest.name,
+            "name": self.set.name,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "embedder": embed["embedder"],
             "index": plan,
-            "chunk": self.manifest.chunk.model_dump(),
+            "chunk": self.manifests[0].chunk.model_dump(),
             "trained_index": {"file": self.layout.trained_index.name} | file_record(self.layout.trained_index),
             "shards": shard_records,
-            "domains": {
-                self.manifest.domain: {
-                    "documents": chunk.get("documents", 0),
-                    "passages": sum(s["count"] for s in shards),
-                    "tokens": sum(s["tokens"] for s in shards),
-                    "shards": len(shards),
-                }
-            },
+            "domains": domains,
             "build": {
                 "records_read": extract["read"],
                 "documents_kept": chunk.get("documents", 0),
@@ -348,7 +374,7 @@ class Build:
                 "embed_passages_per_s": round(embed["passages_per_s"], 2),
                 "stage_seconds": seconds,
             },
-            "manifests": [self.loaded.record()],
+            "manifests": self.set.records(),
             "versions": _versions(),
         }
         catalog["recall"] = recall_summary(self.layout.root, catalog=catalog)  # recall@10 at the default nprobe
@@ -378,11 +404,14 @@ def build_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def plan_shards(parts: list[dict[str, Any]], domain: str, target: int) -> list[dict[str, Any]]:
+def plan_shards(
+    parts: list[dict[str, Any]], domain: str, target: int, first_id: int = 0, first_number: int = 0
+) -> list[dict[str, Any]]:
     """Cut the concatenation of chunk outputs (in order) into balanced shards of at most ``target`` passages.
 
-    Passage ids are positions in that concatenation, so shard ``i`` holds the contiguous id range
-    ``[id_start, id_start + count)`` and carries the (part, first row, end row) slices that fill it.
+    Passage ids are ``first_id`` plus positions in that concatenation, so shard ``i`` (named with number
+    ``first_number + i``) holds the contiguous id range ``[id_start, id_start + count)`` and carries the
+    (part, first row, end row) slices that fill it.
     """
     total = sum(p["rows"] for p in parts)
     n_shards = max(1, math.ceil(total / target))
@@ -396,7 +425,8 @@ def plan_shards(parts: list[dict[str, Any]], domain: str, target: int) -> list[d
             a, b = max(lo, int(offsets[p])), min(hi, int(offsets[p + 1]))
             if a < b:
                 slices.append([part["part"], a - int(offsets[p]), b - int(offsets[p])])
-        shards.append({"name": shard_name(domain, i), "domain": domain, "id_start": lo, "count": hi - lo, "slices": slices})
+        shards.append({"name": shard_name(domain, first_number + i), "domain": domain, "id_start": first_id + lo, "count": hi - lo,
+                       "slices": slices})
     return shards
 
 
@@ -418,15 +448,18 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def build(manifest: LoadedManifest, out: Path, address: str | None = None, force: bool = False, engine: str = "ray") -> Build:
-    """Build ``manifest`` into ``out`` (``force`` wipes a previous build there first); returns the finished Build.
+def build(
+    manifests: LoadedManifest | list[LoadedManifest], out: Path, address: str | None = None, force: bool = False, engine: str = "ray"
+) -> Build:
+    """Build one manifest, or several together, into ``out`` (``force`` wipes a previous build there first).
 
-    ``engine="local"`` runs every unit in this process instead of on Ray (same outputs).
+    ``engine="local"`` runs every unit in this process instead of on Ray (same outputs). Returns the finished Build.
     """
+    mset = ManifestSet.of(manifests)
     if force and out.exists():
         if not (out / "build" / "build.json").is_file() and any(out.iterdir()):
             raise MassiveDSError(f"{out} is not a massiveds build; refusing to delete it with --force")
         shutil.rmtree(out)
-    b = Build(manifest, out, address, engine)
+    b = Build(mset, out, address, engine)
     b.run()
     return b

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from massiveds.clean.decontaminate import INDEX_ITEMS, INDEX_NGRAMS, EvalIndex, build_index, read_eval_items, resolve_eval_sets, scan_texts
+from massiveds.clean.decontaminate import INDEX_ITEMS, INDEX_NGRAMS, EvalIndex, build_index, read_eval_items, scan_texts
 from massiveds.layout import atomic_path, write_json
 from massiveds.manifest import Decontaminate
 from massiveds.schema import DROPPED
@@ -120,10 +120,9 @@ def decon_report_unit(item: dict[str, Any], build: Path, top: int = 10) -> dict[
     return {"unit": item["unit"], "eval_sets": len(report), "documents_removed": sum(len(d) for d in docs.values())}
 
 
-def run_decontaminate(run: Runner, items: list[dict[str, Any]], build: Path, decon: Decontaminate, base_dir: Path,
+def run_decontaminate(run: Runner, items: list[dict[str, Any]], build: Path, decon: Decontaminate, eval_sets: list[dict[str, Any]],
                       skip: list[str] | None = None) -> dict[str, Any]:
-    """Run index, scan and report with ``run(stage, fn, items, kwargs)``; returns the stage summary."""
-    eval_sets = resolve_eval_sets(decon, base_dir)
+    """Run index, scan and report with ``run(stage, fn, items, kwargs)`` against resolved ``eval_sets``; returns the summary."""
     index = run("decon-index", decon_index_unit, [{"unit": "index"}], {"build": build, "eval_sets": eval_sets, "ngram": decon.ngram})[0]
     docs = [{"unit": i["unit"], "source_idx": i["source_idx"], "file_idx": i["file_idx"]} for i in items]
     scans = run("decon-scan", decon_scan_unit, docs, {"build": build, "decon": decon, "skip": list(skip or [])})

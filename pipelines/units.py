@@ -57,6 +57,11 @@ class _PartWriter:
         self._ctx.__exit__(type(exc), exc, exc.__traceback__)
 
 
+def with_manifest(item: dict[str, Any], fn: Callable[..., dict[str, Any]], manifests: list[Manifest], **kwargs: Any) -> dict[str, Any]:
+    """Call a per-file unit with the manifest its file comes from (``item["part"]``, the manifest's place in the build)."""
+    return fn(item, manifests[item["part"]], **kwargs)
+
+
 def extract_unit(inp: dict[str, Any], manifest: Manifest, build: Path) -> dict[str, Any]:
     """Read one input file, map it to documents, normalise and filter; write its documents and drops.
 

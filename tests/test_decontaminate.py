@@ -71,7 +71,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Doc], 
     items = write_parts(root, docs, 3)
     decon = Decontaminate(eval_sets=[EvalSet(uri="evals/perlfaq.jsonl", name="perlfaq", fields=["question", "answer"], id_field="qid"),
                                      EvalSet(uri="evals/*.parquet", name="debian", format="parquet", fields=["prompt"])])
-    summary = run_decontaminate(run_serial, items, root, decon, base_dir=root)
+    summary = run_decontaminate(run_serial, items, root, decon, resolve_eval_sets(decon, root))
     return root, docs, {"planted": planted, "summary": summary, "items": items}, decon
 
 
@@ -122,7 +122,7 @@ def test_run_criterion_can_be_turned_off(planted, tmp_path: Path) -> None:
     items = write_parts(tmp_path, docs, 2)
     (tmp_path / "evals").symlink_to(build / "evals")
     off = decon.model_copy(update={"min_run": 0})
-    run_decontaminate(run_serial, items, tmp_path, off, base_dir=tmp_path)
+    run_decontaminate(run_serial, items, tmp_path, off, resolve_eval_sets(off, tmp_path))
     removed = set(_dropped(tmp_path).column("doc_id").to_pylist())
     assert removed == {d for d in info["planted"] if not d.startswith("run-")}
 

@@ -96,11 +96,12 @@ def _cached(source: Source, entry: dict[str, Any] | None, cache: Path) -> list[t
     return out
 
 
-def resolve_inputs(loaded: LoadedManifest, cache: str | Path | None = None) -> list[InputFile]:
+def resolve_inputs(loaded: LoadedManifest, cache: str | Path | None = None, source_offset: int = 0) -> list[InputFile]:
     """All input files of a manifest, in source order then path order (this order is the dedup priority).
 
     ``cache`` is the build's download cache (``massiveds.sources.plan.download_cache(build)``); without
     it, remote and format-hf sources are only checked by syntax and contribute no files.
+    ``source_offset`` numbers the sources after those of the manifests before this one in a build.
     """
     base = loaded.base_dir
     plan = load_plan(loaded, cache) if cache is not None else None
@@ -117,7 +118,7 @@ def resolve_inputs(loaded: LoadedManifest, cache: str | Path | None = None) -> l
         for f_idx, (path, rel, fmt) in enumerate(files):
             inputs.append(
                 InputFile(
-                    source_idx=s_idx,
+                    source_idx=source_offset + s_idx,
                     file_idx=f_idx,
                     path=str(path),
                     rel=rel,

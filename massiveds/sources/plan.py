@@ -1,10 +1,10 @@
 """The download plan of a build: which remote files (and ``hf`` datasets) to fetch, and where they land in the cache.
 
-Remote globs are listed once and the listing is kept in ``build/download/plan.json``, so a resumed
+Remote globs are listed once and the listing is kept in ``build/download/plans/``, so a resumed
 build neither lists again nor depends on the network once every file is cached. The cache lives
 under ``build/download/``::
 
-    plan.json              the listing: per source, its files (uri, size, cache path)
+    plans/<sha256>.json    each manifest's listing: per source, its files (uri, size, cache path)
     lists/...              URL lists of uri_list sources
     files/<scheme>/<host>/<path>   the fetched files (whole and verified; .<name>.partial while in flight)
     files/hf/...           Parquet parts of format-hf sources (parts.json written last)
@@ -25,8 +25,12 @@ from massiveds.manifest import LoadedManifest, Source
 from massiveds.sources.fetch import cache_relpath, expand, fetch, is_remote
 
 DOWNLOAD = "download"
-PLAN = "plan.json"
 PLAN_VERSION = 1
+
+
+def _plan_path(loaded: LoadedManifest, cache: str | Path) -> Path:
+    """Where the listing of this manifest is kept (one per manifest: several may share a build's cache)."""
+    return Path(cache) / "plans" / f"{loaded.sha256[:32]}.json"
 
 
 def download_cache(build: str | Path) -> Path:
@@ -77,7 +81,7 @@ def _plan_source(source: Source, base: Path, cache: Path) -> dict[str, Any]:
 
 def load_plan(loaded: LoadedManifest, cache: str | Path) -> dict[str, Any] | None:
     """The stored download plan of this manifest in the download ``cache``, or None if there is none (or it is another manifest's)."""
-    path = Path(cache) / PLAN
+    path = _plan_path(loaded, cache)
     if not path.is_file():
         return None
     plan = read_json(path)
@@ -97,7 +101,7 @@ def make_plan(loaded: LoadedManifest, build: str | Path) -> dict[str, Any]:
     }
     plan = {"version": PLAN_VERSION, "manifest_sha256": loaded.sha256, "sources": sources}
     if sources:
-        write_json(download_cache(build) / PLAN, plan)
+        write_json(_plan_path(loaded, download_cache(build)), plan)
     return plan
 
 
