@@ -77,6 +77,11 @@ def windows(spans: Spans, size: int, overlap: int = 0, min_size: int = 0) -> lis
     return [(spans[a][0], spans[b - 1][1], b - a) for a, b in windows]
 
 
+def passage_count(text: str, spec: Chunk, spanner: Callable[[str], Spans] = word_spans) -> int:
+    """How many passages ``chunk_documents`` cuts one text into (what dropping the document costs the datastore)."""
+    return len(windows(spanner(text), spec.size, spec.overlap, spec.min_size))
+
+
 def chunk_documents(docs: pa.Table, spec: Chunk, spanner: Callable[[str], Spans] = word_spans) -> pa.Table:
     """Cut every document of a documents table into passages (CHUNKS schema), in document order.
 

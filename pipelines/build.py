@@ -225,7 +225,8 @@ class Build:
     def _decontaminate(self, items: list[dict[str, Any]], removed: list[str]) -> dict[str, Any]:
         decon = self.set.decontaminate
         assert decon is not None
-        return run_decontaminate(self._run_step, items, self.build, decon, self.set.eval_sets(), skip=removed)
+        return run_decontaminate(self._run_step, items, self.build, self.manifests, decon, self.set.eval_sets(), skip=removed,
+                                 base_dir=self.set.first.base_dir)
 
     def _chunk(self, items: list[dict[str, Any]], removed: list[str]) -> dict[str, Any]:
         # The embedder (whose tokenizer counts tokens) is shared by the set and resolved from the first manifest's folder.

@@ -157,6 +157,13 @@ def dedup_reduce_unit(item: dict[str, Any], build: Path) -> dict[str, Any]:
     return {"unit": f"p{partition:04d}", "keys": keys.num_rows, "duplicates": dups.num_rows}
 
 
+def spanner_for(manifest: Manifest, base_dir: Path | None = None) -> Callable[[str], Spans]:
+    """The unit spans the manifest chunks by: words, or its embedder's tokens (model resolved from ``base_dir``)."""
+    if manifest.chunk.unit == "tokens":
+        return token_spanner(load_tokenizer(manifest.embed.model, base_dir))
+    return word_spans
+
+
 def chunk_unit(inp: dict[str, Any], manifest: Manifest, build: Path, removed: list[str], base_dir: Path | None = None) -> dict[str, Any]:
     """Cut one documents part into passages, leaving out the documents the ``removed`` clean-up stages dropped.
 
@@ -164,9 +171,7 @@ def chunk_unit(inp: dict[str, Any], manifest: Manifest, build: Path, removed: li
     """
     unit = inp["unit"]
     drop_ords = removed_ords(build, inp["source_idx"], inp["file_idx"], removed)
-    spanner: Callable[[str], Spans] = word_spans
-    if manifest.chunk.unit == "tokens":
-        spanner = token_spanner(load_tokenizer(manifest.embed.model, base_dir))
+    spanner = spanner_for(manifest, base_dir)
     out = _PartWriter(build / "passages" / f"{unit}.parquet", CHUNKS)
     docs = tokens = 0
     for table in _documents(build / "documents" / f"{unit}.parquet"):

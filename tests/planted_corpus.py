@@ -86,7 +86,10 @@ def near_dup_corpus(families: int = 36, unrelated: int = 120, seed: int = 7) -> 
 
 
 def write_parts(build: Path, docs: list[Doc], parts: int, domain: str = "biomed") -> list[dict]:
-    """Write ``docs`` as ``parts`` documents files (DOCUMENTS schema, one input file each); returns the unit items."""
+    """Write ``docs`` as ``parts`` documents files (DOCUMENTS schema, one input file each); returns the unit items.
+
+    The items belong to the build's first (here: only) manifest, ``part`` 0.
+    """
     items = []
     for p in range(parts):
         chunk = docs[p::parts]
@@ -96,5 +99,5 @@ def write_parts(build: Path, docs: list[Doc], parts: int, domain: str = "biomed"
         path = build / "documents" / f"{unit}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENTS), str(path), row_group_size=64)
-        items.append({"unit": unit, "source_idx": 0, "file_idx": p})
+        items.append({"unit": unit, "source_idx": 0, "file_idx": p, "part": 0})
     return items

@@ -11,13 +11,17 @@ import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import pytest
 
+from massiveds.chunk import passage_count
 from massiveds.clean.decontaminate import EvalIndex, build_index, resolve_eval_sets
 from massiveds.clean.ngrams import ngram_hashes, words
 from massiveds.errors import ManifestError
-from massiveds.manifest import Decontaminate, EvalSet
+from massiveds.manifest import Chunk, Decontaminate, EvalSet, Manifest, Source
 from pipelines.decontaminate import run_decontaminate
 from pipelines.near_dedup import run_serial
 from tests.planted_corpus import Doc, abstracts, read_jsonl_zst, write_parts
+
+#: The manifest the planted documents come from: its chunking counts the passages decontamination removes.
+PLANTED = Manifest(name="planted", domain="biomed", sources=[Source(uri="documents")], chunk=Chunk(size=64, min_size=16))
 
 
 def _eval_sets(folder: Path) -> tuple[list[dict], list[dict]]:
@@ -71,7 +75,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Doc], 
     items = write_parts(root, docs, 3)
     decon = Decontaminate(eval_sets=[EvalSet(uri="evals/perlfaq.jsonl", name="perlfaq", fields=["question", "answer"], id_field="qid"),
                                      EvalSet(uri="evals/*.parquet", name="debian", format="parquet", fields=["prompt"])])
-    summary = run_decontaminate(run_serial, items, root, decon, resolve_eval_sets(decon, root))
+    summary = run_decontaminate(run_serial, items, root, [PLANTED], decon, resolve_eval_sets(decon, root))
     return root, docs, {"planted": planted, "summary": summary, "items": items}, decon
 
 
@@ -103,7 +107,7 @@ def test_drop_records_name_the_eval_set_and_item(planted) -> None:
 
 
 def test_report_per_eval_set(planted) -> None:
-    build, _, info, _ = planted
+    build, docs, info, _ = planted
     report = json.loads((build / "decontaminate" / "report.json").read_text())
     assert report["perlfaq"]["items"] == 63 and report["perlfaq"]["too_short"] == 3
     perl_items = [item for es, item in info["planted"].values() if es == "perlfaq"]
@@ -111,6 +115,11 @@ def test_report_per_eval_set(planted) -> None:
     top = report["perlfaq"]["top_items"][0]
     assert top["documents"] == max(perl_items.count(i) for i in perl_items)
     assert report["debian"]["items"] == 12 and report["debian"]["documents_removed"] == 3
+    texts = {d.doc_id: d.text for d in docs}
+    for es in ("perlfaq", "debian"):  # what the removed documents would have added, cut as the build cuts them
+        lost = [passage_count(texts[d], PLANTED.chunk) for d, (s, _) in info["planted"].items() if s == es]
+        assert report[es]["passages_removed"] == sum(lost) > report[es]["documents_removed"]
+    assert info["summary"]["passages_removed"] == sum(passage_count(texts[d], PLANTED.chunk) for d in info["planted"])
     for es, r in report.items():  # the (at most 10) items that leaked into most documents, all planted ones
         leaked = {(es, t["item"]) for t in r["top_items"]}
         assert leaked <= set(info["planted"].values()) and len(leaked) == min(10, r["items_leaked"])
@@ -122,7 +131,7 @@ def test_run_criterion_can_be_turned_off(planted, tmp_path: Path) -> None:
     items = write_parts(tmp_path, docs, 2)
     (tmp_path / "evals").symlink_to(build / "evals")
     off = decon.model_copy(update={"min_run": 0})
-    run_decontaminate(run_serial, items, tmp_path, off, resolve_eval_sets(off, tmp_path))
+    run_decontaminate(run_serial, items, tmp_path, [PLANTED], off, resolve_eval_sets(off, tmp_path))
     removed = set(_dropped(tmp_path).column("doc_id").to_pylist())
     assert removed == {d for d in info["planted"] if not d.startswith("run-")}
 
