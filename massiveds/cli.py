@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -71,7 +71,14 @@ def build(
              ("shards", len(catalog["shards"])),
              ("index", catalog["index"]["factory"])]
     console.print(table("datastore", ["", "count"], rows))
+    if len(catalog["domains"]) > 1:
+        _print_domains("domains", catalog)
     console.print(f"datastore ready: {out}")
+
+
+def _print_domains(title: str, catalog: dict[str, Any]) -> None:
+    rows = [(d, v.get("documents", 0), v["passages"], v.get("tokens", 0), v["shards"]) for d, v in catalog["domains"].items()]
+    console.print(table(title, ["domain", "documents", "passages", "tokens", "shards"], rows))
 
 
 @app.command()
@@ -415,8 +422,7 @@ def merge(
     except MassiveDSError as exc:
         _fail(str(exc))
         return
-    rows = [(d, v.get("documents", 0), v["passages"], v.get("tokens", 0), v["shards"]) for d, v in catalog["domains"].items()]
-    console.print(table(f"merged {len(datastores)} datastores", ["domain", "documents", "passages", "tokens", "shards"], rows))
+    _print_domains(f"merged {len(datastores)} datastores", catalog)
     console.print(f"datastore ready: {out}")
 
 
