@@ -66,6 +66,8 @@ def build(
              ("passages", sum(s["count"] for s in catalog["shards"])),
              ("shards", len(catalog["shards"])),
              ("index", catalog["index"]["factory"])]
+    if nodes := {node for steps in b.get("nodes", {}).values() for per_node in steps.values() for node in per_node}:
+        rows.append(("ray nodes", len(nodes)))
     console.print(table("datastore", ["", "count"], rows))
     console.print(f"datastore ready: {out}")
 
