@@ -70,6 +70,8 @@ def build(
              ("passages", sum(s["count"] for s in catalog["shards"])),
              ("shards", len(catalog["shards"])),
              ("index", catalog["index"]["factory"])]
+    if nodes := {node for steps in b.get("nodes", {}).values() for per_node in steps.values() for node in per_node}:
+        rows.append(("ray nodes", len(nodes)))
     console.print(table("datastore", ["", "count"], rows))
     if len(catalog["domains"]) > 1:
         _print_domains("domains", catalog)
@@ -436,12 +438,19 @@ def plan(
     memory_gb: Annotated[
         float | None, typer.Option("--memory-gb", min=0.001, help="RAM budget to serve the index (default: index.memory_budget_gb)")
     ] = None,
+    embed_rate: Annotated[
+        float | None,
+        typer.Option("--embed-rate", min=0.001, help="passages/s one GPU embeds (default: 5000, a BERT-base-size model on an H100)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the plans as JSON")] = False,
 ) -> None:
-    """Choose the index for a number of vectors and show why: bytes per vector, RAM to serve, disk, training sample."""
-    from massiveds.estimate import estimate
-    from massiveds.index import plan_report
-    from massiveds.index_report import KNOWN_DIMS, parse_count, plan_table
+    """Choose the index for a number of vectors and show why: bytes per vector, RAM to serve, disk, training sample.
+
+    With manifests, also the build's size and embedding GPU-hours; an IVF-PQ plan is shown beside exact Flat search.
+    """
+    from massiveds.estimate import H100_EMBED_PASSAGES_PER_S, build_estimate, estimate
+    from massiveds.index import flat_report, plan_report
+    from massiveds.index_report import KNOWN_DIMS, build_table, parse_count, plan_table
     from massiveds.manifest import Index, load_manifest
 
     try:
@@ -463,8 +472,17 @@ def plan(
     except MassiveDSError as exc:
         _fail(str(exc))
         return
+    budget = memory_gb if memory_gb is not None else spec.memory_budget_gb
+    flats = [flat_report(r.footprint.n_vectors, dim, budget) for r in reports]
+    cost = build_estimate(sources, embed_rate or H100_EMBED_PASSAGES_PER_S) if sources else None
     if as_json:
-        sys.stdout.write(json.dumps({"sources": [e.to_dict() for e in sources], "plans": [r.to_dict() for r in reports]}, indent=2) + "\n")
+        out_json = {
+            "sources": [e.to_dict() for e in sources],
+            "build": None if cost is None else cost.to_dict() | {"model": model, "dim": dim},
+            "plans": [r.to_dict() for r in reports],
+            "flat": [f.to_dict() for f in flats],
+        }
+        sys.stdout.write(json.dumps(out_json, indent=2) + "\n")
         return
     from rich.console import Console
 
@@ -474,7 +492,9 @@ def plan(
         rows.append(("total", "", sum(e.documents or 0 for e in sources), sum(e.tokens or 0 for e in sources),
                      sum(e.passages or 0 for e in sources)))
         out.print(table("expected size (from the manifests' estimated_*)", ["manifest", "source", "documents", "tokens", "passages"], rows))
-    out.print(plan_table(reports))
+    if cost is not None:
+        out.print(build_table(cost, model or "?", dim, default_rate=embed_rate is None))
+    out.print(plan_table([c for f, r in zip(flats, reports, strict=True) for c in ((r,) if r.plan.type == "flat" else (f, r))]))
     for r in reports:
         out.print(f"[bold]{r.footprint.n_vectors:,}[/]: {r.plan.reason}", highlight=False, soft_wrap=True)
 

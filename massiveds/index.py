@@ -263,6 +263,13 @@ def plan_report(n_vectors: int, dim: int, spec: IndexSpec | None = None, memory_
     return PlanReport(plan, fp, None if budget is None else fp.serve_bytes <= budget * GB)
 
 
+def flat_report(n_vectors: int, dim: int, memory_budget_gb: float | None = None) -> PlanReport:
+    """An exact ``IDMap2,Flat`` index of ``n_vectors`` whatever its size: the reference cost an IVF-PQ plan avoids."""
+    plan = _flat_plan(n_vectors, dim, "exact search, for comparison", memory_budget_gb)
+    fp = footprint(plan, n_vectors)
+    return PlanReport(plan, fp, None if memory_budget_gb is None else fp.serve_bytes <= memory_budget_gb * GB)
+
+
 def as_float32(x: np.ndarray) -> np.ndarray:
     """C-contiguous float32, the only layout FAISS accepts."""
     return np.ascontiguousarray(x, dtype=np.float32)

@@ -8,6 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from massiveds.errors import MassiveDSError
+from massiveds.estimate import BuildEstimate
 from massiveds.index import PlanReport
 from massiveds.recall import RecallReport
 
@@ -45,10 +46,10 @@ def human_bytes(n: float) -> str:
 
 
 def human_count(n: int) -> str:
-    """1000000 -> 1M, 2500000000 -> 2.5B."""
+    """1000000 -> 1M, 2500000000 -> 2.5B, 4234954387 -> 4.23B (three significant digits)."""
     for value, unit in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "k")):
         if n >= value:
-            return f"{n / value:g}{unit}"
+            return f"{n / value:.3g}{unit}"
     return str(n)
 
 
@@ -63,11 +64,12 @@ def _train(r: PlanReport) -> str:
 
 
 def plan_table(reports: list[PlanReport]) -> Table:
-    """One column per planned size: the index chosen and what it costs."""
+    """One column per plan (an index for a number of vectors): its parameters and what it costs."""
     t = Table(title="index plan", title_justify="left")
     t.add_column("")
     for r in reports:
-        t.add_column(f"{human_count(r.footprint.n_vectors)} x {r.plan.dim}", justify="right")
+        kind = "Flat" if r.plan.type == "flat" else "IVF-PQ"
+        t.add_column(f"{kind}, {human_count(r.footprint.n_vectors)} x {r.plan.dim}", justify="right")
     rows: list[tuple[str, Any]] = [
         ("index", lambda r: r.plan.factory),
         ("nlist", lambda r: f"{r.plan.nlist:,}" if r.plan.nlist else "-"),
@@ -85,6 +87,25 @@ def plan_table(reports: list[PlanReport]) -> Table:
     ]
     for label, get in rows:
         t.add_row(label, *[str(get(r)) for r in reports])
+    return t
+
+
+def build_table(cost: BuildEstimate, model: str, dim: int, default_rate: bool) -> Table:
+    """What the build takes before the index: passages, text, fp16 vectors, embedding GPU-hours."""
+    t = Table(title="build estimate (from the manifests)", title_justify="left")
+    t.add_column("")
+    t.add_column("", justify="right")
+    rate = f"{cost.embed_passages_per_s:,.0f} passages/s per GPU" + (" (H100, BERT-base size; --embed-rate)" if default_rate else "")
+    for label, value in (
+        ("passages", f"{cost.passages:,}"),
+        ("tokens", f"{cost.tokens:,}"),
+        ("passage text (UTF-8, before zstd)", human_bytes(cost.text_bytes)),
+        ("fp16 vectors", human_bytes(cost.passages * dim * 2)),
+        ("embedder", f"{model} (dim {dim})"),
+        ("embedding rate", rate),
+        ("embedding GPU-hours", f"{cost.embed_gpu_hours:,.0f}"),
+    ):
+        t.add_row(label, value)
     return t
 
 

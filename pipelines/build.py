@@ -16,6 +16,7 @@ import fcntl
 import importlib.metadata
 import math
 import os
+import re
 import shutil
 import socket
 from collections.abc import Callable, Iterator
@@ -42,12 +43,14 @@ from pipelines.decontaminate import run_decontaminate
 from pipelines.download import run_download
 from pipelines.embed_stage import run_embed, run_embed_local
 from pipelines.near_dedup import run_near_dedup
-from pipelines.runtime import Stopwatch, ray_runtime, run_units
+from pipelines.runtime import NODE_KEY, Stopwatch, count_nodes, ray_runtime, run_units
 
 MAX_DEDUP_PARTITIONS = 64
 MAX_NEAR_PARTITIONS = 256
 #: Compressed documents per near-dedup partition: its reducers hold ~this much shingle payload in memory.
 NEAR_PARTITION_BYTES = 64 << 20
+#: ``s3://bucket/x`` as a ``Path`` reads ``s3:/bucket/x``: a scheme of two or more letters and a colon (not ``C:/``).
+URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 VERSIONED_PACKAGES = ("massiveds", "faiss-cpu", "faiss-gpu", "sentence-transformers", "torch", "transformers", "pyarrow", "ray")
 
 
@@ -76,6 +79,8 @@ class Build:
         self._resources = contextlib.ExitStack()
         self._current = ""
         self._ray_started = False
+        #: Per step of the current stage: units (passages for embed) each Ray node did; kept in the stage marker.
+        self._nodes: dict[str, dict[str, int]] = {}
 
     # -- orchestration -------------------------------------------------------------------
 
@@ -144,8 +149,11 @@ class Build:
             self._resources.enter_context(ray_runtime(self.address))
             self._ray_started = True
         clock = Stopwatch()
+        self._nodes = {}
         result = fn()
         result["seconds"] = clock.seconds
+        if self._nodes:
+            result["nodes"] = self._nodes
         mark_done(folder, result)
         self.reports.append(StageReport(name, "ran", result["seconds"], result["summary"]))
         return result
@@ -165,8 +173,11 @@ class Build:
         clock = Stopwatch()
         rows = 0
 
+        nodes = self._nodes.setdefault(step, {})
+
         def advance(result: dict[str, Any]) -> None:
             nonlocal rows
+            count_nodes(nodes, result.get(NODE_KEY))
             rows += int(result.get(rate_key, 0)) if rate_key else 0
             rate = f"{rows / max(clock.seconds, 1e-9):,.0f} {rate_key}/s" if rate_key else ""
             self._progress.update(task, advance=1, rate=rate)  # type: ignore[union-attr]
@@ -289,7 +300,9 @@ class Build:
             if self.engine == "local":
                 run_embed_local(pending, self.layout.shards, self.build, spec, base_dir, on_rows)
             else:
-                run_embed(pending, self.layout.shards, self.build, spec, base_dir, self.set.embed.workers, on_rows)
+                self._nodes["embed"] = run_embed(
+                    pending, self.layout.shards, self.build, spec, base_dir, self.set.embed.workers, on_rows
+                )["nodes"]
         embed_seconds = clock.seconds
         self._units(
             "vectors",
@@ -374,6 +387,7 @@ class Build:
                 "sources": extract["sources"],
                 "embed_passages_per_s": round(embed["passages_per_s"], 2),
                 "stage_seconds": seconds,
+                "nodes": self._stage_nodes(),
             },
             "manifests": self.set.records(),
             "versions": _versions(),
@@ -381,6 +395,15 @@ class Build:
         catalog["recall"] = recall_summary(self.layout.root, catalog=catalog)  # recall@10 at the default nprobe
         write_json(self.layout.catalog, catalog)
         return {"catalog": catalog, "summary": f"{self.layout.catalog}"}
+
+    def _stage_nodes(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Per stage and step, the units (passages for embed) each Ray node did, from the stage markers."""
+        out = {}
+        for r in self.reports:
+            done = stage_done(self.layout.stage(r.name)) or {}
+            if done.get("nodes"):
+                out[r.name] = done["nodes"]
+        return out
 
 
 @contextlib.contextmanager
@@ -456,6 +479,11 @@ def build(
 
     ``engine="local"`` runs every unit in this process instead of on Ray (same outputs). Returns the finished Build.
     """
+    if URL_LIKE.match(str(out)):
+        raise MassiveDSError(
+            f"--out must be a directory (local, or on a filesystem every Ray node mounts at the same path), not a URL: {out}; "
+            "build there, then copy it to object storage with `massiveds publish`"
+        )
     mset = ManifestSet.of(manifests)
     if force and out.exists():
         if not (out / "build" / "build.json").is_file() and any(out.iterdir()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import pyarrow as pa
 
 from massiveds.embed import Embedder
 from massiveds.layout import write_json
+from pipelines.runtime import count_nodes, current_node
 from pipelines.units import read_passage_range, write_embeddings_part
 
 #: Rows read per input block; each actor call gets ``ACTOR_BATCHES`` model batches at once so that
@@ -21,7 +23,7 @@ ACTOR_BATCHES = 16
 
 
 class EmbedActor:
-    """One model per actor; embeds (passage_id, text) batches into (passage_id, fp16 vector)."""
+    """One model per actor; embeds (passage_id, text) batches into (passage_id, fp16 vector, the actor's Ray node)."""
 
     def __init__(self, spec: dict[str, Any], base_dir: str | None, threads: int, info_path: str) -> None:
         import torch
@@ -39,10 +41,11 @@ class EmbedActor:
             base_dir=Path(base_dir) if base_dir else None,
         )
         write_json(Path(info_path), self.embedder.info())
+        self.node = current_node() or ""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         vectors = self.embedder.encode_passages([str(t) for t in batch["text"]])
-        return {"passage_id": batch["passage_id"], "vector": vectors.astype(np.float16)}
+        return {"passage_id": batch["passage_id"], "vector": vectors.astype(np.float16), "node": np.full(len(vectors), self.node)}
 
 
 def _read(batch: pa.Table, shards_dir: str) -> pa.Table:
@@ -51,8 +54,11 @@ def _read(batch: pa.Table, shards_dir: str) -> pa.Table:
 
 
 def _write(batch: dict[str, np.ndarray], shards: list[dict[str, Any]], build: str) -> pa.Table:
-    parts = write_embeddings_part(np.asarray(batch["passage_id"]), np.asarray(batch["vector"]), shards, Path(build))
-    return pa.table({"shard": [p["shard"] for p in parts], "rows": [p["rows"] for p in parts]})
+    ids = np.asarray(batch["passage_id"])
+    write_embeddings_part(ids, np.asarray(batch["vector"]), shards, Path(build))
+    shard_of = np.searchsorted([s["id_start"] for s in shards], ids, side="right") - 1
+    counts = collections.Counter(zip(shard_of.tolist(), [str(n) for n in batch["node"]], strict=True))
+    return pa.table({"shard": [shards[i]["name"] for i, _ in counts], "node": [n for _, n in counts], "rows": list(counts.values())})
 
 
 def pool_shape(device: str) -> tuple[int, int, int]:
@@ -108,8 +114,8 @@ def run_embed(
     base_dir: Path,
     workers: int | str,
     on_rows: Callable[[int], None],
-) -> dict[str, int]:
-    """Embed every passage of ``shards``; returns rows written per shard."""
+) -> dict[str, dict[str, int]]:
+    """Embed every passage of ``shards``; returns rows written per shard (``shards``) and per Ray node (``nodes``)."""
     import ray
 
     actors, gpus, threads = pool_shape(spec["device"])
@@ -139,7 +145,9 @@ def run_embed(
         fn_kwargs={"shards": shards, "build": str(build)},
     )
     written: dict[str, int] = {}
+    nodes: dict[str, int] = {}
     for row in ds.iter_rows():
         written[row["shard"]] = written.get(row["shard"], 0) + int(row["rows"])
+        count_nodes(nodes, row["node"] or None, int(row["rows"]))
         on_rows(int(row["rows"]))
-    return written
+    return {"shards": written, "nodes": nodes}

@@ -18,6 +18,8 @@ from massiveds.layout import read_json, write_json
 
 #: Environment every Ray worker gets: no tokenizer thread pools fighting Ray's own parallelism.
 WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false"}
+#: Key of a unit's result (and marker) naming the Ray node that ran it.
+NODE_KEY = "node"
 PASS_THROUGH_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "SENTENCE_TRANSFORMERS_HOME", "OMP_NUM_THREADS")
 
 
@@ -50,8 +52,16 @@ def ray_runtime(address: str | None = None) -> Iterator[None]:
             ray.shutdown()
 
 
+def current_node() -> str | None:
+    """The id of the Ray node this code runs on, or None outside Ray (``--engine local``, tests)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
 def _apply_units(batch: pa.Table, fn: Callable[..., dict[str, Any]], kwargs: dict[str, Any]) -> pa.Table:
-    results = [json.dumps(fn(json.loads(item), **kwargs)) for item in batch.column("item").to_pylist()]
+    node = current_node()
+    results = [json.dumps(fn(json.loads(item), **kwargs) | {NODE_KEY: node}) for item in batch.column("item").to_pylist()]
     return pa.table({"result": pa.array(results, pa.string())})
 
 
@@ -73,7 +83,7 @@ def run_units(
     ``engine="ray"`` runs the items as a Ray Data map; ``"local"`` calls them one after the other in
     this process (for debugging, and to measure Ray's overhead). Each item has a ``unit`` name; its
     result is saved as ``markers/<unit>.json`` once it succeeds, so a re-run after a crash only does
-    the units that had not finished.
+    the units that had not finished. On Ray a result also names the node that ran it (``NODE_KEY``).
     """
 
     def done(result: dict[str, Any]) -> None:
@@ -122,6 +132,12 @@ def crash_if_asked(step: str, units_done: int) -> None:
     """Die here if ``MASSIVEDS_CRASH_AFTER`` names this step and count (a no-op otherwise)."""
     if os.environ.get(CRASH_AFTER) == f"{step}:{units_done}":
         os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+def count_nodes(nodes: dict[str, int], node: str | None, n: int = 1) -> None:
+    """Add ``n`` to ``nodes[node]`` (units or passages a Ray node did); nothing outside Ray."""
+    if node is not None:
+        nodes[node] = nodes.get(node, 0) + n
 
 
 class Stopwatch:

@@ -98,14 +98,35 @@ def test_plan_command_prints_tiers_and_json() -> None:
     assert missing.returncode == 2 and "--vectors" in missing.stderr
 
 
+#: Tokens per domain of the MassiveDS mix (Shao et al., 2024, arXiv:2407.12854, Table 2; web: ~1.19T, the 1.4T total
+#: less the other domains), which the shipped manifests' estimated_tokens add up to.
+MASSIVEDS_TOKENS = {"books": 26.3e9, "stem": 97.7e9, "wiki": 31.9e9, "forum": 20.2e9, "code": 52.8e9, "math": 14.1e9,
+                    "biomedical": 6.5e9, "web": 1190e9}
+
+
 def test_plan_from_the_real_manifests_stated_sizes() -> None:
     manifests = sorted(str(p) for p in (EXAMPLE.parents[1]).glob("*.yaml"))
     assert len(manifests) >= 8
     out = json.loads(cli("plan", *manifests, "--json").stdout)
     sources = out["sources"]
-    assert {s["domain"] for s in sources} >= {"books", "wiki", "code", "math", "web"}
-    total = sum(s["passages"] or 0 for s in sources)
-    assert total > 10**9  # the MassiveDS mix is over a trillion tokens
-    assert out["plans"][0]["plan"]["type"] == "ivfpq" and out["plans"][0]["footprint"]["n_vectors"] == total
-    text = cli("plan", *manifests).stdout
-    assert "expected size" in text and "total" in text
+    per_domain: dict[str, int] = {}
+    for s in sources:
+        per_domain[s["domain"]] = per_domain.get(s["domain"], 0) + s["tokens"]
+    assert per_domain == pytest.approx(MASSIVEDS_TOKENS)
+    total = sum(s["passages"] for s in sources)
+    assert all(s["passages"] >= (s["documents"] or 0) for s in sources)  # a document is at least one passage
+    assert 4e9 < total < 4.5e9  # 1.44T tokens in 256-word passages; MassiveDS's flat index of 12.4 TB is ~4.0-4.4B vectors
+    chosen, flat = out["plans"][0], out["flat"][0]
+    assert chosen["plan"]["type"] == "ivfpq" and chosen["footprint"]["n_vectors"] == total
+    assert flat["plan"]["type"] == "flat" and flat["footprint"]["index_disk_bytes"] == total * (4 * 768 + 8)
+    assert flat["footprint"]["serve_bytes"] > 40 * chosen["footprint"]["serve_bytes"]
+    build = out["build"]
+    assert build["model"] == "facebook/contriever-msmarco" and build["dim"] == 768 and build["passages"] == total
+    assert build["embed_gpu_hours"] == pytest.approx(total / 5000 / 3600)  # the H100 default rate
+
+    text = cli("plan", *manifests, "--embed-rate", "2500").stdout  # a measured rate replaces the default
+    for field in ("expected size", "total", "passage text", "fp16 vectors", "embedding GPU-hours", "2,500 passages/s per GPU",
+                  "Flat, 4.23B x 768", "IVF-PQ, 4.23B x 768", "OPQ64,IVF1048576_HNSW32,PQ64x8", "RAM to serve", "index on disk",
+                  "training sample", "31,457,280"):
+        assert field in text, field
+    assert f"{round(2 * build['embed_gpu_hours']):,}" in text
