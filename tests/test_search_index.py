@@ -15,7 +15,7 @@ from massiveds.errors import DatastoreError, MassiveDSError
 from massiveds.index import IndexPlan, add_vectors, plan_index, read_index, set_nprobe
 from massiveds.manifest import Index
 from massiveds.merge_index import merge_index
-from massiveds.recall import evaluate, exact_topk, recall_summary
+from massiveds.recall import evaluate, exact_topk, recall_summary, shard_sample
 from tests.helpers import massiveds as cli
 
 N, DIM = 6000, 32
@@ -164,6 +164,19 @@ def test_recall_summary_for_the_catalog(ivf_store: Path, ivf_plan: IndexPlan) ->
     assert summary["status"] == "measured" and summary["nprobe"] == ivf_plan.nprobe == 8 and summary["queries"] == 100
     assert 0 < summary["recall_at_10"] < summary["recall_at_10_rerank"] <= 1
     json.dumps(summary)
+
+
+def test_recall_summary_of_a_large_datastore_is_measured_on_a_sample_of_shards(ivf_store: Path) -> None:
+    catalog = json.loads((ivf_store / "datastore.json").read_text())
+    per_shard = catalog["shards"][0]["count"]
+    assert shard_sample(catalog, 10**9) is catalog
+    sampled = shard_sample(catalog, 2 * per_shard, seed=3)
+    assert 1 <= len(sampled["shards"]) <= 2 and sum(s["count"] for s in sampled["shards"]) <= 2 * per_shard
+    assert all(s in catalog["shards"] for s in sampled["shards"]) and sampled["index"] == catalog["index"]
+    assert len(shard_sample(catalog, 1)["shards"]) == 1  # never empty
+    summary = recall_summary(ivf_store, catalog=catalog, n_queries=60, max_vectors=per_shard)
+    assert summary["shards_measured"] == 1 and summary["vectors_measured"] == per_shard
+    assert 0 < summary["recall_at_10"] < summary["recall_at_10_rerank"] <= 1
 
 
 def test_eval_recall_command(flat_store: Path) -> None:
