@@ -39,9 +39,9 @@ from massiveds.sources.plan import download_cache, plan_downloads
 from pipelines import units
 from pipelines.decontaminate import run_decontaminate
 from pipelines.download import run_download
-from pipelines.embed_stage import run_embed, run_embed_local
+from pipelines.embed_stage import embed_items, run_embed, run_embed_local
 from pipelines.near_dedup import run_near_dedup
-from pipelines.runtime import Stopwatch, ray_runtime, run_units
+from pipelines.runtime import Stopwatch, crash_if_asked, ray_runtime, run_units
 
 MAX_DEDUP_PARTITIONS = 64
 MAX_NEAR_PARTITIONS = 256
@@ -246,13 +246,12 @@ class Build:
         return self.build / "vectors" / f"{shard['name']}.npy"
 
     def _embed(self, shards: list[dict[str, Any]]) -> dict[str, Any]:
-        markers = self.layout.stage("embed") / "units"
-        pending = [s for s in shards if not (markers / f"{s['unit']}.json").is_file()]
-        for s in pending:
-            shutil.rmtree(self.build / "embeddings" / s["name"], ignore_errors=True)
+        consolidated = self.layout.stage("embed") / "units" / "vectors"
+        pending = [s for s in shards if not (consolidated / f"{s['unit']}.json").is_file()]
+        items = embed_items(pending, self.build)  # rows of a killed run's finished parts are not embedded again
         clock = Stopwatch()
-        total = sum(s["count"] for s in pending)
-        if pending:
+        total = sum(i["stop"] - i["start"] for i in items)
+        if items:
             assert self._progress is not None
             task = self._progress.add_task("embed", total=total, rate="")
 
@@ -262,9 +261,9 @@ class Build:
 
             spec = self.manifest.embed.model_dump()
             if self.engine == "local":
-                run_embed_local(pending, self.layout.shards, self.build, spec, self.loaded.base_dir, on_rows)
+                run_embed_local(items, pending, self.layout.shards, self.build, spec, self.loaded.base_dir, on_rows)
             else:
-                run_embed(pending, self.layout.shards, self.build, spec, self.loaded.base_dir, self.manifest.embed.workers, on_rows)
+                run_embed(items, pending, self.layout.shards, self.build, spec, self.loaded.base_dir, self.manifest.embed.workers, on_rows)
         embed_seconds = clock.seconds
         self._units(
             "vectors",
@@ -275,11 +274,14 @@ class Build:
         shutil.rmtree(self.build / "embeddings", ignore_errors=True)
         rate = total / embed_seconds if total else 0.0
         info = read_json(self.build / "embed" / "embedder.json")
+        earlier = sum(s["count"] for s in shards) - total
         return {
             "embedder": info,
             "passages": total,
+            "passages_earlier": earlier,
             "passages_per_s": rate,
-            "summary": f"{total:,} passages with {info['model']} (dim {info['dim']}), {rate:,.1f} passages/s",
+            "summary": f"{total:,} passages with {info['model']} (dim {info['dim']}), {rate:,.1f} passages/s"
+            + (f"; {earlier:,} embedded by an earlier run" if earlier else ""),
         }
 
     def _train(self, shards: list[dict[str, Any]]) -> dict[str, Any]:
@@ -352,6 +354,7 @@ class Build:
             "versions": _versions(),
         }
         catalog["recall"] = recall_summary(self.layout.root, catalog=catalog)  # recall@10 at the default nprobe
+        crash_if_asked("catalog", 1)  # everything but datastore.json is written
         write_json(self.layout.catalog, catalog)
         return {"catalog": catalog, "summary": f"{self.layout.catalog}"}
 
