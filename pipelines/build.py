@@ -41,9 +41,9 @@ from massiveds.sources.plan import download_cache, plan_downloads
 from pipelines import units
 from pipelines.decontaminate import run_decontaminate
 from pipelines.download import run_download
-from pipelines.embed_stage import run_embed, run_embed_local
+from pipelines.embed_stage import embed_items, run_embed, run_embed_local
 from pipelines.near_dedup import run_near_dedup
-from pipelines.runtime import NODE_KEY, Stopwatch, count_nodes, ray_runtime, run_units
+from pipelines.runtime import NODE_KEY, Stopwatch, count_nodes, crash_if_asked, ray_runtime, run_units
 
 MAX_DEDUP_PARTITIONS = 64
 MAX_NEAR_PARTITIONS = 256
@@ -282,13 +282,12 @@ class Build:
         return self.build / "vectors" / f"{shard['name']}.npy"
 
     def _embed(self, shards: list[dict[str, Any]]) -> dict[str, Any]:
-        markers = self.layout.stage("embed") / "units"
-        pending = [s for s in shards if not (markers / f"{s['unit']}.json").is_file()]
-        for s in pending:
-            shutil.rmtree(self.build / "embeddings" / s["name"], ignore_errors=True)
+        consolidated = self.layout.stage("embed") / "units" / "vectors"
+        pending = [s for s in shards if not (consolidated / f"{s['unit']}.json").is_file()]
+        items = embed_items(pending, self.build)  # rows of a killed run's finished parts are not embedded again
         clock = Stopwatch()
-        total = sum(s["count"] for s in pending)
-        if pending:
+        total = sum(i["stop"] - i["start"] for i in items)
+        if items:
             assert self._progress is not None
             task = self._progress.add_task("embed", total=total, rate="")
 
@@ -298,10 +297,10 @@ class Build:
 
             spec, base_dir = self.set.embed.model_dump(), self.set.first.base_dir
             if self.engine == "local":
-                run_embed_local(pending, self.layout.shards, self.build, spec, base_dir, on_rows)
+                run_embed_local(items, pending, self.layout.shards, self.build, spec, base_dir, on_rows)
             else:
                 self._nodes["embed"] = run_embed(
-                    pending, self.layout.shards, self.build, spec, base_dir, self.set.embed.workers, on_rows
+                    items, pending, self.layout.shards, self.build, spec, base_dir, self.set.embed.workers, on_rows
                 )["nodes"]
         embed_seconds = clock.seconds
         self._units(
@@ -313,11 +312,14 @@ class Build:
         shutil.rmtree(self.build / "embeddings", ignore_errors=True)
         rate = total / embed_seconds if total else 0.0
         info = read_json(self.build / "embed" / "embedder.json")
+        earlier = sum(s["count"] for s in shards) - total
         return {
             "embedder": info,
             "passages": total,
+            "passages_earlier": earlier,
             "passages_per_s": rate,
-            "summary": f"{total:,} passages with {info['model']} (dim {info['dim']}), {rate:,.1f} passages/s",
+            "summary": f"{total:,} passages with {info['model']} (dim {info['dim']}), {rate:,.1f} passages/s"
+            + (f"; {earlier:,} embedded by an earlier run" if earlier else ""),
         }
 
     def _train(self, shards: list[dict[str, Any]]) -> dict[str, Any]:
@@ -393,6 +395,7 @@ class Build:
             "versions": _versions(),
         }
         catalog["recall"] = recall_summary(self.layout.root, catalog=catalog)  # recall@10 at the default nprobe
+        crash_if_asked("catalog", 1)  # everything but datastore.json is written
         write_json(self.layout.catalog, catalog)
         return {"catalog": catalog, "summary": f"{self.layout.catalog}"}
 

@@ -13,8 +13,8 @@ import pyarrow as pa
 
 from massiveds.embed import Embedder
 from massiveds.layout import write_json
-from pipelines.runtime import count_nodes, current_node
-from pipelines.units import read_passage_range, write_embeddings_part
+from pipelines.runtime import WORKER_RETRIES, count_nodes, crash_if_asked, current_node, exit_worker_if_asked
+from pipelines.units import missing_rows, read_passage_range, write_embeddings_part
 
 #: Rows read per input block; each actor call gets ``ACTOR_BATCHES`` model batches at once so that
 #: sentence-transformers' length sorting inside ``encode`` has room to cut padding.
@@ -45,6 +45,7 @@ class EmbedActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         vectors = self.embedder.encode_passages([str(t) for t in batch["text"]])
+        exit_worker_if_asked("embed")
         return {"passage_id": batch["passage_id"], "vector": vectors.astype(np.float16), "node": np.full(len(vectors), self.node)}
 
 
@@ -75,13 +76,20 @@ def pool_shape(device: str) -> tuple[int, int, int]:
 
 
 def run_embed_local(
-    shards: list[dict[str, Any]], shards_dir: Path, build: Path, spec: dict[str, Any], base_dir: Path, on_rows: Callable[[int], None]
+    items: list[dict[str, Any]],
+    shards: list[dict[str, Any]],
+    shards_dir: Path,
+    build: Path,
+    spec: dict[str, Any],
+    base_dir: Path,
+    on_rows: Callable[[int], None],
 ) -> dict[str, int]:
     """The embed stage in this process: the same reads, model calls and writes, without Ray."""
     actor = EmbedActor(**_actor_config(spec, base_dir, build, threads=0))
     written: dict[str, int] = {}
     block = spec["batch_size"] * ACTOR_BATCHES
-    for item in _items(shards):
+    parts = 0
+    for item in items:
         table = read_passage_range(item, shards_dir)
         for start in range(0, table.num_rows, block):
             piece = table.slice(start, block)
@@ -91,14 +99,18 @@ def run_embed_local(
             for part in write_embeddings_part(out["passage_id"], out["vector"], shards, build):
                 written[part["shard"]] = written.get(part["shard"], 0) + part["rows"]
                 on_rows(part["rows"])
+                parts += 1
+                crash_if_asked("embed", parts)
     return written
 
 
-def _items(shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def embed_items(shards: list[dict[str, Any]], build: Path) -> list[dict[str, Any]]:
+    """The embed stage's input blocks: the shards' rows that no embedding part covers, at most ``READ_ROWS`` each."""
     return [
-        {"shard": s["name"], "start": start, "stop": min(start + READ_ROWS, s["count"])}
+        {"shard": s["name"], "start": start, "stop": min(start + READ_ROWS, stop)}
         for s in shards
-        for start in range(0, s["count"], READ_ROWS)
+        for lo, stop in missing_rows(s, build)
+        for start in range(lo, stop, READ_ROWS)
     ]
 
 
@@ -107,6 +119,7 @@ def _actor_config(spec: dict[str, Any], base_dir: Path, build: Path, threads: in
 
 
 def run_embed(
+    items: list[dict[str, Any]],
     shards: list[dict[str, Any]],
     shards_dir: Path,
     build: Path,
@@ -115,19 +128,23 @@ def run_embed(
     workers: int | str,
     on_rows: Callable[[int], None],
 ) -> dict[str, dict[str, int]]:
-    """Embed every passage of ``shards``; returns rows written per shard (``shards``) and per Ray node (``nodes``)."""
+    """Embed the passages of ``items`` (blocks of ``shards``); returns rows written per shard (``shards``) and per Ray node (``nodes``).
+
+    A task whose worker dies is run again, and a dead model actor is restarted and its batch retried
+    (``WORKER_RETRIES`` times); a batch's parts are written by the task after it, so none is half-written.
+    """
     import ray
 
     actors, gpus, threads = pool_shape(spec["device"])
     if workers != "auto":
         actors = int(workers)
-    items = _items(shards)
     ds: ray.data.Dataset = ray.data.from_items([{"item": json.dumps(i)} for i in items], override_num_blocks=max(1, len(items)))
     ds = ds.map_batches(
         _read,  # type: ignore[arg-type]
         batch_size=1,
         batch_format="pyarrow",
         fn_kwargs={"shards_dir": str(shards_dir)},
+        max_retries=WORKER_RETRIES,
     )
     ds = ds.map_batches(
         EmbedActor,
@@ -137,17 +154,21 @@ def run_embed(
         fn_constructor_kwargs=_actor_config(spec, base_dir, build, threads),
         num_gpus=gpus,
         num_cpus=1,
+        max_restarts=WORKER_RETRIES,
+        max_task_retries=WORKER_RETRIES,
     )
     ds = ds.map_batches(
         _write,  # type: ignore[arg-type]
         batch_size=None,
         batch_format="numpy",
         fn_kwargs={"shards": shards, "build": str(build)},
+        max_retries=WORKER_RETRIES,
     )
     written: dict[str, int] = {}
     nodes: dict[str, int] = {}
-    for row in ds.iter_rows():
+    for parts, row in enumerate(ds.iter_rows(), start=1):
         written[row["shard"]] = written.get(row["shard"], 0) + int(row["rows"])
         count_nodes(nodes, row["node"] or None, int(row["rows"]))
         on_rows(int(row["rows"]))
+        crash_if_asked("embed", parts)
     return {"shards": written, "nodes": nodes}

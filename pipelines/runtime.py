@@ -20,12 +20,21 @@ from massiveds.layout import read_json, write_json
 WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false"}
 #: Key of a unit's result (and marker) naming the Ray node that ran it.
 NODE_KEY = "node"
-PASS_THROUGH_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "SENTENCE_TRANSFORMERS_HOME", "OMP_NUM_THREADS")
+PASS_THROUGH_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "SENTENCE_TRANSFORMERS_HOME", "OMP_NUM_THREADS",
+                    "MASSIVEDS_WORKER_EXIT")
+#: A task whose worker process dies (killed, out of memory, node lost) is run again this many times, and an
+#: actor is restarted this many times, before the build stops with an error (a re-run then resumes).
+#: Ray Data's own default is to retry forever, which turns a unit that always kills its worker into a hang.
+WORKER_RETRIES = 3
 
 
 @contextlib.contextmanager
 def ray_runtime(address: str | None = None) -> Iterator[None]:
-    """A local Ray instance by default, or the cluster at ``address`` / ``RAY_ADDRESS``; shut down if we started it."""
+    """A new local Ray instance by default, or the cluster at ``address`` / ``RAY_ADDRESS``; shut down if we started it.
+
+    Without an address the build starts its own Ray ("local") rather than joining whatever Ray happens to be
+    running on the machine, so its workers are its own children: they see its environment and die with it.
+    """
     # Our progress bars and summary replace Ray Data's per-dataset log lines (read when ray.data is imported).
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
     import ray
@@ -34,7 +43,7 @@ def ray_runtime(address: str | None = None) -> Iterator[None]:
     started = not ray.is_initialized()
     if started:
         ray.init(
-            address=address or os.environ.get("RAY_ADDRESS"),
+            address=address or os.environ.get("RAY_ADDRESS") or "local",
             include_dashboard=False,
             logging_level=logging.ERROR,
             log_to_driver=False,
@@ -59,9 +68,12 @@ def current_node() -> str | None:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
-def _apply_units(batch: pa.Table, fn: Callable[..., dict[str, Any]], kwargs: dict[str, Any]) -> pa.Table:
+def _apply_units(batch: pa.Table, step: str, fn: Callable[..., dict[str, Any]], kwargs: dict[str, Any]) -> pa.Table:
     node = current_node()
-    results = [json.dumps(fn(json.loads(item), **kwargs) | {NODE_KEY: node}) for item in batch.column("item").to_pylist()]
+    results = []
+    for item in batch.column("item").to_pylist():
+        results.append(json.dumps(fn(json.loads(item), **kwargs) | {NODE_KEY: node}))
+        exit_worker_if_asked(step)
     return pa.table({"result": pa.array(results, pa.string())})
 
 
@@ -108,14 +120,14 @@ def run_units(
         import ray
 
         ds: ray.data.Dataset = ray.data.from_items([{"item": json.dumps(i)} for i in todo], override_num_blocks=len(todo))
-        remote_args: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+        remote_args: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": WORKER_RETRIES}
         if memory:
             remote_args["memory"] = memory
         ds = ds.map_batches(
             _apply_units,  # type: ignore[arg-type]
             batch_size=1,
             batch_format="pyarrow",
-            fn_kwargs={"fn": fn, "kwargs": kwargs},
+            fn_kwargs={"step": name, "fn": fn, "kwargs": kwargs},
             **remote_args,
         )
         for row in ds.iter_rows():
@@ -138,6 +150,28 @@ def count_nodes(nodes: dict[str, int], node: str | None, n: int = 1) -> None:
     """Add ``n`` to ``nodes[node]`` (units or passages a Ray node did); nothing outside Ray."""
     if node is not None:
         nodes[node] = nodes.get(node, 0) + n
+
+
+#: Fault injection for the worker-death tests: ``MASSIVEDS_WORKER_EXIT=<step>[,<step>...]:<folder>`` makes the
+#: first worker process that finishes a unit (or an embedding batch) of each named step exit at once, before
+#: returning its result, as a worker killed by the OS would. ``<folder>/<step>`` (holding the worker's pid)
+#: records the death, so the retried unit runs normally. Under ``--engine local`` the worker is the build itself.
+WORKER_EXIT = "MASSIVEDS_WORKER_EXIT"
+
+
+def exit_worker_if_asked(step: str) -> None:
+    """Exit this process if ``MASSIVEDS_WORKER_EXIT`` names this step and no worker has died in it yet (a no-op otherwise)."""
+    steps, _, folder = os.environ.get(WORKER_EXIT, "").partition(":")
+    if step not in steps.split(",") or not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(Path(folder) / step, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # only one worker wins, even in parallel
+    except FileExistsError:
+        return
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    os._exit(1)
 
 
 class Stopwatch:

@@ -239,6 +239,16 @@ def write_embeddings_part(ids: np.ndarray, vectors: np.ndarray, shards: list[dic
     return out
 
 
+def missing_rows(shard: dict[str, Any], build: Path) -> list[tuple[int, int]]:
+    """Row ranges ``[start, stop)`` of a shard that no embedding part covers yet: a killed build's parts are kept."""
+    covered = np.zeros(shard["count"], dtype=bool)
+    for part in (build / "embeddings" / shard["name"]).glob("*.npz"):
+        with np.load(part, allow_pickle=False) as z:
+            covered[z["ids"] - shard["id_start"]] = True
+    edges = np.flatnonzero(np.diff(np.concatenate([[True], covered, [True]]).astype(np.int8)))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
 def consolidate_vectors_unit(shard: dict[str, Any], build: Path, paths: dict[str, str]) -> dict[str, Any]:
     """Gather a shard's embedding parts into one fp16 ``vectors.npy`` in id order, checking none is missing."""
     dest = Path(paths[shard["name"]])

@@ -31,7 +31,7 @@ def write_small_manifest(folder: Path) -> Path:
         shutil.copy(REPO / "manifests/examples/data/jargon" / name, data / name)
     manifest = folder / "small.yaml"
     manifest.write_text(
-        "name: small\ndomain: wiki\nsources:\n  - uri: data/*.jsonl.zst\n    id_field: id\n    title_field: title\n"
+        "name: small\ndomain: wiki\nsources:\n  - uri: data/*.jsonl.zst\n    name: jargon\n    id_field: id\n    title_field: title\n"
         "chunk: {size: 96, min_size: 16}\nshards: {target_passages: 120}\n"
     )
     return manifest

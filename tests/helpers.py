@@ -85,9 +85,9 @@ def head_rows(path: Path, n: int) -> list[dict[str, Any]]:
     return rows
 
 
-def massiveds(*args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a fresh process (so every build starts and stops its own Ray)."""
-    env = os.environ | {"COLUMNS": "200"}
+def massiveds(*args: str, check: bool = True, timeout: int = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a fresh process (so every build starts and stops its own Ray), with ``env`` added to ours."""
+    env = os.environ | {"COLUMNS": "200"} | (env or {})
     proc = subprocess.run([sys.executable, "-m", "massiveds.cli", *args], capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"massiveds {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

@@ -1,4 +1,10 @@
-"""A build killed mid-way (all its processes, as a crash would) and re-run ends with the same datastore."""
+"""A build killed mid-way (all its processes, as a crash would) and re-run ends with the same datastore.
+
+Kill points (``MASSIVEDS_CRASH_AFTER=<step>:<n>``): extract, near dedup, chunk and index on Ray
+(``test_crash_inside_a_stage_then_resume``); download, exact dedup (map and reduce), shard, embed, vector
+consolidation, train, index and catalog with ``--engine local`` (``test_killed_at_every_stage_in_turn``).
+Ray worker deaths (``MASSIVEDS_WORKER_EXIT``) while embedding and adding to the index: ``test_ray_worker_deaths``.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,11 @@ import numpy as np
 import pytest
 
 import massiveds
+from massiveds.index import read_index
+from tests.conftest import write_small_manifest
+from tests.helpers import REPO
 from tests.helpers import massiveds as cli
+from tests.servers import file_server
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +37,15 @@ def snapshot(out: Path) -> dict:
     passages = ds.passages(list(range(ds.num_passages)))
     vectors = np.concatenate([np.load(out / "shards" / s["name"] / "vectors.npy") for s in catalog["shards"]]).astype(np.float32)
     hits = [[h["passage_id"] for h in q] for q in ds.search(QUERIES, k=5)]
-    counts = {k: catalog["build"][k] for k in ("records_read", "documents_kept", "dropped")}
+    counts = {k: catalog["build"][k] for k in ("records_read", "documents_kept", "dropped")} | {"domains": catalog["domains"]}
+    indexed = [read_index(out / "shards" / s["name"] / "index.faiss", mmap=False).ntotal for s in catalog["shards"]]
     return {
         "passages": passages,
         "vectors": vectors,
         "hits": hits,
         "counts": counts,
         "shards": [(s["name"], s["count"]) for s in catalog["shards"]],
+        "indexed": indexed,
     }
 
 
@@ -69,8 +81,10 @@ def kill_when(manifest: Path, out: Path, ready, timeout: float = 300, meanwhile=
 def assert_same_datastore(got_path: Path, want_path: Path) -> None:
     """Same passages, shards, counts, search results; vectors equal up to batch-dependent float noise."""
     want, got = snapshot(want_path), snapshot(got_path)
+    assert [p["passage_id"] for p in got["passages"]] == list(range(len(got["passages"])))  # none missing, none twice
     assert got["passages"] == want["passages"]
     assert got["shards"] == want["shards"] and got["counts"] == want["counts"]
+    assert got["indexed"] == [count for _, count in got["shards"]]  # every passage in its shard's index, once
     np.testing.assert_allclose(got["vectors"], want["vectors"], atol=2e-3)
     assert got["hits"] == want["hits"]
 
@@ -99,17 +113,80 @@ def test_local_engine_builds_the_same_datastore_as_ray(small_manifest: Path, sma
     assert_same_datastore(out, small_reference)
 
 
-@pytest.mark.parametrize("point", ["extract:1", "near-map:1", "chunk:1", "index:2"])
-def test_crash_inside_a_stage_then_resume(point: str, small_manifest: Path, small_reference: Path, tmp_path: Path) -> None:
-    """SIGKILL of the whole build right after one unit of a stage is recorded, then the same command again."""
-    out = tmp_path / "crashed"
-    step, _ = point.split(":")
-    proc = subprocess.run([sys.executable, "-m", "massiveds.cli", "build", str(small_manifest), "--out", str(out)],
+def crash(manifest: Path, out: Path, point: str, *args: str) -> None:
+    """Run the build with ``MASSIVEDS_CRASH_AFTER=point`` and check that it died there (SIGKILL of its process group)."""
+    proc = subprocess.run([sys.executable, "-m", "massiveds.cli", "build", str(manifest), "--out", str(out), *args],
                           env=os.environ | {"MASSIVEDS_CRASH_AFTER": point}, capture_output=True, start_new_session=True, timeout=600)
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert not (out / "datastore.json").exists()
-    stage = {"near-map": "near_dedup"}.get(step, step)
+    step = point.split(":")[0]
+    stage = {"near-map": "near_dedup", "dedup-map": "dedup", "vectors": "embed"}.get(step, step)
     assert not (out / "build" / stage / "_SUCCESS.json").exists()
     time.sleep(1)  # Ray's processes of the killed build are gone with its process group
+
+
+@pytest.mark.parametrize("point", ["extract:1", "near-map:1", "chunk:1", "index:2"])
+def test_crash_inside_a_stage_then_resume(point: str, small_manifest: Path, small_reference: Path, tmp_path: Path) -> None:
+    """SIGKILL of the whole build (driver and Ray) right after one unit of a stage is recorded, then the same command again."""
+    out = tmp_path / "crashed"
+    crash(small_manifest, out, point)
     cli("build", str(small_manifest), "--out", str(out))
+    assert_same_datastore(out, small_reference)
+
+
+#: Kill points in build order, one per stage step; ``--engine local`` runs units one by one, so each lands
+#: after exactly n units (or, for embed, n embedding parts; for catalog, once all but datastore.json is written).
+KILL_CHAIN = ["download:1", "dedup-map:1", "dedup:1", "shard:1", "embed:1", "vectors:1", "train:1", "index:1", "catalog:1"]
+
+
+def remote_small_manifest(folder: Path, url: str) -> Path:
+    """The small manifest with its two files fetched from ``url`` (a URL list), so that its build starts with a download."""
+    manifest = write_small_manifest(folder)
+    (folder / "urls.txt").write_text("".join(f"{url}/data/jargon-{n}.jsonl.zst\n" for n in range(2)))
+    manifest.write_text(manifest.read_text().replace("uri: data/*.jsonl.zst", "uri: urls.txt\n    uri_list: true"))
+    return manifest
+
+
+def test_killed_at_every_stage_in_turn_then_resumed(small_reference: Path, tmp_path: Path) -> None:
+    """One build directory killed at each point of KILL_CHAIN in turn, then finished: the same datastore.
+
+    Each re-run of the same command resumes the previous kill and is itself killed at the next point, so
+    every point is a kill followed by a resume, for the price of one build.
+    """
+    files = {f"/data/{p.name}": p.read_bytes() for p in sorted((REPO / "manifests/examples/data/jargon").glob("jargon-[01].jsonl.zst"))}
+    out = tmp_path / "ds"
+    with file_server(files) as srv:
+        manifest = remote_small_manifest(tmp_path, srv.url)
+        for point in KILL_CHAIN:
+            crash(manifest, out, point, "--engine", "local")
+            step, n = point.split(":")
+            build = out / "build"
+            if step == "embed":
+                [part] = list((build / "embeddings").rglob("*.npz"))
+                first_part = (part, part.stat().st_ino)
+            elif step == "catalog":
+                assert all((s / "shard.json").is_file() for s in (out / "shards").iterdir())
+            else:
+                stage = {"dedup-map": "dedup", "vectors": "embed"}.get(step, step)
+                markers = build / stage / "units" / (step if step != stage else "")
+                assert len(list(markers.glob("*.json"))) == int(n)
+            if step == "vectors":  # the part written before the embed kill was kept, not embedded again
+                assert first_part[0].stat().st_ino == first_part[1]
+        cli("build", str(manifest), "--out", str(out), "--engine", "local")
+        assert sorted(path for path, _ in srv.gets) == sorted(files)  # every file fetched once, across all the kills
+    embed = json.loads((out / "build" / "embed" / "_SUCCESS.json").read_text())
+    passages = json.loads((small_reference / "datastore.json").read_text())["domains"]["wiki"]["passages"]
+    assert embed["passages"] == 0 and embed["passages_earlier"] == passages  # no passage embedded twice
+    assert_same_datastore(out, small_reference)
+    assert not list(out.rglob(".*.tmp-*"))
+
+
+def test_ray_worker_deaths_while_embedding_and_indexing_are_retried(small_manifest: Path, small_reference: Path, tmp_path: Path) -> None:
+    """A model actor dies after embedding a batch and an index-add task's worker dies after its shard: both are redone."""
+    out, deaths = tmp_path / "ds", tmp_path / "deaths"
+    proc = cli("build", str(small_manifest), "--out", str(out), env={"MASSIVEDS_WORKER_EXIT": f"embed,index:{deaths}"})
+    assert "embed" in proc.stderr
+    driver = int((out / "build" / "lock").read_text().split()[1])
+    for step in ("embed", "index"):
+        assert int((deaths / step).read_text()) != driver  # a Ray worker wrote it just before it exited
     assert_same_datastore(out, small_reference)
