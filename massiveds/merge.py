@@ -114,7 +114,6 @@ def merge(sources: list[Path], out: Path, copy: bool = False, on_shard: Callable
         "domains": {d: dict(c) for d, c in domains.items()},
         "build": {"dropped": dict(sorted(dropped.items()))},
         "merged_from": [{"name": c["name"], "catalog_sha256": sha256_file(DatastoreLayout(p).catalog)} for p, c in catalogs],
-        "merge": {"shards": "copied" if copy else "referenced"},
         "manifests": [m for _, c in catalogs for m in c.get("manifests", [])],
         "versions": first.get("versions", {}),
     }
