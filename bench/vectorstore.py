@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import itertools
 
 from massiveds.index import IndexPlan
-from massiveds.layout import FORMAT_VERSION, DatastoreLayout, shard_name, write_json
+from massiveds.layout import FORMAT_VERSION, DatastoreLayout, file_record, shard_name, write_json
 from pipelines.units import add_shard_unit, train_unit
 
 
@@ -80,9 +80,13 @@ def write_vector_datastore(
     catalog = {
         "format_version": FORMAT_VERSION,
         "name": root.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "embedder": {"model": "synthetic", "dim": plan.dim, "normalize": True},
         "index": plan.to_dict(),
+        "chunk": None,
+        "trained_index": {"file": layout.trained_index.name} | file_record(layout.trained_index),
         "shards": [{k: s[k] for k in ("name", "domain", "id_start", "count")} for s in shards],
+        "domains": {domain: {"passages": len(vectors), "shards": n_shards}},
     }
     write_json(layout.catalog, catalog)
     return {"catalog": catalog, "train_s": train_s, "add_s": add_s}

@@ -218,6 +218,14 @@ def inspect(
     if stats["subsample"]:
         sub = stats["subsample"]
         out.print(f"subsample of {sub['parent']['name']} at fraction {sub['fraction']} (seed {sub['seed']})")
+    if stats["merged_from"]:
+        referenced = [s for s in stats["shards"] if s["folder"]]
+        out.print(f"merge of {', '.join(m['name'] for m in stats['merged_from'])}: "
+                  f"{len(referenced)} of {len(stats['shards'])} shards referenced in place", highlight=False)
+    missing = [s for s in stats["shards"] if not s["present"]]
+    if missing:
+        where = missing[0]["folder"] or f"shards/{missing[0]['name']}"
+        out.print(f"[bold red]{len(missing)} shard folder(s) missing[/], e.g. {where}", highlight=False)
     if plot is not None:
         out.print(f"plot written to {plot}")
 
@@ -411,8 +419,12 @@ def leakage(
 def merge(
     datastores: Annotated[list[Path], typer.Argument(help="datastores to merge (e.g. one per domain)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="new datastore directory")],
+    copy: Annotated[bool, typer.Option("--copy", help="copy the shards (ids renumbered): a self-contained datastore")] = False,
 ) -> None:
-    """Merge datastores built with the same embedder into one (shards copied, passage ids renumbered)."""
+    """Merge datastores built with the same embedder into one catalog with unique passage ids.
+
+    Shards are referenced in place (by a path relative to --out: move the datastores together), or copied with --copy.
+    """
     from massiveds.merge import merge as run_merge
     from massiveds.report import progress
 
@@ -420,11 +432,12 @@ def merge(
         total = sum(len(json.loads((d / "datastore.json").read_text())["shards"]) for d in datastores if (d / "datastore.json").is_file())
         with progress() as bar:
             task = bar.add_task("merge", total=total, rate="")
-            catalog = run_merge(list(datastores), out, on_shard=lambda _: bar.update(task, advance=1))
+            catalog = run_merge(list(datastores), out, copy=copy, on_shard=lambda _: bar.update(task, advance=1))
     except MassiveDSError as exc:
         _fail(str(exc))
         return
-    _print_domains(f"merged {len(datastores)} datastores", catalog)
+    how = "copied" if copy else "referenced in place"
+    _print_domains(f"merged {len(datastores)} datastores (shards {how})", catalog)
     console.print(f"datastore ready: {out}")
 
 

@@ -2,7 +2,10 @@
 
 Passage ids are contiguous per shard (the catalog gives each shard's ``id_start`` and ``count``),
 so an id leads to its shard by a binary search over the shard starts and to its row directly (also
-in the shard's fp16 ``vectors.npy``, which exact rerank reads memory-mapped). When the catalog
+in the shard's fp16 ``vectors.npy``, which exact rerank reads memory-mapped). A shard merged in place
+(``massiveds merge``) lives in another datastore's folder and its files hold that datastore's ids:
+its ``id_offset`` is added to the ids its index returns and to the passage ids it reads, so the
+merged datastore presents unique ids without rewriting any file. When the catalog
 records a merged index (``massiveds merge-index``), searches use it instead of the fan-out.
 Search options (domains, subsampling, dedup, decontamination, MMR, continuations) are in
 ``massiveds.search``; a shard whose files are missing or unreadable is skipped with a warning
@@ -43,6 +46,10 @@ class Shard:
     id_start: int
     count: int
     folder: Path
+    #: Added to the ids stored in the shard's files (its index and passages) to give the datastore's ids.
+    id_offset: int = 0
+    #: nprobe used when the search gives none (a merged datastore keeps each source's own).
+    nprobe: int | None = None
     _index: faiss.Index | None = field(default=None, repr=False)
     _passages: PassageFile | None = field(default=None, repr=False)
     _vectors: np.ndarray | None = field(default=None, repr=False)
@@ -88,8 +95,11 @@ class Datastore:
     def __init__(self, root: Path, catalog: dict[str, Any]) -> None:
         self.root = root
         self.catalog = catalog
+        layout = DatastoreLayout(root)
+        nprobe = catalog["index"].get("nprobe")
         self.shards = [
-            Shard(s["name"], s["domain"], int(s["id_start"]), int(s["count"]), root / "shards" / s["name"])
+            Shard(s["name"], s["domain"], int(s["id_start"]), int(s["count"]), layout.shard_folder(s), int(s.get("id_offset", 0)),
+                  s.get("nprobe", nprobe))
             for s in sorted(catalog["shards"], key=lambda s: int(s["id_start"]))
         ]
         self._starts = np.array([s.id_start for s in self.shards], dtype=np.int64)
@@ -139,13 +149,14 @@ class Datastore:
         """Approximate top-``k`` from the merged index or the fan-out over shards (ids -1, scores -inf pad)."""
         merged = self.merged_index
         if merged is not None:
-            set_nprobe(merged, nprobe)
+            set_nprobe(merged, nprobe or self.catalog["index"].get("nprobe"))
             scores, ids = merged.search(queries, min(k, self.num_passages))
             return np.where(ids < 0, -np.inf, scores), ids
 
         def one(shard: Shard) -> tuple[np.ndarray, np.ndarray]:
-            set_nprobe(shard.index, nprobe)
-            return shard.index.search(queries, min(k, shard.count))
+            set_nprobe(shard.index, nprobe or shard.nprobe)
+            scores, ids = shard.index.search(queries, min(k, shard.count))
+            return scores, (np.where(ids >= 0, ids + shard.id_offset, ids) if shard.id_offset else ids)
 
         workers = max(1, min(len(self.shards), os.cpu_count() or 1))
         if workers == 1:
@@ -194,7 +205,6 @@ class Datastore:
         and orders them by exact inner product with the stored fp16 vectors; the scores returned are then exact.
         """
         queries = as_float32(np.atleast_2d(queries))
-        nprobe = nprobe or self.catalog["index"].get("nprobe")
         if rerank is None:
             return self._candidates(queries, k, nprobe)
         if rerank != "exact":
@@ -215,6 +225,12 @@ class Datastore:
                 raise DatastoreError(f"passage id {pid} is not in datastore {self.name}")
             shard = self.shards[s]
             row = shard.passages.rows([pid - shard.id_start])[0]
+            if row["passage_id"] + shard.id_offset != pid:
+                raise DatastoreError(
+                    f"shard {shard.name}: row {pid - shard.id_start} holds passage {row['passage_id']}, the catalog expects "
+                    f"{pid - shard.id_offset}; its files changed since the catalog was written (run massiveds verify)"
+                )
+            row["passage_id"] = pid
             row["shard"] = shard.name
             out.append(row)
         return out
@@ -348,7 +364,7 @@ class Datastore:
 def _check_shard(shard: Shard) -> str | None:
     """Open a shard's index and passages; the reason it cannot be searched, or None."""
     if not shard.folder.is_dir():
-        return f"folder {shard.folder} is missing"
+        return f"folder {os.path.normpath(shard.folder)} is missing"
     for name in ("index.faiss", "passages.arrow"):
         if not (shard.folder / name).is_file():
             return f"{name} is missing"

@@ -14,8 +14,10 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+from massiveds.errors import DatastoreError
 
 CATALOG = "datastore.json"
 TRAINED_INDEX = "trained.faiss"
@@ -76,6 +78,25 @@ def shard_name(domain: str, number: int) -> str:
     return f"{domain}-{number:05d}"
 
 
+def shard_folder_rel(record: dict[str, Any]) -> str:
+    """Folder of a catalog shard record, relative to the datastore: ``shards/<name>``, or the ``folder`` it references.
+
+    A shard merged in place (``massiveds merge``) lives in its source datastore; the catalog records
+    that folder relative to the merged datastore, so the two can be moved together.
+    """
+    ref = record.get("folder")
+    if ref is None:
+        return f"shards/{record['name']}"
+    if not isinstance(ref, str) or not ref or PurePosixPath(ref).is_absolute() or Path(ref).is_absolute():
+        raise DatastoreError(f"shard {record['name']}: folder {ref!r} must be a path relative to the datastore")
+    return ref
+
+
+def stored_id_start(record: dict[str, Any]) -> int:
+    """First passage id stored in a shard's own files: ``id_start - id_offset`` (they differ for a shard merged in place)."""
+    return int(record["id_start"]) - int(record.get("id_offset", 0))
+
+
 class DatastoreLayout:
     """Paths of one datastore directory (see DESIGN.md, 'Datastore directory')."""
 
@@ -96,6 +117,14 @@ class DatastoreLayout:
 
     def shard(self, name: str) -> Path:
         return self.shards / name
+
+    def shard_folder(self, record: dict[str, Any]) -> Path:
+        """Where the files of a catalog shard record are (see ``shard_folder_rel``)."""
+        return self.root / shard_folder_rel(record)
+
+    def shard_trained(self, record: dict[str, Any]) -> Path:
+        """The trained, empty index a shard was built from (merged datastores keep one per source build)."""
+        return self.root / record.get("trained", TRAINED_INDEX)
 
     @property
     def build(self) -> Path:

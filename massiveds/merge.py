@@ -1,14 +1,20 @@
 """Merge datastores (e.g. one build per domain) into one: one catalog over all their shards.
 
 Embedders must be identical (model, dimension, normalisation, max length, prefixes): vectors from
-different embedders are not comparable, so such a merge is refused. Shards are copied with their
-passage ids renumbered to stay unique and contiguous (index entries are copied, never re-encoded:
-see ``massiveds.subsample.rewrite_shard``). Each source's trained index is kept beside its shards.
+different embedders are not comparable, so such a merge is refused. Passage ids of the merge are
+unique and contiguous per shard, in source order. By default shards are referenced in place: the
+catalog records each shard's folder relative to the merged datastore (so the datastores can be
+moved together) and an ``id_offset`` that search adds to the ids stored in its files, which are
+left untouched. With ``copy`` the shards are copied with their ids renumbered (index entries are
+copied, never re-encoded: see ``massiveds.subsample.rewrite_shard``), making a self-contained
+datastore. Each source's trained index is copied beside the catalog, and each shard keeps its
+source's default nprobe (separately trained builds may differ).
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from massiveds.errors import MassiveDSError
-from massiveds.layout import DatastoreLayout, file_record, read_json, sha256_file, shard_name, write_json
-from massiveds.subsample import rewrite_shard, shard_trained_index
+from massiveds.layout import DatastoreLayout, file_record, read_json, sha256_file, shard_name, stored_id_start, write_json
+from massiveds.subsample import rewrite_shard
+from massiveds.verify import require_catalog_files
 
 EMBEDDER_KEYS = ("model", "dim", "normalize", "max_length", "query_prefix", "passage_prefix")
 
@@ -42,34 +49,49 @@ def check_embedders(catalogs: list[tuple[Path, dict[str, Any]]]) -> dict[str, An
     return first["embedder"]
 
 
-def merge(sources: list[Path], out: Path, on_shard: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Write the merge of ``sources`` to ``out``; returns the new catalog."""
+def _referenced(src: DatastoreLayout, dst: DatastoreLayout, shard: dict[str, Any], name: str, first_id: int) -> dict[str, Any]:
+    """The record of ``shard`` of ``src`` referenced in place by ``dst`` as shard ``name`` with ids from ``first_id`` on."""
+    folder = os.path.relpath(src.shard_folder(shard).resolve(), dst.root.resolve())
+    rest = {k: v for k, v in shard.items() if k not in ("name", "id_start", "id_offset", "folder")}
+    return {"name": name} | rest | {"id_start": first_id, "id_offset": first_id - stored_id_start(shard), "folder": Path(folder).as_posix()}
+
+
+def merge(sources: list[Path], out: Path, copy: bool = False, on_shard: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Write the merge of ``sources`` to ``out`` (shards referenced in place, or copied with ``copy``); returns the new catalog."""
     if len(sources) < 2:
         raise MassiveDSError("merge needs at least two datastores")
     catalogs = [(p, _load(p)) for p in sources]
     embedder = check_embedders(catalogs)
+    for path, catalog in catalogs:
+        require_catalog_files(path, catalog, "merge")
     dst = DatastoreLayout(out)
     if dst.root.exists() and any(dst.root.iterdir()):
         raise MassiveDSError(f"{out} exists and is not empty; choose a new --out")
-    dst.shards.mkdir(parents=True, exist_ok=True)
+    dst.root.mkdir(parents=True, exist_ok=True)
     per_domain: collections.Counter[str] = collections.Counter()
     shards, next_id = [], 0
     domains: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     dropped: collections.Counter[str] = collections.Counter()
     for i, (path, catalog) in enumerate(catalogs):
         src = DatastoreLayout(path)
+        nprobe = catalog["index"].get("nprobe")
         for shard in sorted(catalog["shards"], key=lambda s: s["id_start"]):
-            trained_rel = f"trained/{i:03d}-{Path(shard.get('trained', src.trained_index.name)).stem}.faiss"
+            trained = src.shard_trained(shard)
+            trained_rel = f"trained/{i:03d}-{trained.stem}.faiss"
             if not (dst.root / trained_rel).is_file():
                 (dst.root / trained_rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(shard_trained_index(src, shard), dst.root / trained_rel)
+                shutil.copyfile(trained, dst.root / trained_rel)
             name = shard_name(shard["domain"], per_domain[shard["domain"]])
             per_domain[shard["domain"]] += 1
-            everything = np.ones(shard["count"], dtype=bool)
-            trained = shard_trained_index(src, shard)
-            record = rewrite_shard(src.shard(shard["name"]), dst.shard(name), shard, everything, next_id, trained, name)
-            record |= {"trained": trained_rel, "merged_from": {"datastore": catalog["name"], "shard": shard["name"]}}
-            write_json(dst.shard(name) / "shard.json", record)
+            if copy:
+                everything = np.ones(shard["count"], dtype=bool)
+                record = rewrite_shard(src.shard_folder(shard), dst.shard(name), shard, everything, next_id, trained, name)
+            else:
+                record = _referenced(src, dst, shard, name, next_id)
+            record |= {"trained": trained_rel, "nprobe": shard.get("nprobe", nprobe),
+                       "merged_from": {"datastore": catalog["name"], "shard": shard["name"]}}
+            if copy:
+                write_json(dst.shard(name) / "shard.json", record)
             shards.append(record)
             next_id += record["count"]
             if on_shard:
@@ -87,6 +109,7 @@ def merge(sources: list[Path], out: Path, on_shard: Callable[[str], None] | None
         "index": first["index"] | {"merged_plans": [c["index"] for _, c in catalogs]},
         "chunk": first["chunk"],
         "trained_index": {"file": dst.trained_index.name} | file_record(dst.trained_index),
+        "trained_indexes": [{"file": rel} | file_record(dst.root / rel) for rel in sorted({s["trained"] for s in shards})],
         "shards": shards,
         "domains": {d: dict(c) for d, c in domains.items()},
         "build": {"dropped": dict(sorted(dropped.items()))},

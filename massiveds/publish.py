@@ -7,6 +7,11 @@ a half-published one is never taken for complete; re-publishing a changed datast
 ``datastore.json`` first. A file already at the destination with the right size and sha256 is
 skipped, so an interrupted publish resumes where it stopped.
 
+A published datastore is self-contained: the shards a merged datastore references in place
+(``massiveds merge`` without ``--copy``) are uploaded as its own ``shards/<name>/`` files, and the
+published ``datastore.json`` drops their ``folder`` (keeping their ``id_offset``, so ids are the
+same). ``pull`` refuses a catalog that references folders outside the datastore.
+
 Where the destination's sha256 comes from: a local folder is hashed; on S3 the digest is stored as
 object metadata (``x-amz-meta-sha256``) at upload; on the Hub it is the LFS sha256; otherwise the
 object is read back and hashed.
@@ -34,7 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from massiveds.errors import DatastoreError, MassiveDSError
-from massiveds.layout import CATALOG, atomic_path, sha256_file, write_json
+from massiveds.layout import CATALOG, atomic_path, sha256_file, shard_folder_rel, write_json
 from massiveds.sources.fetch import DEFAULT_POLICY, FetchError, RetryPolicy, describe, fetch, is_transient
 from massiveds.verify import CHECKSUMS, catalog_files, present_files, read_catalog, verify
 
@@ -82,8 +87,7 @@ def _hash_range(path: Path, offset: int, length: int) -> str:
     return h.hexdigest()
 
 
-def _entry(root: Path, rel: str, part_size: int | None) -> dict[str, Any]:
-    path = root / rel
+def _entry(path: Path, part_size: int | None) -> dict[str, Any]:
     size = path.stat().st_size
     rec: dict[str, Any] = {"bytes": size, "sha256": sha256_file(path)}
     if part_size and size > part_size:
@@ -92,19 +96,46 @@ def _entry(root: Path, rel: str, part_size: int | None) -> dict[str, Any]:
     return rec
 
 
+def published_catalog(root: Path) -> bytes:
+    """The ``datastore.json`` to publish: the local one, without the ``folder`` of shards merged in place."""
+    raw = (root / CATALOG).read_bytes()
+    catalog = json.loads(raw)
+    if not any("folder" in s for s in catalog["shards"]):
+        return raw
+    catalog["shards"] = [{k: v for k, v in s.items() if k != "folder"} for s in catalog["shards"]]
+    return (json.dumps(catalog, indent=2) + "\n").encode()
+
+
+def published_files(root: Path, include_build: bool = False) -> dict[str, Path]:
+    """Every file to publish but the catalog and ``checksums.json``, by its path at the destination, with its local path.
+
+    The files of shards merged in place (all but their source's ``shard.json``) are published under ``shards/<name>/``,
+    so that the published datastore is self-contained.
+    """
+    files = {rel: root / rel for rel in present_files(root, include_build) if rel not in (CATALOG, CHECKSUMS)}
+    for shard in read_catalog(root)["shards"]:
+        if "folder" in shard:
+            folder = root / shard_folder_rel(shard)
+            files |= {f"shards/{shard['name']}/{p.name}": p for p in sorted(folder.iterdir())
+                      if p.is_file() and p.name != "shard.json" and not p.name.startswith(".")}
+    return files
+
+
 def checksums(root: str | Path, *, include_build: bool = False, part_size: int | None = None, workers: int = 4) -> dict[str, Any]:
-    """The ``checksums.json`` of a datastore: size and sha256 of every file; refuses a datastore that fails ``verify``."""
+    """The ``checksums.json`` of a datastore as published: size and sha256 of every file; refuses a datastore that fails ``verify``."""
     root = Path(root)
     problems = verify(root, hashes=False)
     if problems:
         raise DatastoreError(f"{root}: {len(problems)} problem(s), e.g. {problems[0]}; run massiveds verify {root}")
-    rels = [r for r in present_files(root, include_build) if r != CHECKSUMS]
+    local = published_files(root, include_build)
     with cf.ThreadPoolExecutor(max(1, workers)) as pool:
-        files = dict(zip(rels, pool.map(lambda r: _entry(root, r, part_size), rels), strict=True))
-    for e in catalog_files(read_catalog(root)):
+        files = dict(zip(local, pool.map(lambda r: _entry(local[r], part_size), local), strict=True))
+    catalog = published_catalog(root)
+    for e in catalog_files(json.loads(catalog)):
         if files[e.rel]["sha256"] != e.sha256:
-            raise DatastoreError(f"{root / e.rel}: sha256 differs from the catalog (altered); run massiveds verify {root}")
-    return {"format_version": 1, "name": read_catalog(root).get("name"), "part_size": part_size, "files": files}
+            raise DatastoreError(f"{local[e.rel]}: sha256 differs from the catalog (altered); run massiveds verify {root}")
+    files[CATALOG] = {"bytes": len(catalog), "sha256": hashlib.sha256(catalog).hexdigest()}
+    return {"format_version": 1, "name": read_catalog(root).get("name"), "part_size": part_size, "files": dict(sorted(files.items()))}
 
 
 def _pieces(listing: dict[str, Any], base: str) -> Iterator[Piece]:
@@ -219,6 +250,7 @@ def publish(
     root = Path(root)
     part_size = part_size or part_size_for(dest)
     listing = checksums(root, include_build=include_build, part_size=part_size, workers=workers)
+    local = published_files(root, include_build)
     fs, base = fsspec.core.url_to_fs(dest, **(storage_options or {}))
     base = base.rstrip("/")
     catalog_remote = f"{base}/{CATALOG}"
@@ -235,7 +267,7 @@ def publish(
             moved = False
         else:
             _retrying(f"upload of {piece.rel} to {fs.unstrip_protocol(piece.remote)}",
-                      lambda: _put(fs, root / piece.rel, piece, on_bytes), policy)
+                      lambda: _put(fs, local[piece.rel], piece, on_bytes), policy)
             moved = True
         if on_piece is not None:
             on_piece(piece, moved)
@@ -247,9 +279,11 @@ def publish(
     with tempfile.TemporaryDirectory(prefix="massiveds-publish-") as scratch:  # checksums.json next to last, the catalog last
         staged = Path(scratch) / CHECKSUMS
         staged.write_text(json.dumps(listing, indent=2) + "\n")
-        for rel, local in ((CHECKSUMS, staged), (CATALOG, root / CATALOG)):
-            last = Piece(rel, f"{base}/{rel}", 0, local.stat().st_size, sha256_file(local))
-            _retrying(f"upload of {rel}", lambda local=local, last=last: _put(fs, local, last, None), policy)  # type: ignore[misc]
+        catalog = Path(scratch) / CATALOG
+        catalog.write_bytes(published_catalog(root))
+        for rel, path in ((CHECKSUMS, staged), (CATALOG, catalog)):
+            last = Piece(rel, f"{base}/{rel}", 0, path.stat().st_size, sha256_file(path))
+            _retrying(f"upload of {rel}", lambda path=path, last=last: _put(fs, path, last, None), policy)  # type: ignore[misc]
     report.seconds = time.perf_counter() - clock
     return report
 
@@ -280,6 +314,9 @@ def pull(
         raise DatastoreError(f"{src}: no {CHECKSUMS}: not published by massiveds publish") from None
     if hashlib.sha256(catalog).hexdigest() != listing["files"][CATALOG]["sha256"]:
         raise DatastoreError(f"{src}: {CATALOG} does not match {CHECKSUMS} (a publish in progress?); try again later")
+    if any("folder" in s for s in json.loads(catalog).get("shards", [])):
+        raise DatastoreError(f"{src}: its {CATALOG} references shard folders outside the datastore; a published datastore is "
+                             f"self-contained, so no file outside {root} is read")
     scratch = root / "build" / "pull"
     report = TransferReport(files=len(listing["files"]), bytes=sum(r["bytes"] for r in listing["files"].values()))
     wanted = {rel: rec for rel, rec in listing["files"].items() if rel != CATALOG}

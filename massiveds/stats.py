@@ -24,7 +24,7 @@ def datastore_stats(path: str | Path) -> dict[str, Any]:
     catalog = read_json(layout.catalog)
     shards = []
     for s in sorted(catalog["shards"], key=lambda s: s["id_start"]):
-        folder = layout.shard(s["name"])
+        folder = layout.shard_folder(s)
         sizes = {kind: (folder / name).stat().st_size if (folder / name).is_file() else 0 for name, kind in FILE_KINDS.items()}
         balance = s.get("list_balance") or {}
         shards.append(
@@ -37,6 +37,8 @@ def datastore_stats(path: str | Path) -> dict[str, Any]:
                 "max_list": balance.get("max_list"),
                 "mean_list": balance.get("mean_list"),
                 "imbalance": balance.get("imbalance"),
+                "folder": s.get("folder"),
+                "present": folder.is_dir(),
             }
         )
     domains = {}
@@ -49,6 +51,7 @@ def datastore_stats(path: str | Path) -> dict[str, Any]:
         "index": catalog["index"],
         "recall": catalog.get("recall"),
         "subsample": catalog.get("subsample"),
+        "merged_from": catalog.get("merged_from"),
         "dropped": catalog.get("build", {}).get("dropped", {}),
         "domains": domains,
         "shards": shards,
@@ -56,9 +59,10 @@ def datastore_stats(path: str | Path) -> dict[str, Any]:
 
 
 def list_sizes(path: str | Path) -> np.ndarray:
-    """Sizes of every inverted list of every shard (empty for Flat datastores)."""
+    """Sizes of every inverted list of every shard present (empty for Flat datastores)."""
     layout = DatastoreLayout(path)
-    per_shard = [ivf_list_sizes(read_index(layout.shard(s["name"]) / "index.faiss")) for s in read_json(layout.catalog)["shards"]]
+    paths = [layout.shard_folder(s) / "index.faiss" for s in read_json(layout.catalog)["shards"]]
+    per_shard = [ivf_list_sizes(read_index(p)) for p in paths if p.is_file()]
     return np.concatenate([s for s in per_shard if s is not None] or [np.zeros(0, dtype=np.int64)])
 
 

@@ -3,7 +3,8 @@
 A document is kept iff ``h(seed, doc_id) < fraction`` (``massiveds.sampling``), so subsamples are
 nested and agree with query-time subsampling. Nothing is re-embedded or retrained: kept passages,
 their fp16 vectors and their index entries (IVF-PQ codes, or Flat vectors) are copied into new
-shards, with passage ids renumbered to stay contiguous per shard.
+shards, with passage ids renumbered to stay contiguous per shard. Shards a merged datastore references
+in place are read where they are; the subsample's shards are its own.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import pyarrow as pa
 
 from massiveds.errors import MassiveDSError
 from massiveds.index import list_balance, read_index, write_index
-from massiveds.layout import DatastoreLayout, atomic_path, file_record, read_json, sha256_file, write_json
+from massiveds.layout import DatastoreLayout, atomic_path, file_record, read_json, sha256_file, stored_id_start, write_json
 from massiveds.passages import PassageFile, write_passages
 from massiveds.sampling import check_fraction, keep_mask
+from massiveds.verify import require_catalog_files
 
 
 def _ivf_entries(ivf: faiss.IndexIVF, list_no: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,6 +88,7 @@ def rewrite_shard(src_dir: Path, dst_dir: Path, shard: dict[str, Any], mask: np.
 
     Passages, fp16 vectors and index entries are copied (never re-embedded or re-encoded); ``trained``
     is the empty trained index the shard was built from. Used by subsample (a mask) and merge (all rows).
+    The new shard is self-contained: a merged-in-place record's ``folder`` and ``id_offset`` are dropped.
     """
     passages = PassageFile(src_dir / "passages.arrow")
     kept = int(mask.sum())
@@ -97,12 +100,13 @@ def rewrite_shard(src_dir: Path, dst_dir: Path, shard: dict[str, Any], mask: np.
         with atomic_path(dst_dir / "vectors.npy") as tmp, tmp.open("wb") as f:
             np.save(f, np.ascontiguousarray(vectors[mask]), allow_pickle=False)
     index = subset_index(read_index(src_dir / "index.faiss", mmap=False), read_index(trained, mmap=False),
-                         lambda ids: new_rows[ids - shard["id_start"]])
+                         lambda ids: new_rows[ids - stored_id_start(shard)])
     write_index(index, dst_dir / "index.faiss")
     files = {p.name: file_record(p) for p in sorted(dst_dir.iterdir()) if p.is_file() and not p.name.startswith(".")}
     tokens = int(np.asarray(passages.column("n_tokens"), dtype=np.int64)[mask].sum())
     documents = int((mask & (np.asarray(passages.column("char_start")) == 0)).sum())  # a document's first passage starts at 0
-    record = {k: v for k, v in shard.items() if k not in ("files", "count", "id_start", "tokens", "list_balance")}
+    dropped = ("files", "count", "id_start", "tokens", "list_balance", "folder", "id_offset")
+    record = {k: v for k, v in shard.items() if k not in dropped}
     record |= {"name": name or shard["name"], "id_start": first_id, "count": kept, "tokens": tokens, "documents": documents,
                "list_balance": list_balance(index), "files": files}
     write_json(dst_dir / "shard.json", record)
@@ -111,16 +115,11 @@ def rewrite_shard(src_dir: Path, dst_dir: Path, shard: dict[str, Any], mask: np.
 
 def _subsample_shard(src: DatastoreLayout, dst: DatastoreLayout, shard: dict[str, Any], fraction: float, seed: int,
                      first_id: int) -> dict[str, Any] | None:
-    src_dir = src.shard(shard["name"])
+    src_dir = src.shard_folder(shard)
     mask = keep_mask(PassageFile(src_dir / "passages.arrow").column("doc_id"), fraction, seed)
     if not mask.any():
         return None
-    return rewrite_shard(src_dir, dst.shard(shard["name"]), shard, mask, first_id, shard_trained_index(src, shard))
-
-
-def shard_trained_index(layout: DatastoreLayout, shard: dict[str, Any]) -> Path:
-    """The trained, empty index a shard was built from (merged datastores keep one per source build)."""
-    return layout.root / shard.get("trained", layout.trained_index.name)
+    return rewrite_shard(src_dir, dst.shard(shard["name"]), shard, mask, first_id, src.shard_trained(shard))
 
 
 def subsample(source: Path, out: Path, fraction: float, seed: int, on_shard: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -132,6 +131,7 @@ def subsample(source: Path, out: Path, fraction: float, seed: int, on_shard: Cal
     if dst.root.exists() and any(dst.root.iterdir()):
         raise MassiveDSError(f"{out} exists and is not empty; choose a new --out")
     catalog = read_json(src.catalog)
+    require_catalog_files(src.root, catalog, "subsample")
     dst.shards.mkdir(parents=True, exist_ok=True)
     for rel in {src.trained_index.name} | {s["trained"] for s in catalog["shards"] if "trained" in s}:
         (dst.root / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -3,17 +3,20 @@
 The catalog (``datastore.json``) records ``trained.faiss`` and every shard file; a published or
 pulled datastore also carries ``checksums.json`` (see ``massiveds.publish``), which records every
 file, ``shard.json`` included. ``build/`` holds build state, not datastore files, and is not checked.
+A shard merged in place is checked where it lives (its ``folder``, relative to the datastore).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from massiveds.layout import CATALOG, sha256_file
+from massiveds.errors import DatastoreError
+from massiveds.layout import CATALOG, sha256_file, shard_folder_rel
 
 CHECKSUMS = "checksums.json"
 BUILD = "build"
@@ -34,15 +37,27 @@ def read_catalog(root: Path) -> dict[str, Any]:
 
 
 def catalog_files(catalog: dict[str, Any]) -> list[Expected]:
-    """The files a catalog records with their sizes and digests: the trained index and every shard file."""
+    """The files a catalog records with their sizes and digests: the trained index(es) and every shard file (where it lives)."""
     out = []
     trained = catalog.get("trained_index")
-    if trained:
-        out.append(Expected(trained["file"], int(trained["bytes"]), trained["sha256"]))
+    for rec in ([trained] if trained else []) + catalog.get("trained_indexes", []):  # a merge keeps one per source
+        out.append(Expected(rec["file"], int(rec["bytes"]), rec["sha256"]))
     for shard in catalog.get("shards", []):
         for name, rec in sorted(shard.get("files", {}).items()):
-            out.append(Expected(f"shards/{shard['name']}/{name}", int(rec["bytes"]), rec["sha256"]))
+            out.append(Expected(f"{shard_folder_rel(shard)}/{name}", int(rec["bytes"]), rec["sha256"]))
     return out
+
+
+def require_catalog_files(root: Path, catalog: dict[str, Any], action: str) -> None:
+    """Raise DatastoreError at the first shard folder or catalog file that is missing or not its recorded size (before ``action``)."""
+    for shard in catalog["shards"]:
+        if not (root / shard_folder_rel(shard)).is_dir():
+            raise DatastoreError(f"cannot {action} {root}: shard folder {os.path.normpath(root / shard_folder_rel(shard))} is missing")
+    for e in catalog_files(catalog):
+        path = root / e.rel
+        if not path.is_file() or path.stat().st_size != e.bytes:
+            what = "missing" if not path.is_file() else "not the size its catalog records"
+            raise DatastoreError(f"cannot {action} {root}: {os.path.normpath(path)} is {what}; run massiveds verify {root}")
 
 
 def checksum_files(root: Path) -> list[Expected] | None:
@@ -79,7 +94,7 @@ def verify(root: str | Path, *, hashes: bool = True, on_file: Callable[[str, int
     problems: list[str] = []
     try:
         recorded = catalog_files(catalog)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, DatastoreError) as exc:
         return [f"{CATALOG}: malformed shard or index record ({exc})"]
     listed = checksum_files(root)
     for e in recorded + [x for x in listed or [] if x.rel != CATALOG]:
@@ -109,6 +124,7 @@ def verify(root: str | Path, *, hashes: bool = True, on_file: Callable[[str, int
         if rel not in known and not (listed is None and rel.endswith("/shard.json") and rel.startswith("shards/")):
             problems.append(f"{rel}: present but not in the catalog")
     for shard in catalog.get("shards", []):
-        if not (root / "shards" / shard["name"]).is_dir():
-            problems.append(f"shards/{shard['name']}: shard folder missing")
+        rel = shard_folder_rel(shard)
+        if not (root / rel).is_dir():
+            problems.append(f"{rel}: shard folder missing" + (f" (shard {shard['name']}, merged in place)" if "folder" in shard else ""))
     return problems

@@ -14,6 +14,7 @@ from massiveds.datastore import Datastore
 from massiveds.errors import DatastoreError, MassiveDSError
 from massiveds.index import IndexPlan, add_vectors, plan_index, read_index, set_nprobe
 from massiveds.manifest import Index
+from massiveds.merge import merge
 from massiveds.merge_index import merge_index
 from massiveds.recall import evaluate, exact_topk, recall_summary, shard_sample
 from tests.helpers import massiveds as cli
@@ -107,6 +108,38 @@ def test_merge_index_refuses_flat_datastores(flat_store: Path) -> None:
         merge_index(flat_store)
     proc = cli("merge-index", str(flat_store), check=False)
     assert proc.returncode == 2 and "flat index" in proc.stderr
+
+
+def test_merge_index_of_a_merge_in_place_shifts_ids_and_refuses_separate_trainings(
+    ivf_store: Path, ivf_plan: IndexPlan, tmp_path: Path, vectors: np.ndarray
+) -> None:
+    other = clustered_vectors(N + 2000, DIM, seed=3, clusters=12, latent=8)[N:]  # more of the same topics, no duplicate
+    same, own = tmp_path / "same", tmp_path / "own"
+    write_vector_datastore(same, other, 2, ivf_plan, trained=ivf_store / "trained.faiss")  # ivf_store's trained index
+    write_vector_datastore(own, other, 2, plan_index(len(other), DIM, Index(type="ivfpq", nlist=16, pq_m=8, nbits=6, nprobe=16)))
+    q = np.asarray(other[:20], dtype=np.float32)
+    mixed = np.concatenate([q, np.asarray(vectors[:20], dtype=np.float32)])
+    itself = N + np.arange(20)  # each query vector of ``other`` at its id in the merge
+
+    merge([ivf_store, same], tmp_path / "m")
+    ds = Datastore.open(tmp_path / "m")
+    assert [s.id_offset for s in ds.shards] == [0, 0, 0, N, N]
+    assert (ds.search_vectors(q, 10, rerank="exact")[1][:, 0] == itself).all()
+    before = {p: ds.search_vectors(mixed, 20, nprobe=p) for p in (1, 8)}
+    record = merge_index(tmp_path / "m")
+    assert record["ntotal"] == N + len(other)
+    merged = Datastore.open(tmp_path / "m")
+    assert merged.merged_index is not None
+    for p, expected in before.items():
+        assert_same_results(merged.search_vectors(mixed, 20, nprobe=p), expected)
+    assert (merged.search_vectors(q, 10, rerank="exact")[1][:, 0] == itself).all()
+
+    merge([ivf_store, own], tmp_path / "mo")
+    ds = Datastore.open(tmp_path / "mo")
+    assert [s.nprobe for s in ds.shards] == [8, 8, 8, 16, 16]  # each source's own default nprobe
+    assert (ds.search_vectors(q, 10, rerank="exact")[1][:, 0] == itself).all()
+    with pytest.raises(DatastoreError, match="shards come from 2 separately trained builds"):
+        merge_index(tmp_path / "mo")
 
 
 def test_exact_topk_streams_to_the_brute_force_answer(ivf_store: Path, vectors: np.ndarray) -> None:
