@@ -154,7 +154,7 @@ def subsample(source: Path, out: Path, fraction: float, seed: int, on_shard: Cal
         d["tokens"] += s["tokens"]
         d["documents"] += s["documents"]
         d["shards"] += 1
-    new = dict(catalog)
+    new = {k: v for k, v in catalog.items() if k != "merged"}  # the parent's merged index is not copied: searches fan out
     new["shards"] = shards
     new["domains"] = domains
     new["trained_index"] = {"file": dst.trained_index.name} | file_record(dst.trained_index)
