@@ -2,8 +2,9 @@
 
 Kill points (``MASSIVEDS_CRASH_AFTER=<step>:<n>``): extract, near dedup, chunk and index on Ray
 (``test_crash_inside_a_stage_then_resume``); download, exact dedup (map and reduce), shard, embed, vector
-consolidation, train, index and catalog with ``--engine local`` (``test_killed_at_every_stage_in_turn``).
-Ray worker deaths (``MASSIVEDS_WORKER_EXIT``) while embedding and adding to the index: ``test_ray_worker_deaths``.
+consolidation, train, index and catalog with ``--engine local`` (``test_killed_at_every_stage_in_turn_then_resumed``).
+Ray worker deaths (``MASSIVEDS_WORKER_EXIT``) while embedding and adding to the index, on Ray
+(``test_ray_worker_deaths_while_embedding_and_indexing_are_retried``).
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ def test_local_engine_builds_the_same_datastore_as_ray(small_manifest: Path, sma
     assert_same_datastore(out, small_reference)
 
 
+#: The stage a step of the build belongs to, where the step has another name.
+STAGE_OF = {"near-map": "near_dedup", "dedup-map": "dedup", "vectors": "embed"}
+
+
 def crash(manifest: Path, out: Path, point: str, *args: str) -> None:
     """Run the build with ``MASSIVEDS_CRASH_AFTER=point`` and check that it died there (SIGKILL of its process group)."""
     proc = subprocess.run([sys.executable, "-m", "massiveds.cli", "build", str(manifest), "--out", str(out), *args],
@@ -120,8 +125,7 @@ def crash(manifest: Path, out: Path, point: str, *args: str) -> None:
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert not (out / "datastore.json").exists()
     step = point.split(":")[0]
-    stage = {"near-map": "near_dedup", "dedup-map": "dedup", "vectors": "embed"}.get(step, step)
-    assert not (out / "build" / stage / "_SUCCESS.json").exists()
+    assert not (out / "build" / STAGE_OF.get(step, step) / "_SUCCESS.json").exists()
     time.sleep(1)  # Ray's processes of the killed build are gone with its process group
 
 
@@ -163,15 +167,15 @@ def test_killed_at_every_stage_in_turn_then_resumed(small_reference: Path, tmp_p
             build = out / "build"
             if step == "embed":
                 [part] = list((build / "embeddings").rglob("*.npz"))
-                first_part = (part, part.stat().st_ino)
+                first_part = (part, (part.stat().st_ino, part.stat().st_mtime_ns))
             elif step == "catalog":
-                assert all((s / "shard.json").is_file() for s in (out / "shards").iterdir())
+                assert (out / "trained.faiss").is_file() and all((s / "shard.json").is_file() for s in (out / "shards").iterdir())
             else:
-                stage = {"dedup-map": "dedup", "vectors": "embed"}.get(step, step)
+                stage = STAGE_OF.get(step, step)
                 markers = build / stage / "units" / (step if step != stage else "")
                 assert len(list(markers.glob("*.json"))) == int(n)
             if step == "vectors":  # the part written before the embed kill was kept, not embedded again
-                assert first_part[0].stat().st_ino == first_part[1]
+                assert (first_part[0].stat().st_ino, first_part[0].stat().st_mtime_ns) == first_part[1]
         cli("build", str(manifest), "--out", str(out), "--engine", "local")
         assert sorted(path for path, _ in srv.gets) == sorted(files)  # every file fetched once, across all the kills
     embed = json.loads((out / "build" / "embed" / "_SUCCESS.json").read_text())
