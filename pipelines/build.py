@@ -43,7 +43,7 @@ from pipelines.decontaminate import run_decontaminate
 from pipelines.download import run_download
 from pipelines.embed_stage import embed_items, run_embed, run_embed_local
 from pipelines.near_dedup import run_near_dedup
-from pipelines.runtime import NODE_KEY, Stopwatch, count_nodes, crash_if_asked, ray_runtime, run_units
+from pipelines.runtime import NODE_KEY, WORKER_RETRIES, Stopwatch, count_nodes, crash_if_asked, ray_runtime, run_units, worker_death
 
 MAX_DEDUP_PARTITIONS = 64
 MAX_NEAR_PARTITIONS = 256
@@ -150,7 +150,15 @@ class Build:
             self._ray_started = True
         clock = Stopwatch()
         self._nodes = {}
-        result = fn()
+        try:
+            result = fn()
+        except Exception as exc:
+            if (death := worker_death(exc)) is None:
+                raise
+            raise MassiveDSError(
+                f"stage {name}: a Ray worker died more than {WORKER_RETRIES} times ({death}; out of memory or killed?); "
+                "finished work is kept: re-run the same command to resume (MASSIVEDS_WORKER_RETRIES allows more retries)"
+            ) from None
         result["seconds"] = clock.seconds
         if self._nodes:
             result["nodes"] = self._nodes

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,20 @@ PASS_THROUGH_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "SENTEN
 #: A task whose worker process dies (killed, out of memory, node lost) is run again this many times, and an
 #: actor is restarted this many times, before the build stops with an error (a re-run then resumes).
 #: Ray Data's own default is to retry forever, which turns a unit that always kills its worker into a hang.
-WORKER_RETRIES = 3
+#: ``MASSIVEDS_WORKER_RETRIES`` sets it (e.g. higher on preemptible nodes).
+WORKER_RETRIES = int(os.environ.get("MASSIVEDS_WORKER_RETRIES", "3"))
+#: Ray's errors for a worker, actor, node or object lost, rather than an exception raised by our code.
+WORKER_DEATHS = ("ActorDiedError", "RayActorError", "WorkerCrashedError", "OutOfMemoryError", "NodeDiedError", "ObjectLostError")
+
+
+def worker_death(exc: BaseException) -> str | None:
+    """The name of the Ray worker-death error in ``exc``'s chain, or None when it is something else."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if any(cls.__name__ in WORKER_DEATHS for cls in type(seen).__mro__):
+            return type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 @contextlib.contextmanager
@@ -37,6 +51,8 @@ def ray_runtime(address: str | None = None) -> Iterator[None]:
     """
     # Our progress bars and summary replace Ray Data's per-dataset log lines (read when ray.data is imported).
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    # Ray 2.60 deprecates passing max_retries / max_restarts through ray_remote_args but names no replacement.
+    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
     import ray
 
     env = dict(WORKER_ENV) | {k: os.environ[k] for k in PASS_THROUGH_ENV if k in os.environ}

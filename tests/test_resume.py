@@ -194,3 +194,14 @@ def test_ray_worker_deaths_while_embedding_and_indexing_are_retried(small_manife
     for step in ("embed", "index"):
         assert int((deaths / step).read_text()) != driver  # a Ray worker wrote it just before it exited
     assert_same_datastore(out, small_reference)
+
+
+def test_a_worker_that_keeps_dying_stops_the_build_with_one_line(small_manifest: Path, tmp_path: Path) -> None:
+    """With no retries left, a worker death ends the build with a one-line error naming the stage, not a Ray traceback."""
+    out = tmp_path / "ds"
+    env = {"MASSIVEDS_WORKER_EXIT": f"extract:{tmp_path / 'deaths'}", "MASSIVEDS_WORKER_RETRIES": "0"}
+    proc = cli("build", str(small_manifest), "--out", str(out), env=env, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]  # Ray's own logger prints the worker's traceback above it
+    assert last.startswith("error: stage extract: a Ray worker died more than 0 times") and "re-run the same command" in last
+    assert (tmp_path / "deaths" / "extract").is_file() and not (out / "build" / "extract" / "_SUCCESS.json").exists()
