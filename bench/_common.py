@@ -1,6 +1,6 @@
 """Shared by the benchmarks: run the CLI, read a catalog, read the shared text, measure a run, describe the machine.
 
-Standard library only at import time: ``bench/datatrove_minhash.py`` imports it under datatrove's own Python.
+Standard library only at import time: ``bench/_datatrove_minhash.py`` imports it under datatrove's own Python.
 """
 
 from __future__ import annotations

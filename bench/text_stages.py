@@ -35,7 +35,7 @@ cluster -> filter; 5-grams, 14 buckets x 8 hashes, seed 1, one worker) on the do
 stage gets (exported as JSONL, one file per documents part), and ours runs again with ``verify:
 none`` (LSH candidates linked unchecked, as datatrove does) for a like-for-like removed set.
 
-    PYTHONPATH=. python bench/text_stages.py [--scales 1,4,16] [--datatrove /tmp/dt-venv/bin/python]
+    python bench/text_stages.py [--scales 1,4,16] [--datatrove /tmp/dt-venv/bin/python]
 
 Not run by CI. With issue 4's ``bench/minhash.py`` (signatures + LSH vs datasketch) this is the dedup
 benchmark: per-core rates of the exact and MinHash stages and their peak RSS at each scale.
@@ -66,6 +66,8 @@ import zstandard
 from _common import REPO, load_average, machine, measured, run_measured, shared_rows
 from rich.console import Console
 
+sys.path.insert(0, str(REPO))  # this checkout's massiveds and pipelines, not an installed copy
+
 from massiveds.extract import reader_for
 from massiveds.manifest import load_manifest
 from massiveds.report import table
@@ -88,7 +90,7 @@ DATATROVE_STEPS = ("signatures", "buckets", "cluster", "filter")
 _WORD = re.compile(r"(?<![\\{&\w])[a-z]{3,}(?![\w}=;])")
 _TAG = re.compile(r"(<[^>]*>)")
 UNVERIFIED = "minhash, verify none"
-DRIVER = Path(__file__).resolve().parent / "datatrove_minhash.py"
+DRIVER = Path(__file__).resolve().parent / "_datatrove_minhash.py"
 
 
 # -- the scaled data -------------------------------------------------------------------------
@@ -437,7 +439,7 @@ def report(args: argparse.Namespace, results: dict[int, dict[str, Any]], load_be
         console.print("datatrove: not run (pass --datatrove with the python of a venv that has it; see the module doc)")
     console.print(f"load average (1/5/15 min) before: {load_before}, after: {load_average()}; date {dt.date.today()}")
     datatrove = f" --datatrove {args.datatrove} --datatrove-scales {','.join(map(str, args.datatrove_scales))}" if args.datatrove else ""
-    console.print(f"reproduce: PYTHONPATH=. python bench/text_stages.py --sources {args.sources} --scales {','.join(map(str, results))} "
+    console.print(f"reproduce: python bench/text_stages.py --sources {args.sources} --scales {','.join(map(str, results))} "
                   f"--rate {args.rate} "
                   f"--partition-mb {args.partition_bytes / 2**20:g} --small-partition-mb {args.small_partition_mb:g}{datatrove}")
 

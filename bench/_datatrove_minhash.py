@@ -2,7 +2,7 @@
 
 Runs under datatrove's own Python (a separate venv), so it imports nothing of massiveds:
 
-    /tmp/dt-venv/bin/python bench/datatrove_minhash.py {signatures,buckets,cluster,filter} --input DIR --work DIR --files N
+    /tmp/dt-venv/bin/python bench/_datatrove_minhash.py {signatures,buckets,cluster,filter} --input DIR --work DIR --files N
 
 Parameters match the build's near-dedup defaults: word 5-grams, 14 buckets x 8 hashes (112), seed 1;
 one worker, one task per input file (buckets: one per bucket; cluster: one). The last stdout line is
