@@ -281,14 +281,20 @@ def run_datatrove(python: str, inputs: Path, work: Path, files: list[list[int]])
         cmd = [python, str(DRIVER), step, "--input", str(inputs), "--work", str(work), "--files", str(len(files))]
         steps[step] = run_measured(cmd, os.environ | {"OMP_NUM_THREADS": "1"})
         _progress(f"{work.parent.name} datatrove {step}", steps[step])
-    removed, clustered = set(), set()
+    return steps, *datatrove_removed(work, files)
+
+
+def datatrove_removed(work: Path, files: list[list[int]]) -> tuple[set[int], set[int]]:
+    """(removed, clustered) ``_ord``s from datatrove's cluster step: per input file rank, ``.remove`` rows and ``.clusters`` (row, id)."""
+    removed: set[int] = set()
+    clustered: set[int] = set()
     for rank, ords in enumerate(files):
         for kind, into in (("remove", removed), ("clusters", clustered)):
             path = work / "remove" / f"{rank:06d}.{kind}"
             if path.is_file():
                 rows = np.fromfile(path, dtype="<u4")
                 into.update(ords[int(r)] for r in (rows if kind == "remove" else rows[0::2]))
-    return steps, removed, clustered
+    return removed, clustered
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -296,6 +302,10 @@ def run_datatrove(python: str, inputs: Path, work: Path, files: list[list[int]])
 
 def _agreement(a: set[int], b: set[int]) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def _covered(truth: set[int], found: set[int]) -> float:
+    return len(truth & found) / len(truth) if truth else 1.0
 
 
 def bench_scale(args: argparse.Namespace, scale: int) -> dict[str, Any]:
@@ -323,7 +333,7 @@ def bench_scale(args: argparse.Namespace, scale: int) -> dict[str, Any]:
         stages[f"minhash, {args.small_partition_mb:g} MiB partitions"] = run("minhash", int(args.small_partition_mb * 2**20))
         forget_near(build)
     stages["minhash"] = run("minhash")
-    removed, _ = near_removed(build)
+    removed, clustered = near_removed(build)
     stages["chunk"] = run("chunk")
     in_chunk = in_near & ~np.isin(ords, np.array(sorted(removed), np.int64))
     near_in = (in_near.sum(), sizes[in_near].sum())
@@ -337,6 +347,8 @@ def bench_scale(args: argparse.Namespace, scale: int) -> dict[str, Any]:
             "agree_removed_unverified": _agreement(unv_removed, dt_removed), "agree_removed_jaccard": _agreement(removed, dt_removed),
             "agree_clustered_unverified": _agreement(unv_clustered, dt_clustered),
             "clustered": (len(unv_clustered), len(dt_clustered)),
+            # of the documents our verified run clusters (links at true 5-gram Jaccard >= 0.8), the share each unverified run clusters
+            "covers_verified": (_covered(clustered, unv_clustered), _covered(clustered, dt_clustered)),
         }
     return json.loads(json.dumps(out, default=int))
 
@@ -416,7 +428,8 @@ def datatrove_rows(results: dict[int, dict[str, Any]]) -> tuple[list[tuple[Any, 
                          removed))
         notes.append(f"{scale}x removed-set agreement (Jaccard) with datatrove: verify none {d['agree_removed_unverified']:.3f}, "
                      f"verify jaccard {d['agree_removed_jaccard']:.3f}; documents in a duplicate cluster, verify none vs datatrove: "
-                     f"{d['agree_clustered_unverified']:.3f} ({d['clustered'][0]:,} vs {d['clustered'][1]:,})")
+                     f"{d['agree_clustered_unverified']:.3f} ({d['clustered'][0]:,} vs {d['clustered'][1]:,}); of the documents in "
+                     f"verified clusters, verify none clusters {d['covers_verified'][0]:.3f}, datatrove {d['covers_verified'][1]:.3f}")
     return rows, notes
 
 
