@@ -18,32 +18,27 @@ Run: ``python bench/minhash.py [--files biomed,wiki,...] [--copies 0.1]`` (needs
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import zstandard
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import shared_rows  # noqa: E402
+
 from massiveds.clean.minhash import MinHasher, bucket_edges, estimate_jaccard  # noqa: E402
 from massiveds.clean.ngrams import ngram_hashes_batch, words  # noqa: E402
 
-DATA = ROOT / ".." / "shared" / "data" / "jsonl"
 NGRAM, NUM_PERM, BANDS, THRESHOLD = 5, 112, 14, 0.8
 
 
 def load(files: list[str], copies: float, seed: int) -> list[str]:
     """Real texts from the shared files, plus planted exact and near copies of a fraction of them."""
-    texts = []
-    for name in files:
-        with open(DATA / f"{name}.jsonl.zst", "rb") as f:
-            raw = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read().decode("utf-8")
-        texts += [json.loads(line)["text"] for line in raw.split("\n") if line.strip()]
+    texts = [row["text"] for name in files for row in shared_rows(name)]
     rng = random.Random(seed)
     vocab = [w for t in texts[:200] for w in t.split()]
     planted = []

@@ -42,13 +42,9 @@ from pipelines import units
 from pipelines.decontaminate import run_decontaminate
 from pipelines.download import run_download
 from pipelines.embed_stage import embed_items, run_embed, run_embed_local
-from pipelines.near_dedup import run_near_dedup
+from pipelines.near_dedup import near_partitions, run_near_dedup
 from pipelines.runtime import NODE_KEY, WORKER_RETRIES, Stopwatch, count_nodes, crash_if_asked, ray_runtime, run_units, worker_death
 
-MAX_DEDUP_PARTITIONS = 64
-MAX_NEAR_PARTITIONS = 256
-#: Compressed documents per near-dedup partition: its reducers hold ~this much shingle payload in memory.
-NEAR_PARTITION_BYTES = 64 << 20
 #: ``s3://bucket/x`` as a ``Path`` reads ``s3:/bucket/x``: a scheme of two or more letters and a colon (not ``C:/``).
 URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 VERSIONED_PACKAGES = ("massiveds", "faiss-cpu", "faiss-gpu", "sentence-transformers", "torch", "transformers", "pyarrow", "ray")
@@ -227,19 +223,10 @@ class Build:
         }
 
     def _dedup(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        partitions = max(1, min(MAX_DEDUP_PARTITIONS, len(items)))
-        map_items = [{"unit": i["unit"]} for i in items]
-        self._units("dedup-map", units.dedup_map_unit, map_items, {"build": self.build, "partitions": partitions})
-        reduce_items = [{"unit": f"p{p:04d}", "partition": p} for p in range(partitions)]
-        results = self._units("dedup", units.dedup_reduce_unit, reduce_items, {"build": self.build})
-        dups = sum(r["duplicates"] for r in results)
-        shutil.rmtree(self.build / "dedup" / "keys", ignore_errors=True)
-        return {"duplicates": dups, "partitions": partitions, "summary": f"{dups:,} exact duplicates in {partitions} hash partitions"}
+        return units.run_exact_dedup(self._run_step, items, self.build)
 
     def _near_dedup(self, items: list[dict[str, Any]], near: NearDedup, removed: list[str]) -> dict[str, Any]:
-        docs_bytes = sum((self.build / "documents" / f"{i['unit']}.parquet").stat().st_size for i in items)
-        partitions = max(1, min(MAX_NEAR_PARTITIONS, math.ceil(docs_bytes / NEAR_PARTITION_BYTES), len(items) * 4))
-        return run_near_dedup(self._run_step, items, self.build, near, partitions, skip=removed)
+        return run_near_dedup(self._run_step, items, self.build, near, near_partitions(self.build, items), skip=removed)
 
     def _decontaminate(self, items: list[dict[str, Any]], removed: list[str]) -> dict[str, Any]:
         decon = self.set.decontaminate

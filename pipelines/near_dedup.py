@@ -26,6 +26,7 @@ corpus; the survivor of each cluster is its smallest ``_ord``, as in exact dedup
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -45,9 +46,7 @@ from massiveds.layout import atomic_path
 from massiveds.manifest import NearDedup
 from massiveds.schema import DROPPED
 from pipelines.removals import ord_file, removed_ords, unit_ord_range
-from pipelines.units import _documents, _PartWriter
-
-Runner = Callable[[str, Callable[..., dict[str, Any]], list[dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]
+from pipelines.units import Runner, _documents, _PartWriter
 
 NEAR = Path("dedup") / "near"
 BANDS = pa.schema([("key", pa.uint64()), ("_ord", pa.int64())])
@@ -57,6 +56,15 @@ CLUSTERS = pa.schema([("_ord", pa.int64()), ("cluster", pa.int64())])
 NEAR_DUPLICATES = DUPLICATES.append(pa.field("cluster", pa.int64()))
 #: Safety stop for the component rounds (each round halves path lengths; 64 steps is far beyond need).
 MAX_CC_STEPS = 64
+MAX_NEAR_PARTITIONS = 256
+#: Compressed documents per partition: its reducers hold ~this much shingle payload in memory.
+NEAR_PARTITION_BYTES = 64 << 20
+
+
+def near_partitions(build: Path, items: list[dict[str, Any]], partition_bytes: int = NEAR_PARTITION_BYTES) -> int:
+    """Hash partitions for the documents parts ``items``: ~``partition_bytes`` of compressed documents each, <= 4 per part."""
+    docs_bytes = sum((build / "documents" / f"{i['unit']}.parquet").stat().st_size for i in items)
+    return max(1, min(MAX_NEAR_PARTITIONS, math.ceil(docs_bytes / partition_bytes), len(items) * 4))
 
 
 def _payload_type(near: NearDedup) -> pa.DataType:

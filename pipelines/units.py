@@ -9,6 +9,7 @@ call them directly in one process.
 from __future__ import annotations
 
 import collections
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,10 @@ from massiveds.schema import DOCUMENTS, DROPPED, count_drops, dropped_table
 from pipelines.removals import removed_ords
 
 READ_BATCH = 2048
+MAX_DEDUP_PARTITIONS = 64
+
+#: Runs one step's units: ``run(step, fn, items, kwargs)`` calls ``fn(item, **kwargs)`` per item, returns the results in order.
+Runner = Callable[[str, Callable[..., dict[str, Any]], list[dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]
 
 
 class _PartWriter:
@@ -162,6 +167,16 @@ def spanner_for(manifest: Manifest, base_dir: Path | None = None) -> Callable[[s
     if manifest.chunk.unit == "tokens":
         return token_spanner(load_tokenizer(manifest.embed.model, base_dir))
     return word_spans
+
+
+def run_exact_dedup(run: Runner, items: list[dict[str, Any]], build: Path) -> dict[str, Any]:
+    """Exact dedup over the documents parts ``items``: map into one hash partition per part (at most 64), then reduce."""
+    partitions = max(1, min(MAX_DEDUP_PARTITIONS, len(items)))
+    run("dedup-map", dedup_map_unit, [{"unit": i["unit"]} for i in items], {"build": build, "partitions": partitions})
+    reduce_items = [{"unit": f"p{p:04d}", "partition": p} for p in range(partitions)]
+    dups = sum(r["duplicates"] for r in run("dedup", dedup_reduce_unit, reduce_items, {"build": build}))
+    shutil.rmtree(build / "dedup" / "keys", ignore_errors=True)
+    return {"duplicates": dups, "partitions": partitions, "summary": f"{dups:,} exact duplicates in {partitions} hash partitions"}
 
 
 def chunk_unit(inp: dict[str, Any], manifest: Manifest, build: Path, removed: list[str], base_dir: Path | None = None) -> dict[str, Any]:
