@@ -155,6 +155,16 @@ class Filters(_Strict):
     max_symbol_ratio: NonNegativeFloat | None = 0.5
     min_alpha_ratio: Fraction | None = 0.35
     max_repeated_line_fraction: Fraction | None = 0.5
+    max_record_bytes: PositiveInt | None = Field(
+        default=32 << 20,
+        description="a record larger than this (a JSON line, a page, a WARC record, a LaTeX project's sources, a text field) "
+        "is dropped as record_too_large without being read whole; plain text files are cut into parts instead",
+    )
+    max_expansion_ratio: Annotated[float, Field(ge=1)] | None = Field(
+        default=100.0,
+        description="a compressed input that expands past this many times its size (checked from 64 MiB on) is cut off "
+        "there as decompression_bomb; real text expands 3-10 times",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Filters:
