@@ -11,7 +11,7 @@ import hashlib
 import importlib.util
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -302,6 +302,26 @@ class Shards(_Strict):
     target_passages: PositiveInt = 1_000_000
 
 
+def leaves_folder(uri: str) -> bool:
+    """Whether a relative local path (or glob) climbs above its base folder with ``..``, at any step (lexically)."""
+    from massiveds.sources.uris import scheme_of
+
+    if scheme_of(uri) not in ("", "file"):
+        return False
+    path = uri.removeprefix("file://")
+    if PurePosixPath(path).is_absolute():
+        return False
+    depth = 0
+    for part in path.replace("\\", "/").split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", ".", "**"):  # ``**`` may stand for no folder at all
+            depth += 1
+    return False
+
+
 class Manifest(_Strict):
     """A whole build manifest (see DESIGN.md for the contract)."""
 
@@ -315,6 +335,17 @@ class Manifest(_Strict):
     embed: Embed = Embed()
     index: Index = Index()
     shards: Shards = Shards()
+    allow_paths_outside: bool = Field(
+        default=False,
+        description="let relative source and eval-set paths reach outside the manifest's folder with '..' "
+        "(absolute paths are always allowed)",
+    )
+
+    def paths_outside(self) -> list[tuple[str, str]]:
+        """(field, uri) of every relative local path that leads outside the manifest's folder."""
+        fields = [(f"sources[{i}].uri", s.uri) for i, s in enumerate(self.sources)]
+        fields += [(f"decontaminate.eval_sets[{i}].uri", e.uri) for i, e in enumerate(self.decontaminate.eval_sets)]
+        return [(name, uri) for name, uri in fields if leaves_folder(uri)]
 
 
 class LoadedManifest(BaseModel):
@@ -365,6 +396,12 @@ def load_manifest(path: str | Path) -> LoadedManifest:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
         raise ManifestError(_format_error(path, exc)) from None
+    if not manifest.allow_paths_outside and (outside := manifest.paths_outside()):
+        field, uri = outside[0]
+        raise ManifestError(
+            f"{path}: {field} {uri!r} leads outside the manifest's folder {path.resolve().parent}; "
+            "move the data under it, use an absolute path, or set allow_paths_outside: true"
+        )
     return LoadedManifest(manifest=manifest, path=path.resolve(), sha256=hashlib.sha256(raw).hexdigest())
 
 
