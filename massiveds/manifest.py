@@ -141,7 +141,8 @@ class Source(_Strict):
 
 
 class Filters(_Strict):
-    """Document-level filters applied after text normalisation (see massiveds.clean.quality).
+    """Document-level filters applied after text normalisation (see massiveds.clean.quality), and the
+    input limits the readers apply (see massiveds.extract.stream).
 
     Every quality threshold can be set to ``null`` to disable it. The defaults are loose enough to
     keep prose, reference text, LaTeX and source code (measured on the project's shared data) and
