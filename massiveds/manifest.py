@@ -11,7 +11,7 @@ import hashlib
 import importlib.util
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -141,7 +141,8 @@ class Source(_Strict):
 
 
 class Filters(_Strict):
-    """Document-level filters applied after text normalisation (see massiveds.clean.quality).
+    """Document-level filters applied after text normalisation (see massiveds.clean.quality), and the
+    input limits the readers apply (see massiveds.extract.stream).
 
     Every quality threshold can be set to ``null`` to disable it. The defaults are loose enough to
     keep prose, reference text, LaTeX and source code (measured on the project's shared data) and
@@ -155,6 +156,16 @@ class Filters(_Strict):
     max_symbol_ratio: NonNegativeFloat | None = 0.5
     min_alpha_ratio: Fraction | None = 0.35
     max_repeated_line_fraction: Fraction | None = 0.5
+    max_record_bytes: PositiveInt | None = Field(
+        default=32 << 20,
+        description="a record larger than this (a JSON line, a page, a WARC record, a LaTeX project's sources, a text field) "
+        "is dropped as record_too_large without being read whole; plain text files are cut into parts instead",
+    )
+    max_expansion_ratio: Annotated[float, Field(ge=1)] | None = Field(
+        default=100.0,
+        description="a compressed input that expands past this many times its size (checked from 64 MiB on) is cut off "
+        "there as decompression_bomb; real text expands 3-10 times",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Filters:
@@ -292,6 +303,26 @@ class Shards(_Strict):
     target_passages: PositiveInt = 1_000_000
 
 
+def leaves_folder(uri: str) -> bool:
+    """Whether a relative local path (or glob) climbs above its base folder with ``..``, at any step (lexically)."""
+    from massiveds.sources.uris import scheme_of
+
+    if scheme_of(uri) not in ("", "file"):
+        return False
+    path = uri.removeprefix("file://")
+    if PurePosixPath(path).is_absolute():
+        return False
+    depth = 0
+    for part in path.replace("\\", "/").split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", ".", "**"):  # ``**`` may stand for no folder at all
+            depth += 1
+    return False
+
+
 class Manifest(_Strict):
     """A whole build manifest (see DESIGN.md for the contract)."""
 
@@ -305,6 +336,17 @@ class Manifest(_Strict):
     embed: Embed = Embed()
     index: Index = Index()
     shards: Shards = Shards()
+    allow_paths_outside: bool = Field(
+        default=False,
+        description="let relative source and eval-set paths reach outside the manifest's folder with '..' "
+        "(absolute paths are always allowed)",
+    )
+
+    def paths_outside(self) -> list[tuple[str, str]]:
+        """(field, uri) of every relative local path that leads outside the manifest's folder."""
+        fields = [(f"sources[{i}].uri", s.uri) for i, s in enumerate(self.sources)]
+        fields += [(f"decontaminate.eval_sets[{i}].uri", e.uri) for i, e in enumerate(self.decontaminate.eval_sets)]
+        return [(name, uri) for name, uri in fields if leaves_folder(uri)]
 
 
 class LoadedManifest(BaseModel):
@@ -355,6 +397,12 @@ def load_manifest(path: str | Path) -> LoadedManifest:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
         raise ManifestError(_format_error(path, exc)) from None
+    if not manifest.allow_paths_outside and (outside := manifest.paths_outside()):
+        field, uri = outside[0]
+        raise ManifestError(
+            f"{path}: {field} {uri!r} leads outside the manifest's folder {path.resolve().parent}; "
+            "move the data under it, use an absolute path, or set allow_paths_outside: true"
+        )
     return LoadedManifest(manifest=manifest, path=path.resolve(), sha256=hashlib.sha256(raw).hexdigest())
 
 

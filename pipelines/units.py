@@ -25,6 +25,7 @@ from massiveds.clean.normalize import normalize_and_filter
 from massiveds.embed import load_tokenizer
 from massiveds.extract import reader_for
 from massiveds.extract.records import RawRecord, records_to_documents
+from massiveds.extract.stream import InputError, Limits
 from massiveds.index import IndexPlan, add_vectors, list_balance, read_index, train_index, write_index
 from massiveds.layout import atomic_path, file_record, write_json
 from massiveds.manifest import Manifest
@@ -67,13 +68,23 @@ def with_manifest(item: dict[str, Any], fn: Callable[..., dict[str, Any]], manif
     return fn(item, manifests[item["part"]], **kwargs)
 
 
+def _until_broken(records: Iterator[RawRecord], on_break: Callable[[Exception], None]) -> Iterator[RawRecord]:
+    """The records of a reader until it raises; the error goes to ``on_break`` (the caller's own errors are not caught)."""
+    try:
+        yield from records
+    except Exception as exc:  # a corrupt file must not stop the build: what was read is kept, the break recorded
+        on_break(exc)
+
+
 def extract_unit(inp: dict[str, Any], manifest: Manifest, build: Path) -> dict[str, Any]:
     """Read one input file, map it to documents, normalise and filter; write its documents and drops.
 
-    A file that breaks off mid-way (truncated, corrupt) keeps the documents read before the break
-    and records the break as a dropped entry with its position.
+    A file that breaks off mid-way (truncated, corrupt, a decompression bomb, binary) keeps the
+    documents read before the break and records the unread rest as one dropped entry with its
+    position, counted as one record read: ``read == kept + dropped`` for every file.
     """
     unit = inp["unit"]
+    limits = Limits.of(manifest.filters)
     docs_out = _PartWriter(build / "documents" / f"{unit}.parquet", DOCUMENTS)
     drops_out = _PartWriter(build / "dropped" / "extract" / f"{unit}.parquet", DROPPED)
     reasons: collections.Counter[str] = collections.Counter()
@@ -81,7 +92,7 @@ def extract_unit(inp: dict[str, Any], manifest: Manifest, build: Path) -> dict[s
     buffer: list[RawRecord] = []
 
     def flush() -> None:
-        docs, dropped = records_to_documents(buffer, inp, manifest.domain)
+        docs, dropped = records_to_documents(buffer, inp, manifest.domain, limits.max_record_bytes)
         kept, filtered = normalize_and_filter(docs, manifest.filters)
         for table in (dropped, filtered):
             drops_out.write(table)
@@ -89,27 +100,29 @@ def extract_unit(inp: dict[str, Any], manifest: Manifest, build: Path) -> dict[s
         docs_out.write(kept)
         buffer.clear()
 
+    def record_break(exc: Exception) -> None:
+        nonlocal read
+        broken = dropped_table(
+            [
+                {
+                    "doc_id": f"{inp['rel']}#after-{read}",
+                    "source": inp["source"],
+                    "stage": "extract",
+                    "reason": exc.reason if isinstance(exc, InputError) else "corrupt_file",
+                    "detail": f"{inp['rel']}: after {read:,} records: {type(exc).__name__}: {exc}"[:1000],
+                }
+            ]
+        )
+        drops_out.write(broken)
+        count_drops(broken, reasons)
+        read += 1  # the unread rest counts as one record, dropped
+
     try:
-        try:
-            for record in reader_for(inp["format"])(inp["path"]):
-                buffer.append(record)
-                read += 1
-                if len(buffer) >= READ_BATCH:
-                    flush()
-        except Exception as exc:  # a corrupt file must not stop the build: keep what was read, record where it broke
-            broken = dropped_table(
-                [
-                    {
-                        "doc_id": f"{inp['rel']}#after-{read}",
-                        "source": inp["source"],
-                        "stage": "extract",
-                        "reason": "corrupt_file",
-                        "detail": f"{inp['rel']}: {type(exc).__name__}: {exc}"[:1000],
-                    }
-                ]
-            )
-            drops_out.write(broken)
-            count_drops(broken, reasons)
+        for record in _until_broken(reader_for(inp["format"])(inp["path"], limits), record_break):
+            buffer.append(record)
+            read += 1
+            if len(buffer) >= READ_BATCH:
+                flush()
         flush()
     except BaseException as exc:
         docs_out.abort(exc)

@@ -15,6 +15,7 @@ import pytest
 from massiveds.clean.normalize import normalize_and_filter
 from massiveds.extract import reader_for
 from massiveds.extract.records import records_to_documents
+from massiveds.extract.stream import Limits
 from massiveds.manifest import Filters, Source
 from massiveds.sources.files import InputFile
 
@@ -54,8 +55,10 @@ def input_for(path: Path, fmt: str, **source: Any) -> dict[str, Any]:
 def extract(path: Path, fmt: str, filters: Filters | None = None, **source: Any) -> Extraction:
     """Read, map and filter one input like ``pipelines.units.extract_unit`` (without writing files)."""
     inp = input_for(path, fmt, **source)
-    docs, dropped = records_to_documents(list(reader_for(fmt)(str(path))), inp, "test")
-    kept, filtered = normalize_and_filter(docs, filters or Filters())
+    filters = filters or Filters()
+    limits = Limits.of(filters)
+    docs, dropped = records_to_documents(list(reader_for(fmt)(str(path), limits)), inp, "test", limits.max_record_bytes)
+    kept, filtered = normalize_and_filter(docs, filters)
     rows = kept.to_pylist()
     for row in rows:
         row["meta"] = json.loads(row["meta"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import socket
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from massiveds.sources.plan import download_cache, plan_downloads
 from pipelines.download import run_download, run_threads
 from pipelines.units import extract_unit
 from tests.helpers import REPO, head_rows
+from tests.helpers import massiveds as cli
 from tests.servers import file_server, s3_server
 
 DATA = REPO / "manifests/examples/data/jargon"
@@ -60,6 +62,33 @@ def test_404_fails_at_once_with_a_clear_error(tmp_path: Path) -> None:
     message = str(err.value)
     assert "missing.jsonl.zst" in message and "not retried" in message and "\n" not in message
     assert not (tmp_path / "z").exists()
+
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_host_is_retried_then_one_line(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/jargon/jargon-0.jsonl.zst"
+    delays: list[float] = []
+    with pytest.raises(FetchError) as err:
+        fetch(url, tmp_path / "x", policy=FAST, sleep=delays.append)
+    message = str(err.value)
+    assert message.startswith(f"{url}: gave up after 4 attempts: cannot connect (") and "Connect call failed" in message
+    assert "\n" not in message and "not found" not in message  # fsspec wraps the refusal in FileNotFoundError
+    assert len(delays) == 3
+
+
+@pytest.mark.slow
+def test_build_with_an_unreachable_url_fails_with_one_line(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/jargon/jargon-0.jsonl.zst"
+    proc = cli("build", str(_manifest(tmp_path, [{"uri": url}])), "--out", str(tmp_path / "out"), "--engine", "local", check=False)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(lines) == 1
+    assert lines[0].startswith(f"error: {url}: gave up after 6 attempts: cannot connect (")
 
 
 def test_403_is_not_retried(tmp_path: Path) -> None:

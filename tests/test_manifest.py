@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from massiveds.errors import ManifestError
 from massiveds.manifest import Manifest, load_manifest, manifest_json_schema
+from massiveds.sources.files import resolve_inputs
 from tests.helpers import EXAMPLE
+from tests.helpers import massiveds as cli
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -81,3 +84,63 @@ def test_json_schema_documents_every_section() -> None:
     schema = manifest_json_schema()
     for section in Manifest.model_fields:
         assert f'"{section}"' in schema
+
+
+@pytest.mark.parametrize(
+    ("sources", "field"),
+    [
+        ("sources:\n  - uri: ../data/*.jsonl\n", "sources[0].uri '../data/*.jsonl'"),
+        ("sources:\n  - uri: data/*.jsonl\n  - uri: data/../../elsewhere/*.jsonl\n", "sources[1].uri 'data/../../elsewhere/*.jsonl'"),
+        ("sources:\n  - uri: ./../urls.txt\n    uri_list: true\n", "sources[0].uri './../urls.txt'"),
+        ("sources:\n  - uri: ../saved\n    format: hf\n", "sources[0].uri '../saved'"),
+        ("sources:\n  - uri: '**/../../x.jsonl'\n", "sources[0].uri '**/../../x.jsonl'"),
+        ("sources:\n  - uri: data/*.jsonl\ndecontaminate:\n  eval_sets: [{uri: ../evals/qa.jsonl}]\n",
+         "decontaminate.eval_sets[0].uri '../evals/qa.jsonl'"),
+    ],
+)
+def test_paths_leaving_the_manifest_folder_are_refused(tmp_path: Path, sources: str, field: str) -> None:
+    path = write(tmp_path, "name: t\ndomain: wiki\n" + sources)
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: {field} leads outside the manifest's folder {tmp_path.resolve()}")
+    assert message.endswith("or set allow_paths_outside: true") and "\n" not in message
+
+
+def test_paths_outside_are_allowed_when_asked_absolute_or_inside(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shutil.copy(EXAMPLE.parent / "data" / "jargon" / "jargon-0.jsonl.zst", shared)
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    outside = "name: t\ndomain: wiki\nsources:\n  - uri: ../shared/*.jsonl.zst\n"
+    loaded = load_manifest(write(folder, outside + "allow_paths_outside: true\n"))
+    assert [Path(i.path).resolve() for i in resolve_inputs(loaded)] == [shared / "jargon-0.jsonl.zst"]
+    for uri in (f"{shared}/*.jsonl.zst", f"{folder}/../shared/*.jsonl.zst", "data/../data/*.jsonl", "https://example.org/a/../b.jsonl"):
+        assert load_manifest(write(folder, f"name: t\ndomain: wiki\nsources:\n  - uri: {uri}\n")).manifest.sources[0].uri == uri
+    assert not Manifest.model_validate({"name": "t", "domain": "wiki", "sources": [{"uri": "x"}]}).allow_paths_outside
+
+
+def test_cli_refuses_a_path_outside_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "shared").mkdir()
+    shutil.copy(EXAMPLE.parent / "data" / "jargon" / "jargon-0.jsonl.zst", tmp_path / "shared")
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    manifest = write(folder, "name: t\ndomain: wiki\nsources:\n  - uri: ../shared/*.jsonl.zst\n")
+    out = tmp_path / "out"
+    for args in (("build", str(manifest), "--out", str(out)), ("validate", str(manifest)), ("plan", str(manifest))):
+        proc = cli(*args, check=False)
+        lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert lines == [f"error: {manifest}: sources[0].uri '../shared/*.jsonl.zst' leads outside the manifest's folder "
+                         f"{folder.resolve()}; move the data under it, use an absolute path, or set allow_paths_outside: true"]
+    assert not out.exists()
+
+
+def test_fraction_outside_zero_one_is_one_line_before_opening_anything(tmp_path: Path) -> None:
+    for args in (("search", str(tmp_path / "nowhere"), "query", "--fraction", "1.5"),
+                 ("subsample", str(tmp_path / "nowhere"), "--fraction", "0", "--out", str(tmp_path / "sub"))):
+        proc = cli(*args, check=False)
+        lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: fraction must be in (0, 1], got"), lines
+    assert not (tmp_path / "sub").exists()

@@ -202,6 +202,27 @@ def test_stats_summarises_the_catalog(server: Client, example_datastore: Path) -
     assert stats["server"]["requests"] >= 1 and stats["server"]["latency_ms"]["p50"] > 0
 
 
+def test_a_burst_of_connections_is_queued_then_answered(example_datastore: Path) -> None:
+    """64 clients connect at once before the server accepts any: the kernel must queue them all, not reset them."""
+    from massiveds.serve import make_server
+
+    server = make_server(massiveds.open(example_datastore), "127.0.0.1", 0)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(64):  # nothing accepts yet: each connection waits in the listen queue (with 5 places, the 7th times out)
+            socks.append(socket.create_connection(("127.0.0.1", server.server_port), timeout=5))
+            socks[-1].sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        serving.start()
+        assert [sock.recv(12) for sock in socks] == [b"HTTP/1.1 200"] * 64
+    finally:
+        for sock in socks:
+            sock.close()
+        if serving.is_alive():
+            server.shutdown()
+        server.server_close()
+
+
 def test_serve_strict_refuses_a_broken_datastore(example_datastore: Path, tmp_path: Path) -> None:
     root = linked_copy(example_datastore, tmp_path / "broken")
     (root / "shards" / "wiki-00002" / "index.faiss").unlink()

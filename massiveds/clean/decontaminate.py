@@ -35,6 +35,7 @@ import pyarrow as pa
 from massiveds.clean.ngrams import ngram_hashes_batch, words
 from massiveds.errors import ManifestError
 from massiveds.extract import reader_for
+from massiveds.extract.stream import DEFAULT_LIMITS
 from massiveds.manifest import Decontaminate
 
 INDEX_NGRAMS = pa.schema([("hash", pa.uint64()), ("item", pa.int32()), ("pos", pa.int32())])
@@ -69,7 +70,7 @@ def read_eval_items(spec: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """(item id, text) of every readable record of one resolved eval set; text = its ``fields`` joined by newlines."""
     multi = len(spec["paths"]) > 1
     for f_idx, path in enumerate(spec["paths"]):
-        for rec in reader_for(spec["format"])(path):
+        for rec in reader_for(spec["format"])(path, DEFAULT_LIMITS):
             if rec.fields is None:
                 continue
             raw_id = rec.fields.get(spec["id_field"]) if spec["id_field"] else None

@@ -6,6 +6,7 @@ every removed document is recorded with its reason.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 
@@ -56,13 +57,20 @@ def normalize_and_filter(docs: pa.Table, filters: Filters) -> tuple[pa.Table, pa
     drop_rows = docs.filter(pc.invert(keep))
     dropped = dropped_table(
         [
-            {"doc_id": d, "source": s, "stage": "filter", "reason": r, "detail": None}
-            for d, s, r in zip(
+            {"doc_id": d, "source": s, "stage": "filter", "reason": r, "detail": _position(m)}
+            for d, s, r, m in zip(
                 drop_rows.column("doc_id").to_pylist(),
                 drop_rows.column("source").to_pylist(),
                 reason_arr.filter(pc.invert(keep)).to_pylist(),
+                drop_rows.column("meta").to_pylist(),
                 strict=True,
             )
         ]
     )
     return docs.filter(keep), dropped
+
+
+def _position(meta: str | None) -> str | None:
+    """``<file>#<row>`` of a document from its ``meta`` (where extraction put them), for its drop record."""
+    fields = json.loads(meta) if meta else {}
+    return f"{fields['file']}#{fields['row']}" if "file" in fields and "row" in fields else None

@@ -10,11 +10,13 @@ from massiveds.extract.jsonl import read_jsonl
 from massiveds.extract.latex import read_latex
 from massiveds.extract.parquet import read_parquet
 from massiveds.extract.records import RawRecord
+from massiveds.extract.stream import Limits
 from massiveds.extract.text import read_text
 from massiveds.extract.warc import read_warc
 from massiveds.extract.wikitext import read_wikitext
 
-Reader = Callable[[str], Iterator[RawRecord]]
+#: A reader: (local path, limits) -> the file's raw records, in file order.
+Reader = Callable[[str, Limits], Iterator[RawRecord]]
 
 #: Format name (as in the manifest) to its reader.
 READERS: dict[str, Reader] = {

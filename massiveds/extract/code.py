@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from massiveds.extract.records import RawRecord
+from massiveds.extract.stream import DEFAULT_LIMITS, Limits
 
 #: File suffix (lower case) to language.
 LANGUAGES: dict[str, str] = {
@@ -92,8 +93,12 @@ def _repository(path: Path) -> Path:
     return path.parent
 
 
-def read_code(path: str) -> Iterator[RawRecord]:
-    """One record per source file of a repository directory (walked in sorted order), or of one file."""
+def read_code(path: str, limits: Limits = DEFAULT_LIMITS) -> Iterator[RawRecord]:
+    """One record per source file of a repository directory (walked in sorted order), or of one file.
+
+    A file over ``MAX_BYTES`` (or a smaller ``max_record_bytes``) is dropped by its size, unread.
+    """
+    cap = min(MAX_BYTES, limits.max_record_bytes or MAX_BYTES)
     target = Path(path)
     root = target if target.is_dir() else _repository(target)
     files = _walk(target) if target.is_dir() else [target]
@@ -104,6 +109,10 @@ def read_code(path: str) -> Iterator[RawRecord]:
             yield RawRecord(row, None, f"{rel}: unknown source file type", reason="not_code")
             continue
         try:
+            size = file.stat().st_size
+            if size > cap:
+                yield RawRecord(row, None, f"{rel}: {size} bytes > {cap}", reason="file_too_large")
+                continue
             raw = file.read_bytes()
         except OSError as exc:
             yield RawRecord(row, None, f"{rel}: {exc}")

@@ -12,12 +12,12 @@ import codecs
 import re
 from collections.abc import Iterator
 
-import fsspec
 import lxml.html
 from lxml import etree
 
 from massiveds.extract.markup import Extracted
 from massiveds.extract.records import RawRecord
+from massiveds.extract.stream import DEFAULT_LIMITS, Limits, open_input
 
 _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 _PERMALINK = re.compile(r"\s*¶[ \t]*$", re.MULTILINE)  # Sphinx/MkDocs heading anchors
@@ -37,11 +37,20 @@ def decode_html(raw: bytes, declared: str | None = None) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-def page_metadata(html: str) -> tuple[str | None, str | None]:
-    """The page's (title, canonical URL) from its head; ``None`` where absent."""
+def _parse(html: str) -> tuple[lxml.html.HtmlElement | None, str | None]:
+    """The page's lxml tree (None if it has none) and the parser's resource-limit error, if it hit one."""
+    parser = lxml.html.HTMLParser()
     try:
-        root = lxml.html.fromstring(html.encode("utf-8"))
+        root = lxml.html.fromstring(html.encode("utf-8"), parser=parser)
     except (etree.ParserError, ValueError):
+        return None, None
+    limit = next((e.message for e in parser.error_log if e.type_name == "ERR_RESOURCE_LIMIT"), None)
+    return root, limit
+
+
+def page_metadata(root: lxml.html.HtmlElement | None) -> tuple[str | None, str | None]:
+    """The page's (title, canonical URL) from its head; ``None`` where absent."""
+    if root is None:
         return None, None
 
     def first(xpath: str) -> str | None:
@@ -72,17 +81,30 @@ _EXTRACTORS = {"trafilatura": _trafilatura, "resiliparse": _resiliparse}
 
 
 def html_to_text(html: str, extractor: str = "trafilatura") -> Extracted:
-    """The main text of a page (boilerplate, scripts and navigation removed), its title and canonical URL."""
+    """The main text of a page (boilerplate, scripts and navigation removed), its title and canonical URL.
+
+    A page the HTML parser gives up on (nested deeper than libxml2's 256 levels) raises ValueError:
+    its text would be cut silently, and resiliparse's main-content pass is quadratic in the depth
+    (100,000 nested ``div``: hours).
+    """
     if extractor not in _EXTRACTORS:
         raise ValueError(f"unknown HTML extractor {extractor!r}; use one of {', '.join(_EXTRACTORS)}")
-    text = _EXTRACTORS[extractor](html) if html.strip() else ""
-    text = _BLANKS.sub("\n\n", _PERMALINK.sub("", text)).strip()
-    title, url = page_metadata(html) if html.strip() else (None, None)
+    if not html.strip():
+        return Extracted("")
+    root, limit = _parse(html)
+    if limit is not None:
+        raise ValueError(f"the HTML parser gave up ({limit.split(',')[0].strip()})")
+    text = _BLANKS.sub("\n\n", _PERMALINK.sub("", _EXTRACTORS[extractor](html))).strip()
+    title, url = page_metadata(root)
     return Extracted(text, title, url)
 
 
-def read_html(path: str) -> Iterator[RawRecord]:
-    """Yield the raw page of one HTML file (converted to text by the source's ``markup: html``)."""
-    with fsspec.open(path, "rb", compression="infer") as f:
-        raw = f.read()
+def read_html(path: str, limits: Limits = DEFAULT_LIMITS) -> Iterator[RawRecord]:
+    """Yield the raw page of one HTML file (converted to text by the source's ``markup: html``); a page over
+    ``max_record_bytes`` is dropped (``record_too_large``) after reading no more than that."""
+    with open_input(path, limits) as f:
+        raw = f.read(limits.max_record_bytes + 1) if limits.max_record_bytes is not None else f.read()
+    if limits.max_record_bytes is not None and len(raw) > limits.max_record_bytes:
+        yield RawRecord(0, None, f"page over max_record_bytes ({limits.max_record_bytes:,})", reason="record_too_large")
+        return
     yield RawRecord(0, {"text": decode_html(raw), "title": None, "url": None, "bytes": len(raw)})

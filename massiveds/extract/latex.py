@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from massiveds.extract.latex_files import project_files, root_files
 from massiveds.extract.markup import Extracted
 from massiveds.extract.records import RawRecord
+from massiveds.extract.stream import DEFAULT_LIMITS, Limits
 
 Resolver = Callable[[str], "str | None"]
 
@@ -223,14 +224,17 @@ def latex_to_text(source: str, resolve: Resolver | None = None) -> Extracted:
     return Extracted(_BLANKS.sub("\n\n", "\n".join(lines)).strip(), title=title)
 
 
-def read_latex(path: str) -> Iterator[RawRecord]:
+def read_latex(path: str, limits: Limits = DEFAULT_LIMITS) -> Iterator[RawRecord]:
     """One record per root document of a .tex/.Rnw file, a directory or a tarball, its ``\\input``s inlined.
 
     The reader yields the flattened source; the source's ``markup: latex`` (the default for this
-    format) converts it. ``row`` is the root's position in the sorted file list of the project.
+    format) converts it. ``row`` is the root's position in the sorted file list of the project; the
+    sources left out for size follow as ``record_too_large`` entries.
     """
-    files = project_files(path)
-    for row, name in enumerate(root_files(files)):
+    project = project_files(path, limits)
+    files = project.files
+    roots = root_files(files)
+    for row, name in enumerate(roots):
         base = PurePosixPath(name).parent
 
         def resolve(ref: str, base: PurePosixPath = base) -> str | None:
@@ -247,3 +251,5 @@ def read_latex(path: str) -> Iterator[RawRecord]:
             continue
         member = Path(path).name if len(files) == 1 else f"{Path(path).name}/{name}"
         yield RawRecord(row, {"text": text, "title": None, "url": None, "member": member})
+    for row, (name, why) in enumerate(project.skipped, start=len(roots)):
+        yield RawRecord(row, None, f"{Path(path).name}/{name}: {why}", reason="record_too_large")

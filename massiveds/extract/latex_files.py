@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
-import gzip
-import io
 import re
 import tarfile
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import zstandard
+from massiveds.extract.stream import DEFAULT_LIMITS, Limits, open_input
 
 #: Suffixes of LaTeX sources (Sweave and knitr files are LaTeX with R chunks).
 TEX_SUFFIXES = (".tex", ".ltx", ".latex", ".rnw", ".snw", ".rtex")
-MAX_MEMBER_BYTES = 20 << 20
+_COMPRESSED = (".gz", ".zst", ".zstd", ".bz2", ".xz")
 _INCLUDED = re.compile(r"\\(?:input|include|subfile)\s*(?:\{([^{}]+)\}|([^\s{}\\]+))")
 _DOCUMENT = re.compile(r"\\documentclass|\\begin\s*\{document\}")
+
+
+@dataclass
+class Project:
+    """The LaTeX sources of a project by path (``/``-separated), and those left out for size, with why."""
+
+    max_bytes: int | None
+    files: dict[str, str] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    held: int = 0
+
+    def admits(self, name: str, size: int) -> bool:
+        """Whether a source of ``size`` bytes still fits under ``max_bytes`` for the whole project (else it is skipped)."""
+        if self.max_bytes is not None and self.held + size > self.max_bytes:
+            self.skipped.append((name, f"{size:,} bytes would bring the project's LaTeX past max_record_bytes ({self.max_bytes:,})"))
+            return False
+        self.held += size
+        return True
 
 
 def _decode(raw: bytes) -> str:
@@ -28,34 +45,46 @@ def _is_tex(name: str) -> bool:
     return name.lower().endswith(TEX_SUFFIXES)
 
 
-def _from_tar(tar: tarfile.TarFile) -> dict[str, str]:
-    files: dict[str, str] = {}
-    for member in tar:  # streamed: members are read in archive order
-        name = str(PurePosixPath(member.name))
-        if member.isfile() and _is_tex(name) and member.size <= MAX_MEMBER_BYTES:
-            f = tar.extractfile(member)
-            if f is not None:
-                files[name] = _decode(f.read())
-    return files
+def _is_tar(head: bytes) -> bool:
+    try:
+        tarfile.TarInfo.frombuf(head[: tarfile.BLOCKSIZE], tarfile.ENCODING, "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
 
 
-def project_files(path: str) -> dict[str, str]:
-    """The LaTeX sources of a project, by path relative to its root (``/``-separated)."""
+def project_files(path: str, limits: Limits = DEFAULT_LIMITS) -> Project:
+    """The LaTeX sources of a project (a file, a directory, or a tarball compressed or not), read under ``limits``.
+
+    The sources held together stay under ``max_record_bytes`` (a source that would pass it is left out
+    and listed in ``skipped``); a compressed file or tarball is decompressed under ``max_expansion_ratio``.
+    """
     p = Path(path)
+    project = Project(limits.max_record_bytes)
     if p.is_dir():
-        return {q.relative_to(p).as_posix(): _decode(q.read_bytes()) for q in sorted(p.rglob("*")) if q.is_file() and _is_tex(q.name)}
-    name = p.name.lower()
-    if name.endswith((".tar.zst", ".tar.zstd", ".tzst")):
-        with p.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            return _from_tar(tar)
-    if tarfile.is_tarfile(p):
-        with tarfile.open(p, "r:*") as tar:
-            return _from_tar(tar)
-    data = p.read_bytes()
-    if data[:2] == b"\x1f\x8b":  # arXiv ships single-file sources as a gzip'd .tex
-        inner = gzip.GzipFile(fileobj=io.BytesIO(data)).read()
-        return {p.name.removesuffix(".gz"): _decode(inner)}
-    return {p.name: _decode(data)}
+        for q in sorted(p.rglob("*")):
+            name = q.relative_to(p).as_posix()
+            if q.is_file() and _is_tex(q.name) and project.admits(name, q.stat().st_size):
+                project.files[name] = _decode(q.read_bytes())
+        return project
+    with open_input(path, limits, by_content=True) as stream:  # arXiv names no compression: the bytes tell
+        if _is_tar(stream.peek(tarfile.BLOCKSIZE)):
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:  # streamed: members are read in archive order
+                    name = str(PurePosixPath(member.name))
+                    if member.isfile() and _is_tex(name) and project.admits(name, member.size):
+                        f = tar.extractfile(member)
+                        if f is not None:
+                            project.files[name] = _decode(f.read())
+            return project
+        name = next((p.name[: -len(s)] for s in _COMPRESSED if p.name.lower().endswith(s)), p.name)
+        cap = limits.max_record_bytes
+        data = stream.read(cap + 1) if cap is not None else stream.read()
+        if cap is not None and len(data) > cap:
+            project.skipped.append((name, f"over max_record_bytes ({cap:,})"))
+        else:
+            project.files[name] = _decode(data)
+    return project
 
 
 def root_files(files: dict[str, str]) -> list[str]:

@@ -7,10 +7,15 @@ from collections.abc import Iterator
 import pyarrow.parquet as pq
 
 from massiveds.extract.records import RawRecord
+from massiveds.extract.stream import DEFAULT_LIMITS, Limits
 
 
-def read_parquet(path: str, batch_rows: int = 4096) -> Iterator[RawRecord]:
-    """Yield one record per row, never holding more than one batch of the file in memory."""
+def read_parquet(path: str, limits: Limits = DEFAULT_LIMITS, *, batch_rows: int = 4096) -> Iterator[RawRecord]:
+    """Yield one record per row, never holding more than one batch of the file in memory.
+
+    A cell is read whole (Parquet has no smaller unit): ``records_to_documents`` drops a text over
+    ``limits.max_record_bytes``.
+    """
     row = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
         for fields in batch.to_pylist():

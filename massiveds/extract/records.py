@@ -41,11 +41,31 @@ def _row_markup(fields: dict[str, Any], inp: dict[str, Any]) -> str:
     return own if isinstance(own, str) and own else inp.get("markup", "none")
 
 
-def records_to_documents(records: list[RawRecord], inp: dict[str, Any], domain: str) -> tuple[pa.Table, pa.Table]:
+def _too_large(text: str, max_bytes: int | None) -> int | None:
+    """The UTF-8 size of ``text`` when it is over ``max_bytes``, else None (encoding only texts that might be)."""
+    if max_bytes is None or len(text) * 4 <= max_bytes:
+        return None
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    return size if size > max_bytes else None
+
+
+def _short_json(value: Any) -> str | None:
+    """The JSON form of an extra field when it is short enough for ``meta``; None when long or not encodable."""
+    try:
+        encoded = json.dumps(value, default=str)
+    except (ValueError, RecursionError):  # nested deeper than the encoder goes
+        return None
+    return encoded if len(encoded) <= META_VALUE_MAX_CHARS else None
+
+
+def records_to_documents(
+    records: list[RawRecord], inp: dict[str, Any], domain: str, max_record_bytes: int | None = None
+) -> tuple[pa.Table, pa.Table]:
     """Map raw records of one input file onto (documents, dropped) tables.
 
     ``inp`` is an ``InputFile.to_dict()``. A doc id is the source's own id when the manifest
     names ``id_field``, otherwise ``<file relative to the manifest>#<row>``: stable across runs.
+    A text over ``max_record_bytes`` is dropped (``record_too_large``) before any conversion.
     When the source (or the row's ``markup_field``) names a markup, the text is converted to plain
     text here; the title and URL found in the markup fill in for missing title and URL fields.
     """
@@ -69,6 +89,9 @@ def records_to_documents(records: list[RawRecord], inp: dict[str, Any], domain: 
             reason = "missing_text" if text is None else "text_not_string"
             drop(doc_id, reason, f"{position}: field {inp['text_field']!r}")
             continue
+        if (size := _too_large(text, max_record_bytes)) is not None:
+            drop(doc_id, "record_too_large", f"{position}: field {inp['text_field']!r} holds {size:,} bytes, over max_record_bytes")
+            continue
         markup = _row_markup(fields, inp)
         extracted = Extracted(text)
         if markup != "none":
@@ -81,7 +104,7 @@ def records_to_documents(records: list[RawRecord], inp: dict[str, Any], domain: 
         if markup != "none":
             meta["markup"] = markup
         for key, value in fields.items():
-            if key not in named and len(encoded := json.dumps(value, default=str)) <= META_VALUE_MAX_CHARS:
+            if key not in named and (encoded := _short_json(value)) is not None:
                 meta[key] = json.loads(encoded)
         docs.append(
             {

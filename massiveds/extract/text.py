@@ -8,17 +8,20 @@ the file's content, so part ``k`` keeps its doc id (``<file>#<k>``) from one bui
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from massiveds.extract.records import RawRecord
-from massiveds.extract.stream import iter_lines
+from massiveds.extract.stream import DEFAULT_LIMITS, Limits, iter_text_pieces
 
 MAX_PART_CHARS = 100_000
 MIN_PART_CHARS = MAX_PART_CHARS // 2
 #: The header can be long in old releases (the "small print" licence comes first).
 HEADER_SCAN_LINES = 800
+#: ... and never more than this many characters (a file of one giant line must still stream).
+HEADER_SCAN_CHARS = 200_000
 
 _START = re.compile(
     r"^\W*(\*\*\*\s*START OF (THE|THIS) PROJECT GUTENBERG|\*?END\*?THE SMALL PRINT|START OF THE PROJECT GUTENBERG)", re.IGNORECASE
@@ -31,14 +34,17 @@ _TITLE = re.compile(r"^\s*Title:\s*(.+?)\s*$")
 def strip_gutenberg_lines(lines: Iterable[str]) -> Iterator[str]:
     """Lines of a Project Gutenberg text without its header (up to the START marker) and licence footer.
 
-    A text without markers passes through unchanged. Only the first ``HEADER_SCAN_LINES`` lines are
-    held back while looking for the header's end, so a book of any length streams.
+    A text without markers passes through unchanged. Only the first ``HEADER_SCAN_LINES`` lines (at
+    most ``HEADER_SCAN_CHARS`` characters) are held back while looking for the header's end, so a book
+    of any length streams.
     """
     it = iter(lines)
     head: list[str] = []
+    size = 0
     for line in it:
         head.append(line)
-        if len(head) >= HEADER_SCAN_LINES:
+        size += len(line)
+        if len(head) >= HEADER_SCAN_LINES or size >= HEADER_SCAN_CHARS:
             break
     start = next((i for i in range(len(head) - 1, -1, -1) if _START.match(head[i])), None)
     if start is not None:
@@ -94,16 +100,31 @@ def split_parts(lines: Iterable[str], max_chars: int = MAX_PART_CHARS) -> Iterat
         yield "".join(part)
 
 
-def read_text(path: str, max_chars: int = MAX_PART_CHARS) -> Iterator[RawRecord]:
-    """Stream a text file (plain or compressed) as one record per part, Gutenberg header and footer removed."""
+def _decoded(pieces: Iterable[bytes]) -> Iterator[str]:
+    """UTF-8 pieces of lines as text with Unix newlines; bad bytes become U+FFFD, a piece may end inside a character."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for raw in pieces:
+        yield decoder.decode(raw).replace("\r\n", "\n").replace("\r", "\n")
+    if tail := decoder.decode(b"", final=True):
+        yield tail
+
+
+def read_text(path: str, limits: Limits = DEFAULT_LIMITS, *, max_chars: int = MAX_PART_CHARS) -> Iterator[RawRecord]:
+    """Stream a text file (plain or compressed) as one record per part, Gutenberg header and footer removed.
+
+    Lines are read in pieces of at most ``4 * max_chars`` bytes, so a file of one giant line streams too.
+    """
     name = Path(path).name
-    lines = (raw.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n") for raw in iter_lines(path))
+    lines = _decoded(iter_text_pieces(path, limits, 4 * max_chars))
     header: list[str] = []
+    header_chars = 0
 
     def remember(source: Iterable[str]) -> Iterator[str]:
+        nonlocal header_chars
         for line in source:
-            if len(header) < HEADER_SCAN_LINES:
+            if len(header) < HEADER_SCAN_LINES and header_chars < HEADER_SCAN_CHARS:
                 header.append(line)
+                header_chars += len(line)
             yield line
 
     title: str | None = None

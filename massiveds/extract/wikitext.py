@@ -16,12 +16,12 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from urllib.parse import quote
 
-import fsspec
 import mwparserfromhell
 from mwparserfromhell.nodes import ExternalLink, Heading, HTMLEntity, Node, Tag, Text, Wikilink
 from mwparserfromhell.wikicode import Wikicode
 
 from massiveds.extract.records import RawRecord
+from massiveds.extract.stream import DEFAULT_LIMITS, Limits, open_input
 
 #: Link namespaces whose links are media or page metadata, not prose.
 DROPPED_LINK_NAMESPACES = {"file", "image", "media", "category"}
@@ -139,12 +139,12 @@ def _page(row: int, page: ET.Element, url_prefix: str | None) -> RawRecord:
     return RawRecord(row, {"text": text, "title": title, "url": url, "page_id": page_id, "revision_id": rev_id, "timestamp": stamp})
 
 
-def read_wikitext(path: str) -> Iterator[RawRecord]:
+def read_wikitext(path: str, limits: Limits = DEFAULT_LIMITS) -> Iterator[RawRecord]:
     """Stream a MediaWiki XML dump (plain, .bz2, .gz, .xz) page by page; ``row`` is the page's position in the dump.
 
     Each page is freed once yielded, so memory stays at one page however large the dump.
     """
-    with fsspec.open(path, "rb", compression="infer") as f:
+    with open_input(path, limits) as f:
         root: ET.Element | None = None
         url_prefix: str | None = None
         row = 0

@@ -147,9 +147,19 @@ def is_transient(exc: BaseException) -> bool:
     return not isinstance(exc, _PERMANENT) and isinstance(exc, OSError)
 
 
+def _connection_failure(exc: BaseException) -> BaseException | None:
+    """The error under ``exc`` that says the connection failed (refused, no such host, timed out), if any."""
+    for e in list(_chain(exc))[1:]:
+        if isinstance(e, ConnectionError | TimeoutError) or any("Connect" in k.__name__ for k in type(e).__mro__):
+            return e
+    return None
+
+
 def describe(exc: BaseException) -> str:
     """One line for a failure: its type, its HTTP status when known, and its message."""
     status = next((s for e in _chain(exc) if (s := _status(e)) is not None), None)
+    if status is None and (cause := _connection_failure(exc)) is not None:  # fsspec reports it as "not found"
+        return f"cannot connect ({type(cause).__name__}: {' '.join(str(cause).split())[:300]})"
     if isinstance(exc, FileNotFoundError):
         return f"not found{f' (HTTP {status})' if status else ''}"
     if isinstance(exc, PermissionError):
