@@ -257,6 +257,8 @@ def line_pieces(blocks: Iterable[bytes], max_bytes: int) -> Iterator[tuple[bytes
                 for start in pending:
                     yield from _cut(start, max_bytes, False)
                 yield from _cut(line, max_bytes, True)
+            elif len(line) <= max_bytes:
+                yield line, True
             else:
                 yield from _cut(line, max_bytes, True)
             pending, size = [], 0
