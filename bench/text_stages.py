@@ -433,7 +433,7 @@ def datatrove_rows(results: dict[int, dict[str, Any]]) -> tuple[list[tuple[Any, 
     return rows, notes
 
 
-def report(args: argparse.Namespace, results: dict[int, dict[str, Any]], load_before: str) -> None:
+def report(args: argparse.Namespace, results: dict[int, dict[str, Any]], load: tuple[str, str]) -> None:
     """Print the tables: per stage and scale, scaling ratios, and datatrove vs ours."""
     console = Console(width=240)
     cols = ["stage", "scale", "documents", "MB", "wall s", "CPU s", "docs/s/core", "MB/s/core", "peak RSS MiB", "stage RSS MiB", "result"]
@@ -450,7 +450,7 @@ def report(args: argparse.Namespace, results: dict[int, dict[str, Any]], load_be
             console.print(note)
     else:
         console.print("datatrove: not run (pass --datatrove with the python of a venv that has it; see the module doc)")
-    console.print(f"load average (1/5/15 min) before: {load_before}, after: {load_average()}; date {dt.date.today()}")
+    console.print(f"load average (1/5/15 min) before: {load[0]}, after: {load[1]}; date {dt.date.today()}")
     datatrove = f" --datatrove {args.datatrove} --datatrove-scales {','.join(map(str, args.datatrove_scales))}" if args.datatrove else ""
     console.print(f"reproduce: python bench/text_stages.py --sources {args.sources} --scales {','.join(map(str, results))} "
                   f"--rate {args.rate} "
@@ -487,14 +487,15 @@ def main() -> None:
         raise SystemExit(f"--datatrove {args.datatrove}: no such python")
     if args.report_only:
         saved = json.loads((args.work / "results.json").read_text())
-        report(args, {int(k): v for k, v in saved["results"].items()}, saved["load_before"])
+        report(args, {int(k): v for k, v in saved["results"].items()}, (saved["load_before"], saved.get("load_after", "?")))
         return
     load_before = load_average()
     results: dict[int, dict[str, Any]] = {}
     for scale in scales:
         results[scale] = bench_scale(args, scale)
-        (args.work / "results.json").write_text(json.dumps({"load_before": load_before, "results": results}, indent=1))
-    report(args, results, load_before)
+        saved = {"load_before": load_before, "load_after": load_average(), "results": results}
+        (args.work / "results.json").write_text(json.dumps(saved, indent=1))
+    report(args, results, (load_before, load_average()))
 
 
 if __name__ == "__main__":
