@@ -126,7 +126,7 @@ class Build:
             previous = read_json(path)
             if previous.get("manifest_sha256") != self.set.sha256:
                 raise MassiveDSError(
-                    f"{self.layout.root} holds a build of other manifests ({previous.get('manifest')}, changed since?); "
+                    f"{self.layout.root} holds a build of another manifest ({previous.get('manifest')}, changed since?); "
                     "use a new --out, or --force to start this one over"
                 )
             return
