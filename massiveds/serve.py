@@ -29,9 +29,11 @@ the search did not finish in time); 500 only for a bug, and the server keeps ans
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -54,6 +56,8 @@ KNOWN_FIELDS = {"query", "n_docs", "domains", *OPTION_FIELDS}
 BOOL_FIELDS = ("dedup", "continuation", "strict")
 FLOAT_FIELDS = ("dedup_threshold", "fraction", "mmr")
 INT_FIELDS = ("nprobe", "seed")
+#: Seconds a connection stays open after an error reply to take in the body the client is still sending.
+LINGER_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -337,6 +341,18 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 30  # seconds a client may take to send its request
     wbufsize = 1 << 16  # status, headers and body leave in one write, flushed after each request
     disable_nagle_algorithm = True  # keep-alive clients must not wait on delayed ACKs
+    unread = 0  # bytes of a refused body still on their way: read and dropped before closing
+
+    def finish(self) -> None:
+        """Send the reply, drop a refused body the client is still sending, then close.
+
+        Closing a socket with unread data resets the connection, and a client still writing its body
+        (``http.client``, ``requests``) then fails with a broken pipe instead of reading our 413.
+        """
+        if self.unread and not self.wfile.closed:
+            self.wfile.flush()
+            discard_input(self.connection, self.rfile, self.unread, LINGER_S)
+        super().finish()
 
     def do_GET(self) -> None:
         """GET /health and /stats."""
@@ -375,6 +391,9 @@ class Handler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, search_response(request, result, took, self.server.ds.name))
 
     def _not_allowed(self) -> None:
+        if "Content-Length" in self.headers:  # keep the connection in step: the body is not the next request
+            with contextlib.suppress(BadRequest):
+                self._read_body()
         self._error(BadRequest(f"method {self.command} is not allowed; use POST /search, GET /health, GET /stats",
                                HTTPStatus.METHOD_NOT_ALLOWED))
 
@@ -398,6 +417,7 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest(f"bad Content-Length {raw!r}")
         if length > self.server.config.max_body:
             self.close_connection = True  # the body is not read: the connection cannot be reused
+            self.unread = length
             limit = self.server.config.max_body
             raise BadRequest(f"body of {length} bytes is over the {limit}-byte limit", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
         body = self.rfile.read(length)
@@ -448,6 +468,21 @@ class Handler(BaseHTTPRequestHandler):
         """Access log on stderr only when asked (``--access-log``)."""
         if self.server.config.access_log:
             sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+
+def discard_input(sock: socket.socket, rfile: Any, nbytes: int, seconds: float) -> None:
+    """Read and drop up to ``nbytes`` from a connection whose answer is sent, for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        while nbytes > 0 and (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            chunk = rfile.read1(min(nbytes, 1 << 16))
+            if not chunk:
+                return
+            nbytes -= len(chunk)
+    except OSError:  # the client went away: nothing left to protect
+        pass
 
 
 def open_for_serving(path: str | Path, strict: bool = False) -> Datastore:
