@@ -338,7 +338,7 @@ class Manifest(_Strict):
     shards: Shards = Shards()
     allow_paths_outside: bool = Field(
         default=False,
-        description="let relative source and eval-set paths reach outside the manifest's folder with '..' "
+        description="let relative source, eval-set and model paths reach outside the manifest's folder with '..' "
         "(absolute paths are always allowed)",
     )
 
@@ -346,6 +346,7 @@ class Manifest(_Strict):
         """(field, uri) of every relative local path that leads outside the manifest's folder."""
         fields = [(f"sources[{i}].uri", s.uri) for i, s in enumerate(self.sources)]
         fields += [(f"decontaminate.eval_sets[{i}].uri", e.uri) for i, e in enumerate(self.decontaminate.eval_sets)]
+        fields.append(("embed.model", self.embed.model))  # a hub name never holds '..'
         return [(name, uri) for name, uri in fields if leaves_folder(uri)]
 
 

@@ -96,6 +96,7 @@ def test_json_schema_documents_every_section() -> None:
         ("sources:\n  - uri: '**/../../x.jsonl'\n", "sources[0].uri '**/../../x.jsonl'"),
         ("sources:\n  - uri: data/*.jsonl\ndecontaminate:\n  eval_sets: [{uri: ../evals/qa.jsonl}]\n",
          "decontaminate.eval_sets[0].uri '../evals/qa.jsonl'"),
+        ("sources:\n  - uri: data/*.jsonl\nembed:\n  model: ../models/my-encoder\n", "embed.model '../models/my-encoder'"),
     ],
 )
 def test_paths_leaving_the_manifest_folder_are_refused(tmp_path: Path, sources: str, field: str) -> None:
