@@ -1,7 +1,9 @@
 """Index build and recall at scale: massiveds train + per-shard add vs a plain FAISS script, recall vs nprobe, vs Flat shards.
 
 On ``--vectors`` synthetic embedding-like vectors (``bench.vectorstore.clustered_vectors``: unit-norm,
-low intrinsic dimension; NOT real text embeddings, which this CPU embeds at ~20 passages/s):
+low intrinsic dimension; NOT real text embeddings, which this CPU embeds at ~20 passages/s), or with
+``--real DATASTORE`` on the stored fp16 vectors of a built datastore (real text embeddings, e.g. from
+``bench/embed.py --sources ... --keep DATASTORE``):
 
 1. build time: the build's own ``train_unit`` + ``add_shard_unit`` per shard (sample read from the
    shards' fp16 files, per-shard index and shard.json with checksums) vs a plain FAISS script with the
@@ -11,7 +13,7 @@ low intrinsic dimension; NOT real text embeddings, which this CPU embeds at ~20 
 4. a MassiveDS-style Flat index per shard: its memory and queries/s next to ours.
 
 Run: ``PYTHONPATH=. python bench/index.py [--vectors 1000000] [--shards 4] [--nlist auto] [--pq-m auto]
-[--train-sample auto] [--queries 500]``. Not run by CI.
+[--train-sample auto] [--queries 500] [--real DATASTORE]``. Not run by CI.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ out = Console(width=180)
 def auto_int(text: str) -> int | str:
     """``auto`` or a positive integer."""
     return text if text == "auto" else int(text)
+
+
+def real_vectors(path: Path) -> np.ndarray:
+    """Every stored fp16 vector of the datastore at ``path``, in passage-id order."""
+    return np.concatenate([np.asarray(s.vectors) for s in Datastore.open(path).shards])  # shards come in id order
 
 
 def plain_faiss(x: np.ndarray, factory: str, train_sample: int) -> tuple[float, float, faiss.Index]:
@@ -87,15 +94,20 @@ def main() -> None:
     ap.add_argument("--train-sample", type=auto_int, default="auto")
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--out", type=Path, default=Path("/tmp/massiveds-bench-index"))
+    ap.add_argument("--real", type=Path, help="use the stored vectors of this built datastore instead of synthetic ones")
     args = ap.parse_args()
     command = "PYTHONPATH=. python bench/index.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
     shutil.rmtree(args.out, ignore_errors=True)
     clock = time.perf_counter()
-    x = clustered_vectors(args.vectors, args.dim, clusters=max(10, args.vectors // 1000))
+    if args.real:
+        x, kind = real_vectors(args.real), f"real text embeddings from {args.real}"
+    else:
+        x, kind = clustered_vectors(args.vectors, args.dim, clusters=max(10, args.vectors // 1000)), "synthetic embedding-like vectors"
+    args.vectors, args.dim = x.shape
     gen_s = time.perf_counter() - clock
     plan = plan_index(args.vectors, args.dim, Index(type="ivfpq", nlist=args.nlist, pq_m=args.pq_m, train_sample=args.train_sample))
-    print(f"{args.vectors:,} synthetic embedding-like vectors (not real text embeddings), d={args.dim}, {gen_s:.0f} s to generate; "
+    print(f"{args.vectors:,} {kind}, d={args.dim}, {gen_s:.0f} s to load; "
           f"plan {plan.factory}, train sample {plan.train_sample:,}, nprobe {plan.nprobe}; {os.cpu_count()} CPUs, "
           f"FAISS {faiss.__version__} with {faiss.omp_get_max_threads()} threads", flush=True)
 

@@ -137,8 +137,9 @@ def write_copy(folder: Path, name: str, copy: int, rate: float) -> dict[str, int
     return stats
 
 
-def make_inputs(work: Path, scale: int, rate: float, names: list[str]) -> tuple[Path, int, int]:
-    """The manifest of ``scale`` copies of the files ``names`` (linked into one folder per file); returns (path, rows, bytes)."""
+def make_inputs(work: Path, scale: int, rate: float, names: list[str], settings: dict[str, Any] | None = None) -> tuple[Path, int, int]:
+    """The manifest of ``scale`` copies of the files ``names`` (linked into one folder per file), with manifest ``settings``
+    (chunk, embed, ...) beside its sources; returns (path, rows, bytes)."""
     root = work / f"{scale}x"
     shutil.rmtree(root, ignore_errors=True)
     sources, rows, size = [], 0, 0
@@ -152,7 +153,8 @@ def make_inputs(work: Path, scale: int, rate: float, names: list[str]) -> tuple[
         sources.append({"name": name, "uri": f"inputs/{name}/*.jsonl.zst", "format": "jsonl", "id_field": "id",
                         "title_field": "title", **SOURCES[name]})
     manifest = root / "manifest.yaml"
-    manifest.write_text(yaml.safe_dump({"name": f"textbench-{scale}x", "domain": "mixed", "sources": sources}, sort_keys=False))
+    body = {"name": f"textbench-{scale}x", "domain": "mixed", "sources": sources, **(settings or {})}
+    manifest.write_text(yaml.safe_dump(body, sort_keys=False))
     return manifest, rows, size
 
 
