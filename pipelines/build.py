@@ -281,7 +281,7 @@ class Build:
         pending = [s for s in shards if not (consolidated / f"{s['unit']}.json").is_file()]
         items = embed_items(pending, self.build)  # rows of a killed run's finished parts are not embedded again
         clock = Stopwatch()
-        total = sum(i["stop"] - i["start"] for i in items)
+        total = sum(i["rows"] for i in items)
         if items:
             assert self._progress is not None
             task = self._progress.add_task("embed", total=total, rate="")

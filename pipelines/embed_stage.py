@@ -14,10 +14,10 @@ import pyarrow as pa
 from massiveds.embed import Embedder
 from massiveds.layout import write_json
 from pipelines.runtime import WORKER_RETRIES, count_nodes, crash_if_asked, current_node, exit_worker_if_asked
-from pipelines.units import missing_rows, read_passage_range, write_embeddings_part
+from pipelines.units import covered_rows, read_passage_range, write_embeddings_part
 
-#: Rows read per input block; each actor call gets ``ACTOR_BATCHES`` model batches at once so that
-#: sentence-transformers' length sorting inside ``encode`` has room to cut padding.
+#: Rows read per input block, sorted longest first so that the model batches cut from it hold like lengths;
+#: each actor call gets ``ACTOR_BATCHES`` model batches (one progress step and one resumable part).
 READ_ROWS = 4096
 ACTOR_BATCHES = 16
 
@@ -105,13 +105,23 @@ def run_embed_local(
 
 
 def embed_items(shards: list[dict[str, Any]], build: Path) -> list[dict[str, Any]]:
-    """The embed stage's input blocks: the shards' rows that no embedding part covers, at most ``READ_ROWS`` each."""
-    return [
-        {"shard": s["name"], "start": start, "stop": min(start + READ_ROWS, stop)}
-        for s in shards
-        for lo, stop in missing_rows(s, build)
-        for start in range(lo, stop, READ_ROWS)
-    ]
+    """The embed stage's input blocks: windows of ``READ_ROWS`` rows of each shard holding rows no embedding part covers.
+
+    Windows keep their place on a resumed run (a part's rows are scattered over its window, since blocks
+    are sorted by length), and a partly done window lists the rows still to embed in ``only``.
+    """
+    items = []
+    for s in shards:
+        covered = covered_rows(s, build)
+        for start in range(0, s["count"], READ_ROWS):
+            stop = min(start + READ_ROWS, s["count"])
+            todo = np.flatnonzero(~covered[start:stop]) + start
+            if len(todo) == 0:
+                continue
+            items.append({"shard": s["name"], "start": start, "stop": stop, "rows": len(todo)})
+            if len(todo) < stop - start:
+                items[-1]["only"] = todo.tolist()
+    return items
 
 
 def _actor_config(spec: dict[str, Any], base_dir: Path, build: Path, threads: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ call them directly in one process.
 from __future__ import annotations
 
 import collections
+import hashlib
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -243,38 +244,50 @@ def write_shard_unit(shard: dict[str, Any], build: Path, shards_dir: Path) -> di
 
 
 def read_passage_range(item: dict[str, Any], shards_dir: Path) -> pa.Table:
-    """(passage_id, text) of rows [start, stop) of one shard, the embed stage's input block."""
+    """(passage_id, text) of rows [start, stop) of one shard (or of its rows ``only``), longest text first: an embed block.
+
+    Model batches are cut from the block in this order, so each holds passages of like length and little
+    padding (on real text, batches of 64 cut from 1,024 rows in id order are 4 % padding; from 4,096
+    sorted rows, 1 %).
+    """
     pf = PassageFile(shards_dir / item["shard"] / "passages.arrow")
     b = pf.batch_rows
     batches = [pf.read_batch(i) for i in range(item["start"] // b, (item["stop"] - 1) // b + 1)]
     table = pa.Table.from_batches(batches).select(["passage_id", "text"])
     offset = item["start"] - (item["start"] // b) * b
-    return table.slice(offset, item["stop"] - item["start"])
+    table = table.slice(offset, item["stop"] - item["start"])
+    if "only" in item:  # a resumed block: the rows no finished part covers
+        table = table.take(pa.array(np.asarray(item["only"], dtype=np.int64) - item["start"]))
+    return table.take(pc.array_sort_indices(pc.utf8_length(table.column("text")), order="descending"))
 
 
 def write_embeddings_part(ids: np.ndarray, vectors: np.ndarray, shards: list[dict[str, Any]], build: Path) -> list[dict[str, Any]]:
-    """Write a batch of embeddings as fp16 ``.npz`` parts, one per shard the batch touches."""
+    """Write a batch of embeddings as fp16 ``.npz`` parts, one per shard the batch touches.
+
+    A batch's ids are not a contiguous range (blocks are sorted by length), so a part is named by its id
+    range and a digest of its ids: two batches of one range never share a file.
+    """
     out = []
     for shard in shards:
         mask = (ids >= shard["id_start"]) & (ids < shard["id_start"] + shard["count"])
         if not mask.any():
             continue
-        part_ids = ids[mask]
-        path = build / "embeddings" / shard["name"] / f"{part_ids.min():012d}-{part_ids.max():012d}.npz"
+        part_ids = ids[mask].astype(np.int64)
+        digest = hashlib.blake2b(np.sort(part_ids).tobytes(), digest_size=8).hexdigest()
+        path = build / "embeddings" / shard["name"] / f"{part_ids.min():012d}-{part_ids.max():012d}-{digest}.npz"
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, ids=part_ids.astype(np.int64), vectors=vectors[mask].astype(np.float16))
+            np.savez(f, ids=part_ids, vectors=vectors[mask].astype(np.float16))
         out.append({"shard": shard["name"], "rows": int(mask.sum())})
     return out
 
 
-def missing_rows(shard: dict[str, Any], build: Path) -> list[tuple[int, int]]:
-    """Row ranges ``[start, stop)`` of a shard that no embedding part covers yet: a killed build's parts are kept."""
+def covered_rows(shard: dict[str, Any], build: Path) -> np.ndarray:
+    """Which rows of a shard finished embedding parts cover (bool per row): a killed build's parts are kept."""
     covered = np.zeros(shard["count"], dtype=bool)
     for part in (build / "embeddings" / shard["name"]).glob("*.npz"):
         with np.load(part, allow_pickle=False) as z:
             covered[z["ids"] - shard["id_start"]] = True
-    edges = np.flatnonzero(np.diff(np.concatenate([[True], covered, [True]]).astype(np.int8)))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    return covered
 
 
 def consolidate_vectors_unit(shard: dict[str, Any], build: Path, paths: dict[str, str]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.embed_stage import READ_ROWS, embed_items
-from pipelines.units import consolidate_vectors_unit, missing_rows, write_embeddings_part
+from pipelines.units import consolidate_vectors_unit, read_passage_range, write_embeddings_part
 
 SHARDS = [
     {"name": "wiki-00000", "id_start": 0, "count": 20_000},
@@ -24,28 +24,45 @@ def _write(ids: np.ndarray, build: Path) -> None:
     write_embeddings_part(ids.astype(np.int64), _vectors(ids), SHARDS, build)
 
 
-def test_missing_rows_are_the_gaps_between_finished_parts(tmp_path: Path) -> None:
-    assert missing_rows(SHARDS[0], tmp_path) == [(0, 20_000)]
+def test_only_rows_no_finished_part_covers_are_embedded_again(tmp_path: Path) -> None:
+    assert [(i["start"], i["stop"], i["rows"]) for i in embed_items(SHARDS[:1], tmp_path)] == [
+        (a, min(a + READ_ROWS, 20_000), min(READ_ROWS, 20_000 - a)) for a in range(0, 20_000, READ_ROWS)
+    ]
     _write(np.arange(0, 1024), tmp_path)
     _write(np.r_[3000:3500, 6000:6100], tmp_path)  # one batch may hold two runs of a shard (Ray bundles blocks out of order)
     _write(np.r_[19_990:20_000, 20_000:20_020], tmp_path)  # and rows of two shards: one part per shard
     _write(np.arange(3000, 3200), tmp_path)  # rows embedded twice (a retried batch) count once
-    assert missing_rows(SHARDS[0], tmp_path) == [(1024, 3000), (3500, 6000), (6100, 19_990)]
-    assert missing_rows(SHARDS[1], tmp_path) == [(20, 50)]
+    _write(np.arange(8192, 8192 + READ_ROWS, 2), tmp_path)  # a part of scattered rows (blocks are sorted by length)
+    _write(np.arange(12_288, 12_288 + READ_ROWS), tmp_path)  # a whole window
 
     items = embed_items(SHARDS, tmp_path)
-    assert [(i["shard"], i["start"], i["stop"]) for i in items] == [
-        ("wiki-00000", 1024, 3000),
-        ("wiki-00000", 3500, 6000),
-        *[("wiki-00000", a, min(a + READ_ROWS, 19_990)) for a in range(6100, 19_990, READ_ROWS)],
-        ("wiki-00001", 20, 50),
+    rest = lambda lo, hi, *done: [r for r in range(lo, hi) if not any(a <= r < b for a, b in done)]  # noqa: E731
+    assert [(i["shard"], i["start"], i["stop"], i.get("only")) for i in items] == [
+        ("wiki-00000", 0, 4096, rest(0, 4096, (0, 1024), (3000, 3500))),
+        ("wiki-00000", 4096, 8192, rest(4096, 8192, (6000, 6100))),
+        ("wiki-00000", 8192, 12_288, list(range(8193, 12_288, 2))),
+        ("wiki-00000", 16_384, 20_000, rest(16_384, 20_000, (19_990, 20_000))),
+        ("wiki-00001", 0, 50, list(range(20, 50))),
     ]
+    assert all(i["rows"] == len(i["only"]) for i in items)
 
     for item in items:  # embedding the missing rows completes both shards, each id exactly once
         s = next(s for s in SHARDS if s["name"] == item["shard"])
-        _write(np.arange(item["start"], item["stop"]) + s["id_start"], tmp_path)
+        _write(np.asarray(item["only"]) + s["id_start"], tmp_path)
     assert embed_items(SHARDS, tmp_path) == []
     for s in SHARDS:
         dest = tmp_path / f"{s['name']}.npy"
         consolidate_vectors_unit(s, tmp_path, {s["name"]: str(dest)})
         assert np.array_equal(np.load(dest), _vectors(np.arange(s["id_start"], s["id_start"] + s["count"])))
+
+
+def test_an_embed_block_is_its_rows_longest_first(example_datastore: Path) -> None:
+    shard = sorted(p.name for p in (example_datastore / "shards").iterdir())[0]
+    whole = read_passage_range({"shard": shard, "start": 10, "stop": 300}, example_datastore / "shards")
+    lengths = [len(t) for t in whole.column("text").to_pylist()]
+    assert sorted(whole.column("passage_id").to_pylist()) == list(range(10, 300)) and lengths == sorted(lengths, reverse=True)
+    only = list(range(11, 300, 3))
+    part = read_passage_range({"shard": shard, "start": 10, "stop": 300, "only": only}, example_datastore / "shards")
+    assert sorted(part.column("passage_id").to_pylist()) == only
+    texts = dict(zip(whole.column("passage_id").to_pylist(), whole.column("text").to_pylist(), strict=True))
+    assert part.column("text").to_pylist() == sorted((texts[i] for i in only), key=len, reverse=True)
