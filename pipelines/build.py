@@ -281,6 +281,7 @@ class Build:
         pending = [s for s in shards if not (consolidated / f"{s['unit']}.json").is_file()]
         items = embed_items(pending, self.build)  # rows of a killed run's finished parts are not embedded again
         clock = Stopwatch()
+        result: dict[str, Any] = {}
         total = sum(i["rows"] for i in items)
         if items:
             assert self._progress is not None
@@ -292,12 +293,13 @@ class Build:
 
             spec, base_dir = self.set.embed.model_dump(), self.set.first.base_dir
             if self.engine == "local":
-                run_embed_local(items, pending, self.layout.shards, self.build, spec, base_dir, on_rows)
+                result = run_embed_local(items, pending, self.layout.shards, self.build, spec, base_dir, on_rows)
             else:
-                self._nodes["embed"] = run_embed(
-                    items, pending, self.layout.shards, self.build, spec, base_dir, self.set.embed.workers, on_rows
-                )["nodes"]
+                result = run_embed(items, pending, self.layout.shards, self.build, spec, base_dir, self.set.embed.workers, on_rows)
+                self._nodes["embed"] = result["nodes"]
         embed_seconds = clock.seconds
+        # the share of the stage's wall time the models spent encoding: what reads, writes and startup leave them
+        busy = result["model_seconds"] / (embed_seconds * result["actors"]) if result and embed_seconds else None
         self._units(
             "vectors",
             units.consolidate_vectors_unit,
@@ -313,7 +315,9 @@ class Build:
             "passages": total,
             "passages_earlier": earlier,
             "passages_per_s": rate,
+            "model_busy": busy,
             "summary": f"{total:,} passages with {info['model']} (dim {info['dim']}), {rate:,.1f} passages/s"
+            + (f", models busy {busy:.0%} of the stage" if busy is not None else "")
             + (f"; {earlier:,} embedded by an earlier run" if earlier else ""),
         }
 
@@ -383,6 +387,7 @@ class Build:
                 "decontamination": decon["eval_sets"] if decon else None,
                 "sources": extract["sources"],
                 "embed_passages_per_s": round(embed["passages_per_s"], 2),
+                "embed_model_busy": None if embed["model_busy"] is None else round(embed["model_busy"], 3),
                 "stage_seconds": seconds,
                 "nodes": self._stage_nodes(),
             },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,13 @@ class EmbedActor:
         self.node = current_node() or ""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
         vectors = self.embedder.encode_passages([str(t) for t in batch["text"]])
+        seconds = time.perf_counter() - start  # spread over the rows, so that any later slicing keeps the sum
         exit_worker_if_asked("embed")
-        return {"passage_id": batch["passage_id"], "vector": vectors.astype(np.float16), "node": np.full(len(vectors), self.node)}
+        n = len(vectors)
+        return {"passage_id": batch["passage_id"], "vector": vectors.astype(np.float16), "node": np.full(n, self.node),
+                "model_s": np.full(n, seconds / max(n, 1))}
 
 
 def _read(batch: pa.Table, shards_dir: str) -> pa.Table:
@@ -58,8 +63,13 @@ def _write(batch: dict[str, np.ndarray], shards: list[dict[str, Any]], build: st
     ids = np.asarray(batch["passage_id"])
     write_embeddings_part(ids, np.asarray(batch["vector"]), shards, Path(build))
     shard_of = np.searchsorted([s["id_start"] for s in shards], ids, side="right") - 1
-    counts = collections.Counter(zip(shard_of.tolist(), [str(n) for n in batch["node"]], strict=True))
-    return pa.table({"shard": [shards[i]["name"] for i, _ in counts], "node": [n for _, n in counts], "rows": list(counts.values())})
+    counts: collections.Counter[tuple[int, str]] = collections.Counter()
+    seconds: collections.Counter[tuple[int, str]] = collections.Counter()
+    for key, model_s in zip(zip(shard_of.tolist(), [str(n) for n in batch["node"]], strict=True), batch["model_s"].tolist(), strict=True):
+        counts[key] += 1
+        seconds[key] += model_s
+    return pa.table({"shard": [shards[i]["name"] for i, _ in counts], "node": [n for _, n in counts], "rows": list(counts.values()),
+                     "model_s": [seconds[k] for k in counts]})
 
 
 def pool_shape(device: str) -> tuple[int, int, int]:
@@ -83,10 +93,11 @@ def run_embed_local(
     spec: dict[str, Any],
     base_dir: Path,
     on_rows: Callable[[int], None],
-) -> dict[str, int]:
-    """The embed stage in this process: the same reads, model calls and writes, without Ray."""
+) -> dict[str, Any]:
+    """The embed stage in this process: the same reads, model calls and writes, without Ray (results as ``run_embed``'s)."""
     actor = EmbedActor(**_actor_config(spec, base_dir, build, threads=0))
     written: dict[str, int] = {}
+    model_s = 0.0
     block = spec["batch_size"] * ACTOR_BATCHES
     parts = 0
     for item in items:
@@ -96,12 +107,13 @@ def run_embed_local(
             out = actor(
                 {"passage_id": piece.column("passage_id").to_numpy(), "text": np.array(piece.column("text").to_pylist(), dtype=object)}
             )
+            model_s += float(out["model_s"].sum())
             for part in write_embeddings_part(out["passage_id"], out["vector"], shards, build):
                 written[part["shard"]] = written.get(part["shard"], 0) + part["rows"]
                 on_rows(part["rows"])
                 parts += 1
                 crash_if_asked("embed", parts)
-    return written
+    return {"shards": written, "nodes": {}, "model_seconds": model_s, "actors": 1}
 
 
 def embed_items(shards: list[dict[str, Any]], build: Path) -> list[dict[str, Any]]:
@@ -137,8 +149,9 @@ def run_embed(
     base_dir: Path,
     workers: int | str,
     on_rows: Callable[[int], None],
-) -> dict[str, dict[str, int]]:
-    """Embed the passages of ``items`` (blocks of ``shards``); returns rows written per shard (``shards``) and per Ray node (``nodes``).
+) -> dict[str, Any]:
+    """Embed the passages of ``items`` (blocks of ``shards``); returns rows written per shard (``shards``) and per Ray node
+    (``nodes``), the seconds the models spent encoding (``model_seconds``, summed over the ``actors``).
 
     A task whose worker dies is run again, and a dead model actor is restarted and its batch retried
     (``WORKER_RETRIES`` times); a batch's parts are written by the task after it, so none is half-written.
@@ -176,9 +189,11 @@ def run_embed(
     )
     written: dict[str, int] = {}
     nodes: dict[str, int] = {}
+    model_s = 0.0
     for parts, row in enumerate(ds.iter_rows(), start=1):
         written[row["shard"]] = written.get(row["shard"], 0) + int(row["rows"])
         count_nodes(nodes, row["node"] or None, int(row["rows"]))
+        model_s += float(row["model_s"])
         on_rows(int(row["rows"]))
         crash_if_asked("embed", parts)
-    return {"shards": written, "nodes": nodes}
+    return {"shards": written, "nodes": nodes, "model_seconds": model_s, "actors": actors}

@@ -40,6 +40,8 @@ def test_catalog_describes_the_datastore(example_datastore: Path) -> None:
     for counts in build["sources"].values():  # per source: read = kept + dropped at extract, by reason
         assert counts["read"] == counts["kept"] + sum(n for k, n in counts.items() if k.startswith(("extract:", "filter:")))
     assert build["dropped"]["filter:too_few_words"] > 0
+    # the model's encode time is most of the embed stage (the rest: actor start, model load, reads, writes)
+    assert 0.3 < build["embed_model_busy"] <= 1.0 and build["embed_passages_per_s"] > 0
     # FOLDOC copied some entries from the Jargon File: near dedup keeps the Jargon File's (earlier source)
     near = pq.read_table(example_datastore / "build" / "dropped" / "near_dedup").to_pylist()
     pairs = {(d["doc_id"], d["duplicate_of"]) for d in near}
