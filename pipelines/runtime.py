@@ -51,9 +51,11 @@ def ray_runtime(address: str | None = None) -> Iterator[None]:
     """
     # Our progress bars and summary replace Ray Data's per-dataset log lines (read when ray.data is imported).
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
-    # Ray 2.60 deprecates passing max_retries / max_restarts through ray_remote_args but names no replacement.
-    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
     import ray
+
+    # Ray 2.60 deprecates passing max_retries / max_restarts through ray_remote_args but names no replacement.
+    # After the import: importing ray puts its own filter for its deprecation warnings in front of ours.
+    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
 
     env = dict(WORKER_ENV) | {k: os.environ[k] for k in PASS_THROUGH_ENV if k in os.environ}
     started = not ray.is_initialized()
