@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import json
 import time
 from collections.abc import Callable
@@ -63,13 +62,9 @@ def _write(batch: dict[str, np.ndarray], shards: list[dict[str, Any]], build: st
     ids = np.asarray(batch["passage_id"])
     write_embeddings_part(ids, np.asarray(batch["vector"]), shards, Path(build))
     shard_of = np.searchsorted([s["id_start"] for s in shards], ids, side="right") - 1
-    counts: collections.Counter[tuple[int, str]] = collections.Counter()
-    seconds: collections.Counter[tuple[int, str]] = collections.Counter()
-    for key, model_s in zip(zip(shard_of.tolist(), [str(n) for n in batch["node"]], strict=True), batch["model_s"].tolist(), strict=True):
-        counts[key] += 1
-        seconds[key] += model_s
-    return pa.table({"shard": [shards[i]["name"] for i, _ in counts], "node": [n for _, n in counts], "rows": list(counts.values()),
-                     "model_s": [seconds[k] for k in counts]})
+    rows = pa.table({"shard": [shards[i]["name"] for i in shard_of], "node": [str(n) for n in batch["node"]], "model_s": batch["model_s"]})
+    counts = rows.group_by(["shard", "node"], use_threads=False).aggregate([("model_s", "count"), ("model_s", "sum")])
+    return counts.rename_columns(["shard", "node", "rows", "model_s"])
 
 
 def pool_shape(device: str) -> tuple[int, int, int]:
