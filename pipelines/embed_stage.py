@@ -24,17 +24,20 @@ READ_ROWS = 4096
 ACTOR_BATCHES = 16
 #: CPUs a read or write task reserves: they wait on the disk far more than they compute.
 IO_CPUS = 0.1
+#: CPUs a model actor reserves whatever its threads, so that the reads and writes around it always find room
+#: (an actor reserving all of a node's CPUs held its last write back by 3 s here) and ``embed.workers`` may
+#: equal the CPUs.
+ACTOR_CPUS = 1 - IO_CPUS
 
 
 class EmbedActor:
     """One model per actor; embeds (passage_id, text) batches into (passage_id, fp16 vector, the actor's Ray node)."""
 
     def __init__(self, spec: dict[str, Any], base_dir: str | None, threads: int, info_path: str) -> None:
-        if threads:  # Ray sets OMP_NUM_THREADS=1 in its workers, and OpenMP reads it once, when torch loads
-            os.environ["OMP_NUM_THREADS"] = str(threads)
-        import torch
-
         if threads:  # 0: keep torch's default
+            os.environ["OMP_NUM_THREADS"] = str(threads)  # Ray set it to 1, and OpenMP reads it once, when torch loads
+            import torch
+
             torch.set_num_threads(threads)
         self.embedder = Embedder(
             spec["model"],
@@ -73,21 +76,19 @@ def _write(batch: dict[str, np.ndarray], shards: list[dict[str, Any]], build: st
     return counts.rename_columns(["shard", "node", "rows", "model_s"])
 
 
-def pool_shape(device: str, workers: int | str = "auto") -> tuple[int, int, float, int]:
-    """(actors, GPUs per actor, CPUs reserved per actor, torch threads per actor) on the running Ray cluster."""
+def pool_shape(device: str, workers: int | str) -> tuple[int, int, int]:
+    """(actors, GPUs per actor, torch threads per actor) on the running Ray cluster."""
     import ray
 
     node_cpus = [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]]
     return plan_pool(device, workers, node_cpus, int(ray.cluster_resources().get("GPU", 0)))
 
 
-def plan_pool(device: str, workers: int | str, node_cpus: list[int], gpus: int) -> tuple[int, int, float, int]:
+def plan_pool(device: str, workers: int | str, node_cpus: list[int], gpus: int) -> tuple[int, int, int]:
     """The actor pool for nodes of ``node_cpus`` CPUs and ``gpus`` GPUs in all; ``workers`` is ``embed.workers``.
 
     One actor per GPU (fp16, 4 torch threads), else one per 8 CPUs, with the CPUs shared out among the
-    actors as torch threads, no more than one node holds. An actor reserves ``1 - IO_CPUS`` CPU from Ray
-    whatever its threads, so that the reads and writes around it always find room (an actor reserving
-    all of a node's CPUs held its last write back by 3 s here) and ``embed.workers`` may equal the CPUs.
+    actors as torch threads, no more than one node holds.
     """
     on_gpus = device != "cpu" and gpus > 0
     have, unit = (gpus, "GPU") if on_gpus else (max(1, sum(node_cpus)), "CPU")
@@ -96,11 +97,11 @@ def plan_pool(device: str, workers: int | str, node_cpus: list[int], gpus: int) 
     if actors > have:
         raise MassiveDSError(f"embed.workers is {actors} but the Ray cluster has {have} {unit}: set embed.workers to {have} or fewer")
     if on_gpus:
-        return actors, 1, 1 - IO_CPUS, 4
+        return actors, 1, 4
     threads = have // actors
     while threads > 1 and sum(c // threads for c in node_cpus) < actors:
         threads -= 1
-    return actors, 0, 1 - IO_CPUS, threads
+    return actors, 0, threads
 
 
 def run_embed_local(
@@ -176,7 +177,7 @@ def run_embed(
     """
     import ray
 
-    actors, gpus, cpus, threads = pool_shape(spec["device"], workers)
+    actors, gpus, threads = pool_shape(spec["device"], workers)
     ds: ray.data.Dataset = ray.data.from_items([{"item": json.dumps(i)} for i in items], override_num_blocks=max(1, len(items)))
     ds = ds.map_batches(
         _read,  # type: ignore[arg-type]
@@ -193,7 +194,7 @@ def run_embed(
         compute=ray.data.ActorPoolStrategy(size=actors),
         fn_constructor_kwargs=_actor_config(spec, base_dir, build, threads),
         num_gpus=gpus,
-        num_cpus=cpus,
+        num_cpus=ACTOR_CPUS,
         max_restarts=WORKER_RETRIES,
         max_task_retries=WORKER_RETRIES,
     )

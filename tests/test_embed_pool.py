@@ -1,16 +1,16 @@
-"""The embed stage's actor pool: how many actors, how many torch threads each, and what each reserves from Ray."""
+"""The embed stage's actor pool: how many actors and how many torch threads each, and that Ray can place them."""
 
 from __future__ import annotations
 
 import pytest
 
 from massiveds.errors import MassiveDSError
-from pipelines.embed_stage import IO_CPUS, plan_pool
+from pipelines.embed_stage import ACTOR_CPUS, IO_CPUS, plan_pool
 
 
-def _fits(node_cpus: list[int], actors: int, threads: int, reserve: float) -> bool:
+def _fits(node_cpus: list[int], actors: int, threads: int) -> bool:
     """Whether ``actors`` actors of ``threads`` threads fit on these nodes' cores, and Ray can place them with a read beside."""
-    return sum(c // threads for c in node_cpus) >= actors and actors * reserve + IO_CPUS <= sum(node_cpus) + 1e-9
+    return sum(c // threads for c in node_cpus) >= actors and actors * ACTOR_CPUS + IO_CPUS <= sum(node_cpus) + 1e-9
 
 
 @pytest.mark.parametrize(("nodes", "workers", "actors", "threads"), [
@@ -23,15 +23,13 @@ def _fits(node_cpus: list[int], actors: int, threads: int, reserve: float) -> bo
     ([64], 3, 3, 21),
 ])
 def test_cpu_actors_fit_the_nodes_with_room_for_reads(nodes: list[int], workers: int | str, actors: int, threads: int) -> None:
-    got_actors, gpus, reserve, got_threads = plan_pool("auto", workers, nodes, gpus=0)
-    assert (got_actors, gpus, got_threads) == (actors, 0, threads)
-    assert reserve == pytest.approx(1 - IO_CPUS)
-    assert _fits(nodes, actors, threads, reserve)
+    assert plan_pool("auto", workers, nodes, gpus=0) == (actors, 0, threads)
+    assert _fits(nodes, actors, threads)
 
 
 def test_one_fp16_actor_per_gpu_unless_the_manifest_says_cpu() -> None:
-    assert plan_pool("auto", "auto", [32], gpus=4) == (4, 1, 1 - IO_CPUS, 4)
-    assert plan_pool("cuda", 2, [32], gpus=4) == (2, 1, 1 - IO_CPUS, 4)
+    assert plan_pool("auto", "auto", [32], gpus=4) == (4, 1, 4)
+    assert plan_pool("cuda", 2, [32], gpus=4) == (2, 1, 4)
     assert plan_pool("cpu", "auto", [32], gpus=4)[:2] == (4, 0)
 
 
