@@ -43,7 +43,17 @@ from pipelines.decontaminate import run_decontaminate
 from pipelines.download import run_download
 from pipelines.embed_stage import embed_items, run_embed, run_embed_local
 from pipelines.near_dedup import near_partitions, run_near_dedup
-from pipelines.runtime import NODE_KEY, WORKER_RETRIES, Stopwatch, count_nodes, crash_if_asked, ray_runtime, run_units, worker_death
+from pipelines.runtime import (
+    NODE_KEY,
+    WORKER_RETRIES,
+    Stopwatch,
+    count_nodes,
+    crash_if_asked,
+    ray_runtime,
+    remote_user_error,
+    run_units,
+    worker_death,
+)
 
 #: ``s3://bucket/x`` as a ``Path`` reads ``s3:/bucket/x``: a scheme of two or more letters and a colon (not ``C:/``).
 URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
@@ -149,6 +159,8 @@ class Build:
         try:
             result = fn()
         except Exception as exc:
+            if (own := remote_user_error(exc)) is not None:
+                raise own from None
             if (death := worker_death(exc)) is None:
                 raise
             raise MassiveDSError(

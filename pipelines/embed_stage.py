@@ -1,16 +1,15 @@
-"""The embedding stage on Ray Data: passage ranges -> a fixed pool of model actors -> fp16 parts."""
+"""The embedding stage: a fixed pool of model actors, each reading a slice of passages, embedding it and writing fp16 parts."""
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from massiveds.embed import Embedder
 from massiveds.errors import MassiveDSError
@@ -18,62 +17,63 @@ from massiveds.layout import write_json
 from pipelines.runtime import WORKER_RETRIES, count_nodes, crash_if_asked, current_node, exit_worker_if_asked
 from pipelines.units import covered_rows, read_passage_range, write_embeddings_part
 
-#: Rows read per input block, sorted longest first so that the model batches cut from it hold like lengths;
-#: each actor call gets ``ACTOR_BATCHES`` model batches (one progress step and one resumable part).
+#: Rows of a shard read as one window, sorted longest first so that the model batches cut from it hold like
+#: lengths; a call embeds ``CALL_BATCHES`` model batches of a window (one progress step and one resumable part).
 READ_ROWS = 4096
-ACTOR_BATCHES = 16
-#: CPUs a read or write task reserves: they wait on the disk far more than they compute.
-IO_CPUS = 0.1
-#: CPUs a model actor reserves whatever its threads, so that the reads and writes around it always find room
-#: (an actor reserving all of a node's CPUs held its last write back by 3 s here) and ``embed.workers`` may
-#: equal the CPUs.
-ACTOR_CPUS = 1 - IO_CPUS
+CALL_BATCHES = 16
 
 
-class EmbedActor:
-    """One model per actor; embeds (passage_id, text) batches into (passage_id, fp16 vector, the actor's Ray node)."""
+class EmbedWorker:
+    """One model; a call reads its slice of a passage window, embeds it and writes the vectors as fp16 parts.
 
-    def __init__(self, spec: dict[str, Any], base_dir: str | None, threads: int, info_path: str) -> None:
+    The worker reads and writes for itself and returns only what it wrote, so nothing but a few numbers
+    crosses between it and the driver, and the driver waits without polling while the models run.
+    """
+
+    def __init__(self, spec: dict[str, Any], base_dir: str | None, threads: int, build: str, shards: list[dict[str, Any]],
+                 shards_dir: str) -> None:
         if threads:  # 0: keep torch's default
             os.environ["OMP_NUM_THREADS"] = str(threads)  # Ray set it to 1, and OpenMP reads it once, when torch loads
             import torch
 
             torch.set_num_threads(threads)
-        self.embedder = Embedder(
-            spec["model"],
-            device=spec["device"],
-            normalize=spec["normalize"],
-            max_length=spec["max_length"],
-            query_prefix=spec["query_prefix"],
-            passage_prefix=spec["passage_prefix"],
-            batch_size=spec["batch_size"],
-            base_dir=Path(base_dir) if base_dir else None,
-        )
-        write_json(Path(info_path), self.embedder.info())
-        self.node = current_node() or ""
+        self.failed: str | None = None
+        try:
+            self.embedder = Embedder(
+                spec["model"],
+                device=spec["device"],
+                normalize=spec["normalize"],
+                max_length=spec["max_length"],
+                query_prefix=spec["query_prefix"],
+                passage_prefix=spec["passage_prefix"],
+                batch_size=spec["batch_size"],
+                base_dir=Path(base_dir) if base_dir else None,
+            )
+        except MassiveDSError as exc:  # raised by the calls: Ray would restart a failed constructor and retry it in vain
+            self.failed = str(exc)
+            return
+        self.build, self.shards, self.shards_dir = Path(build), shards, Path(shards_dir)
+        self.call_rows = spec["batch_size"] * CALL_BATCHES
+        write_json(self.build / "embed" / "embedder.json", self.embedder.info())
+        self.node = current_node()
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def embed(self, call: dict[str, Any]) -> list[dict[str, Any]]:
+        """Embed slice ``call["slice"]`` of the window ``call`` names; one record per part written: shard, rows, node, model seconds."""
+        if self.failed:
+            raise MassiveDSError(self.failed)
+        rows = read_passage_range(call, self.shards_dir).slice(call["slice"] * self.call_rows, self.call_rows)
         start = time.perf_counter()
-        vectors = self.embedder.encode_passages([str(t) for t in batch["text"]])
-        seconds = time.perf_counter() - start  # spread over the rows, so that any later slicing keeps the sum
+        vectors = self.embedder.encode_passages(rows.column("text").to_pylist())
+        seconds = time.perf_counter() - start
         exit_worker_if_asked("embed")
-        n = len(vectors)
-        return {"passage_id": batch["passage_id"], "vector": vectors.astype(np.float16), "node": np.full(n, self.node),
-                "model_s": np.full(n, seconds / max(n, 1))}
+        parts = write_embeddings_part(rows.column("passage_id").to_numpy(), vectors, self.shards, self.build)
+        return [p | {"node": self.node, "model_s": seconds * p["rows"] / len(rows)} for p in parts]
 
 
-def _read(batch: pa.Table, shards_dir: str) -> pa.Table:
-    items = [json.loads(i) for i in batch.column("item").to_pylist()]
-    return pa.concat_tables([read_passage_range(i, Path(shards_dir)) for i in items])
-
-
-def _write(batch: dict[str, np.ndarray], shards: list[dict[str, Any]], build: str) -> pa.Table:
-    ids = np.asarray(batch["passage_id"])
-    write_embeddings_part(ids, np.asarray(batch["vector"]), shards, Path(build))
-    shard_of = np.searchsorted([s["id_start"] for s in shards], ids, side="right") - 1
-    rows = pa.table({"shard": [shards[i]["name"] for i in shard_of], "node": [str(n) for n in batch["node"]], "model_s": batch["model_s"]})
-    counts = rows.group_by(["shard", "node"], use_threads=False).aggregate([("model_s", "count"), ("model_s", "sum")])
-    return counts.rename_columns(["shard", "node", "rows", "model_s"])
+def embed_calls(items: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+    """The model calls that embed ``items`` (windows from ``embed_items``): each window's rows, in slices of ``CALL_BATCHES`` batches."""
+    call_rows = batch_size * CALL_BATCHES
+    return [i | {"slice": k} for i in items for k in range(math.ceil(i["rows"] / call_rows))]
 
 
 def pool_shape(device: str, workers: int | str) -> tuple[int, int, int]:
@@ -104,41 +104,10 @@ def plan_pool(device: str, workers: int | str, node_cpus: list[int], gpus: int) 
     return actors, 0, threads
 
 
-def run_embed_local(
-    items: list[dict[str, Any]],
-    shards: list[dict[str, Any]],
-    shards_dir: Path,
-    build: Path,
-    spec: dict[str, Any],
-    base_dir: Path,
-    on_rows: Callable[[int], None],
-) -> dict[str, Any]:
-    """The embed stage in this process: the same reads, model calls and writes, without Ray (results as ``run_embed``'s)."""
-    actor = EmbedActor(**_actor_config(spec, base_dir, build, threads=0))
-    written: dict[str, int] = {}
-    model_s = 0.0
-    block = spec["batch_size"] * ACTOR_BATCHES
-    parts = 0
-    for item in items:
-        table = read_passage_range(item, shards_dir)
-        for start in range(0, table.num_rows, block):
-            piece = table.slice(start, block)
-            out = actor(
-                {"passage_id": piece.column("passage_id").to_numpy(), "text": np.array(piece.column("text").to_pylist(), dtype=object)}
-            )
-            model_s += float(out["model_s"].sum())
-            for part in write_embeddings_part(out["passage_id"], out["vector"], shards, build):
-                written[part["shard"]] = written.get(part["shard"], 0) + part["rows"]
-                on_rows(part["rows"])
-                parts += 1
-                crash_if_asked("embed", parts)
-    return {"shards": written, "nodes": {}, "model_seconds": model_s, "actors": 1}
-
-
 def embed_items(shards: list[dict[str, Any]], build: Path) -> list[dict[str, Any]]:
-    """The embed stage's input blocks: windows of ``READ_ROWS`` rows of each shard holding rows no embedding part covers.
+    """The embed stage's windows: ``READ_ROWS`` rows of each shard holding rows no embedding part covers.
 
-    Windows keep their place on a resumed run (a part's rows are scattered over its window, since blocks
+    Windows keep their place on a resumed run (a part's rows are scattered over its window, since windows
     are sorted by length), and a partly done window lists the rows still to embed in ``only``.
     """
     items = []
@@ -155,8 +124,40 @@ def embed_items(shards: list[dict[str, Any]], build: Path) -> list[dict[str, Any
     return items
 
 
-def _actor_config(spec: dict[str, Any], base_dir: Path, build: Path, threads: int) -> dict[str, Any]:
-    return {"spec": spec, "base_dir": str(base_dir), "threads": threads, "info_path": str(build / "embed" / "embedder.json")}
+def _worker_config(spec: dict[str, Any], base_dir: Path, build: Path, shards: list[dict[str, Any]], shards_dir: Path,
+                   threads: int) -> dict[str, Any]:
+    return {"spec": spec, "base_dir": str(base_dir), "threads": threads, "build": str(build), "shards": shards,
+            "shards_dir": str(shards_dir)}
+
+
+def _tally(results: Iterable[list[dict[str, Any]]], actors: int, on_rows: Callable[[int], None]) -> dict[str, Any]:
+    """Sum the calls' parts as they come: rows per shard (``shards``) and per Ray node (``nodes``), model seconds."""
+    written: dict[str, int] = {}
+    nodes: dict[str, int] = {}
+    model_s, parts = 0.0, 0
+    for result in results:
+        for part in result:
+            written[part["shard"]] = written.get(part["shard"], 0) + part["rows"]
+            count_nodes(nodes, part["node"], part["rows"])
+            model_s += part["model_s"]
+            on_rows(part["rows"])
+            parts += 1
+            crash_if_asked("embed", parts)
+    return {"shards": written, "nodes": nodes, "model_seconds": model_s, "actors": actors}
+
+
+def run_embed_local(
+    items: list[dict[str, Any]],
+    shards: list[dict[str, Any]],
+    shards_dir: Path,
+    build: Path,
+    spec: dict[str, Any],
+    base_dir: Path,
+    on_rows: Callable[[int], None],
+) -> dict[str, Any]:
+    """The embed stage in this process: the same calls as ``run_embed``'s, one after the other, without Ray (same results)."""
+    worker = EmbedWorker(**_worker_config(spec, base_dir, build, shards, shards_dir, threads=0))
+    return _tally((worker.embed(call) for call in embed_calls(items, spec["batch_size"])), 1, on_rows)
 
 
 def run_embed(
@@ -169,50 +170,22 @@ def run_embed(
     workers: int | str,
     on_rows: Callable[[int], None],
 ) -> dict[str, Any]:
-    """Embed the passages of ``items`` (blocks of ``shards``); returns rows written per shard (``shards``) and per Ray node
-    (``nodes``), the seconds the models spent encoding (``model_seconds``, summed over the ``actors``).
+    """Embed the passages of ``items`` (windows of ``shards``) on a fixed pool of Ray actors; returns rows written per
+    shard (``shards``) and per Ray node (``nodes``), the seconds the models spent encoding (``model_seconds``, summed
+    over the ``actors``).
 
-    A task whose worker dies is run again, and a dead model actor is restarted and its batch retried
-    (``WORKER_RETRIES`` times); a batch's parts are written by the task after it, so none is half-written.
+    Each actor takes the next call as soon as it is free; the driver blocks on the results. A dead actor
+    is restarted and its call retried (``WORKER_RETRIES`` times); a call writes its parts atomically after
+    its model call, so a retried call rewrites the same files and none is half-written.
     """
     import ray
+    from ray.util import ActorPool
 
     actors, gpus, threads = pool_shape(spec["device"], workers)
-    ds: ray.data.Dataset = ray.data.from_items([{"item": json.dumps(i)} for i in items], override_num_blocks=max(1, len(items)))
-    ds = ds.map_batches(
-        _read,  # type: ignore[arg-type]
-        batch_size=1,
-        batch_format="pyarrow",
-        fn_kwargs={"shards_dir": str(shards_dir)},
-        max_retries=WORKER_RETRIES,
-        num_cpus=IO_CPUS,
-    )
-    ds = ds.map_batches(
-        EmbedActor,
-        batch_size=spec["batch_size"] * ACTOR_BATCHES,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        fn_constructor_kwargs=_actor_config(spec, base_dir, build, threads),
-        num_gpus=gpus,
-        num_cpus=ACTOR_CPUS,
-        max_restarts=WORKER_RETRIES,
-        max_task_retries=WORKER_RETRIES,
-    )
-    ds = ds.map_batches(
-        _write,  # type: ignore[arg-type]
-        batch_size=None,
-        batch_format="numpy",
-        fn_kwargs={"shards": shards, "build": str(build)},
-        max_retries=WORKER_RETRIES,
-        num_cpus=IO_CPUS,
-    )
-    written: dict[str, int] = {}
-    nodes: dict[str, int] = {}
-    model_s = 0.0
-    for parts, row in enumerate(ds.iter_rows(), start=1):
-        written[row["shard"]] = written.get(row["shard"], 0) + int(row["rows"])
-        count_nodes(nodes, row["node"] or None, int(row["rows"]))
-        model_s += float(row["model_s"])
-        on_rows(int(row["rows"]))
-        crash_if_asked("embed", parts)
-    return {"shards": written, "nodes": nodes, "model_seconds": model_s, "actors": actors}
+    worker = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=WORKER_RETRIES, max_task_retries=WORKER_RETRIES)(EmbedWorker)
+    handles: list[Any] = [worker.remote(**_worker_config(spec, base_dir, build, shards, shards_dir, threads)) for _ in range(actors)]
+    calls = embed_calls(items, spec["batch_size"])
+    result = _tally(ActorPool(handles).map_unordered(lambda actor, call: actor.embed.remote(call), calls), actors, on_rows)
+    for handle in handles:  # the models' memory and GPUs go back before the index stages (on an error the build ends)
+        ray.kill(handle)
+    return result

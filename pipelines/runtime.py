@@ -1,20 +1,17 @@
-"""Start (or join) Ray for a build and run work units on it as Ray Data transforms."""
+"""Start (or join) Ray for a build and run work units on it as Ray tasks."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
+from massiveds.errors import MassiveDSError
 from massiveds.layout import read_json, write_json
 
 #: Environment every Ray worker gets: no tokenizer thread pools fighting Ray's own parallelism.
@@ -42,6 +39,12 @@ def worker_death(exc: BaseException) -> str | None:
     return None
 
 
+def remote_user_error(exc: BaseException) -> MassiveDSError | None:
+    """Our own one-line error when ``exc`` is one raised inside a Ray task or actor (Ray wraps it with its traceback)."""
+    cause = getattr(exc, "cause", None)  # a RayTaskError keeps the exception the remote code raised
+    return cause if isinstance(exc, MassiveDSError) and isinstance(cause, MassiveDSError) else None
+
+
 @contextlib.contextmanager
 def ray_runtime(address: str | None = None) -> Iterator[None]:
     """A new local Ray instance by default, or the cluster at ``address`` / ``RAY_ADDRESS``; shut down if we started it.
@@ -49,13 +52,7 @@ def ray_runtime(address: str | None = None) -> Iterator[None]:
     Without an address the build starts its own Ray ("local") rather than joining whatever Ray happens to be
     running on the machine, so its workers are its own children: they see its environment and die with it.
     """
-    # Our progress bars and summary replace Ray Data's per-dataset log lines (read when ray.data is imported).
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
     import ray
-
-    # Ray 2.60 deprecates passing max_retries / max_restarts through ray_remote_args but names no replacement.
-    # After the import: importing ray puts its own filter for its deprecation warnings in front of ours.
-    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
 
     env = dict(WORKER_ENV) | {k: os.environ[k] for k in PASS_THROUGH_ENV if k in os.environ}
     started = not ray.is_initialized()
@@ -67,11 +64,6 @@ def ray_runtime(address: str | None = None) -> Iterator[None]:
             log_to_driver=False,
             runtime_env={"env_vars": env},
         )
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-
-    ctx.print_on_execution_start = False
-    ctx.verbose_stats_logs = False
     try:
         yield
     finally:
@@ -86,13 +78,28 @@ def current_node() -> str | None:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
-def _apply_units(batch: pa.Table, step: str, fn: Callable[..., dict[str, Any]], kwargs: dict[str, Any]) -> pa.Table:
-    node = current_node()
-    results = []
-    for item in batch.column("item").to_pylist():
-        results.append(json.dumps(fn(json.loads(item), **kwargs) | {NODE_KEY: node}))
-        exit_worker_if_asked(step)
-    return pa.table({"result": pa.array(results, pa.string())})
+def _run_unit(item: dict[str, Any], step: str, fn: Callable[..., dict[str, Any]], kwargs: dict[str, Any]) -> dict[str, Any]:
+    result = fn(item, **kwargs) | {NODE_KEY: current_node()}
+    exit_worker_if_asked(step)
+    return result
+
+
+def as_completed(refs: Iterable[Any], in_flight: int) -> Iterator[Any]:
+    """The results of Ray tasks as each finishes, submitting (iterating ``refs``) no more than ``in_flight`` ahead.
+
+    The driver blocks in ``ray.wait`` between results, so it takes no CPU from the units while they run.
+    """
+    import ray
+
+    pending: list[Any] = []
+    for ref in refs:
+        pending.append(ref)
+        if len(pending) >= in_flight:
+            ready, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(ready[0])
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(ready[0])
 
 
 def run_units(
@@ -110,7 +117,7 @@ def run_units(
 ) -> list[dict[str, Any]]:
     """Run ``fn(item, **kwargs)`` for every item, skipping items already done.
 
-    ``engine="ray"`` runs the items as a Ray Data map; ``"local"`` calls them one after the other in
+    ``engine="ray"`` runs each item as a Ray task; ``"local"`` calls them one after the other in
     this process (for debugging, and to measure Ray's overhead). Each item has a ``unit`` name; its
     result is saved as ``markers/<unit>.json`` once it succeeds, so a re-run after a crash only does
     the units that had not finished. On Ray a result also names the node that ran it (``NODE_KEY``).
@@ -137,19 +144,15 @@ def run_units(
     elif todo:
         import ray
 
-        ds: ray.data.Dataset = ray.data.from_items([{"item": json.dumps(i)} for i in todo], override_num_blocks=len(todo))
-        remote_args: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": WORKER_RETRIES}
+        options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": WORKER_RETRIES}
         if memory:
-            remote_args["memory"] = memory
-        ds = ds.map_batches(
-            _apply_units,  # type: ignore[arg-type]
-            batch_size=1,
-            batch_format="pyarrow",
-            fn_kwargs={"step": name, "fn": fn, "kwargs": kwargs},
-            **remote_args,
-        )
-        for row in ds.iter_rows():
-            done(json.loads(row["result"]))
+            options["memory"] = memory
+        task = ray.remote(_run_unit).options(**options)
+        shared = ray.put(kwargs)  # once, not once per unit
+        # enough queued that a freed CPU never waits on the driver, few enough that 10^5 units are not all specs at once
+        in_flight = max(2, int(2 * ray.cluster_resources().get("CPU", 1) / max(num_cpus, 0.01)))
+        for result in as_completed((task.remote(item, name, fn, shared) for item in todo), in_flight):
+            done(result)
     return [results[i["unit"]] for i in items]
 
 

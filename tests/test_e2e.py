@@ -120,6 +120,15 @@ def test_user_errors_exit_non_zero_with_one_line(tmp_path: Path, example_datasto
     assert proc.returncode == 2 and "holds a build of another manifest" in proc.stderr
 
 
+def test_an_embedding_model_that_cannot_load_ends_the_build_with_one_line(small_manifest: Path, tmp_path: Path) -> None:
+    """The model actors load the model: a missing one ends the build with the loader's one-line error, not Ray's tracebacks."""
+    small_manifest.write_text(small_manifest.read_text() + "embed: {model: no-such-encoder}\n")
+    proc = cli("build", str(small_manifest), "--out", str(tmp_path / "ds"), check=False, env={"HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot load embedding model 'no-such-encoder'")
+    assert "Traceback" not in proc.stderr and "retries" not in proc.stderr
+
+
 def test_ivfpq_build_trains_once_and_searches(small_manifest: Path, tmp_path: Path) -> None:
     text = small_manifest.read_text() + "index: {type: ivfpq, nlist: 8, pq_m: 16, nbits: 6, nprobe: 8}\n"
     small_manifest.write_text(text)
