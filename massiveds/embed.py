@@ -147,6 +147,11 @@ class Embedder:
         """Embed passages (sentence-transformers sorts each call's texts by length to cut padding)."""
         return self._encode(texts, self.passage_prefix)
 
+    def count_passage_tokens(self, texts: list[str]) -> int:
+        """Tokens the model reads for these passages (prefix and special tokens in, cut at max length), for tokens/s."""
+        encoded = self.model.tokenizer([self.passage_prefix + t for t in texts], truncation=True, max_length=self.model.max_seq_length)
+        return sum(len(ids) for ids in encoded["input_ids"])
+
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         """Embed queries with the query prefix the datastore was built with."""
         return self._encode(texts, self.query_prefix)

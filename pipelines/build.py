@@ -298,10 +298,14 @@ class Build:
         if items:
             assert self._progress is not None
             task = self._progress.add_task("embed", total=total, rate="")
+            tokens = [0]
 
-            def on_rows(n: int) -> None:
+            def on_rows(n: int, n_tokens: int) -> None:
                 done = self._progress.tasks[task].completed + n  # type: ignore[union-attr]
-                self._progress.update(task, completed=done, rate=f"{done / max(clock.seconds, 1e-9):,.1f} passages/s")  # type: ignore[union-attr]
+                tokens[0] += n_tokens
+                seconds = max(clock.seconds, 1e-9)
+                rate = f"{done / seconds:,.1f} passages/s, {tokens[0] / seconds:,.0f} tokens/s"
+                self._progress.update(task, completed=done, rate=rate)  # type: ignore[union-attr]
 
             spec, base_dir = self.set.embed.model_dump(), self.set.first.base_dir
             if self.engine == "local":
@@ -320,6 +324,7 @@ class Build:
         )
         shutil.rmtree(self.build / "embeddings", ignore_errors=True)
         rate = total / embed_seconds if total else 0.0
+        token_rate = result["tokens"] / embed_seconds if result and embed_seconds else 0.0
         info = read_json(self.build / "embed" / "embedder.json")
         earlier = sum(s["count"] for s in shards) - total
         return {
@@ -327,8 +332,10 @@ class Build:
             "passages": total,
             "passages_earlier": earlier,
             "passages_per_s": rate,
+            "tokens": result["tokens"] if result else 0,
+            "tokens_per_s": token_rate,
             "model_busy": busy,
-            "summary": f"{total:,} passages with {info['model']} (dim {info['dim']}), {rate:,.1f} passages/s"
+            "summary": f"{total:,} passages with {info['model']} (dim {info['dim']}), {rate:,.1f} passages/s, {token_rate:,.0f} tokens/s"
             + (f", models busy {busy:.0%} of the stage" if busy is not None else "")
             + (f"; {earlier:,} embedded by an earlier run" if earlier else ""),
         }
@@ -399,6 +406,7 @@ class Build:
                 "decontamination": decon["eval_sets"] if decon else None,
                 "sources": extract["sources"],
                 "embed_passages_per_s": round(embed["passages_per_s"], 2),
+                "embed_tokens_per_s": round(embed.get("tokens_per_s", 0.0), 1),
                 "embed_model_busy": None if embed["model_busy"] is None else round(embed["model_busy"], 3),
                 "stage_seconds": seconds,
                 "nodes": self._stage_nodes(),

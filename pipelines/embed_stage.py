@@ -58,16 +58,19 @@ class EmbedWorker:
         self.node = current_node()
 
     def embed(self, call: dict[str, Any]) -> list[dict[str, Any]]:
-        """Embed slice ``call["slice"]`` of the window ``call`` names; one record per part written: shard, rows, node, model seconds."""
+        """Embed slice ``call["slice"]`` of the window ``call`` names; per part written: shard, rows, tokens, node, model seconds."""
         if self.failed:
             raise MassiveDSError(self.failed)
         rows = read_passage_range(call, self.shards_dir).slice(call["slice"] * self.call_rows, self.call_rows)
+        texts = rows.column("text").to_pylist()
         start = time.perf_counter()
-        vectors = self.embedder.encode_passages(rows.column("text").to_pylist())
+        vectors = self.embedder.encode_passages(texts)
         seconds = time.perf_counter() - start
+        tokens = self.embedder.count_passage_tokens(texts)
         exit_worker_if_asked("embed")
         parts = write_embeddings_part(rows.column("passage_id").to_numpy(), vectors, self.shards, self.build)
-        return [p | {"node": self.node, "model_s": seconds * p["rows"] / len(rows)} for p in parts]
+        share = [p["rows"] / len(rows) for p in parts]
+        return [p | {"node": self.node, "model_s": seconds * f, "tokens": round(tokens * f)} for p, f in zip(parts, share, strict=True)]
 
 
 def embed_calls(items: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
@@ -130,20 +133,21 @@ def _worker_config(spec: dict[str, Any], base_dir: Path, build: Path, shards: li
             "shards_dir": str(shards_dir)}
 
 
-def _tally(results: Iterable[list[dict[str, Any]]], actors: int, on_rows: Callable[[int], None]) -> dict[str, Any]:
-    """Sum the calls' parts as they come: rows per shard (``shards``) and per Ray node (``nodes``), model seconds."""
+def _tally(results: Iterable[list[dict[str, Any]]], actors: int, on_rows: Callable[[int, int], None]) -> dict[str, Any]:
+    """Sum the calls' parts as they come: rows per shard (``shards``) and per Ray node (``nodes``), tokens, model seconds."""
     written: dict[str, int] = {}
     nodes: dict[str, int] = {}
-    model_s, parts = 0.0, 0
+    model_s, tokens, parts = 0.0, 0, 0
     for result in results:
         for part in result:
             written[part["shard"]] = written.get(part["shard"], 0) + part["rows"]
             count_nodes(nodes, part["node"], part["rows"])
             model_s += part["model_s"]
-            on_rows(part["rows"])
+            tokens += part["tokens"]
+            on_rows(part["rows"], part["tokens"])
             parts += 1
             crash_if_asked("embed", parts)
-    return {"shards": written, "nodes": nodes, "model_seconds": model_s, "actors": actors}
+    return {"shards": written, "nodes": nodes, "model_seconds": model_s, "tokens": tokens, "actors": actors}
 
 
 def run_embed_local(
@@ -153,7 +157,7 @@ def run_embed_local(
     build: Path,
     spec: dict[str, Any],
     base_dir: Path,
-    on_rows: Callable[[int], None],
+    on_rows: Callable[[int, int], None],
 ) -> dict[str, Any]:
     """The embed stage in this process: the same calls as ``run_embed``'s, one after the other, without Ray (same results)."""
     worker = EmbedWorker(**_worker_config(spec, base_dir, build, shards, shards_dir, threads=0))
@@ -168,11 +172,11 @@ def run_embed(
     spec: dict[str, Any],
     base_dir: Path,
     workers: int | str,
-    on_rows: Callable[[int], None],
+    on_rows: Callable[[int, int], None],
 ) -> dict[str, Any]:
-    """Embed the passages of ``items`` (windows of ``shards``) on a fixed pool of Ray actors; returns rows written per
-    shard (``shards``) and per Ray node (``nodes``), the seconds the models spent encoding (``model_seconds``, summed
-    over the ``actors``).
+    """Embed the passages of ``items`` (windows of ``shards``) on a fixed pool of Ray actors; ``on_rows(passages, tokens)``
+    follows each part. Returns rows written per shard (``shards``) and per Ray node (``nodes``), the ``tokens`` the
+    models read and the seconds they spent encoding (``model_seconds``, summed over the ``actors``).
 
     Each actor takes the next call as soon as it is free; the driver blocks on the results. A dead actor
     is restarted and its call retried (``WORKER_RETRIES`` times); a call writes its parts atomically after

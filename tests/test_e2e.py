@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import massiveds
+from massiveds.embed import Embedder
 from massiveds.layout import sha256_file
 from massiveds.passages import PassageFile
 from tests.helpers import massiveds as cli
@@ -42,6 +43,11 @@ def test_catalog_describes_the_datastore(example_datastore: Path) -> None:
     assert build["dropped"]["filter:too_few_words"] > 0
     # the model's encode time is most of the embed stage (the rest: actor start, model load, reads, writes)
     assert 0.3 < build["embed_model_busy"] <= 1.0 and build["embed_passages_per_s"] > 0
+    # tokens/s counts every token the model read: the passages' tokens with [CLS] and [SEP], cut at 256
+    texts = [t for s in shards for t in PassageFile(example_datastore / "shards" / s["name"] / "passages.arrow").column("text")]
+    embed = json.loads((example_datastore / "build" / "embed" / "_SUCCESS.json").read_text())
+    assert embed["tokens"] == Embedder.from_info(catalog["embedder"], device="cpu").count_passage_tokens(texts)
+    assert 20 < build["embed_tokens_per_s"] / build["embed_passages_per_s"] <= 256
     # FOLDOC copied some entries from the Jargon File: near dedup keeps the Jargon File's (earlier source)
     near = pq.read_table(example_datastore / "build" / "dropped" / "near_dedup").to_pylist()
     pairs = {(d["doc_id"], d["duplicate_of"]) for d in near}
