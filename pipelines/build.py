@@ -41,7 +41,7 @@ from massiveds.sources.plan import download_cache, plan_downloads
 from pipelines import units
 from pipelines.decontaminate import run_decontaminate
 from pipelines.download import run_download
-from pipelines.embed_stage import embed_items, run_embed, run_embed_local
+from pipelines.embed_stage import embed_items, run_embed
 from pipelines.near_dedup import near_partitions, run_near_dedup
 from pipelines.runtime import (
     NODE_KEY,
@@ -308,10 +308,9 @@ class Build:
                 self._progress.update(task, completed=done, rate=rate)  # type: ignore[union-attr]
 
             spec, base_dir = self.set.embed.model_dump(), self.set.first.base_dir
-            if self.engine == "local":
-                result = run_embed_local(items, pending, self.layout.shards, self.build, spec, base_dir, on_rows)
-            else:
-                result = run_embed(items, pending, self.layout.shards, self.build, spec, base_dir, self.set.embed.workers, on_rows)
+            result = run_embed(items, pending, self.layout.shards, self.build, spec, base_dir, self.set.embed.workers, on_rows,
+                               engine=self.engine)
+            if self.engine != "local":
                 self._nodes["embed"] = result["nodes"]
         embed_seconds = clock.seconds
         # the share of the stage's wall time the models spent encoding: what reads, writes and startup leave them
