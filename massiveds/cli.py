@@ -238,6 +238,7 @@ def subsample(
     seed: Annotated[int, typer.Option(help="sampling seed: same seed, nested samples")] = 0,
 ) -> None:
     """Write a physical subsample (nested by seed) without re-embedding or retraining."""
+    from massiveds.catalog import open_catalog
     from massiveds.report import progress
     from massiveds.subsample import subsample as run_subsample
 
@@ -245,14 +246,13 @@ def subsample(
         from massiveds.sampling import check_fraction
 
         check_fraction(fraction)
-        shards = len(json.loads((datastore / "datastore.json").read_text())["shards"]) if (datastore / "datastore.json").is_file() else 0
+        parent = open_catalog(datastore)
         with progress() as bar:
-            task = bar.add_task("subsample", total=shards, rate="")
+            task = bar.add_task("subsample", total=len(parent["shards"]), rate="")
             catalog = run_subsample(datastore, out, fraction, seed, on_shard=lambda _: bar.update(task, advance=1))
     except MassiveDSError as exc:
         _fail(str(exc))
         return
-    parent = json.loads((datastore / "datastore.json").read_text())
     rows = [(d, parent["domains"][d]["documents"], v["documents"], parent["domains"][d]["passages"], v["passages"])
             for d, v in catalog["domains"].items()]
     console.print(table(f"subsample {fraction} (seed {seed})", ["domain", "documents before", "after", "passages before", "after"], rows))
@@ -425,11 +425,12 @@ def merge(
 
     Shards are referenced in place (by a path relative to --out: move the datastores together), or copied with --copy.
     """
+    from massiveds.catalog import open_catalog
     from massiveds.merge import merge as run_merge
     from massiveds.report import progress
 
     try:
-        total = sum(len(json.loads((d / "datastore.json").read_text())["shards"]) for d in datastores if (d / "datastore.json").is_file())
+        total = sum(len(open_catalog(d)["shards"]) for d in datastores)
         with progress() as bar:
             task = bar.add_task("merge", total=total, rate="")
             catalog = run_merge(list(datastores), out, copy=copy, on_shard=lambda _: bar.update(task, advance=1))

@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 
+from massiveds.catalog import open_catalog
 from massiveds.embed import Embedder
 from massiveds.errors import DatastoreError, MassiveDSError, ShardSkippedWarning
 from massiveds.index import as_float32, read_index, set_nprobe
-from massiveds.layout import FORMAT_VERSION, DatastoreLayout, read_json
+from massiveds.layout import FORMAT_VERSION, DatastoreLayout
 from massiveds.merge_index import merged_matches, read_merged
 from massiveds.passages import PassageFile
 
@@ -113,9 +114,7 @@ class Datastore:
     def open(cls, path: str | Path) -> Datastore:
         """Open the datastore at ``path``; raises DatastoreError if it is not a complete datastore."""
         layout = DatastoreLayout(path)
-        if not layout.catalog.is_file():
-            raise DatastoreError(f"{path}: not a datastore (no datastore.json); build one with 'massiveds build'")
-        catalog = read_json(layout.catalog)
+        catalog = open_catalog(layout.root)
         if catalog.get("format_version") != FORMAT_VERSION:
             raise DatastoreError(f"{path}: datastore format {catalog.get('format_version')} is not {FORMAT_VERSION}; rebuild it")
         return cls(layout.root, catalog)

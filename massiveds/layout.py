@@ -14,10 +14,10 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from massiveds.errors import DatastoreError
+from massiveds.safe_paths import check_name, check_relpath
 
 CATALOG = "datastore.json"
 TRAINED_INDEX = "trained.faiss"
@@ -84,12 +84,11 @@ def shard_folder_rel(record: dict[str, Any]) -> str:
     A shard merged in place (``massiveds merge``) lives in its source datastore; the catalog records
     that folder relative to the merged datastore, so the two can be moved together.
     """
+    name = check_name(record["name"], "shard name")
     ref = record.get("folder")
     if ref is None:
-        return f"shards/{record['name']}"
-    if not isinstance(ref, str) or not ref or PurePosixPath(ref).is_absolute() or Path(ref).is_absolute():
-        raise DatastoreError(f"shard {record['name']}: folder {ref!r} must be a path relative to the datastore")
-    return ref
+        return f"shards/{name}"
+    return check_relpath(ref, f"shard {name}: folder", parent_steps=True)
 
 
 def stored_id_start(record: dict[str, Any]) -> int:
@@ -124,7 +123,7 @@ class DatastoreLayout:
 
     def shard_trained(self, record: dict[str, Any]) -> Path:
         """The trained, empty index a shard was built from (merged datastores keep one per source build)."""
-        return self.root / record.get("trained", TRAINED_INDEX)
+        return self.root / check_relpath(record.get("trained", TRAINED_INDEX), f"shard {record['name']}: trained index")
 
     @property
     def build(self) -> Path:

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from massiveds.catalog import open_catalog
 from massiveds.errors import MassiveDSError
-from massiveds.layout import DatastoreLayout, file_record, read_json, sha256_file, shard_name, stored_id_start, write_json
+from massiveds.layout import DatastoreLayout, file_record, sha256_file, shard_name, stored_id_start, write_json
 from massiveds.subsample import rewrite_shard
 from massiveds.verify import require_catalog_files
 
@@ -31,10 +32,7 @@ EMBEDDER_KEYS = ("model", "dim", "normalize", "max_length", "query_prefix", "pas
 
 
 def _load(path: Path) -> dict[str, Any]:
-    layout = DatastoreLayout(path)
-    if not layout.catalog.is_file():
-        raise MassiveDSError(f"{path}: not a datastore (no datastore.json)")
-    return read_json(layout.catalog)
+    return open_catalog(path)
 
 
 def check_embedders(catalogs: list[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:

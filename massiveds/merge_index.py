@@ -21,6 +21,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from massiveds.catalog import open_catalog
 from massiveds.errors import DatastoreError
 from massiveds.index import ivf_list_sizes, read_index, write_index
 from massiveds.layout import DatastoreLayout, atomic_path, file_record, read_json, sha256_file, write_json
@@ -84,9 +85,7 @@ def _common_trained(layout: DatastoreLayout, shards: list[dict[str, Any]]) -> Pa
 def merge_index(root: str | Path) -> dict[str, Any]:
     """Merge the IVF shard indexes of the datastore at ``root`` into ``merged/``; record it in the catalog and return the record."""
     layout = DatastoreLayout(root)
-    if not layout.catalog.is_file():
-        raise DatastoreError(f"{root}: not a datastore (no datastore.json)")
-    catalog = read_json(layout.catalog)
+    catalog = open_catalog(layout.root)
     if catalog["index"]["type"] == "flat":
         raise DatastoreError(f"{root}: flat index; merge-index merges IVF inverted lists (flat shards are searched by fan-out)")
     require_catalog_files(layout.root, catalog, "merge-index")

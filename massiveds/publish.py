@@ -28,6 +28,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import json
+import os
 import posixpath
 import shutil
 import tempfile
@@ -38,10 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from massiveds.catalog import CHECKSUMS, catalog_files, check_agreement, check_paths, open_catalog
 from massiveds.errors import DatastoreError, MassiveDSError
 from massiveds.layout import CATALOG, atomic_path, sha256_file, shard_folder_rel, write_json
+from massiveds.safe_paths import UnsafePathError, safe_join
 from massiveds.sources.fetch import DEFAULT_POLICY, FetchError, RetryPolicy, describe, fetch, is_transient
-from massiveds.verify import CHECKSUMS, catalog_files, present_files, read_catalog, verify
+from massiveds.verify import present_files, verify
 
 #: Part size per destination scheme (bytes); schemes not listed take files whole.
 PART_SIZE = {"hf": 20 * 10**9}
@@ -106,17 +109,24 @@ def published_catalog(root: Path) -> bytes:
     return (json.dumps(catalog, indent=2) + "\n").encode()
 
 
+def _regular(path: Path, folder: Path) -> Path:
+    """``path`` if it is a regular file inside ``folder`` with no symlink on the way: a published datastore holds no symlinks."""
+    if path.resolve() != folder.resolve() / path.relative_to(folder):
+        raise UnsafePathError(f"{path} is a symlink or lies under one: refused (a published datastore holds regular files only)")
+    return path
+
+
 def published_files(root: Path, include_build: bool = False) -> dict[str, Path]:
     """Every file to publish but the catalog and ``checksums.json``, by its path at the destination, with its local path.
 
     The files of shards merged in place (all but their source's ``shard.json``) are published under ``shards/<name>/``,
     so that the published datastore is self-contained.
     """
-    files = {rel: root / rel for rel in present_files(root, include_build) if rel not in (CATALOG, CHECKSUMS)}
-    for shard in read_catalog(root)["shards"]:
+    files = {rel: _regular(root / rel, root) for rel in present_files(root, include_build) if rel not in (CATALOG, CHECKSUMS)}
+    for shard in open_catalog(root)["shards"]:
         if "folder" in shard:
             folder = root / shard_folder_rel(shard)
-            files |= {f"shards/{shard['name']}/{p.name}": p for p in sorted(folder.iterdir())
+            files |= {f"shards/{shard['name']}/{p.name}": _regular(p, folder) for p in sorted(folder.iterdir())
                       if p.is_file() and p.name != "shard.json" and not p.name.startswith(".")}
     return files
 
@@ -135,7 +145,7 @@ def checksums(root: str | Path, *, include_build: bool = False, part_size: int |
         if files[e.rel]["sha256"] != e.sha256:
             raise DatastoreError(f"{local[e.rel]}: sha256 differs from the catalog (altered); run massiveds verify {root}")
     files[CATALOG] = {"bytes": len(catalog), "sha256": hashlib.sha256(catalog).hexdigest()}
-    return {"format_version": 1, "name": read_catalog(root).get("name"), "part_size": part_size, "files": dict(sorted(files.items()))}
+    return {"format_version": 1, "name": open_catalog(root).get("name"), "part_size": part_size, "files": dict(sorted(files.items()))}
 
 
 def _pieces(listing: dict[str, Any], base: str) -> Iterator[Piece]:
@@ -288,6 +298,47 @@ def publish(
     return report
 
 
+def _well_formed(rec: Any) -> bool:
+    return (isinstance(rec, dict) and isinstance(rec.get("bytes"), int) and isinstance(rec.get("sha256"), str)
+            and isinstance(rec.get("parts", []), list) and all(_well_formed(p) for p in rec.get("parts", [])))
+
+
+def _read_published(fs: Any, base: str, src: str) -> tuple[bytes, dict[str, Any]]:
+    """The published catalog (raw) and ``checksums.json`` (parsed and shaped as expected), refusing anything else in one line."""
+    try:
+        catalog = fs.cat_file(f"{base}/{CATALOG}")
+    except FileNotFoundError:
+        raise DatastoreError(f"{src}: no {CATALOG}: not a datastore, or its publishing has not finished") from None
+    try:
+        listing = json.loads(fs.cat_file(f"{base}/{CHECKSUMS}"))
+    except FileNotFoundError:
+        raise DatastoreError(f"{src}: no {CHECKSUMS}: not published by massiveds publish") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DatastoreError(f"{src}: {CHECKSUMS} is not JSON ({exc})") from None
+    files = listing.get("files") if isinstance(listing, dict) else None
+    if not isinstance(files, dict):
+        raise DatastoreError(f"{src}: {CHECKSUMS} has no 'files' mapping; not published by massiveds publish")
+    bad = [rel for rel, rec in files.items() if not _well_formed(rec)]
+    if bad or CATALOG not in files:
+        raise DatastoreError(f"{src}: {CHECKSUMS} is malformed (entry {(bad or [CATALOG])[0]!r}); not published by massiveds publish")
+    own = files[CATALOG]["sha256"]
+    if hashlib.sha256(catalog).hexdigest() != own:
+        raise DatastoreError(f"{src}: {CATALOG} does not match {CHECKSUMS} (a publish in progress?); try again later")
+    return catalog, listing
+
+
+def _check_local_source(base: str, listing: dict[str, Any]) -> None:
+    """A published folder on this machine holds regular files only: no symlink, whose target could be any local file."""
+    folder = Path(base)
+    names = [CHECKSUMS, *listing["files"]]
+    names += [PART.format(rel=rel, i=i) for rel, rec in listing["files"].items() for i in range(len(rec.get("parts", [])))]
+    for rel in names:
+        path = safe_join(folder, rel, f"published file of {folder}:")
+        if path.is_symlink():
+            raise UnsafePathError(f"published file {path} is a symlink: refused, nothing read or written (a published datastore holds "
+                                  "regular files only)")
+
+
 def pull(
     src: str,
     root: str | Path,
@@ -297,55 +348,61 @@ def pull(
     policy: RetryPolicy = DEFAULT_POLICY,
     on_bytes: Progress | None = None,
 ) -> TransferReport:
-    """Download the published datastore at ``src`` into ``root``, resumably, verifying every file; ``datastore.json`` last."""
+    """Download the published datastore at ``src`` into ``root``, resumably, verifying every file; ``datastore.json`` last.
+
+    Every path the published files name is checked (``massiveds.catalog.check_paths``) before
+    anything is written; files download into ``build/pull/files/`` inside ``root`` and move into
+    place once all are verified, then ``checksums.json``, then the catalog.
+    """
     import fsspec
 
     clock = time.perf_counter()
     root = Path(root)
     fs, base = fsspec.core.url_to_fs(src, **(storage_options or {}))
     base = base.rstrip("/")
+    raw_catalog, listing = _read_published(fs, base, src)
     try:
-        catalog = fs.cat_file(f"{base}/{CATALOG}")
-    except FileNotFoundError:
-        raise DatastoreError(f"{src}: no {CATALOG}: not a datastore, or its publishing has not finished") from None
-    try:
-        listing = json.loads(fs.cat_file(f"{base}/{CHECKSUMS}"))
-    except FileNotFoundError:
-        raise DatastoreError(f"{src}: no {CHECKSUMS}: not published by massiveds publish") from None
-    if hashlib.sha256(catalog).hexdigest() != listing["files"][CATALOG]["sha256"]:
-        raise DatastoreError(f"{src}: {CATALOG} does not match {CHECKSUMS} (a publish in progress?); try again later")
-    if any("folder" in s for s in json.loads(catalog).get("shards", [])):
+        catalog = json.loads(raw_catalog)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DatastoreError(f"{src}: {CATALOG} is not JSON ({exc})") from None
+    if not isinstance(catalog, dict) or not isinstance(catalog.get("shards"), list):
+        raise DatastoreError(f"{src}: {CATALOG} is not a datastore catalog")
+    if any("folder" in s for s in catalog["shards"] if isinstance(s, dict)):
         raise DatastoreError(f"{src}: its {CATALOG} references shard folders outside the datastore; a published datastore is "
                              f"self-contained, so no file outside {root} is read")
+    check_paths(root, catalog, listing)
+    check_agreement(root, catalog, listing, complete=True)
+    if _protocol(fs) == "file":
+        _check_local_source(base, listing)
     scratch = root / "build" / "pull"
+    staged = scratch / "files"
     report = TransferReport(files=len(listing["files"]), bytes=sum(r["bytes"] for r in listing["files"].values()))
     wanted = {rel: rec for rel, rec in listing["files"].items() if rel != CATALOG}
 
-    def local_ok(rel: str, rec: dict[str, Any]) -> bool:
-        path = root / rel
+    def holds(path: Path, rec: dict[str, Any]) -> bool:
         return path.is_file() and path.stat().st_size == rec["bytes"] and sha256_file(path) == rec["sha256"]
 
     def get(rel: str) -> bool:
         rec = wanted[rel]
-        if local_ok(rel, rec):
+        if holds(root / rel, rec) or holds(staged / rel, rec):
             if on_bytes is not None:
                 on_bytes(rec["bytes"])
             return False
         uri = fs.unstrip_protocol(f"{base}/{rel}")
         try:
             if "parts" not in rec:
-                fetch(uri, root / rel, sha256=rec["sha256"], quarantine_dir=scratch / "quarantine", storage_options=storage_options,
+                fetch(uri, staged / rel, sha256=rec["sha256"], quarantine_dir=scratch / "quarantine", storage_options=storage_options,
                       policy=policy, on_bytes=on_bytes, record=False)
                 return True
             pieces = []
             for i, part in enumerate(rec["parts"]):
                 piece = scratch / "parts" / PART.format(rel=rel, i=i)
-                if not (piece.is_file() and piece.stat().st_size == part["bytes"] and sha256_file(piece) == part["sha256"]):
+                if not holds(piece, part):
                     fetch(fs.unstrip_protocol(f"{base}/{PART.format(rel=rel, i=i)}"), piece, sha256=part["sha256"],
                           quarantine_dir=scratch / "quarantine", storage_options=storage_options, policy=policy,
                           on_bytes=on_bytes, record=False)
                 pieces.append(piece)
-            with atomic_path(root / rel) as tmp:
+            with atomic_path(staged / rel) as tmp:
                 with open(tmp, "wb") as out:
                     for piece in pieces:
                         with open(piece, "rb") as f:
@@ -361,9 +418,17 @@ def pull(
     for rel, moved in _run(list(wanted), get, workers):
         (report.transferred if moved else report.skipped).append(rel)
         report.bytes_transferred += wanted[rel]["bytes"] if moved else 0
+    old = root / CATALOG
+    if old.is_file() and sha256_file(old) != listing["files"][CATALOG]["sha256"]:
+        old.unlink()  # another version: the folder is not a datastore again until our catalog lands
+    for rel in wanted:
+        if (staged / rel).is_file():
+            target = safe_join(root, rel, f"{CHECKSUMS} entry")  # checked again: the destination may have changed meanwhile
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged / rel, target)
     write_json(root / CHECKSUMS, listing)
     with atomic_path(root / CATALOG) as tmp:
-        tmp.write_bytes(catalog)
+        tmp.write_bytes(raw_catalog)
     shutil.rmtree(scratch, ignore_errors=True)
     if (root / "build").is_dir() and not any((root / "build").iterdir()):
         (root / "build").rmdir()

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from massiveds.catalog import open_catalog
 from massiveds.errors import DatastoreError
 from massiveds.index import ivf_list_sizes, read_index
-from massiveds.layout import DatastoreLayout, read_json
+from massiveds.layout import DatastoreLayout
 
 FILE_KINDS = {"passages.arrow": "passages", "index.faiss": "index", "vectors.npy": "vectors"}
 
@@ -19,9 +20,7 @@ FILE_KINDS = {"passages.arrow": "passages", "index.faiss": "index", "vectors.npy
 def datastore_stats(path: str | Path) -> dict[str, Any]:
     """Counts, bytes on disk, index parameters, list balance, recall and drops of a datastore."""
     layout = DatastoreLayout(path)
-    if not layout.catalog.is_file():
-        raise DatastoreError(f"{path}: not a datastore (no datastore.json); build one with 'massiveds build'")
-    catalog = read_json(layout.catalog)
+    catalog = open_catalog(layout.root)
     shards = []
     for s in sorted(catalog["shards"], key=lambda s: s["id_start"]):
         folder = layout.shard_folder(s)
@@ -61,7 +60,7 @@ def datastore_stats(path: str | Path) -> dict[str, Any]:
 def list_sizes(path: str | Path) -> np.ndarray:
     """Sizes of every inverted list of every shard present (empty for Flat datastores)."""
     layout = DatastoreLayout(path)
-    paths = [layout.shard_folder(s) / "index.faiss" for s in read_json(layout.catalog)["shards"]]
+    paths = [layout.shard_folder(s) / "index.faiss" for s in open_catalog(layout.root)["shards"]]
     per_shard = [ivf_list_sizes(read_index(p)) for p in paths if p.is_file()]
     return np.concatenate([s for s in per_shard if s is not None] or [np.zeros(0, dtype=np.int64)])
 

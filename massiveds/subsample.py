@@ -18,9 +18,10 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
+from massiveds.catalog import open_catalog
 from massiveds.errors import MassiveDSError
 from massiveds.index import list_balance, read_index, write_index
-from massiveds.layout import DatastoreLayout, atomic_path, file_record, read_json, sha256_file, stored_id_start, write_json
+from massiveds.layout import DatastoreLayout, atomic_path, file_record, sha256_file, stored_id_start, write_json
 from massiveds.passages import PassageFile, write_passages
 from massiveds.sampling import check_fraction, keep_mask
 from massiveds.verify import require_catalog_files
@@ -126,11 +127,9 @@ def subsample(source: Path, out: Path, fraction: float, seed: int, on_shard: Cal
     """Write the subsample of datastore ``source`` at ``fraction`` with ``seed`` to ``out``; returns its catalog."""
     check_fraction(fraction)
     src, dst = DatastoreLayout(source), DatastoreLayout(out)
-    if not src.catalog.is_file():
-        raise MassiveDSError(f"{source}: not a datastore (no datastore.json)")
+    catalog = open_catalog(src.root)
     if dst.root.exists() and any(dst.root.iterdir()):
         raise MassiveDSError(f"{out} exists and is not empty; choose a new --out")
-    catalog = read_json(src.catalog)
     require_catalog_files(src.root, catalog, "subsample")
     dst.shards.mkdir(parents=True, exist_ok=True)
     for rel in {src.trained_index.name} | {s["trained"] for s in catalog["shards"] if "trained" in s}:

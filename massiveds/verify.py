@@ -8,44 +8,16 @@ A shard merged in place is checked where it lives (its ``folder``, relative to t
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from massiveds.catalog import CHECKSUMS, Expected, catalog_files, check_paths, listing_files, read_catalog, read_listing
 from massiveds.errors import DatastoreError
 from massiveds.layout import CATALOG, sha256_file, shard_folder_rel
 
-CHECKSUMS = "checksums.json"
 BUILD = "build"
-
-
-@dataclass(frozen=True)
-class Expected:
-    """A file the datastore must hold: path relative to its root, size, sha256."""
-
-    rel: str
-    bytes: int
-    sha256: str
-
-
-def read_catalog(root: Path) -> dict[str, Any]:
-    """The parsed catalog of ``root`` (raises FileNotFoundError / ValueError)."""
-    return dict(json.loads((root / CATALOG).read_text()))
-
-
-def catalog_files(catalog: dict[str, Any]) -> list[Expected]:
-    """The files a catalog records with their sizes and digests: the trained index(es) and every shard file (where it lives)."""
-    out = []
-    trained = catalog.get("trained_index")
-    for rec in ([trained] if trained else []) + catalog.get("trained_indexes", []):  # a merge keeps one per source
-        out.append(Expected(rec["file"], int(rec["bytes"]), rec["sha256"]))
-    for shard in catalog.get("shards", []):
-        for name, rec in sorted(shard.get("files", {}).items()):
-            out.append(Expected(f"{shard_folder_rel(shard)}/{name}", int(rec["bytes"]), rec["sha256"]))
-    return out
 
 
 def require_catalog_files(root: Path, catalog: dict[str, Any], action: str) -> None:
@@ -58,15 +30,6 @@ def require_catalog_files(root: Path, catalog: dict[str, Any], action: str) -> N
         if not path.is_file() or path.stat().st_size != e.bytes:
             what = "missing" if not path.is_file() else "not the size its catalog records"
             raise DatastoreError(f"cannot {action} {root}: {os.path.normpath(path)} is {what}; run massiveds verify {root}")
-
-
-def checksum_files(root: Path) -> list[Expected] | None:
-    """The files ``checksums.json`` records (None when the datastore has none)."""
-    path = root / CHECKSUMS
-    if not path.is_file():
-        return None
-    listing = json.loads(path.read_text())
-    return [Expected(rel, int(r["bytes"]), r["sha256"]) for rel, r in sorted(listing["files"].items())]
 
 
 def present_files(root: Path, include_build: bool = False) -> list[str]:
@@ -84,19 +47,20 @@ def verify(root: str | Path, *, hashes: bool = True, on_file: Callable[[str, int
     root = Path(root)
     if not root.is_dir():
         return [f"{root}: no such directory"]
+    if not (root / CATALOG).is_file():
+        return [f"{CATALOG}: missing (not a datastore, or an unfinished build or pull)"]
     try:
         catalog = read_catalog(root)
-    except FileNotFoundError:
-        return [f"{CATALOG}: missing (not a datastore, or an unfinished build or pull)"]
-    except (ValueError, KeyError) as exc:
-        return [f"{CATALOG}: unreadable ({exc})"]
+        listing = read_listing(root)
+        check_paths(root, catalog, listing)
+        recorded = catalog_files(catalog)
+    except DatastoreError as exc:
+        return [str(exc)]
+    except (KeyError, TypeError, ValueError) as exc:
+        return [f"{CATALOG}: malformed shard or index record ({exc})"]
     expected: dict[str, Expected] = {}
     problems: list[str] = []
-    try:
-        recorded = catalog_files(catalog)
-    except (KeyError, TypeError, ValueError, DatastoreError) as exc:
-        return [f"{CATALOG}: malformed shard or index record ({exc})"]
-    listed = checksum_files(root)
+    listed = listing_files(listing) if listing is not None else None
     for e in recorded + [x for x in listed or [] if x.rel != CATALOG]:
         if e.rel in expected and (expected[e.rel].bytes, expected[e.rel].sha256) != (e.bytes, e.sha256):
             problems.append(f"{e.rel}: {CATALOG} and {CHECKSUMS} disagree about this file")

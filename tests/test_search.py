@@ -4,6 +4,7 @@ dedup, decontamination, MMR, continuations, and shards that are missing or broke
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,17 @@ def ds(example_datastore: Path) -> Datastore:
 
 
 def linked_copy(src: Path, dst: Path, relabel: dict[str, str] | None = None) -> Path:
-    """A datastore at ``dst`` whose files are symlinks to ``src``'s (cheap to break), shards relabelled by name -> domain."""
+    """A datastore at ``dst`` whose files are hard links to ``src``'s (cheap; unlink one to break it), shards relabelled by domain.
+
+    Hard links, not symlinks: a datastore's symlink that leads outside it is refused (docs/security.md).
+    """
     catalog = json.loads((src / "datastore.json").read_text())
     for shard in catalog["shards"]:
         shard["domain"] = (relabel or {}).get(shard["name"], shard["domain"])
         folder = dst / "shards" / shard["name"]
         folder.mkdir(parents=True)
         for f in (src / "shards" / shard["name"]).iterdir():
-            (folder / f.name).symlink_to(f)
+            os.link(f, folder / f.name)
     (dst / "datastore.json").write_text(json.dumps(catalog))
     return dst
 
