@@ -30,9 +30,9 @@ from _common import EXAMPLE, build, load_average, machine
 from rich.console import Console
 from text_stages import make_inputs
 
-from massiveds.embed import Embedder
-from massiveds.passages import PassageFile
-from massiveds.report import table
+from massiveds.core.passages import PassageFile
+from massiveds.core.report import table
+from massiveds.encode.embed import Embedder
 
 
 def bare_encode(texts: list[str], info: dict[str, Any], batch_size: int) -> tuple[float, float]:

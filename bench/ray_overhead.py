@@ -14,7 +14,7 @@ from pathlib import Path
 from _common import EXAMPLE, build, machine
 from rich.console import Console
 
-from massiveds.report import table
+from massiveds.core.report import table
 
 
 def main() -> None:

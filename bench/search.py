@@ -28,10 +28,10 @@ from rich.console import Console
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.vectorstore import clustered_vectors, write_vector_datastore
-from massiveds.datastore import Datastore
-from massiveds.index import plan_index
-from massiveds.manifest import Index
-from massiveds.report import table
+from massiveds.core.manifest import Index
+from massiveds.core.report import table
+from massiveds.encode.index import plan_index
+from massiveds.store.datastore import Datastore
 
 ROOT = Path(__file__).resolve().parents[1]
 out = Console(width=180)
@@ -39,7 +39,7 @@ out = Console(width=180)
 
 def merge_in_child(root: Path) -> tuple[float, float]:
     """Run merge-index in a fresh process; (seconds, that process's peak RSS in MB: VmHWM, which exec resets)."""
-    code = (f"from massiveds.merge_index import merge_index; merge_index({str(root)!r}); "
+    code = (f"from massiveds.ops.merge_index import merge_index; merge_index({str(root)!r}); "
             "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     clock = time.perf_counter()
     env = os.environ | {"PYTHONPATH": str(ROOT)}

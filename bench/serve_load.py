@@ -31,7 +31,7 @@ from pathlib import Path
 from _common import EXAMPLE, REPO, build, machine
 from rich.console import Console
 
-from massiveds.report import table
+from massiveds.core.report import table
 
 QUERIES = ["what is a kludge", "black art", "a program so badly written nobody can maintain it", "spod", "hacker ethic",
            "bit rot", "second-system effect", "bare metal", "a bug that appears only when you look for it",
@@ -142,7 +142,7 @@ def in_process(datastore: Path, k: int) -> Callable[[int], str | None]:
     in the warmed-up main thread were far slower than in a second thread (860 ms against 42 ms at
     load 5), so any other pattern would not compare.
     """
-    from massiveds.serve import open_for_serving
+    from massiveds.store.serve import open_for_serving
 
     ds = open_for_serving(datastore)
     pool = ThreadPoolExecutor(1)

@@ -14,7 +14,7 @@ at every scale.
 Each stage runs in a fresh process over all its units, one after the other on one core (Arrow
 limited to one thread), calling the build's own functions on a manifest of these files:
 
-    read     the reader alone: decompress and parse the JSONL (``massiveds.extract.reader_for``)
+    read     the reader alone: decompress and parse the JSONL (``massiveds.ingest.extract.reader_for``)
     extract  the build's extract unit: read, markup to text (``records_to_documents``: HTML by
              trafilatura, LaTeX, wikitext, Gutenberg), normalise and quality filters
              (``normalize_and_filter``), write the documents Parquet; the CPU of the markup and of
@@ -68,10 +68,10 @@ from rich.console import Console
 
 sys.path.insert(0, str(REPO))  # this checkout's massiveds and pipelines, not an installed copy
 
-from massiveds.extract import reader_for
-from massiveds.manifest import load_manifest
-from massiveds.report import table
-from massiveds.sources.files import resolve_inputs
+from massiveds.core.manifest import load_manifest
+from massiveds.core.report import table
+from massiveds.ingest.extract import reader_for
+from massiveds.ingest.sources.files import resolve_inputs
 from pipelines import units
 from pipelines.near_dedup import NEAR_PARTITION_BYTES, near_partitions, run_near_dedup, run_serial
 

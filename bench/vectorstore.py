@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import itertools
 
-from massiveds.index import IndexPlan
-from massiveds.layout import FORMAT_VERSION, DatastoreLayout, file_record, shard_name, write_json
+from massiveds.core.layout import FORMAT_VERSION, DatastoreLayout, file_record, shard_name, write_json
+from massiveds.encode.index import IndexPlan
 from pipelines.units import add_shard_unit, train_unit
 
 

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from massiveds.datastore import Datastore
+    from massiveds.store.datastore import Datastore
 
 
 def open(path: Any) -> Datastore:  # noqa: A001 - the documented API is massiveds.open(path)
     """Open a built datastore for search (imports FAISS and the datastore code on first use)."""
-    from massiveds.datastore import Datastore
+    from massiveds.store.datastore import Datastore
 
     return Datastore.open(path)

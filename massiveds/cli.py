@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from massiveds.errors import MassiveDSError
-from massiveds.report import console, table
+from massiveds.core.errors import MassiveDSError
+from massiveds.core.report import console, table
 
 
 class Engine(str, enum.Enum):
@@ -45,7 +45,7 @@ def build(
     Several manifests (e.g. one per domain) make one datastore: exact and near dedup and decontamination
     run across all of them, and the index is trained on a sample from every domain.
     """
-    from massiveds.manifest import load_manifest
+    from massiveds.core.manifest import load_manifest
 
     try:
         loaded = [load_manifest(m) for m in manifests]
@@ -108,8 +108,8 @@ def search(
     import warnings
 
     import massiveds
-    from massiveds.errors import ShardSkippedWarning
-    from massiveds.search import SearchOptions
+    from massiveds.core.errors import ShardSkippedWarning
+    from massiveds.store.search import SearchOptions
 
     try:
         golds = [_read_gold(g) for g in decontaminate or []]
@@ -161,8 +161,8 @@ def _read_gold(value: str) -> str:
 @app.command()
 def validate(manifests: Annotated[list[Path], typer.Argument(help="manifest files")]) -> None:
     """Check manifests (fields, values, that sources resolve) without building anything."""
-    from massiveds.manifest import load_manifest
-    from massiveds.sources.files import resolve_inputs
+    from massiveds.core.manifest import load_manifest
+    from massiveds.ingest.sources.files import resolve_inputs
 
     rows = []
     failed = False
@@ -187,7 +187,7 @@ def inspect(
     plot: Annotated[Path | None, typer.Option(help="also write an HTML page with tokens per domain and list sizes")] = None,
 ) -> None:
     """Per-domain and per-shard statistics: counts, bytes on disk, index, list balance, recall, drops."""
-    from massiveds.stats import datastore_stats, list_sizes, write_plot
+    from massiveds.ops.stats import datastore_stats, list_sizes, write_plot
 
     try:
         stats = datastore_stats(datastore)
@@ -238,12 +238,12 @@ def subsample(
     seed: Annotated[int, typer.Option(help="sampling seed: same seed, nested samples")] = 0,
 ) -> None:
     """Write a physical subsample (nested by seed) without re-embedding or retraining."""
-    from massiveds.catalog import open_catalog
-    from massiveds.report import progress
-    from massiveds.subsample import subsample as run_subsample
+    from massiveds.core.catalog import open_catalog
+    from massiveds.core.report import progress
+    from massiveds.ops.subsample import subsample as run_subsample
 
     try:
-        from massiveds.sampling import check_fraction
+        from massiveds.store.sampling import check_fraction
 
         check_fraction(fraction)
         parent = open_catalog(datastore)
@@ -266,7 +266,7 @@ Workers = Annotated[int, typer.Option(min=1, max=256, help="parallel transfers (
 
 
 def _transfer_summary(title: str, report: object, where: str) -> None:
-    from massiveds.publish import TransferReport, human_bytes
+    from massiveds.ops.publish import TransferReport, human_bytes
 
     assert isinstance(report, TransferReport)
     rows = [("files in datastore", report.files), ("size", human_bytes(report.bytes)),
@@ -287,9 +287,9 @@ def publish(
     option: StorageOption = None,
 ) -> None:
     """Upload a datastore (files in parallel, resumable, datastore.json last); per-file sha256 in checksums.json."""
-    from massiveds.publish import parse_size, storage_options_from
-    from massiveds.publish import publish as run_publish
-    from massiveds.report import transfer_progress
+    from massiveds.core.report import transfer_progress
+    from massiveds.ops.publish import parse_size, storage_options_from
+    from massiveds.ops.publish import publish as run_publish
 
     try:
         size = parse_size(part_size) if part_size else None
@@ -312,9 +312,9 @@ def pull(
     option: StorageOption = None,
 ) -> None:
     """Download a published datastore (resumable, every file verified against its sha256, datastore.json last)."""
-    from massiveds.publish import pull as run_pull
-    from massiveds.publish import storage_options_from
-    from massiveds.report import transfer_progress
+    from massiveds.core.report import transfer_progress
+    from massiveds.ops.publish import pull as run_pull
+    from massiveds.ops.publish import storage_options_from
 
     try:
         opts = storage_options_from(option or [])
@@ -333,7 +333,7 @@ def verify(
     sizes_only: Annotated[bool, typer.Option("--sizes-only", help="check sizes and presence, skip sha256 (fast)")] = False,
 ) -> None:
     """Check every file of a datastore against its catalog; one line per problem, non-zero exit if any."""
-    from massiveds.verify import verify as run_verify
+    from massiveds.ops.verify import verify as run_verify
 
     problems = run_verify(datastore, hashes=not sizes_only)
     for line in problems:
@@ -359,8 +359,8 @@ def serve(
     """Serve a datastore over HTTP: POST /search (MassiveDS-compatible), GET /health, GET /stats."""
     import warnings
 
-    from massiveds.errors import ShardSkippedWarning
-    from massiveds.serve import ServeConfig, make_server, open_for_serving, run
+    from massiveds.core.errors import ShardSkippedWarning
+    from massiveds.store.serve import ServeConfig, make_server, open_for_serving, run
 
     config = ServeConfig(max_k=max_k, max_queries=max_queries, max_body=max_body, batch_wait_s=batch_wait_ms / 1000,
                          access_log=access_log)
@@ -392,7 +392,7 @@ def leakage(
     """RETRO-style leakage: the longest common word run between each eval item and its top-k neighbours."""
     import massiveds
     from massiveds.clean.decontaminate import read_eval_items
-    from massiveds.leakage import leakage_report
+    from massiveds.store.leakage import leakage_report
 
     fmt = "parquet" if eval_file.suffix == ".parquet" else "jsonl"
     try:
@@ -425,9 +425,9 @@ def merge(
 
     Shards are referenced in place (by a path relative to --out: move the datastores together), or copied with --copy.
     """
-    from massiveds.catalog import open_catalog
-    from massiveds.merge import merge as run_merge
-    from massiveds.report import progress
+    from massiveds.core.catalog import open_catalog
+    from massiveds.core.report import progress
+    from massiveds.ops.merge import merge as run_merge
 
     try:
         total = sum(len(open_catalog(d)["shards"]) for d in datastores)
@@ -462,10 +462,10 @@ def plan(
 
     With manifests, also the build's size and embedding GPU-hours; an IVF-PQ plan is shown beside exact Flat search.
     """
-    from massiveds.estimate import H100_EMBED_PASSAGES_PER_S, build_estimate, estimate
-    from massiveds.index import flat_report, plan_report
-    from massiveds.index_report import KNOWN_DIMS, build_table, parse_count, plan_table
-    from massiveds.manifest import Index, load_manifest
+    from massiveds.core.manifest import Index, load_manifest
+    from massiveds.encode.index import flat_report, plan_report
+    from massiveds.ops.estimate import H100_EMBED_PASSAGES_PER_S, build_estimate, estimate
+    from massiveds.ops.index_report import KNOWN_DIMS, build_table, parse_count, plan_table
 
     try:
         spec, model = Index(), None
@@ -539,8 +539,8 @@ def eval_recall(
 ) -> None:
     """Recall@k and queries/s of the index for each nprobe, with and without exact rerank, against brute force."""
     import massiveds
-    from massiveds.index_report import recall_table
-    from massiveds.recall import evaluate
+    from massiveds.ops.index_report import recall_table
+    from massiveds.store.recall import evaluate
 
     try:
         texts = None
@@ -565,8 +565,8 @@ def eval_recall(
 @app.command("merge-index")
 def merge_index_command(datastore: Annotated[Path, typer.Argument(help="datastore directory with an IVF index")]) -> None:
     """Merge the shards' IVF lists into one memory-mapped on-disk index (merged/), searched instead of the fan-out."""
-    from massiveds.index_report import human_bytes
-    from massiveds.merge_index import merge_index
+    from massiveds.ops.index_report import human_bytes
+    from massiveds.ops.merge_index import merge_index
 
     try:
         record = merge_index(datastore)

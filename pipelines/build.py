@@ -28,20 +28,20 @@ import numpy as np
 import pyarrow.parquet as pq
 from rich.progress import Progress
 
-from massiveds.errors import MassiveDSError
-from massiveds.index import plan_index
-from massiveds.layout import FORMAT_VERSION, DatastoreLayout, file_record, mark_done, read_json, shard_name, stage_done, write_json
-from massiveds.manifest import LoadedManifest, NearDedup
-from massiveds.manifest_set import ManifestSet
-from massiveds.recall import recall_summary
-from massiveds.report import progress
-from massiveds.schema import count_drops
-from massiveds.sources.files import resolve_inputs
-from massiveds.sources.plan import download_cache, plan_downloads
+from massiveds.core.errors import MassiveDSError
+from massiveds.core.layout import FORMAT_VERSION, DatastoreLayout, file_record, mark_done, read_json, shard_name, stage_done, write_json
+from massiveds.core.manifest import LoadedManifest, NearDedup
+from massiveds.core.report import progress
+from massiveds.core.schema import count_drops
+from massiveds.encode.index import plan_index
+from massiveds.ingest.sources.files import resolve_inputs
+from massiveds.ingest.sources.plan import download_cache, plan_downloads
+from massiveds.store.recall import recall_summary
 from pipelines import units
 from pipelines.decontaminate import run_decontaminate
 from pipelines.download import run_download
 from pipelines.embed_stage import embed_items, run_embed
+from pipelines.manifest_set import ManifestSet
 from pipelines.near_dedup import near_partitions, run_near_dedup
 from pipelines.runtime import (
     NODE_KEY,

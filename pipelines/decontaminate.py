@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from massiveds.chunk import passage_count
 from massiveds.clean.decontaminate import INDEX_ITEMS, INDEX_NGRAMS, EvalIndex, build_index, read_eval_items, scan_texts
-from massiveds.layout import atomic_path, write_json
-from massiveds.manifest import Decontaminate, Manifest
-from massiveds.schema import DROPPED
+from massiveds.core.layout import atomic_path, write_json
+from massiveds.core.manifest import Decontaminate, Manifest
+from massiveds.core.schema import DROPPED
+from massiveds.encode.chunk import passage_count
 from pipelines.near_dedup import Runner
 from pipelines.removals import removed_ords
 from pipelines.units import _documents, _PartWriter, spanner_for, with_manifest

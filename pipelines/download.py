@@ -1,6 +1,6 @@
 """The download stage as Ray-free work units: one remote file (or one ``hf`` dataset) per unit.
 
-``massiveds.sources.plan.plan_downloads`` makes the items; ``download_unit`` fetches one into the
+``massiveds.ingest.sources.plan.plan_downloads`` makes the items; ``download_unit`` fetches one into the
 build's download cache (``build/download/files/...``) and returns what it did. A unit that finds its
 file already cached and verified moves no bytes, so a re-run (even without unit markers) fetches
 nothing twice. ``run_download`` runs the units through any runner of the ``run(step, fn, items,
@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from massiveds.errors import MassiveDSError
-from massiveds.sources.fetch import CHUNK, RetryPolicy, fetch
-from massiveds.sources.hf import materialize
-from massiveds.sources.plan import download_cache
+from massiveds.core.errors import MassiveDSError
+from massiveds.ingest.sources.fetch import CHUNK, RetryPolicy, fetch
+from massiveds.ingest.sources.hf import materialize
+from massiveds.ingest.sources.plan import download_cache
 
 Runner = Callable[[str, Callable[..., dict[str, Any]], list[dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]
 
@@ -39,7 +39,7 @@ def download_unit(item: dict[str, Any], build: str | Path, attempts: int = 6, ba
     return {"unit": item["unit"], "kind": "file", "source": item["source"]} | result.to_dict()
 
 
-#: A user error as it appears in a remote traceback's text: ``massiveds.sources.fetch.FetchError: <message>``.
+#: A user error as it appears in a remote traceback's text: ``massiveds.ingest.sources.fetch.FetchError: <message>``.
 _REMOTE_ERROR = re.compile(r"^massiveds\.[\w.]+\.(?:\w*Error|ChecksumMismatch): (.+)$", re.MULTILINE)
 
 

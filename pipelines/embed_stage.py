@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from massiveds.embed import Embedder
-from massiveds.errors import MassiveDSError
-from massiveds.layout import write_json
+from massiveds.core.errors import MassiveDSError
+from massiveds.core.layout import write_json
+from massiveds.encode.embed import Embedder
 from pipelines.runtime import WORKER_RETRIES, count_nodes, crash_if_asked, current_node, exit_worker_if_asked
 from pipelines.units import covered_rows, read_passage_range, write_embeddings_part
 

@@ -41,10 +41,10 @@ import pyarrow.parquet as pq
 from massiveds.clean.components import directed, large_star, small_star, star_members, unsettled
 from massiveds.clean.exact_dedup import DUPLICATES
 from massiveds.clean.minhash import MinHasher, bucket_edges, estimate_jaccard, partition_of
-from massiveds.errors import MassiveDSError
-from massiveds.layout import atomic_path
-from massiveds.manifest import NearDedup
-from massiveds.schema import DROPPED
+from massiveds.core.errors import MassiveDSError
+from massiveds.core.layout import atomic_path
+from massiveds.core.manifest import NearDedup
+from massiveds.core.schema import DROPPED
 from pipelines.removals import ord_file, removed_ords, unit_ord_range
 from pipelines.units import Runner, _documents, _PartWriter
 

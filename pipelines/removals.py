@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
-from massiveds.schema import FILE_BITS, ROW_BITS
+from massiveds.core.schema import FILE_BITS, ROW_BITS
 
 #: Folders (under ``build/``) of the ``_ord``s each stage removes.
 REMOVED = {"exact": "dedup/duplicates", "near": "dedup/near/duplicates", "decontaminate": "decontaminate/matches"}

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from massiveds.errors import MassiveDSError
-from massiveds.layout import read_json, write_json
+from massiveds.core.errors import MassiveDSError
+from massiveds.core.layout import read_json, write_json
 
 #: Environment every Ray worker gets: no tokenizer thread pools fighting Ray's own parallelism.
 WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false"}

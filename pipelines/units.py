@@ -20,18 +20,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from massiveds.chunk import CHUNKS, Spans, chunk_documents, token_spanner, word_spans
 from massiveds.clean.exact_dedup import KEYS, find_duplicates, partition_keys
 from massiveds.clean.normalize import normalize_and_filter
-from massiveds.embed import load_tokenizer
-from massiveds.extract import reader_for
-from massiveds.extract.records import RawRecord, records_to_documents
-from massiveds.extract.stream import InputError, Limits
-from massiveds.index import IndexPlan, add_vectors, list_balance, read_index, train_index, write_index
-from massiveds.layout import atomic_path, file_record, write_json
-from massiveds.manifest import Manifest
-from massiveds.passages import PassageFile, write_passages
-from massiveds.schema import DOCUMENTS, DROPPED, count_drops, dropped_table
+from massiveds.core.layout import atomic_path, file_record, write_json
+from massiveds.core.manifest import Manifest
+from massiveds.core.passages import PassageFile, write_passages
+from massiveds.core.schema import DOCUMENTS, DROPPED, count_drops, dropped_table
+from massiveds.encode.chunk import CHUNKS, Spans, chunk_documents, token_spanner, word_spans
+from massiveds.encode.embed import load_tokenizer
+from massiveds.encode.index import IndexPlan, add_vectors, list_balance, read_index, train_index, write_index
+from massiveds.ingest.extract import reader_for
+from massiveds.ingest.extract.records import records_to_documents
+from massiveds.ingest.extract.stream import InputError, Limits
+from massiveds.ingest.extract.types import RawRecord
 from pipelines.removals import removed_ords
 
 READ_BATCH = 2048

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from massiveds.clean.normalize import normalize_and_filter
-from massiveds.extract import reader_for
-from massiveds.extract.records import records_to_documents
-from massiveds.extract.stream import Limits
-from massiveds.manifest import Filters, Source
-from massiveds.sources.files import InputFile
+from massiveds.core.manifest import Filters, Source
+from massiveds.ingest.extract import reader_for
+from massiveds.ingest.extract.records import records_to_documents
+from massiveds.ingest.extract.stream import Limits
+from massiveds.ingest.sources.files import InputFile
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "manifests" / "examples" / "jargon.yaml"

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from massiveds.schema import DOCUMENTS, ordinal
+from massiveds.core.schema import DOCUMENTS, ordinal
 from tests.helpers import SHARED_DATA
 
 DATA = SHARED_DATA / "jsonl"

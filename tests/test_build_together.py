@@ -12,8 +12,8 @@ import pyarrow.dataset as pds
 import pytest
 import zstandard
 
-from massiveds.datastore import Datastore
-from massiveds.passages import PassageFile
+from massiveds.core.passages import PassageFile
+from massiveds.store.datastore import Datastore
 from tests.helpers import REPO, massiveds
 
 JARGON = REPO / "manifests/examples/data/jargon"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from massiveds.chunk import chunk_documents, word_windows
-from massiveds.manifest import Chunk
-from massiveds.schema import DOCUMENTS
+from massiveds.core.manifest import Chunk
+from massiveds.core.schema import DOCUMENTS
+from massiveds.encode.chunk import chunk_documents, word_windows
 
 # Real text: the opening of Hamlet's soliloquy (public domain), with irregular whitespace.
 TEXT = """To be, or not to be, that is the question:
@@ -92,8 +92,8 @@ def test_chunk_documents_offsets_lead_back_to_the_document(size: int) -> None:
 
 
 def test_token_windows_count_the_embedders_own_tokens() -> None:
-    from massiveds.chunk import token_spanner, windows
-    from massiveds.embed import load_tokenizer
+    from massiveds.encode.chunk import token_spanner, windows
+    from massiveds.encode.embed import load_tokenizer
 
     tokenizer = load_tokenizer("all-MiniLM-L6-v2")
     text = TEXT * 4  # longer than the tokenizer's own truncation length

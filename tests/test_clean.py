@@ -10,8 +10,8 @@ import zstandard
 
 from massiveds.clean.exact_dedup import dedup_key, find_duplicates, partition_keys
 from massiveds.clean.normalize import count_words, normalize_and_filter, normalize_text
-from massiveds.manifest import Filters
-from massiveds.schema import DOCUMENTS
+from massiveds.core.manifest import Filters
+from massiveds.core.schema import DOCUMENTS
 from tests.helpers import REPO
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from massiveds.errors import ManifestError
-from massiveds.manifest import Decontaminate, Manifest, NearDedup, load_manifest
+from massiveds.core.errors import ManifestError
+from massiveds.core.manifest import Decontaminate, Manifest, NearDedup, load_manifest
 
 
 def test_defaults_follow_the_design() -> None:
@@ -20,7 +20,7 @@ def test_defaults_follow_the_design() -> None:
         14,
         8,
         0.8,
-    )  # DESIGN default: on
+    )  # default: on
     assert near.verify == "jaccard" and near.seed == 1
     d = m.decontaminate
     assert (d.eval_sets, d.ngram, d.threshold, d.min_run) == ([], 13, 0.8, 32)

@@ -11,11 +11,11 @@ import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import pytest
 
-from massiveds.chunk import passage_count
 from massiveds.clean.decontaminate import EvalIndex, build_index, resolve_eval_sets
 from massiveds.clean.ngrams import ngram_hashes, words
-from massiveds.errors import ManifestError
-from massiveds.manifest import Chunk, Decontaminate, EvalSet, Manifest, Source
+from massiveds.core.errors import ManifestError
+from massiveds.core.manifest import Chunk, Decontaminate, EvalSet, Manifest, Source
+from massiveds.encode.chunk import passage_count
 from pipelines.decontaminate import run_decontaminate
 from pipelines.near_dedup import run_serial
 from tests.planted_corpus import Doc, abstracts, read_jsonl_zst, write_parts

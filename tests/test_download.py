@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from massiveds.errors import MassiveDSError
-from massiveds.manifest import load_manifest
-from massiveds.sources.fetch import ChecksumMismatch, FetchError, RetryPolicy, cache_relpath, fetch, partial_path
-from massiveds.sources.files import resolve_inputs
-from massiveds.sources.plan import download_cache, plan_downloads
+from massiveds.core.errors import MassiveDSError
+from massiveds.core.manifest import load_manifest
+from massiveds.ingest.sources.fetch import ChecksumMismatch, FetchError, RetryPolicy, cache_relpath, fetch, partial_path
+from massiveds.ingest.sources.files import resolve_inputs
+from massiveds.ingest.sources.plan import download_cache, plan_downloads
 from pipelines.download import run_download, run_threads
 from pipelines.units import extract_unit
 from tests.helpers import REPO, head_rows

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import massiveds
-from massiveds.embed import Embedder
-from massiveds.layout import sha256_file
-from massiveds.passages import PassageFile
+from massiveds.core.layout import sha256_file
+from massiveds.core.passages import PassageFile
+from massiveds.encode.embed import Embedder
 from tests.helpers import massiveds as cli
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from massiveds.errors import MassiveDSError
+from massiveds.core.errors import MassiveDSError
 from pipelines.embed_stage import plan_pool
 
 

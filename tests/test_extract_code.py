@@ -8,7 +8,7 @@ import zlib
 from pathlib import Path
 
 from massiveds.clean.normalize import normalize_text
-from massiveds.extract.code import language_of, rejection
+from massiveds.ingest.extract.code import language_of, rejection
 from tests.helpers import FIXTURES, extract
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from massiveds.extract.html import decode_html, html_to_text
+from massiveds.ingest.extract.html import decode_html, html_to_text
 from tests.helpers import FIXTURES, extract, head_rows, shared
 
 BOILERPLATE = ("Navigation", "Previous topic", "Next topic", "Report a Bug", "Show Source", "modules |", "<script", "¶")

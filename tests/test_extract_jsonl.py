@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from massiveds.extract.jsonl import read_jsonl
-from massiveds.extract.parquet import read_parquet
-from massiveds.manifest import load_manifest
-from massiveds.sources.files import resolve_inputs
+from massiveds.core.manifest import load_manifest
+from massiveds.ingest.extract.jsonl import read_jsonl
+from massiveds.ingest.extract.parquet import read_parquet
+from massiveds.ingest.sources.files import resolve_inputs
 from pipelines.units import extract_unit
 from tests.helpers import EXAMPLE, REPO
 

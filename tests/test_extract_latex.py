@@ -7,7 +7,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from massiveds.extract.latex import expand_macros, latex_to_text, strip_comments
+from massiveds.ingest.extract.latex import expand_macros, latex_to_text, strip_comments
 from tests.helpers import FIXTURES, extract, head_rows, shared
 
 LATEX_LEFTOVERS = ("\\begin{document}", "\\documentclass", "\\usepackage", "\\section", "\\cite", "\\label", "<<", "\\SweaveOpts")

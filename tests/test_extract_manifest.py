@@ -8,9 +8,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from massiveds.errors import ManifestError
-from massiveds.manifest import Source, load_manifest
-from massiveds.sources.files import resolve_inputs
+from massiveds.core.errors import ManifestError
+from massiveds.core.manifest import Source, load_manifest
+from massiveds.ingest.sources.files import resolve_inputs
 from tests.helpers import FIXTURES
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import zstandard
 
-from massiveds.extract.text import MAX_PART_CHARS, read_text, split_parts, strip_gutenberg
+from massiveds.ingest.extract.text import MAX_PART_CHARS, read_text, split_parts, strip_gutenberg
 from tests.helpers import FIXTURES, extract, head_rows, shared
 
 

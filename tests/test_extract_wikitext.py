@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from massiveds.extract.wikitext import read_wikitext, wikitext_to_text
-from massiveds.manifest import Manifest
+from massiveds.core.manifest import Manifest
+from massiveds.ingest.extract.wikitext import read_wikitext, wikitext_to_text
 from pipelines.units import extract_unit
 from tests.helpers import FIXTURES, extract, head_rows, shared
 

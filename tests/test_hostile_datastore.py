@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from massiveds.datastore import Datastore
-from massiveds.errors import DatastoreError
-from massiveds.layout import sha256_file
-from massiveds.publish import publish, pull
-from massiveds.safe_paths import UnsafePathError, check_relpath, safe_join
-from massiveds.verify import verify
+from massiveds.core.errors import DatastoreError
+from massiveds.core.layout import sha256_file
+from massiveds.core.safe_paths import UnsafePathError, check_relpath, safe_join
+from massiveds.ops.publish import publish, pull
+from massiveds.ops.verify import verify
+from massiveds.store.datastore import Datastore
 from tests.helpers import massiveds
 from tests.servers import s3_server
 from tests.test_publish import make_datastore
@@ -256,11 +256,11 @@ def test_an_s3_object_key_with_dot_dot_is_data_not_a_path(tmp_path: Path) -> Non
     traversal_key(pub)
     with s3_server() as opts:
         fs = fsspec.filesystem("s3", **opts)
-        fs.mkdir("datastores")
+        fs.mkdir("hostile")  # moto keeps buckets for the whole process: a name of our own
         for path in sorted(p for p in pub.folder.rglob("*") if p.is_file()):
-            fs.put_file(str(path), f"datastores/ds/{path.relative_to(pub.folder).as_posix()}")
-        fs.pipe_file("datastores/pwned_file.txt", pub.payload)  # what ds/../../pwned_file.txt names as an object key
+            fs.put_file(str(path), f"hostile/ds/{path.relative_to(pub.folder).as_posix()}")
+        fs.pipe_file("hostile/pwned_file.txt", pub.payload)  # what ds/../../pwned_file.txt names as an object key
         before = snapshot(tmp_path)
         with pytest.raises(UnsafePathError, match=r"'\.\.' component"):
-            pull("s3://datastores/ds", tmp_path / "a" / "out", storage_options=opts)
+            pull("s3://hostile/ds", tmp_path / "a" / "out", storage_options=opts)
     assert snapshot(tmp_path) == before and not pub.outside.exists()

@@ -30,9 +30,9 @@ import pytest
 import zstandard
 
 import massiveds
-from massiveds.extract.jsonl import read_jsonl
-from massiveds.extract.stream import ExpansionLimit, Limits, iter_blocks, line_pieces
-from massiveds.extract.text import read_text
+from massiveds.ingest.extract.jsonl import read_jsonl
+from massiveds.ingest.extract.stream import ExpansionLimit, Limits, iter_blocks, line_pieces
+from massiveds.ingest.extract.text import read_text
 from tests.helpers import FIXTURES, REPO, head_rows
 from tests.helpers import massiveds as cli
 

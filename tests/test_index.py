@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from massiveds.errors import MassiveDSError
-from massiveds.index import add_vectors, plan_index, read_index, set_nprobe, train_index, write_index
-from massiveds.manifest import Index
+from massiveds.core.errors import MassiveDSError
+from massiveds.core.manifest import Index
+from massiveds.encode.index import add_vectors, plan_index, read_index, set_nprobe, train_index, write_index
 
 
 def test_flat_below_threshold_and_ivfpq_above() -> None:

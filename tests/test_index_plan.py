@@ -8,10 +8,10 @@ import faiss
 import numpy as np
 import pytest
 
-from massiveds.errors import MassiveDSError
-from massiveds.index import GB, plan_index, plan_report, set_nprobe, train_index
-from massiveds.index_report import parse_count
-from massiveds.manifest import Index
+from massiveds.core.errors import MassiveDSError
+from massiveds.core.manifest import Index
+from massiveds.encode.index import GB, plan_index, plan_report, set_nprobe, train_index
+from massiveds.ops.index_report import parse_count
 from tests.helpers import EXAMPLE
 from tests.helpers import massiveds as cli
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from massiveds.errors import ManifestError
-from massiveds.manifest import Manifest, load_manifest, manifest_json_schema
-from massiveds.sources.files import resolve_inputs
+from massiveds.core.errors import ManifestError
+from massiveds.core.manifest import Manifest, load_manifest, manifest_json_schema
+from massiveds.ingest.sources.files import resolve_inputs
 from tests.helpers import EXAMPLE
 from tests.helpers import massiveds as cli
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from massiveds.errors import ManifestError
-from massiveds.manifest import load_manifest
-from massiveds.sources.files import resolve_inputs
-from massiveds.sources.plan import download_cache, needs_download, plan_downloads
+from massiveds.core.errors import ManifestError
+from massiveds.core.manifest import load_manifest
+from massiveds.ingest.sources.files import resolve_inputs
+from massiveds.ingest.sources.plan import download_cache, needs_download, plan_downloads
 from pipelines.download import run_download, run_threads
 from tests.helpers import REPO, massiveds
 from tests.servers import file_server

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 import massiveds
-from massiveds.errors import DatastoreError, ShardSkippedWarning
-from massiveds.layout import sha256_file
-from massiveds.merge import merge
-from massiveds.publish import publish, pull
-from massiveds.serve import make_server, open_for_serving
-from massiveds.subsample import subsample
-from massiveds.verify import present_files, verify
+from massiveds.core.errors import DatastoreError, ShardSkippedWarning
+from massiveds.core.layout import sha256_file
+from massiveds.ops.merge import merge
+from massiveds.ops.publish import publish, pull
+from massiveds.ops.subsample import subsample
+from massiveds.ops.verify import present_files, verify
+from massiveds.store.serve import make_server, open_for_serving
 from tests.helpers import massiveds as cli
 from tests.test_serve import Client
 

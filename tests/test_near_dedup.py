@@ -13,7 +13,7 @@ import pytest
 
 from massiveds.clean.minhash import true_jaccard
 from massiveds.clean.ngrams import ngram_hashes
-from massiveds.manifest import NearDedup
+from massiveds.core.manifest import NearDedup
 from pipelines.near_dedup import NEAR_DUPLICATES, run_near_dedup, run_serial
 from pipelines.removals import removed_ords
 from pipelines.units import dedup_map_unit, dedup_reduce_unit

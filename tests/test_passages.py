@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 import zstandard
 
-from massiveds.passages import PassageFile, write_passages
-from massiveds.schema import PASSAGES
+from massiveds.core.passages import PassageFile, write_passages
+from massiveds.core.schema import PASSAGES
 from tests.helpers import REPO
 
 

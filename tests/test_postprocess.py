@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from massiveds.clean.minhash import MinHasher, true_jaccard
-from massiveds.errors import MassiveDSError
-from massiveds.postprocess import (
+from massiveds.core.errors import MassiveDSError
+from massiveds.store.postprocess import (
     GoldIndex,
     attach_continuations,
     decontaminate_hits,
@@ -19,7 +19,7 @@ from massiveds.postprocess import (
     near_duplicate_pairs,
     subsample_hits,
 )
-from massiveds.sampling import keep_mask
+from massiveds.store.sampling import keep_mask
 from tests.helpers import REPO, head_rows
 
 JARGON = REPO / "manifests" / "examples" / "data" / "jargon"

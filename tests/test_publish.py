@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from massiveds.errors import DatastoreError
-from massiveds.layout import file_record, sha256_file, write_json
-from massiveds.publish import parse_size, publish, pull
-from massiveds.sources.fetch import RetryPolicy
-from massiveds.verify import present_files, verify
+from massiveds.core.errors import DatastoreError
+from massiveds.core.layout import file_record, sha256_file, write_json
+from massiveds.ingest.sources.fetch import RetryPolicy
+from massiveds.ops.publish import parse_size, publish, pull
+from massiveds.ops.verify import present_files, verify
 from tests.helpers import REPO, massiveds
 from tests.servers import s3_server
 

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from massiveds.clean.normalize import normalize_and_filter
 from massiveds.clean.quality import alpha_ratio, mean_word_length, quality_reason, repeated_line_fraction, symbol_ratio
-from massiveds.manifest import Filters
-from massiveds.schema import DOCUMENTS
+from massiveds.core.manifest import Filters
+from massiveds.core.schema import DOCUMENTS
 from tests.helpers import FIXTURES, extract, head_rows, shared
 
 SONNETS = (FIXTURES / "text" / "sonnets-gutenberg.txt").read_text(encoding="utf-8").split("*** START")[1].split("*** END")[0]

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import massiveds
-from massiveds.index import read_index
+from massiveds.encode.index import read_index
 from tests.conftest import write_small_manifest
 from tests.helpers import REPO
 from tests.helpers import massiveds as cli

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from massiveds.errors import MassiveDSError
-from massiveds.sampling import check_fraction, keep_mask
+from massiveds.core.errors import MassiveDSError
+from massiveds.store.sampling import check_fraction, keep_mask
 from tests.planted_corpus import abstracts
 
 

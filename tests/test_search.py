@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import massiveds
-from massiveds.datastore import Datastore
-from massiveds.errors import DatastoreError, MassiveDSError, ShardSkippedWarning
-from massiveds.sampling import keep_mask
-from massiveds.search import SearchOptions
+from massiveds.core.errors import DatastoreError, MassiveDSError, ShardSkippedWarning
+from massiveds.store.datastore import Datastore
+from massiveds.store.sampling import keep_mask
+from massiveds.store.search import SearchOptions
 from tests.helpers import massiveds as cli
 
 pytestmark = pytest.mark.slow

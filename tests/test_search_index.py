@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from bench.vectorstore import clustered_vectors, write_vector_datastore
-from massiveds.datastore import Datastore
-from massiveds.errors import DatastoreError, MassiveDSError
-from massiveds.index import IndexPlan, add_vectors, plan_index, read_index, set_nprobe
-from massiveds.manifest import Index
-from massiveds.merge import merge
-from massiveds.merge_index import merge_index
-from massiveds.recall import evaluate, exact_topk, recall_summary, shard_sample
+from massiveds.core.errors import DatastoreError, MassiveDSError
+from massiveds.core.manifest import Index
+from massiveds.encode.index import IndexPlan, add_vectors, plan_index, read_index, set_nprobe
+from massiveds.ops.merge import merge
+from massiveds.ops.merge_index import merge_index
+from massiveds.store.datastore import Datastore
+from massiveds.store.recall import evaluate, exact_topk, recall_summary, shard_sample
 from tests.helpers import massiveds as cli
 
 N, DIM = 6000, 32

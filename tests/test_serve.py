@@ -205,7 +205,7 @@ def test_stats_summarises_the_catalog(server: Client, example_datastore: Path) -
 
 def test_a_burst_of_connections_is_queued_then_answered(example_datastore: Path) -> None:
     """64 clients connect at once before the server accepts any: the kernel must queue them all, not reset them."""
-    from massiveds.serve import make_server
+    from massiveds.store.serve import make_server
 
     server = make_server(massiveds.open(example_datastore), "127.0.0.1", 0)
     serving = threading.Thread(target=server.serve_forever, daemon=True)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import massiveds
-from massiveds.index import add_vectors, plan_index, train_index
-from massiveds.manifest import Index
-from massiveds.sampling import keep_mask
-from massiveds.subsample import subset_index
+from massiveds.core.manifest import Index
+from massiveds.encode.index import add_vectors, plan_index, train_index
+from massiveds.ops.subsample import subset_index
+from massiveds.store.sampling import keep_mask
 from tests.helpers import massiveds as cli
 from tests.test_index import clustered
 

@@ -33,10 +33,10 @@ import numpy as np
 import pyarrow as pa
 
 from massiveds.clean.ngrams import ngram_hashes_batch, words
-from massiveds.errors import ManifestError
-from massiveds.extract import reader_for
-from massiveds.extract.stream import DEFAULT_LIMITS
-from massiveds.manifest import Decontaminate
+from massiveds.core.errors import ManifestError
+from massiveds.core.manifest import Decontaminate
+from massiveds.ingest.extract import reader_for
+from massiveds.ingest.extract.stream import DEFAULT_LIMITS
 
 INDEX_NGRAMS = pa.schema([("hash", pa.uint64()), ("item", pa.int32()), ("pos", pa.int32())])
 INDEX_ITEMS = pa.schema(

@@ -38,10 +38,8 @@ lets through (J 0.6 - 0.8) are removed by a **verification** step on each candid
 documents' shingle sets and keeps the pair when it is at least ``threshold``; ``"signature"`` uses
 the agreement of the full signatures instead (the estimate above: 4 * k bytes per document rather
 than the shingle set, but ±0.04 noise near 0.8, so pairs at J ≈ 0.76 - 0.84 are decided by chance);
-``"none"`` links every LSH candidate (datatrove's choice). On the planted real-text test corpus
-(tests/test_near_dedup.py: copies with 5 / 10 / 30 % of words rewritten, true J spread over
-0.1 - 1.0), pair precision / recall at J >= 0.8 were 1.00 / 0.98 with ``"jaccard"`` and 0.76 / 0.95
-with ``"signature"`` (its errors are pairs at J 0.7 - 0.8 and 0.8 - 0.85 decided by noise).
+``"none"`` links every LSH candidate (datatrove's choice). Pair precision and recall of each choice
+on a planted real-text corpus are in BENCHMARKS.md ("Near-dedup verification").
 
 Bucket keys are ``fmix64(sum_j C_{band,j} * sig_j mod 2**64)`` with fixed odd 64-bit constants per
 (band, row): distinct bands never share constants, so equal keys mean the same band and the same

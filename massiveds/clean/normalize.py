@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from massiveds.clean.quality import quality_reason
-from massiveds.manifest import Filters
-from massiveds.schema import dropped_table
+from massiveds.core.manifest import Filters
+from massiveds.core.schema import dropped_table
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TRAILING_SPACE = re.compile(r"[ \t]+\n")

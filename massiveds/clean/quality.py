@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from massiveds.manifest import Filters
+from massiveds.core.manifest import Filters
 
 #: Gopher's symbols: hash marks and ellipses, the signature of tag lists, tweets and boilerplate. A
 #: run counts once, so a ``#####`` comment banner in code is one symbol, not a page of them.

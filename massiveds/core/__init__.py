@@ -1,0 +1,1 @@
+"""The base layer: errors, the on-disk layout and formats (catalog, passages, schemas), path safety, manifests, progress display."""

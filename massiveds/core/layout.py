@@ -1,0 +1,150 @@
+"""On-disk layout of a datastore and its build folder, with atomic writes and checksums.
+
+A reader never sees half a file: everything is written under a temporary name in the same folder
+and renamed into place. ``datastore.json`` is written last, so a datastore without it is not a
+datastore yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from massiveds.core.safe_paths import check_name, check_relpath
+
+CATALOG = "datastore.json"
+TRAINED_INDEX = "trained.faiss"
+FORMAT_VERSION = 1
+DONE_MARKER = "_SUCCESS.json"
+
+
+def tmp_name(path: Path) -> Path:
+    """A unique temporary sibling of ``path`` (same folder, so the final rename is atomic)."""
+    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    try:
+        yield tmp
+        if tmp.is_dir() and path.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file."""
+    return json.loads(Path(path).read_text())
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    """Size and checksum of one datastore file, as stored in the catalog."""
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def shard_name(domain: str, number: int) -> str:
+    """Folder name of a shard: ``<domain>-<n>``, zero-padded so names sort in id order."""
+    return f"{domain}-{number:05d}"
+
+
+def shard_folder_rel(record: dict[str, Any]) -> str:
+    """Folder of a catalog shard record, relative to the datastore: ``shards/<name>``, or the ``folder`` it references.
+
+    A shard merged in place (``massiveds merge``) lives in its source datastore; the catalog records
+    that folder relative to the merged datastore, so the two can be moved together.
+    """
+    name = check_name(record["name"], "shard name")
+    ref = record.get("folder")
+    if ref is None:
+        return f"shards/{name}"
+    return check_relpath(ref, f"shard {name}: folder", parent_steps=True)
+
+
+def stored_id_start(record: dict[str, Any]) -> int:
+    """First passage id stored in a shard's own files: ``id_start - id_offset`` (they differ for a shard merged in place)."""
+    return int(record["id_start"]) - int(record.get("id_offset", 0))
+
+
+class DatastoreLayout:
+    """Paths of one datastore directory (docs/datastore.md, "The datastore directory")."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / CATALOG
+
+    @property
+    def trained_index(self) -> Path:
+        return self.root / TRAINED_INDEX
+
+    @property
+    def shards(self) -> Path:
+        return self.root / "shards"
+
+    def shard(self, name: str) -> Path:
+        return self.shards / name
+
+    def shard_folder(self, record: dict[str, Any]) -> Path:
+        """Where the files of a catalog shard record are (see ``shard_folder_rel``)."""
+        return self.root / shard_folder_rel(record)
+
+    def shard_trained(self, record: dict[str, Any]) -> Path:
+        """The trained, empty index a shard was built from (merged datastores keep one per source build)."""
+        return self.root / check_relpath(record.get("trained", TRAINED_INDEX), f"shard {record['name']}: trained index")
+
+    @property
+    def build(self) -> Path:
+        return self.root / "build"
+
+    def stage(self, name: str) -> Path:
+        """Folder holding one build stage's outputs and its completion marker."""
+        return self.build / name
+
+    @property
+    def dropped(self) -> Path:
+        return self.build / "dropped"
+
+
+def stage_done(folder: Path) -> dict[str, Any] | None:
+    """The completion record of a stage or work unit, or None if it has not finished."""
+    marker = folder / DONE_MARKER
+    return read_json(marker) if marker.is_file() else None
+
+
+def mark_done(folder: Path, info: dict[str, Any]) -> None:
+    """Record that a stage or work unit finished, with what it produced."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / DONE_MARKER, info)

@@ -1,0 +1,1 @@
+"""Operations on whole datastores: verify, publish/pull, merge, merge-index, subsample, statistics, size estimates."""

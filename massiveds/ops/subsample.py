@@ -1,0 +1,163 @@
+"""Physical subsampling of a datastore: keep the passages of documents in a nested hash sample.
+
+A document is kept iff ``h(seed, doc_id) < fraction`` (``massiveds.store.sampling``), so subsamples are
+nested and agree with query-time subsampling. Nothing is re-embedded or retrained: kept passages,
+their fp16 vectors and their index entries (IVF-PQ codes, or Flat vectors) are copied into new
+shards, with passage ids renumbered to stay contiguous per shard. Shards a merged datastore references
+in place are read where they are; the subsample's shards are its own.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pyarrow as pa
+
+from massiveds.core.catalog import open_catalog
+from massiveds.core.errors import MassiveDSError
+from massiveds.core.layout import DatastoreLayout, atomic_path, file_record, sha256_file, stored_id_start, write_json
+from massiveds.core.passages import PassageFile, write_passages
+from massiveds.encode.index import list_balance, read_index, write_index
+from massiveds.ops.verify import require_catalog_files
+from massiveds.store.sampling import check_fraction, keep_mask
+
+
+def _ivf_entries(ivf: faiss.IndexIVF, list_no: int) -> tuple[np.ndarray, np.ndarray]:
+    invlists: Any = ivf.invlists  # FAISS's SWIG types are opaque to mypy
+    n = invlists.list_size(list_no)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros((0, int(invlists.code_size)), np.uint8)
+    ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), n).copy()
+    codes = faiss.rev_swig_ptr(invlists.get_codes(list_no), n * invlists.code_size).copy()
+    return ids, codes.reshape(n, invlists.code_size)
+
+
+def subset_index(index: faiss.Index, empty: faiss.Index, new_id: Callable[[np.ndarray], np.ndarray]) -> faiss.Index:
+    """Copy into ``empty`` (same trained index) the entries of ``index`` whose ``new_id`` is >= 0, renumbered.
+
+    IVF indexes copy their codes list by list (no decoding, no re-encoding); ``IDMap2,Flat``
+    indexes copy their raw vectors.
+    """
+    if isinstance(faiss.downcast_index(index), faiss.IndexIDMap2):
+        src: Any = faiss.downcast_index(index)
+        ids = faiss.vector_to_array(src.id_map)
+        flat: Any = faiss.downcast_index(src.index)
+        vectors = faiss.vector_to_array(flat.codes).view(np.float32).reshape(len(ids), flat.d)
+        mapped = new_id(ids)
+        keep = mapped >= 0
+        empty.add_with_ids(np.ascontiguousarray(vectors[keep]), np.ascontiguousarray(mapped[keep]))
+        return empty
+    src_ivf: Any = faiss.extract_index_ivf(index)
+    dst_ivf: Any = faiss.extract_index_ivf(empty)
+    added = 0
+    for list_no in range(src_ivf.nlist):
+        ids, codes = _ivf_entries(src_ivf, list_no)
+        mapped = new_id(ids)
+        keep = mapped >= 0
+        k = int(keep.sum())
+        if k:
+            kept_ids = np.ascontiguousarray(mapped[keep], dtype=np.int64)
+            kept_codes = np.ascontiguousarray(codes[keep])
+            dst_ivf.invlists.add_entries(list_no, k, faiss.swig_ptr(kept_ids), faiss.swig_ptr(kept_codes))
+            added += k
+    dst_ivf.ntotal = added
+    empty.ntotal = added
+    return empty
+
+
+def _kept_batches(passages: PassageFile, mask: np.ndarray, first_id: int) -> Iterator[pa.Table]:
+    next_id = first_id
+    b = passages.batch_rows
+    for i in range(-(-len(mask) // b)):
+        batch = pa.Table.from_batches([passages.read_batch(i)])
+        keep = mask[i * b : i * b + batch.num_rows]
+        kept = batch.filter(pa.array(keep))
+        if kept.num_rows:
+            ids = pa.array(np.arange(next_id, next_id + kept.num_rows, dtype=np.int64))
+            next_id += kept.num_rows
+            yield kept.set_column(kept.schema.get_field_index("passage_id"), "passage_id", ids)
+
+
+def rewrite_shard(src_dir: Path, dst_dir: Path, shard: dict[str, Any], mask: np.ndarray, first_id: int, trained: Path,
+                  name: str | None = None) -> dict[str, Any]:
+    """Copy the rows of a shard selected by ``mask`` into ``dst_dir`` with ids from ``first_id`` on; returns its record.
+
+    Passages, fp16 vectors and index entries are copied (never re-embedded or re-encoded); ``trained``
+    is the empty trained index the shard was built from. Used by subsample (a mask) and merge (all rows).
+    The new shard is self-contained: a merged-in-place record's ``folder`` and ``id_offset`` are dropped.
+    """
+    passages = PassageFile(src_dir / "passages.arrow")
+    kept = int(mask.sum())
+    new_rows = np.full(len(mask), -1, dtype=np.int64)
+    new_rows[mask] = np.arange(first_id, first_id + kept)
+    write_passages(dst_dir / "passages.arrow", _kept_batches(passages, mask, first_id))
+    if (src_dir / "vectors.npy").is_file():
+        vectors = np.load(src_dir / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        with atomic_path(dst_dir / "vectors.npy") as tmp, tmp.open("wb") as f:
+            np.save(f, np.ascontiguousarray(vectors[mask]), allow_pickle=False)
+    index = subset_index(read_index(src_dir / "index.faiss", mmap=False), read_index(trained, mmap=False),
+                         lambda ids: new_rows[ids - stored_id_start(shard)])
+    write_index(index, dst_dir / "index.faiss")
+    files = {p.name: file_record(p) for p in sorted(dst_dir.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    tokens = int(np.asarray(passages.column("n_tokens"), dtype=np.int64)[mask].sum())
+    documents = int((mask & (np.asarray(passages.column("char_start")) == 0)).sum())  # a document's first passage starts at 0
+    dropped = ("files", "count", "id_start", "tokens", "list_balance", "folder", "id_offset")
+    record = {k: v for k, v in shard.items() if k not in dropped}
+    record |= {"name": name or shard["name"], "id_start": first_id, "count": kept, "tokens": tokens, "documents": documents,
+               "list_balance": list_balance(index), "files": files}
+    write_json(dst_dir / "shard.json", record)
+    return record
+
+
+def _subsample_shard(src: DatastoreLayout, dst: DatastoreLayout, shard: dict[str, Any], fraction: float, seed: int,
+                     first_id: int) -> dict[str, Any] | None:
+    src_dir = src.shard_folder(shard)
+    mask = keep_mask(PassageFile(src_dir / "passages.arrow").column("doc_id"), fraction, seed)
+    if not mask.any():
+        return None
+    return rewrite_shard(src_dir, dst.shard(shard["name"]), shard, mask, first_id, src.shard_trained(shard))
+
+
+def subsample(source: Path, out: Path, fraction: float, seed: int, on_shard: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Write the subsample of datastore ``source`` at ``fraction`` with ``seed`` to ``out``; returns its catalog."""
+    check_fraction(fraction)
+    src, dst = DatastoreLayout(source), DatastoreLayout(out)
+    catalog = open_catalog(src.root)
+    if dst.root.exists() and any(dst.root.iterdir()):
+        raise MassiveDSError(f"{out} exists and is not empty; choose a new --out")
+    require_catalog_files(src.root, catalog, "subsample")
+    dst.shards.mkdir(parents=True, exist_ok=True)
+    for rel in {src.trained_index.name} | {s["trained"] for s in catalog["shards"] if "trained" in s}:
+        (dst.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src.root / rel, dst.root / rel)
+    shards, next_id = [], 0
+    for shard in sorted(catalog["shards"], key=lambda s: s["id_start"]):
+        record = _subsample_shard(src, dst, shard, fraction, seed, next_id)
+        if record is not None:
+            shards.append(record)
+            next_id += record["count"]
+        if on_shard:
+            on_shard(shard["name"])
+    if not shards:
+        shutil.rmtree(dst.root)
+        raise MassiveDSError(f"fraction {fraction} with seed {seed} keeps no document of {source}; use a larger fraction")
+    domains: dict[str, dict[str, int]] = {}
+    for s in shards:
+        d = domains.setdefault(s["domain"], {"documents": 0, "passages": 0, "tokens": 0, "shards": 0})
+        d["passages"] += s["count"]
+        d["tokens"] += s["tokens"]
+        d["documents"] += s["documents"]
+        d["shards"] += 1
+    new = {k: v for k, v in catalog.items() if k != "merged"}  # the parent's merged index is not copied: searches fan out
+    new["shards"] = shards
+    new["domains"] = domains
+    new["trained_index"] = {"file": dst.trained_index.name} | file_record(dst.trained_index)
+    new["subsample"] = {"fraction": fraction, "seed": seed, "parent": {"name": catalog["name"], "catalog_sha256": sha256_file(src.catalog)},
+                        "previous": catalog.get("subsample")}
+    write_json(dst.catalog, new)
+    return new

@@ -1,0 +1,306 @@
+"""Open a built datastore and search it: embed queries, fan out over shards, merge by score, rerank.
+
+Passage ids are contiguous per shard (the catalog gives each shard's ``id_start`` and ``count``),
+so an id leads to its shard by a binary search over the shard starts and to its row directly (also
+in the shard's fp16 ``vectors.npy``, which exact rerank reads memory-mapped). A shard merged in place
+(``massiveds merge``) lives in another datastore's folder and its files hold that datastore's ids:
+its ``id_offset`` is added to the ids its index returns and to the passage ids it reads, so the
+merged datastore presents unique ids without rewriting any file. When the catalog
+records a merged index (``massiveds merge-index``), searches use it instead of the fan-out.
+Search options (domains, subsampling, dedup, decontamination, MMR, continuations) are in
+``massiveds.store.search``; a shard whose files are missing or unreadable is skipped with a warning
+(``ShardSkippedWarning``) unless ``strict``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from massiveds.core.catalog import open_catalog
+from massiveds.core.errors import DatastoreError, MassiveDSError, ShardSkippedWarning
+from massiveds.core.layout import FORMAT_VERSION, DatastoreLayout
+from massiveds.encode.embed import Embedder
+from massiveds.encode.index import as_float32, set_nprobe
+from massiveds.store.merged import merged_matches, read_merged
+from massiveds.store.search import SearchOptions, SearchResult, run_search
+from massiveds.store.shard import Shard, check_shard
+
+
+def default_rerank_depth(k: int) -> int:
+    """Candidates rescored by exact rerank when no depth is given: max(4·k, 100)."""
+    return max(4 * k, 100)
+
+
+class Datastore:
+    """A datastore directory opened for search (see ``massiveds.open``)."""
+
+    def __init__(self, root: Path, catalog: dict[str, Any]) -> None:
+        self.root = root
+        self.catalog = catalog
+        layout = DatastoreLayout(root)
+        nprobe = catalog["index"].get("nprobe")
+        self.shards = [
+            Shard(s["name"], s["domain"], int(s["id_start"]), int(s["count"]), layout.shard_folder(s), int(s.get("id_offset", 0)),
+                  s.get("nprobe", nprobe))
+            for s in sorted(catalog["shards"], key=lambda s: int(s["id_start"]))
+        ]
+        self._starts = np.array([s.id_start for s in self.shards], dtype=np.int64)
+        self._embedder: Embedder | None = None
+        self._shard_errors: dict[str, str | None] = {}
+        self._merged: faiss.Index | None = None
+        #: Search the merged index when the catalog records one (False: always fan out over the shards).
+        self.use_merged = True
+
+    @classmethod
+    def open(cls, path: str | Path) -> Datastore:
+        """Open the datastore at ``path``; raises DatastoreError if it is not a complete datastore."""
+        layout = DatastoreLayout(path)
+        catalog = open_catalog(layout.root)
+        if catalog.get("format_version") != FORMAT_VERSION:
+            raise DatastoreError(f"{path}: datastore format {catalog.get('format_version')} is not {FORMAT_VERSION}; rebuild it")
+        return cls(layout.root, catalog)
+
+    @property
+    def name(self) -> str:
+        return str(self.catalog["name"])
+
+    @property
+    def num_passages(self) -> int:
+        return sum(s.count for s in self.shards)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The datastore's own embedder, loaded on first use."""
+        if self._embedder is None:
+            self._embedder = Embedder.from_info(self.catalog["embedder"])
+        return self._embedder
+
+    @property
+    def merged_index(self) -> faiss.Index | None:
+        """The merged on-disk index (memory-mapped), or None when there is none or ``use_merged`` is off."""
+        record = self.catalog.get("merged")
+        if not self.use_merged or not record or not merged_matches(record, self.catalog):
+            return None
+        if self._merged is None:
+            self._merged = read_merged(self.root / record["index"])
+        return self._merged
+
+    def _candidates(self, queries: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-``k`` from the merged index or the fan-out over shards (ids -1, scores -inf pad)."""
+        merged = self.merged_index
+        if merged is not None:
+            set_nprobe(merged, nprobe or self.catalog["index"].get("nprobe"))
+            scores, ids = merged.search(queries, min(k, self.num_passages))
+            return np.where(ids < 0, -np.inf, scores), ids
+
+        def one(shard: Shard) -> tuple[np.ndarray, np.ndarray]:
+            set_nprobe(shard.index, nprobe or shard.nprobe)
+            scores, ids = shard.index.search(queries, min(k, shard.count))
+            return scores, (np.where(ids >= 0, ids + shard.id_offset, ids) if shard.id_offset else ids)
+
+        workers = max(1, min(len(self.shards), os.cpu_count() or 1))
+        if workers == 1:
+            results = [one(s) for s in self.shards]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(one, self.shards))
+        scores = np.concatenate([r[0] for r in results], axis=1)
+        ids = np.concatenate([r[1] for r in results], axis=1)
+        scores = np.where(ids < 0, -np.inf, scores)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+    def require_vectors(self) -> None:
+        """Raise DatastoreError unless every shard has its stored vectors (exact rerank, recall)."""
+        missing = [s.name for s in self.shards if not s.has_vectors]
+        if missing:
+            raise DatastoreError(
+                f"{self.name}: {len(missing)} of {len(self.shards)} shards have no stored vectors (e.g. shards/{missing[0]}/vectors.npy); "
+                "exact rerank and recall need them: rebuild with embed.store_vectors: true"
+            )
+
+    def exact_scores(self, queries: np.ndarray, ids: np.ndarray, block: int = 65536) -> np.ndarray:
+        """Exact inner product of each query with the stored vector of each of its ids (shape of ``ids``; -inf for id -1)."""
+        queries = as_float32(queries)
+        out = np.full(ids.shape, -np.inf, dtype=np.float32)
+        shard_of = np.searchsorted(self._starts, ids, side="right") - 1
+        valid = ids >= 0
+        for s in np.unique(shard_of[valid]):
+            shard = self.shards[int(s)]
+            q_idx, col = np.nonzero(valid & (shard_of == s))
+            rows = ids[q_idx, col] - shard.id_start
+            uniq, inverse = np.unique(rows, return_inverse=True)
+            vectors = np.asarray(shard.vectors[uniq], dtype=np.float32)  # sorted rows: near-sequential reads of the mmap
+            for lo in range(0, len(rows), block):
+                sl = slice(lo, lo + block)
+                out[q_idx[sl], col[sl]] = np.einsum("ij,ij->i", queries[q_idx[sl]], vectors[inverse[sl]])
+        return out
+
+    def search_vectors(
+        self, queries: np.ndarray, k: int = 10, nprobe: int | None = None, rerank: str | None = None, rerank_depth: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, passage ids) per query vector over all shards, best first; id -1 pads.
+
+        ``rerank="exact"`` takes the best ``rerank_depth`` candidates of the index (default max(4·k, 100))
+        and orders them by exact inner product with the stored fp16 vectors; the scores returned are then exact.
+        """
+        queries = as_float32(np.atleast_2d(queries))
+        if rerank is None:
+            return self._candidates(queries, k, nprobe)
+        if rerank != "exact":
+            raise MassiveDSError(f"unknown rerank {rerank!r}; the only rerank is 'exact'")
+        self.require_vectors()
+        depth = max(k, rerank_depth or default_rerank_depth(k))
+        _, ids = self._candidates(queries, depth, nprobe)
+        scores = self.exact_scores(queries, ids)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+    def passages(self, ids: list[int]) -> list[dict[str, Any]]:
+        """The passages with the given ids (with their shard name), in the order asked."""
+        out = []
+        for pid in ids:
+            s = int(np.searchsorted(self._starts, pid, side="right")) - 1
+            if s < 0 or pid >= self.shards[s].id_start + self.shards[s].count:
+                raise DatastoreError(f"passage id {pid} is not in datastore {self.name}")
+            shard = self.shards[s]
+            row = shard.passages.rows([pid - shard.id_start])[0]
+            if row["passage_id"] + shard.id_offset != pid:
+                raise DatastoreError(
+                    f"shard {shard.name}: row {pid - shard.id_start} holds passage {row['passage_id']}, the catalog expects "
+                    f"{pid - shard.id_offset}; its files changed since the catalog was written (run massiveds verify)"
+                )
+            row["passage_id"] = pid
+            row["shard"] = shard.name
+            out.append(row)
+        return out
+
+    def search(
+        self,
+        queries: str | Sequence[str],
+        k: int = 10,
+        nprobe: int | None = None,
+        *,
+        domains: str | Sequence[str] | None = None,
+        dedup: bool = False,
+        dedup_threshold: float = 0.8,
+        decontaminate: str | Sequence[str] | None = None,
+        fraction: float | None = None,
+        seed: int = 0,
+        mmr: float | None = None,
+        continuation: bool = False,
+        rerank: str | None = None,
+        strict: bool = False,
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """Search text queries; a single string gives one ranked list of hits, a list gives one list per query.
+
+        Each hit has ``passage_id``, ``score``, ``domain``, ``doc_id``, ``source``, ``url``, ``title``,
+        ``char_start``, ``char_end``, ``text`` and ``shard`` (and ``continuation`` with ``continuation=True``).
+        ``domains`` limits the search to shards of those domains; ``fraction``/``seed`` search the nested
+        document subsample; ``dedup`` drops near-copies among the hits (Jaccard ≥ ``dedup_threshold``);
+        ``decontaminate`` drops hits overlapping the gold text(s); ``mmr`` (λ in [0, 1]) diversifies;
+        ``rerank`` is passed to ``search_vectors``; ``strict`` fails on an unreadable shard instead of
+        skipping it. See ``massiveds.store.search.SearchOptions``.
+        """
+        single = isinstance(queries, str)
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        options = SearchOptions.create(
+            k=k, nprobe=nprobe, domains=domains, dedup=dedup, dedup_threshold=dedup_threshold, decontaminate=decontaminate,
+            fraction=fraction, seed=seed, mmr=mmr, continuation=continuation, rerank=rerank, strict=strict,
+        )
+        results = self.search_batch(texts, options).hits
+        return results[0] if single else results
+
+    def search_batch(self, queries: Sequence[str], options: SearchOptions) -> SearchResult:
+        """Search a batch of queries with ``options``; the result carries the hits and the skipped shards."""
+        return run_search(self, list(queries), options)
+
+    @property
+    def domains(self) -> list[str]:
+        """The domains of the datastore's shards, sorted."""
+        return sorted({s.domain for s in self.shards})
+
+    def select_shards(self, domains: Sequence[str] | None = None) -> list[Shard]:
+        """The shards of the given domains (all shards for None); an unknown domain is an error."""
+        if domains is None:
+            return list(self.shards)
+        unknown = sorted(set(domains) - set(self.domains))
+        if unknown:
+            raise DatastoreError(f"unknown domain {', '.join(map(repr, unknown))}; datastore {self.name} has: {', '.join(self.domains)}")
+        return [s for s in self.shards if s.domain in set(domains)]
+
+    def shard_error(self, shard: Shard) -> str | None:
+        """Why ``shard`` cannot be searched (a missing or unreadable file, a wrong count), or None; checked once."""
+        if shard.name not in self._shard_errors:
+            self._shard_errors[shard.name] = check_shard(shard)
+        return self._shard_errors[shard.name]
+
+    def usable_shards(self, shards: Sequence[Shard], strict: bool = False) -> tuple[list[Shard], dict[str, str]]:
+        """The shards that can be searched and ``{name: reason}`` of those skipped (warned once each).
+
+        Shards are checked in parallel (opening an index memory-maps it); with ``strict`` an unusable
+        shard raises DatastoreError.
+        """
+        fresh = [s for s in shards if s.name not in self._shard_errors]
+        if fresh:
+            with ThreadPoolExecutor(max_workers=max(1, min(len(fresh), os.cpu_count() or 1))) as pool:
+                errors = list(pool.map(check_shard, fresh))
+            for shard, error in zip(fresh, errors, strict=True):
+                self._shard_errors[shard.name] = error
+                if error is not None and not strict:
+                    warnings.warn(f"shard {shard.name} of {self.name} skipped: {error}", ShardSkippedWarning, stacklevel=3)
+        skipped = {s.name: err for s in shards if (err := self._shard_errors[s.name]) is not None}
+        if strict and skipped:
+            name, reason = next(iter(skipped.items()))
+            raise DatastoreError(f"shard {name} of {self.name} is unusable: {reason} (--strict; drop it to skip unusable shards)")
+        return [s for s in shards if s.name not in skipped], skipped
+
+    def subset(self, shards: Sequence[Shard]) -> Datastore:
+        """A view of this datastore over some of its shards (sharing their open indexes), for ``search_vectors``."""
+        if len(shards) == len(self.shards):
+            return self
+        view = copy.copy(self)
+        view.use_merged = False  # the merged index covers every shard
+        view.shards = list(shards)
+        view._starts = np.array([s.id_start for s in view.shards], dtype=np.int64)
+        return view
+
+    def has_passage(self, pid: int) -> bool:
+        """Whether ``pid`` is a passage id of a shard that can be read."""
+        s = int(np.searchsorted(self._starts, pid, side="right")) - 1
+        if s < 0 or pid >= self.shards[s].id_start + self.shards[s].count:
+            return False
+        return self.shard_error(self.shards[s]) is None
+
+    def passage_vectors(self, hits: Sequence[dict[str, Any]]) -> np.ndarray:
+        """Vectors of hits: the shard's stored fp16 ``vectors.npy`` rows, else the hit texts re-embedded."""
+        out = np.zeros((len(hits), int(self.catalog["embedder"]["dim"])), dtype=np.float32)
+        missing = []
+        for i, hit in enumerate(hits):
+            pid = int(hit["passage_id"])
+            shard = self.shards[int(np.searchsorted(self._starts, pid, side="right")) - 1]
+            stored = self._vectors_of(shard)
+            if stored is None:
+                missing.append(i)
+            else:
+                out[i] = stored[pid - shard.id_start]
+        if missing:
+            out[missing] = self.embedder.encode_passages([hits[i]["text"] for i in missing])
+        return out
+
+    def _vectors_of(self, shard: Shard) -> np.ndarray | None:
+        """The shard's stored vectors, or None when it has none or they are unreadable."""
+        try:
+            vectors = shard.vectors
+        except (DatastoreError, OSError, ValueError):
+            return None
+        return vectors if vectors.shape[1] == int(self.catalog["embedder"]["dim"]) else None

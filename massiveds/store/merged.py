@@ -1,0 +1,30 @@
+"""The read side of a merged index (``massiveds merge-index``): open it memory-mapped, and tell whether it is current.
+
+The merged index is ``merged/index.faiss`` (quantizer, codebooks, list table) plus
+``merged/index.ivfdata`` (FAISS ``OnDiskInvertedLists``), written by ``massiveds.ops.merge_index``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import faiss
+
+from massiveds.core.errors import DatastoreError
+
+MERGED_DIR = "merged"
+MERGED_INDEX = "index.faiss"
+MERGED_DATA = "index.ivfdata"
+
+
+def read_merged(path: Path) -> faiss.Index:
+    """Open a merged index; its ``.ivfdata`` is found beside it and memory-mapped read-only."""
+    if not path.is_file() or not path.with_name(MERGED_DATA).is_file():
+        raise DatastoreError(f"merged index incomplete: {path} or its {MERGED_DATA} is missing; run 'massiveds merge-index' again")
+    return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
+
+
+def merged_matches(record: dict[str, Any], catalog: dict[str, Any]) -> bool:
+    """Whether a merged-index record was made from exactly the catalog's shards (a stale merge is ignored)."""
+    return list(record.get("shards", [])) == [s["name"] for s in sorted(catalog["shards"], key=lambda s: int(s["id_start"]))]

@@ -1,0 +1,235 @@
+"""Search with options: shard selection, candidate retrieval that grows until enough hits survive, post-processing.
+
+One batch of queries is embedded once and searched together (``Datastore.search_vectors`` fans out
+over the shards in parallel). Options that drop hits (``fraction``, ``decontaminate``, ``dedup``)
+retrieve more candidates than asked; when fewer than needed survive, the queries short of hits are
+searched again with a larger candidate count, until each has enough or its reachable candidates are
+exhausted. The post-processing order is subsample -> decontaminate -> dedup -> MMR (or top ``k``)
+-> continuation; the steps themselves are the pure functions of ``massiveds.store.postprocess``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from massiveds.core.errors import MassiveDSError, ShardsUnavailableError
+from massiveds.encode.embed import Embedder
+from massiveds.store.postprocess import (
+    GoldIndex,
+    attach_continuations,
+    continuation_ids,
+    decontaminate_hits,
+    dedup_hits,
+    mmr,
+    subsample_hits,
+)
+from massiveds.store.sampling import check_fraction
+from massiveds.store.shard import Shard
+
+Hit = dict[str, Any]
+
+
+class Searchable(Protocol):
+    """What a search needs of a datastore (``massiveds.store.datastore.Datastore`` is one): no import of it here."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def embedder(self) -> Embedder: ...
+
+    def select_shards(self, domains: Sequence[str] | None = None) -> list[Shard]: ...
+
+    def usable_shards(self, shards: Sequence[Shard], strict: bool = False) -> tuple[list[Shard], dict[str, str]]: ...
+
+    def subset(self, shards: Sequence[Shard]) -> Searchable: ...
+
+    def search_vectors(
+        self, queries: np.ndarray, k: int = 10, nprobe: int | None = None, rerank: str | None = None, rerank_depth: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def passages(self, ids: list[int]) -> list[dict[str, Any]]: ...
+
+    def passage_vectors(self, hits: Sequence[dict[str, Any]]) -> np.ndarray: ...
+
+    def has_passage(self, pid: int) -> bool: ...
+
+#: Most hits one query may ask for, and most candidates one query may retrieve while growing.
+MAX_K = 10_000
+MAX_CANDIDATES = 100_000
+#: MMR chooses ``k`` hits among ``max(MMR_POOL_FACTOR * k, MMR_MIN_POOL)`` candidates.
+MMR_POOL_FACTOR, MMR_MIN_POOL = 4, 20
+RERANK_MODES = ("exact",)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to search: hit count, shards, IVF probes and post-retrieval options (validated by ``create``)."""
+
+    k: int = 10
+    nprobe: int | None = None
+    domains: tuple[str, ...] | None = None
+    dedup: bool = False
+    dedup_threshold: float = 0.8
+    decontaminate: tuple[str, ...] = ()
+    fraction: float | None = None
+    seed: int = 0
+    mmr: float | None = None
+    continuation: bool = False
+    rerank: str | None = None
+    strict: bool = False
+
+    @classmethod
+    def create(
+        cls,
+        k: int = 10,
+        nprobe: int | None = None,
+        domains: str | Sequence[str] | None = None,
+        dedup: bool = False,
+        dedup_threshold: float = 0.8,
+        decontaminate: str | Sequence[str] | None = None,
+        fraction: float | None = None,
+        seed: int = 0,
+        mmr: float | None = None,
+        continuation: bool = False,
+        rerank: str | None = None,
+        strict: bool = False,
+    ) -> SearchOptions:
+        """Validated options; a bad value raises MassiveDSError naming the option."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise MassiveDSError(f"k must be an integer in [1, {MAX_K}], got {k!r}")
+        if nprobe is not None and (isinstance(nprobe, bool) or not isinstance(nprobe, int) or nprobe < 1):
+            raise MassiveDSError(f"nprobe must be a positive integer, got {nprobe!r}")
+        doms = None if domains is None else ((domains,) if isinstance(domains, str) else tuple(domains))
+        if doms is not None and (not doms or not all(isinstance(d, str) and d for d in doms)):
+            raise MassiveDSError(f"domains must be one or more domain names, got {domains!r}")
+        if not 0 < dedup_threshold <= 1:
+            raise MassiveDSError(f"dedup threshold must be in (0, 1], got {dedup_threshold}")
+        golds = () if decontaminate is None else ((decontaminate,) if isinstance(decontaminate, str) else tuple(decontaminate))
+        if not all(isinstance(g, str) and g.strip() for g in golds):
+            raise MassiveDSError("decontaminate: gold texts must be non-empty strings")
+        if fraction is not None:
+            check_fraction(fraction)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise MassiveDSError(f"seed must be a non-negative integer, got {seed!r}")
+        if mmr is not None and not 0 <= mmr <= 1:
+            raise MassiveDSError(f"mmr lambda must be in [0, 1] (1 = plain ranking, lower = more diverse), got {mmr}")
+        if rerank is not None and rerank not in RERANK_MODES:
+            raise MassiveDSError(f"rerank must be one of {', '.join(RERANK_MODES)}, got {rerank!r}")
+        return cls(k, nprobe, doms, bool(dedup), float(dedup_threshold), golds, fraction, seed, mmr, bool(continuation), rerank,
+                   bool(strict))
+
+    @property
+    def pool(self) -> int:
+        """Hits each query needs after filtering: ``k``, or the MMR candidate pool."""
+        return max(MMR_POOL_FACTOR * self.k, MMR_MIN_POOL) if self.mmr is not None else self.k
+
+    def first_fetch(self) -> int:
+        """Candidates to retrieve on the first try."""
+        fetch = self.pool
+        if self.fraction is not None and self.fraction < 1:
+            fetch = math.ceil(fetch / self.fraction * 1.2) + 4
+        if self.dedup or self.decontaminate:
+            fetch *= 2
+        return min(fetch, MAX_CANDIDATES)
+
+
+@dataclass
+class SearchResult:
+    """Hits per query, the shards left out (``{name: reason}``) and per-query counts of what was examined and dropped."""
+
+    hits: list[list[Hit]]
+    skipped_shards: dict[str, str] = field(default_factory=dict)
+    candidates: list[int] = field(default_factory=list)
+    dropped: list[dict[str, int]] = field(default_factory=list)
+
+
+def check_queries(queries: Sequence[str]) -> None:
+    """Every query must be a non-empty string."""
+    for i, q in enumerate(queries):
+        if not isinstance(q, str) or not q.strip():
+            raise MassiveDSError(f"query {i + 1} is empty; give a non-empty string")
+
+
+def run_search(ds: Searchable, queries: list[str], options: SearchOptions) -> SearchResult:
+    """Search ``queries`` in ``ds`` with ``options`` (see the module docstring)."""
+    check_queries(queries)
+    shards = ds.select_shards(options.domains)
+    usable, skipped = ds.usable_shards(shards, strict=options.strict)
+    if not queries:
+        return SearchResult([], skipped)
+    if not usable:
+        where = f"domain {', '.join(options.domains)}" if options.domains else f"datastore {ds.name}"
+        reasons = "; ".join(f"{n}: {r}" for n, r in skipped.items())
+        raise ShardsUnavailableError(f"no shard of {where} can be searched ({reasons})")
+    view = ds.subset(usable)
+    gold = GoldIndex(options.decontaminate) if options.decontaminate else None
+    vectors = ds.embedder.encode_queries(queries)
+    reachable = sum(s.count for s in usable)
+    need = options.pool
+    kept: list[list[Hit]] = [[] for _ in queries]
+    candidates = [0] * len(queries)
+    dropped: list[dict[str, int]] = [{} for _ in queries]
+    pending = list(range(len(queries)))
+    fetch = options.first_fetch()
+    while pending:
+        fetch = min(fetch, reachable, MAX_CANDIDATES)
+        scores, ids = _search_vectors(view, vectors[pending], fetch, options)
+        short = []
+        for row, q in enumerate(pending):
+            found = [(float(s), int(i)) for s, i in zip(scores[row], ids[row], strict=True) if i >= 0]
+            hits = ds.passages([i for _, i in found])
+            for hit, (score, _) in zip(hits, found, strict=True):
+                hit["score"] = score
+            kept[q], dropped[q] = _filter(hits, options, gold)
+            candidates[q] = len(hits)
+            exhausted = len(found) < fetch or fetch >= min(reachable, MAX_CANDIDATES)
+            if len(kept[q]) < need and not exhausted:
+                short.append(q)
+        if short:
+            worst = min(len(kept[q]) for q in short)
+            fetch = max(2 * fetch, math.ceil(fetch * need / max(worst, 1) * 1.2))
+        pending = short
+    results = []
+    for q in range(len(queries)):
+        hits = kept[q]
+        if options.mmr is not None:
+            pool = hits[: options.pool]
+            hits = mmr(pool, ds.passage_vectors(pool), options.mmr, options.k)
+        hits = hits[: options.k]
+        if options.continuation:
+            hits = _with_continuations(ds, hits)
+        results.append(hits)
+    return SearchResult(results, skipped, candidates, dropped)
+
+
+def _search_vectors(view: Searchable, queries: np.ndarray, fetch: int, options: SearchOptions) -> tuple[np.ndarray, np.ndarray]:
+    return view.search_vectors(queries, k=fetch, nprobe=options.nprobe, rerank=options.rerank)
+
+
+def _filter(hits: list[Hit], options: SearchOptions, gold: GoldIndex | None) -> tuple[list[Hit], dict[str, int]]:
+    """Apply the dropping options in order; returns the survivors and how many each option dropped."""
+    dropped: dict[str, int] = {}
+    if options.fraction is not None:
+        hits = _counted(dropped, "fraction", hits, subsample_hits(hits, options.fraction, options.seed))
+    if gold is not None:
+        hits = _counted(dropped, "decontaminate", hits, decontaminate_hits(hits, gold))
+    if options.dedup:
+        hits = _counted(dropped, "dedup", hits, dedup_hits(hits, options.dedup_threshold))
+    return hits, dropped
+
+
+def _counted(dropped: dict[str, int], step: str, before: list[Hit], after: list[Hit]) -> list[Hit]:
+    dropped[step] = len(before) - len(after)
+    return after
+
+
+def _with_continuations(ds: Searchable, hits: list[Hit]) -> list[Hit]:
+    nxt = continuation_ids(hits)
+    present = [pid for pid in nxt if ds.has_passage(pid)]
+    return attach_continuations(hits, dict(zip(present, ds.passages(present), strict=True)))

@@ -1,0 +1,88 @@
+"""One shard of an open datastore: its index, passages and stored vectors, opened on first use, and whether it is usable."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from massiveds.core.errors import DatastoreError
+from massiveds.core.passages import PassageFile
+from massiveds.encode.index import read_index
+
+
+@dataclass
+class Shard:
+    """One shard of an open datastore; its index and passages are opened on first use."""
+
+    name: str
+    domain: str
+    id_start: int
+    count: int
+    folder: Path
+    #: Added to the ids stored in the shard's files (its index and passages) to give the datastore's ids.
+    id_offset: int = 0
+    #: nprobe used when the search gives none (a merged datastore keeps each source's own).
+    nprobe: int | None = None
+    _index: faiss.Index | None = field(default=None, repr=False)
+    _passages: PassageFile | None = field(default=None, repr=False)
+    _vectors: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def index(self) -> faiss.Index:
+        if self._index is None:
+            self._index = read_index(self.folder / "index.faiss")
+        return self._index
+
+    @property
+    def passages(self) -> PassageFile:
+        if self._passages is None:
+            self._passages = PassageFile(self.folder / "passages.arrow")
+        return self._passages
+
+    @property
+    def has_vectors(self) -> bool:
+        return (self.folder / "vectors.npy").is_file()
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The shard's stored fp16 vectors (row = passage_id - id_start), memory-mapped."""
+        if self._vectors is None:
+            path = self.folder / "vectors.npy"
+            if not path.is_file():
+                raise DatastoreError(f"shard {self.name} has no stored vectors ({path}); rebuild with embed.store_vectors: true")
+            vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+            if vectors.ndim != 2 or vectors.shape[0] != self.count:
+                raise DatastoreError(f"{path}: shape {vectors.shape} does not match the shard's {self.count} passages")
+            self._vectors = vectors
+        return self._vectors
+
+
+def check_shard(shard: Shard) -> str | None:
+    """Open a shard's index and passages; the reason it cannot be searched, or None."""
+    if not shard.folder.is_dir():
+        return f"folder {os.path.normpath(shard.folder)} is missing"
+    for name in ("index.faiss", "passages.arrow"):
+        if not (shard.folder / name).is_file():
+            return f"{name} is missing"
+    try:
+        ntotal = int(shard.index.ntotal)
+    except Exception as exc:  # FAISS raises RuntimeError, but a damaged file can surface in several ways
+        return f"index.faiss is unreadable ({_first_line(exc)})"
+    if ntotal != shard.count:
+        return f"index.faiss holds {ntotal} vectors, the catalog says {shard.count}"
+    try:
+        rows = len(shard.passages)
+    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for damaged IPC files
+        return f"passages.arrow is unreadable ({_first_line(exc)})"
+    if rows != shard.count:
+        return f"passages.arrow holds {rows} passages, the catalog says {shard.count}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160] if text else ''}"
