@@ -19,8 +19,8 @@ limited to one thread), calling the build's own functions on a manifest of these
              trafilatura, LaTeX, wikitext, Gutenberg), normalise and quality filters
              (``normalize_and_filter``), write the documents Parquet; the CPU of the markup and of
              the filter calls is also shown apart ("extract/filter (in the unit)")
-    exact    exact dedup, map and reduce (``pipelines.units.run_exact_dedup``)
-    minhash  near dedup, every step (``pipelines.near_dedup.run_near_dedup``), partitions as the build
+    exact    exact dedup, map and reduce (``pipelines.stages.dedup.run_exact_dedup``)
+    minhash  near dedup, every step (``pipelines.stages.near_dedup.run_near_dedup``), partitions as the build
              picks them (~64 MiB of compressed documents each); again with ``--small-partition-mb``
              partitions, so that partitions grow in number with the data (0 skips it)
     chunk    the chunk unit (256-word passages), leaving out both dedups' removals
@@ -50,6 +50,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 import zlib
 from collections.abc import Callable
@@ -65,6 +66,7 @@ import yaml
 import zstandard
 from _common import REPO, load_average, machine, measured, run_measured, shared_rows
 from rich.console import Console
+from rich.progress import Progress
 
 sys.path.insert(0, str(REPO))  # this checkout's massiveds and pipelines, not an installed copy
 
@@ -72,8 +74,12 @@ from massiveds.core.manifest import load_manifest
 from massiveds.core.report import table
 from massiveds.ingest.extract import reader_for
 from massiveds.ingest.sources.files import resolve_inputs
-from pipelines import units
-from pipelines.near_dedup import NEAR_PARTITION_BYTES, near_partitions, run_near_dedup, run_serial
+from pipelines.executor import LocalExecutor
+from pipelines.stage import InputItem
+from pipelines.stages import extract as extract_stage
+from pipelines.stages.chunk import ChunkFiles
+from pipelines.stages.dedup import run_exact_dedup
+from pipelines.stages.near_dedup import NEAR_PARTITION_BYTES, NearConfig, near_partitions, run_near_dedup
 
 #: The shared files and how the manifest reads each: the field holding the text and its markup.
 SOURCES: dict[str, dict[str, str]] = {
@@ -180,28 +186,32 @@ def run_stage(stage: str, manifest_path: Path, build: Path, partition_bytes: int
     pa.set_io_thread_count(1)
     loaded = load_manifest(manifest_path)
     manifest = loaded.manifest
-    items = [inp.to_dict() | {"unit": inp.unit} for inp in resolve_inputs(loaded)]
+    items = [InputItem.of(inp, 0) for inp in resolve_inputs(loaded)]
+    # the stages' steps in this process; their unit markers go to a scratch folder, so every unit runs
+    executor = LocalExecutor(Path(tempfile.mkdtemp(prefix="text-stages-markers-")), Progress(disable=True))
 
     def read() -> dict[str, Any]:
-        return {"records": sum(1 for i in items for _ in reader_for(i["format"])(i["path"]))}
+        return {"records": sum(1 for i in items for _ in reader_for(i.file.format)(i.file.path))}
 
     def extract() -> dict[str, Any]:
         # the unit's markup conversion and filtering, timed where the unit calls them (one run, no twin of the unit)
         split = {"extract": 0.0, "filter": 0.0}
-        units.records_to_documents = _cpu_into(split, "extract", units.records_to_documents)
-        units.normalize_and_filter = _cpu_into(split, "filter", units.normalize_and_filter)
-        kept = sum(units.extract_unit(i, manifest, build)["kept"] for i in items)
+        extract_stage.records_to_documents = _cpu_into(split, "extract", extract_stage.records_to_documents)  # type: ignore[assignment]
+        extract_stage.normalize_and_filter = _cpu_into(split, "filter", extract_stage.normalize_and_filter)  # type: ignore[assignment]
+        kept = sum(extract_stage.extract_file(i, manifest, build).kept for i in items)
         return {"kept": kept, "extract_cpu_s": split["extract"], "filter_cpu_s": split["filter"]}
 
     def exact() -> dict[str, Any]:
-        return units.run_exact_dedup(run_serial, items, build)
+        return run_exact_dedup(executor, items, build).model_dump()
 
     def minhash() -> dict[str, Any]:
         near = manifest.dedup.near if verify is None else manifest.dedup.near.model_copy(update={"verify": verify})
-        return run_near_dedup(run_serial, items, build, near, near_partitions(build, items, partition_bytes), skip=["exact"])
+        config = NearConfig(build, near, near_partitions(build, items, partition_bytes))
+        return run_near_dedup(executor, items, config, removed=("exact",)).model_dump()
 
     def chunk() -> dict[str, Any]:
-        return {"passages": sum(units.chunk_unit(i, manifest, build, ["exact", "near"], loaded.base_dir)["passages"] for i in items)}
+        step = ChunkFiles(build, [manifest], ("exact", "near"), loaded.base_dir)
+        return {"passages": sum(step(i).passages for i in items)}
 
     stages = {"read": read, "extract": extract, "exact": exact, "minhash": minhash, "chunk": chunk}
     return measured(stages[stage])

@@ -20,7 +20,10 @@ import itertools
 
 from massiveds.core.layout import FORMAT_VERSION, DatastoreLayout, file_record, shard_name, write_json
 from massiveds.encode.index import IndexPlan
-from pipelines.units import add_shard_unit, train_unit
+from pipelines.stage import WorkItem
+from pipelines.stages.index import AddShard
+from pipelines.stages.shard import ShardItem
+from pipelines.stages.train import TrainIndex
 
 
 def clustered_vectors(n: int, dim: int = 384, seed: int = 0, clusters: int = 1000, latent: int = 16, noise: float = 0.25) -> np.ndarray:
@@ -53,7 +56,7 @@ def shard_ranges(n: int, n_shards: int) -> list[tuple[int, int]]:
 def write_vector_datastore(
     root: Path, vectors: np.ndarray, n_shards: int, plan: IndexPlan, domain: str = "synthetic", trained: Path | None = None
 ) -> dict[str, Any]:
-    """Write ``vectors`` as ``n_shards`` shards under ``root`` and index them with ``train_unit`` + ``add_shard_unit``.
+    """Write ``vectors`` as ``n_shards`` shards under ``root`` and index them with the build's train and index steps.
 
     ``trained`` reuses another datastore's ``trained.faiss`` instead of training. Returns the catalog
     plus the seconds spent in train and in add.
@@ -65,17 +68,18 @@ def write_vector_datastore(
         folder = layout.shard(name)
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / "vectors.npy", np.ascontiguousarray(vectors[lo:hi], dtype=np.float16), allow_pickle=False)
-        shards.append({"name": name, "unit": name, "domain": domain, "id_start": lo, "count": hi - lo, "tokens": 0})
-    paths = {s["name"]: str(layout.shard(s["name"]) / "vectors.npy") for s in shards}
+        shards.append(ShardItem(unit=name, name=name, domain=domain, id_start=lo, count=hi - lo))
+    paths = {s.name: layout.shard(s.name) / "vectors.npy" for s in shards}
     clock = time.perf_counter()
     if trained is None:
-        train_unit({"unit": "trained"}, plan.to_dict(), shards, paths, layout.trained_index)
+        TrainIndex(plan, tuple(shards), paths, layout.trained_index)(WorkItem(unit="trained"))
     else:
         shutil.copyfile(trained, layout.trained_index)
     train_s = time.perf_counter() - clock
     clock = time.perf_counter()
+    add = AddShard(paths, layout.trained_index, layout.shards, plan)
     for s in shards:
-        add_shard_unit(s, paths, layout.trained_index, layout.shards, plan.to_dict())
+        add(s)
     add_s = time.perf_counter() - clock
     catalog = {
         "format_version": FORMAT_VERSION,
@@ -85,7 +89,7 @@ def write_vector_datastore(
         "index": plan.to_dict(),
         "chunk": None,
         "trained_index": {"file": layout.trained_index.name} | file_record(layout.trained_index),
-        "shards": [{k: s[k] for k in ("name", "domain", "id_start", "count")} for s in shards],
+        "shards": [s.model_dump(include={"name", "domain", "id_start", "count"}) for s in shards],
         "domains": {domain: {"passages": len(vectors), "shards": n_shards}},
     }
     write_json(layout.catalog, catalog)

@@ -7,12 +7,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.report import console, table
+
+if TYPE_CHECKING:
+    from massiveds.core.catalog import Catalog
+    from massiveds.ops.stats import ShardStats
 
 
 class Engine(str, enum.Enum):
@@ -45,6 +49,7 @@ def build(
     Several manifests (e.g. one per domain) make one datastore: exact and near dedup and decontamination
     run across all of them, and the index is trained on a sample from every domain.
     """
+    from massiveds.core.catalog import read_catalog
     from massiveds.core.manifest import load_manifest
 
     try:
@@ -55,31 +60,30 @@ def build(
     except MassiveDSError as exc:
         _fail(str(exc))
         return
-    catalog = json.loads((out / "datastore.json").read_text())
-    console.print(table(f"build of {catalog['name']}", ["stage", "status", "seconds", "result"],
+    catalog = read_catalog(out)
+    console.print(table(f"build of {catalog.name}", ["stage", "status", "seconds", "result"],
                         [(r.name, r.status, r.seconds, r.detail) for r in result.reports]))
-    b = catalog["build"]
+    b = catalog.build
     per_source = [
         (name, c["read"], c["kept"], c["read"] - c["kept"], ", ".join(f"{k.split(':')[1]} {v:,}" for k, v in c.items() if ":" in k))
-        for name, c in b["sources"].items()
+        for name, c in b.sources.items()
     ]
     console.print(table("sources (extract and filters)", ["source", "read", "kept", "dropped", "reasons"], per_source))
-    rows: list[tuple[str, int | str]] = [("records read", b["records_read"])]
-    rows += [(f"dropped {reason}", n) for reason, n in b["dropped"].items()]
-    rows += [("documents kept", b["documents_kept"]),
-             ("passages", sum(s["count"] for s in catalog["shards"])),
-             ("shards", len(catalog["shards"])),
-             ("index", catalog["index"]["factory"])]
-    if nodes := {node for steps in b.get("nodes", {}).values() for per_node in steps.values() for node in per_node}:
+    rows: list[tuple[str, int | str | None]] = [("records read", b.records_read)]
+    rows += [(f"dropped {reason}", n) for reason, n in b.dropped.items()]
+    rows += [("documents kept", b.documents_kept), ("passages", catalog.num_passages), ("shards", len(catalog.shards)),
+             ("index", catalog.index.factory)]
+    if nodes := {node for steps in b.nodes.values() for per_node in steps.values() for node in per_node}:
         rows.append(("ray nodes", len(nodes)))
     console.print(table("datastore", ["", "count"], rows))
-    if len(catalog["domains"]) > 1:
+    if len(catalog.domains) > 1:
         _print_domains("domains", catalog)
     console.print(f"datastore ready: {out}")
 
 
-def _print_domains(title: str, catalog: dict[str, Any]) -> None:
-    rows = [(d, v.get("documents", 0), v["passages"], v.get("tokens", 0), v["shards"]) for d, v in catalog["domains"].items()]
+def _print_domains(title: str, catalog: Catalog) -> None:
+    """Documents, passages, tokens and shards per domain of ``catalog``."""
+    rows = [(d, v.documents, v.passages, v.tokens, v.shards) for d, v in catalog.domains.items()]
     console.print(table(title, ["domain", "documents", "passages", "tokens", "shards"], rows))
 
 
@@ -197,37 +201,42 @@ def inspect(
         _fail(str(exc))
         return
     if as_json:
-        sys.stdout.write(json.dumps(stats, indent=2) + "\n")
+        sys.stdout.write(json.dumps(stats.to_dict(), indent=2) + "\n")
         return
     from rich.console import Console
 
     out = Console()
-    e, ix = stats["embedder"], stats["index"]
-    out.print(f"[bold]{stats['name']}[/]: {e['model']} (dim {e['dim']}), index {ix['factory']}, nprobe {ix.get('nprobe')}", highlight=False)
-    mib = 1 << 20
+    cat, mib = stats.catalog, 1 << 20
+    out.print(f"[bold]{cat.name}[/]: {cat.embedder.model} (dim {cat.embedder.dim}), index {cat.index.factory}, nprobe {cat.index.nprobe}",
+              highlight=False)
     out.print(table("domains", ["domain", "documents", "passages", "tokens", "shards", "passages MiB", "index MiB", "vectors MiB"],
-                    [(name, d["documents"], d["passages"], d["tokens"], d["shards"], d["bytes"]["passages"] / mib,
-                      d["bytes"]["index"] / mib, d["bytes"]["vectors"] / mib) for name, d in stats["domains"].items()]))
+                    [(name, d.totals.documents, d.totals.passages, d.totals.tokens, d.totals.shards, d.bytes["passages"] / mib,
+                      d.bytes["index"] / mib, d.bytes["vectors"] / mib) for name, d in stats.domains.items()]))
     out.print(table("shards", ["shard", "passages", "tokens", "index MiB", "max list", "mean list", "imbalance"],
-                    [(s["name"], s["passages"], s["tokens"], s["bytes"]["index"] / mib, s["max_list"], s["mean_list"], s["imbalance"])
-                     for s in stats["shards"]]))
-    if stats["dropped"]:
-        out.print(table("dropped at build", ["stage:reason", "documents"], sorted(stats["dropped"].items())))
-    if stats["recall"]:
-        out.print(f"recall: {json.dumps(stats['recall'])}")
-    if stats["subsample"]:
-        sub = stats["subsample"]
-        out.print(f"subsample of {sub['parent']['name']} at fraction {sub['fraction']} (seed {sub['seed']})")
-    if stats["merged_from"]:
-        referenced = [s for s in stats["shards"] if s["folder"]]
-        out.print(f"merge of {', '.join(m['name'] for m in stats['merged_from'])}: "
-                  f"{len(referenced)} of {len(stats['shards'])} shards referenced in place", highlight=False)
-    missing = [s for s in stats["shards"] if not s["present"]]
+                    [_shard_row(s) for s in stats.shards]))
+    if cat.build.dropped:
+        out.print(table("dropped at build", ["stage:reason", "documents"], sorted(cat.build.dropped.items())))
+    if cat.recall is not None:
+        out.print(f"recall: {json.dumps(cat.recall.as_json())}")
+    if cat.subsample is not None:
+        sub = cat.subsample
+        out.print(f"subsample of {sub.parent.name} at fraction {sub.fraction} (seed {sub.seed})")
+    if cat.merged_from:
+        referenced = [s for s in stats.shards if s.record.folder]
+        out.print(f"merge of {', '.join(m.name for m in cat.merged_from)}: "
+                  f"{len(referenced)} of {len(stats.shards)} shards referenced in place", highlight=False)
+    missing = [s.record for s in stats.shards if not s.present]
     if missing:
-        where = missing[0]["folder"] or f"shards/{missing[0]['name']}"
-        out.print(f"[bold red]{len(missing)} shard folder(s) missing[/], e.g. {where}", highlight=False)
+        out.print(f"[bold red]{len(missing)} shard folder(s) missing[/], e.g. {missing[0].folder_rel()}", highlight=False)
     if plot is not None:
         out.print(f"plot written to {plot}")
+
+
+def _shard_row(shard: ShardStats) -> tuple[object, ...]:
+    """A row of inspect's shard table: passages, tokens, index MiB and the IVF list balance (none for Flat)."""
+    rec, balance = shard.record, shard.record.list_balance
+    row = (rec.name, rec.count, rec.tokens, shard.bytes["index"] / (1 << 20))
+    return row + ((balance.max_list, balance.mean_list, balance.imbalance) if balance else (None, None, None))
 
 
 @app.command()
@@ -248,13 +257,12 @@ def subsample(
         check_fraction(fraction)
         parent = open_catalog(datastore)
         with progress() as bar:
-            task = bar.add_task("subsample", total=len(parent["shards"]), rate="")
+            task = bar.add_task("subsample", total=len(parent.shards), rate="")
             catalog = run_subsample(datastore, out, fraction, seed, on_shard=lambda _: bar.update(task, advance=1))
     except MassiveDSError as exc:
         _fail(str(exc))
         return
-    rows = [(d, parent["domains"][d]["documents"], v["documents"], parent["domains"][d]["passages"], v["passages"])
-            for d, v in catalog["domains"].items()]
+    rows = [(d, parent.domains[d].documents, v.documents, parent.domains[d].passages, v.passages) for d, v in catalog.domains.items()]
     console.print(table(f"subsample {fraction} (seed {seed})", ["domain", "documents before", "after", "passages before", "after"], rows))
     console.print(f"datastore ready: {out}")
 
@@ -430,7 +438,7 @@ def merge(
     from massiveds.ops.merge import merge as run_merge
 
     try:
-        total = sum(len(open_catalog(d)["shards"]) for d in datastores)
+        total = sum(len(open_catalog(d).shards) for d in datastores)
         with progress() as bar:
             task = bar.add_task("merge", total=total, rate="")
             catalog = run_merge(list(datastores), out, copy=copy, on_shard=lambda _: bar.update(task, advance=1))
@@ -573,12 +581,12 @@ def merge_index_command(datastore: Annotated[Path, typer.Argument(help="datastor
     except MassiveDSError as exc:
         _fail(str(exc))
         return
-    size = sum(f["bytes"] for f in record["files"].values())
+    size = sum(f.bytes for f in record.files.values())
     console.print(table("merged index", ["", "value"], [
-        ("shards merged", len(record["shards"])), ("vectors", record["ntotal"]), ("lists", record["nlist"]),
-        ("files", f"{record['index']} + {record['ivfdata']}"), ("size", human_bytes(size)), ("seconds", record["seconds"]),
+        ("shards merged", len(record.shards)), ("vectors", record.ntotal), ("lists", record.nlist),
+        ("files", f"{record.index} + {record.ivfdata}"), ("size", human_bytes(size)), ("seconds", record.seconds),
     ]))
-    console.print(f"searches of {datastore} now use {record['index']} (memory-mapped)")
+    console.print(f"searches of {datastore} now use {record.index} (memory-mapped)")
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.progress import Progress
 
 from massiveds.clean.normalize import normalize_and_filter
 from massiveds.core.manifest import Filters, Source
@@ -18,6 +19,7 @@ from massiveds.ingest.extract import reader_for
 from massiveds.ingest.extract.records import records_to_documents
 from massiveds.ingest.extract.stream import Limits
 from massiveds.ingest.sources.files import InputFile
+from pipelines.executor import LocalExecutor
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "manifests" / "examples" / "jargon.yaml"
@@ -45,15 +47,20 @@ class Extraction:
         return next(d for d in self.docs if d["title"] == title)
 
 
-def input_for(path: Path, fmt: str, **source: Any) -> dict[str, Any]:
-    """The ``InputFile`` dict of one path under a source with these manifest fields."""
+def input_for(path: Path, fmt: str, **source: Any) -> InputFile:
+    """The ``InputFile`` of one path under a source with these manifest fields."""
     src = Source.model_validate({"uri": str(path), "format": fmt, **source})
     return InputFile(0, 0, str(path), path.name, src.label, src.format, src.text_field, src.id_field, src.title_field,
-                     src.url_field, src.markup, src.markup_field, src.html_extractor).to_dict()
+                     src.url_field, src.markup, src.markup_field, src.html_extractor)
+
+
+def local(build: Path) -> LocalExecutor:
+    """The in-process executor over ``build``, without a live progress display (steps run through it as in a build)."""
+    return LocalExecutor(build, Progress(disable=True))
 
 
 def extract(path: Path, fmt: str, filters: Filters | None = None, **source: Any) -> Extraction:
-    """Read, map and filter one input like ``pipelines.units.extract_unit`` (without writing files)."""
+    """Read, map and filter one input like the build's extract step (``extract_file``), without writing files."""
     inp = input_for(path, fmt, **source)
     filters = filters or Filters()
     limits = Limits.of(filters)

@@ -16,6 +16,8 @@ import pyarrow.parquet as pq
 import zstandard
 
 from massiveds.core.schema import DOCUMENTS, ordinal
+from massiveds.ingest.sources.files import InputFile
+from pipelines.stage import InputItem
 from tests.helpers import SHARED_DATA
 
 DATA = SHARED_DATA / "jsonl"
@@ -85,7 +87,7 @@ def near_dup_corpus(families: int = 36, unrelated: int = 120, seed: int = 7) -> 
     return docs
 
 
-def write_parts(build: Path, docs: list[Doc], parts: int, domain: str = "biomed") -> list[dict]:
+def write_parts(build: Path, docs: list[Doc], parts: int, domain: str = "biomed") -> list[InputItem]:
     """Write ``docs`` as ``parts`` documents files (DOCUMENTS schema, one input file each); returns the unit items.
 
     The items belong to the build's first (here: only) manifest, ``part`` 0.
@@ -99,5 +101,5 @@ def write_parts(build: Path, docs: list[Doc], parts: int, domain: str = "biomed"
         path = build / "documents" / f"{unit}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENTS), str(path), row_group_size=64)
-        items.append({"unit": unit, "source_idx": 0, "file_idx": p, "part": 0})
+        items.append(InputItem.of(InputFile(0, p, str(path), path.name, "planted", "jsonl", "text", "id", None, None), 0))
     return items

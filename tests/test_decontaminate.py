@@ -16,8 +16,8 @@ from massiveds.clean.ngrams import ngram_hashes, words
 from massiveds.core.errors import ManifestError
 from massiveds.core.manifest import Chunk, Decontaminate, EvalSet, Manifest, Source
 from massiveds.encode.chunk import passage_count
-from pipelines.decontaminate import run_decontaminate
-from pipelines.near_dedup import run_serial
+from pipelines.stages.decontaminate import run_decontaminate
+from tests.helpers import local
 from tests.planted_corpus import Doc, abstracts, read_jsonl_zst, write_parts
 
 #: The manifest the planted documents come from: its chunking counts the passages decontamination removes.
@@ -75,7 +75,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Doc], 
     items = write_parts(root, docs, 3)
     decon = Decontaminate(eval_sets=[EvalSet(uri="evals/perlfaq.jsonl", name="perlfaq", fields=["question", "answer"], id_field="qid"),
                                      EvalSet(uri="evals/*.parquet", name="debian", format="parquet", fields=["prompt"])])
-    summary = run_decontaminate(run_serial, items, root, [PLANTED], decon, resolve_eval_sets(decon, root))
+    summary = run_decontaminate(local(root), items, root, [PLANTED], decon, resolve_eval_sets(decon, root))
     return root, docs, {"planted": planted, "summary": summary, "items": items}, decon
 
 
@@ -90,7 +90,7 @@ def test_every_planted_document_removed_and_no_clean_one(planted) -> None:
     assert removed == set(info["planted"])
     assert len(removed) == 15 and len(docs) == 200
     assert not [d.doc_id for d in docs if d.kind == "clean" and d.doc_id in removed]
-    assert info["summary"]["removed"] == 15 and info["summary"]["scanned"] == 200
+    assert info["summary"].removed == 15 and info["summary"].scanned == 200
 
 
 def test_drop_records_name_the_eval_set_and_item(planted) -> None:
@@ -119,11 +119,11 @@ def test_report_per_eval_set(planted) -> None:
     for es in ("perlfaq", "debian"):  # what the removed documents would have added, cut as the build cuts them
         lost = [passage_count(texts[d], PLANTED.chunk) for d, (s, _) in info["planted"].items() if s == es]
         assert report[es]["passages_removed"] == sum(lost) > report[es]["documents_removed"]
-    assert info["summary"]["passages_removed"] == sum(passage_count(texts[d], PLANTED.chunk) for d in info["planted"])
+    assert info["summary"].passages_removed == sum(passage_count(texts[d], PLANTED.chunk) for d in info["planted"])
     for es, r in report.items():  # the (at most 10) items that leaked into most documents, all planted ones
         leaked = {(es, t["item"]) for t in r["top_items"]}
         assert leaked <= set(info["planted"].values()) and len(leaked) == min(10, r["items_leaked"])
-    assert info["summary"]["too_short"] == 3
+    assert info["summary"].too_short == 3
 
 
 def test_run_criterion_can_be_turned_off(planted, tmp_path: Path) -> None:
@@ -131,7 +131,7 @@ def test_run_criterion_can_be_turned_off(planted, tmp_path: Path) -> None:
     items = write_parts(tmp_path, docs, 2)
     (tmp_path / "evals").symlink_to(build / "evals")
     off = decon.model_copy(update={"min_run": 0})
-    run_decontaminate(run_serial, items, tmp_path, [PLANTED], off, resolve_eval_sets(off, tmp_path))
+    run_decontaminate(local(tmp_path), items, tmp_path, [PLANTED], off, resolve_eval_sets(off, tmp_path))
     removed = set(_dropped(tmp_path).column("doc_id").to_pylist())
     assert removed == {d for d in info["planted"] if not d.startswith("run-")}
 

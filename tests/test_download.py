@@ -6,6 +6,7 @@ import collections
 import hashlib
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -15,13 +16,20 @@ from massiveds.core.manifest import load_manifest
 from massiveds.ingest.sources.fetch import ChecksumMismatch, FetchError, RetryPolicy, cache_relpath, fetch, partial_path
 from massiveds.ingest.sources.files import resolve_inputs
 from massiveds.ingest.sources.plan import download_cache, plan_downloads
-from pipelines.download import run_download, run_threads
-from pipelines.units import extract_unit
+from pipelines.stage import InputItem
+from pipelines.stages.download import DownloadFile, DownloadItem, DownloadRecord, summarize_downloads
+from pipelines.stages.extract import extract_file
 from tests.helpers import REPO, head_rows
 from tests.helpers import massiveds as cli
 from tests.servers import file_server, s3_server
 
 DATA = REPO / "manifests/examples/data/jargon"
+
+
+def fetch_all(items: list[dict[str, Any]], build: Path, backoff: float = 0.5) -> DownloadRecord:
+    """The download step on every planned item, in this process and without unit markers (the cache alone must resume)."""
+    step = DownloadFile(build, backoff=backoff)
+    return summarize_downloads([step(DownloadItem.model_validate(i)) for i in items])
 FAST = RetryPolicy(attempts=4, base=0.01)
 
 
@@ -146,16 +154,16 @@ def test_build_download_stage_resumes_without_touching_the_server(tmp_path: Path
         assert resolve_inputs(loaded) == []  # without a cache, remote sources are only syntax-checked
         items = plan_downloads(loaded, build)
         assert len(items) == 4
-        first = run_download(run_threads(4), items, build, backoff=0.01)
-        assert first["fetched"] == 4 and first["bytes"] == sum(len(b) for b in files.values())
+        first = fetch_all(items, build, backoff=0.01)
+        assert first.fetched == 4 and first.bytes == sum(len(b) for b in files.values())
         srv.hits.clear()
-        again = run_download(run_threads(4), plan_downloads(loaded, build), build)
-        assert srv.total_hits() == 0 and again["fetched"] == 0
+        again = fetch_all(plan_downloads(loaded, build), build)
+        assert srv.total_hits() == 0 and again.fetched == 0
     inputs = resolve_inputs(loaded, cache=download_cache(build))
     assert [Path(i.path).read_bytes() for i in inputs] == list(files.values())
     assert inputs[0].rel == sources[0]["uri"] and inputs[0].format == "jsonl"
-    result = extract_unit(inputs[0].to_dict() | {"unit": inputs[0].unit}, loaded.manifest, build)
-    assert result["read"] == len(head_rows(DATA / "jargon-0.jsonl.zst", 10**6)) and result["kept"] > 50  # real, readable input
+    result = extract_file(InputItem.of(inputs[0], 0), loaded.manifest, build)
+    assert result.read == len(head_rows(DATA / "jargon-0.jsonl.zst", 10**6)) and result.kept > 50  # real, readable input
 
 
 def test_resolve_without_download_is_a_clear_error(tmp_path: Path) -> None:
@@ -179,8 +187,8 @@ def test_s3_glob_expands_and_downloads(tmp_path: Path) -> None:
         items = plan_downloads(loaded, build)
         assert [i["uri"] for i in items] == [f"s3://corpus/raw{p}" for p in files]
         assert [i["size"] for i in items] == [len(b) for b in files.values()]
-        summary = run_download(run_threads(2), items, build)
-    assert summary["fetched"] == 4
+        summary = fetch_all(items, build)
+    assert summary.fetched == 4
     inputs = resolve_inputs(loaded, cache=download_cache(build))
     assert [Path(i.path).read_bytes() for i in inputs] == list(files.values())
 
@@ -195,19 +203,10 @@ def test_hf_format_reads_a_save_to_disk_folder(tmp_path: Path) -> None:
     build = tmp_path / "build"
     items = plan_downloads(loaded, build)
     assert [i["kind"] for i in items] == ["hf"]
-    summary = run_download(run_threads(1), items, build)
-    assert summary["fetched"] == 1
+    summary = fetch_all(items, build)
+    assert summary.fetched == 1
     [inp] = resolve_inputs(loaded, cache=download_cache(build))
     assert inp.format == "parquet" and inp.rel.endswith("default/train/part-00000.parquet")
-    result = extract_unit(inp.to_dict() | {"unit": inp.unit}, loaded.manifest, build)
-    assert result["read"] == len(rows) and result["kept"] > 50
-    assert run_download(run_threads(1), items, build)["fetched"] == 0  # materialised once
-
-
-def test_unit_errors_wrapped_by_a_runner_come_back_as_one_line() -> None:
-    def ray_like(step: str, fn: object, items: object, kwargs: object) -> list[dict[str, object]]:
-        raise RuntimeError("UDF failed\nTraceback ...\nmassiveds.sources.fetch.ChecksumMismatch: https://x/y: sha256 mismatch\n")
-
-    with pytest.raises(MassiveDSError) as err:
-        run_download(ray_like, [], Path("unused"))
-    assert str(err.value) == "https://x/y: sha256 mismatch"
+    result = extract_file(InputItem.of(inp, 0), loaded.manifest, build)
+    assert result.read == len(rows) and result.kept > 50
+    assert fetch_all(items, build).fetched == 0  # materialised once

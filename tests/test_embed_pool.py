@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from massiveds.core.errors import MassiveDSError
-from pipelines.embed_stage import plan_pool
+from pipelines.ray_executor import plan_pool
 
 
 def _fits(node_cpus: list[int], actors: int, threads: int) -> bool:

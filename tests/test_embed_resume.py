@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.embed_stage import READ_ROWS, embed_items
-from pipelines.units import consolidate_vectors_unit, read_passage_range, write_embeddings_part
+from pipelines.stages.embed import READ_ROWS, GatherVectors, Window, read_passage_range, windows, write_embeddings_part
+from pipelines.stages.shard import ShardItem
 
 SHARDS = [
-    {"name": "wiki-00000", "id_start": 0, "count": 20_000},
-    {"name": "wiki-00001", "id_start": 20_000, "count": 50},
+    ShardItem(unit="wiki-00000", name="wiki-00000", domain="wiki", id_start=0, count=20_000),
+    ShardItem(unit="wiki-00001", name="wiki-00001", domain="wiki", id_start=20_000, count=50),
 ]
 
 
@@ -25,7 +25,7 @@ def _write(ids: np.ndarray, build: Path) -> None:
 
 
 def test_only_rows_no_finished_part_covers_are_embedded_again(tmp_path: Path) -> None:
-    assert [(i["start"], i["stop"], i["rows"]) for i in embed_items(SHARDS[:1], tmp_path)] == [
+    assert [(w.start, w.stop, w.rows) for w in windows(SHARDS[:1], tmp_path)] == [
         (a, min(a + READ_ROWS, 20_000), min(READ_ROWS, 20_000 - a)) for a in range(0, 20_000, READ_ROWS)
     ]
     _write(np.arange(0, 1024), tmp_path)
@@ -35,34 +35,34 @@ def test_only_rows_no_finished_part_covers_are_embedded_again(tmp_path: Path) ->
     _write(np.arange(8192, 8192 + READ_ROWS, 2), tmp_path)  # a part of scattered rows (blocks are sorted by length)
     _write(np.arange(12_288, 12_288 + READ_ROWS), tmp_path)  # a whole window
 
-    items = embed_items(SHARDS, tmp_path)
+    items = windows(SHARDS, tmp_path)
     rest = lambda lo, hi, *done: [r for r in range(lo, hi) if not any(a <= r < b for a, b in done)]  # noqa: E731
-    assert [(i["shard"], i["start"], i["stop"], i.get("only")) for i in items] == [
+    assert [(w.shard, w.start, w.stop, w.only) for w in items] == [
         ("wiki-00000", 0, 4096, rest(0, 4096, (0, 1024), (3000, 3500))),
         ("wiki-00000", 4096, 8192, rest(4096, 8192, (6000, 6100))),
         ("wiki-00000", 8192, 12_288, list(range(8193, 12_288, 2))),
         ("wiki-00000", 16_384, 20_000, rest(16_384, 20_000, (19_990, 20_000))),
         ("wiki-00001", 0, 50, list(range(20, 50))),
     ]
-    assert all(i["rows"] == len(i["only"]) for i in items)
+    assert all(w.only is not None and w.rows == len(w.only) for w in items)
 
-    for item in items:  # embedding the missing rows completes both shards, each id exactly once
-        s = next(s for s in SHARDS if s["name"] == item["shard"])
-        _write(np.asarray(item["only"]) + s["id_start"], tmp_path)
-    assert embed_items(SHARDS, tmp_path) == []
+    for w in items:  # embedding the missing rows completes both shards, each id exactly once
+        s = next(s for s in SHARDS if s.name == w.shard)
+        _write(np.asarray(w.only) + s.id_start, tmp_path)
+    assert windows(SHARDS, tmp_path) == []
     for s in SHARDS:
-        dest = tmp_path / f"{s['name']}.npy"
-        consolidate_vectors_unit(s, tmp_path, {s["name"]: str(dest)})
-        assert np.array_equal(np.load(dest), _vectors(np.arange(s["id_start"], s["id_start"] + s["count"])))
+        dest = tmp_path / f"{s.name}.npy"
+        GatherVectors(tmp_path, {s.name: dest})(s)
+        assert np.array_equal(np.load(dest), _vectors(np.arange(s.id_start, s.id_start + s.count)))
 
 
 def test_an_embed_block_is_its_rows_longest_first(example_datastore: Path) -> None:
     shard = sorted(p.name for p in (example_datastore / "shards").iterdir())[0]
-    whole = read_passage_range({"shard": shard, "start": 10, "stop": 300}, example_datastore / "shards")
+    whole = read_passage_range(Window(unit="w", shard=shard, start=10, stop=300, rows=290), example_datastore / "shards")
     lengths = [len(t) for t in whole.column("text").to_pylist()]
     assert sorted(whole.column("passage_id").to_pylist()) == list(range(10, 300)) and lengths == sorted(lengths, reverse=True)
     only = list(range(11, 300, 3))
-    part = read_passage_range({"shard": shard, "start": 10, "stop": 300, "only": only}, example_datastore / "shards")
+    part = read_passage_range(Window(unit="w", shard=shard, start=10, stop=300, rows=len(only), only=only), example_datastore / "shards")
     assert sorted(part.column("passage_id").to_pylist()) == only
     texts = dict(zip(whole.column("passage_id").to_pylist(), whole.column("text").to_pylist(), strict=True))
     assert part.column("text").to_pylist() == sorted((texts[i] for i in only), key=len, reverse=True)

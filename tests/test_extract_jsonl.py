@@ -13,7 +13,8 @@ from massiveds.core.manifest import load_manifest
 from massiveds.ingest.extract.jsonl import read_jsonl
 from massiveds.ingest.extract.parquet import read_parquet
 from massiveds.ingest.sources.files import resolve_inputs
-from pipelines.units import extract_unit
+from pipelines.stage import InputItem
+from pipelines.stages.extract import extract_file
 from tests.helpers import EXAMPLE, REPO
 
 JARGON = REPO / "manifests/examples/data/jargon/jargon-0.jsonl.zst"
@@ -60,15 +61,15 @@ def test_extract_unit_keeps_what_precedes_a_truncated_file(tmp_path: Path) -> No
     loaded = load_manifest(manifest)
     [inp] = resolve_inputs(loaded)
     build = tmp_path / "build"
-    result = extract_unit(inp.to_dict() | {"unit": inp.unit}, loaded.manifest, build)
-    assert 0 < result["read"] < lines.count(b"\n")
-    assert result["dropped"]["extract:corrupt_file"] == 1
+    result = extract_file(InputItem.of(inp, 0), loaded.manifest, build)
+    assert 0 < result.read < lines.count(b"\n")
+    assert result.dropped["extract:corrupt_file"] == 1
     docs = pq.read_table(build / "documents" / f"{inp.unit}.parquet")
-    assert docs.num_rows == result["kept"] > 0
+    assert docs.num_rows == result.kept > 0
     dropped = pq.read_table(build / "dropped" / "extract" / f"{inp.unit}.parquet").to_pylist()
     corrupt = [d for d in dropped if d["reason"] == "corrupt_file"]
     assert corrupt[0]["detail"].startswith("data/cut.jsonl.zst")
-    assert result["read"] == result["kept"] + sum(result["dropped"].values())  # the unread rest counts as one record
+    assert result.read == result.kept + sum(result.dropped.values())  # the unread rest counts as one record
 
 
 def test_resolve_inputs_orders_sources_then_paths() -> None:

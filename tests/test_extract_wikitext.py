@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 
 from massiveds.core.manifest import Manifest
 from massiveds.ingest.extract.wikitext import read_wikitext, wikitext_to_text
-from pipelines.units import extract_unit
+from pipelines.stage import InputItem
+from pipelines.stages.extract import extract_file
 from tests.helpers import FIXTURES, extract, head_rows, shared
 
 DUMP = FIXTURES / "wiki" / "enwiki-excerpt.xml.bz2"
@@ -53,9 +54,8 @@ def test_extract_unit_writes_documents_and_drops(tmp_path: Path):
     manifest = Manifest.model_validate({"name": "wiki", "domain": "wiki", "sources": [{"uri": str(DUMP), "format": "wikitext"}]})
     from tests.helpers import input_for
 
-    inp = input_for(DUMP, "wikitext") | {"unit": "s0000-f0000000"}
-    summary = extract_unit(inp, manifest, tmp_path)
-    assert summary["kept"] == 3 and summary["dropped"] == {"extract:redirect": 2, "extract:non_article_namespace": 1}
+    summary = extract_file(InputItem.of(input_for(DUMP, "wikitext"), 0), manifest, tmp_path)
+    assert summary.kept == 3 and summary.dropped == {"extract:redirect": 2, "extract:non_article_namespace": 1}
     docs = pq.read_table(tmp_path / "documents" / "s0000-f0000000.parquet").to_pylist()
     assert {d["title"] for d in docs} == {"Abstract (law)", "Actrius", "Agnostida"}
 

@@ -11,9 +11,9 @@ from massiveds.core.errors import ManifestError
 from massiveds.core.manifest import load_manifest
 from massiveds.ingest.sources.files import resolve_inputs
 from massiveds.ingest.sources.plan import download_cache, needs_download, plan_downloads
-from pipelines.download import run_download, run_threads
 from tests.helpers import REPO, massiveds
 from tests.servers import file_server
+from tests.test_download import fetch_all
 
 MANIFESTS = sorted((REPO / "manifests").rglob("*.yaml"))
 DOMAINS = {"books", "stem", "wiki", "forum", "code", "math", "biomedical", "web"}
@@ -73,6 +73,6 @@ def test_url_list_source_expands_filters_and_downloads(tmp_path: Path) -> None:
         build = tmp_path / "build"
         items = plan_downloads(loaded, build)
         assert [i["uri"].rsplit("/", 1)[1] for i in items] == ["jargon-0.jsonl.zst", "jargon-1.jsonl.zst", "jargon-2.jsonl.zst"]
-        run_download(run_threads(2), items, build)
+        fetch_all(items, build)
     inputs = resolve_inputs(loaded, cache=download_cache(build))
     assert [Path(i.path).read_bytes() for i in inputs] == [files[f"/rpj/jargon-{n}.jsonl.zst"] for n in range(3)]

@@ -9,9 +9,17 @@ import pyarrow as pa
 import pytest
 
 from massiveds.clean.components import directed, large_star, small_star, star_members, unsettled
-from massiveds.clean.minhash import EMPTY, MinHasher, bucket_edges, candidate_probability, estimate_jaccard, lsh_threshold, true_jaccard
+from massiveds.clean.minhash import (
+    EMPTY,
+    MinHasher,
+    bucket_edges,
+    candidate_probability,
+    estimate_jaccard,
+    exact_jaccard,
+    lsh_threshold,
+    true_jaccard,
+)
 from massiveds.clean.ngrams import ngram_hashes, ngram_hashes_batch, words
-from pipelines.near_dedup import exact_jaccard
 from tests.planted_corpus import abstracts, substitute
 
 

@@ -14,9 +14,10 @@ import pytest
 from massiveds.clean.minhash import true_jaccard
 from massiveds.clean.ngrams import ngram_hashes
 from massiveds.core.manifest import NearDedup
-from pipelines.near_dedup import NEAR_DUPLICATES, run_near_dedup, run_serial
-from pipelines.removals import removed_ords
-from pipelines.units import dedup_map_unit, dedup_reduce_unit
+from pipelines.parts import removed_ords
+from pipelines.stages.dedup import FindDuplicates, HashDocuments, PartitionItem
+from pipelines.stages.near_dedup import NEAR_DUPLICATES, NearConfig, NearDedupRecord, run_near_dedup
+from tests.helpers import local
 from tests.planted_corpus import Doc, near_dup_corpus, write_parts
 
 PARTS = 3
@@ -44,9 +45,9 @@ def truth(corpus: list[Doc]) -> tuple[set[frozenset[str]], dict[frozenset[str], 
     return {p for p, j in jac.items() if j >= 0.8}, jac
 
 
-def _run(tmp: Path, corpus: list[Doc], partitions: int, verify: str = "jaccard") -> tuple[Path, dict]:
+def _run(tmp: Path, corpus: list[Doc], partitions: int, verify: str = "jaccard") -> tuple[Path, NearDedupRecord]:
     items = write_parts(tmp, corpus, PARTS)
-    summary = run_near_dedup(run_serial, items, tmp, NearDedup(enabled=True, verify=verify), partitions)
+    summary = run_near_dedup(local(tmp), items, NearConfig(tmp, NearDedup(enabled=True, verify=verify), partitions))
     return tmp, summary
 
 
@@ -64,15 +65,15 @@ def _predicted_pairs(build: Path) -> set[frozenset[str]]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, corpus: list[Doc]) -> dict[int, tuple[Path, dict]]:
+def runs(tmp_path_factory: pytest.TempPathFactory, corpus: list[Doc]) -> dict[int, tuple[Path, NearDedupRecord]]:
     return {p: _run(tmp_path_factory.mktemp(f"near-p{p}"), corpus, p) for p in (1, 4)}
 
 
-def test_same_result_with_1_and_4_partitions(runs: dict[int, tuple[Path, dict]]) -> None:
+def test_same_result_with_1_and_4_partitions(runs: dict[int, tuple[Path, NearDedupRecord]]) -> None:
     one, four = _duplicates(runs[1][0]), _duplicates(runs[4][0])
     assert one.num_rows > 0
     assert one.equals(four)
-    assert runs[1][1]["duplicates"] == runs[4][1]["duplicates"] == one.num_rows
+    assert runs[1][1].duplicates == runs[4][1].duplicates == one.num_rows
 
 
 def test_precision_and_recall_on_pairs_at_jaccard_0_8(runs, truth, corpus: list[Doc]) -> None:
@@ -142,26 +143,26 @@ def test_signature_verification_errs_only_near_the_threshold(tmp_path: Path, cor
     clear = {p for p in true_pairs if jac[p] >= 0.9}
     assert len(clear) >= 36 and clear <= pred  # 0.8 is >= 3.5 sd below 0.9: never missed
     assert sum(1 for p in pred if jac.get(p, 0.0) >= 0.6) >= 0.95 * len(pred)  # false pairs are near misses, not unrelated
-    assert summary["verified"] < summary["candidates"]
+    assert summary.verified < summary.candidates
 
 
 def test_after_exact_dedup_only_near_copies_are_left(tmp_path: Path, corpus: list[Doc]) -> None:
     items = write_parts(tmp_path, corpus, PARTS)
     for i in items:
-        dedup_map_unit(i, tmp_path, 2)
-    exact = sum(dedup_reduce_unit({"partition": p}, tmp_path)["duplicates"] for p in range(2))
+        HashDocuments(tmp_path, 2)(i)
+    exact = sum(FindDuplicates(tmp_path)(PartitionItem(unit=f"p{p}", partition=p)).duplicates for p in range(2))
     assert exact == 36
-    summary = run_near_dedup(run_serial, items, tmp_path, NearDedup(enabled=True), 2, skip=["exact"])
-    assert summary["documents"] == len(corpus) - 36
+    summary = run_near_dedup(local(tmp_path), items, NearConfig(tmp_path, NearDedup(enabled=True), 2), removed=("exact",))
+    assert summary.documents == len(corpus) - 36
     exact_ords = {o for p in range(PARTS) for o in removed_ords(tmp_path, 0, p, ["exact"]).to_pylist()}
     near_ords = set(_duplicates(tmp_path).column("_ord").to_pylist())
     assert not exact_ords & near_ords
-    assert len(exact_ords | near_ords) == 36 + summary["duplicates"]
+    assert len(exact_ords | near_ords) == 36 + summary.duplicates
 
 
 def test_a_corpus_without_near_duplicates(tmp_path: Path, corpus: list[Doc]) -> None:
     unrelated = [d for d in corpus if d.kind == "unrelated"]
     items = write_parts(tmp_path, unrelated, 2)
-    summary = run_near_dedup(run_serial, items, tmp_path, NearDedup(enabled=True), 3)
-    assert summary["duplicates"] == 0 and summary["documents"] == len(unrelated)
+    summary = run_near_dedup(local(tmp_path), items, NearConfig(tmp_path, NearDedup(enabled=True), 3))
+    assert summary.duplicates == 0 and summary.documents == len(unrelated)
     assert _duplicates(tmp_path).num_rows == 0

@@ -18,6 +18,9 @@ from tests.servers import s3_server
 
 DATA = REPO / "manifests/examples/data/jargon"
 FAST = RetryPolicy(attempts=3, base=0.01)
+#: The index record of a flat datastore (``IndexPlan.to_dict``).
+FLAT = {"type": "flat", "dim": 4, "metric": "inner_product", "factory": "IDMap2,Flat", "nlist": None, "pq_m": None, "nbits": None,
+        "train_sample": 0, "nprobe": None, "bytes_per_vector": 56.0, "reason": "a test tree"}
 
 
 def make_datastore(root: Path) -> Path:
@@ -35,8 +38,10 @@ def make_datastore(root: Path) -> Path:
     shutil.copy(sources.pop(), root / "trained.faiss")
     (root / "build" / "extract").mkdir(parents=True)
     (root / "build" / "extract" / "_SUCCESS.json").write_text("{}\n")
-    write_json(root / "datastore.json", {"format_version": 1, "name": "tree", "shards": shards,
-                                         "trained_index": {"file": "trained.faiss"} | file_record(root / "trained.faiss")})
+    write_json(root / "datastore.json", {"format_version": 1, "name": "tree", "created": "2026-01-01T00:00:00+00:00",
+                                         "embedder": {"model": "synthetic", "dim": 4, "normalize": True}, "index": FLAT,
+                                         "trained_index": {"file": "trained.faiss"} | file_record(root / "trained.faiss"),
+                                         "shards": shards, "domains": {"wiki": {"passages": 2, "shards": 2}}})
     return root
 
 

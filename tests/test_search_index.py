@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bench.vectorstore import clustered_vectors, write_vector_datastore
+from massiveds.core.catalog import open_catalog
 from massiveds.core.errors import DatastoreError, MassiveDSError
 from massiveds.core.manifest import Index
 from massiveds.encode.index import IndexPlan, add_vectors, plan_index, read_index, set_nprobe
@@ -86,10 +87,10 @@ def test_merged_index_gives_the_fanout_results(ivf_store: Path, tmp_path: Path, 
     before = {p: fanout.search_vectors(q, 20, nprobe=p) for p in (1, 8, 32)}
     before_rr = fanout.search_vectors(q, 10, rerank="exact")
     record = merge_index(root)
-    assert record["ntotal"] == N and record["shards"] == [s.name for s in fanout.shards]
-    catalog = json.loads((root / "datastore.json").read_text())
-    assert catalog["merged"] == record
-    assert set(record["files"]) == {"index.faiss", "index.ivfdata"}
+    assert record.ntotal == N and record.shards == [s.name for s in fanout.shards]
+    catalog = open_catalog(root)
+    assert catalog.merged == record and json.loads((root / "datastore.json").read_text())["merged"] == record.as_json()
+    assert set(record.files) == {"index.faiss", "index.ivfdata"}
     assert (root / "merged" / "index.ivfdata").stat().st_size == N * (3 + 8)  # PQ4x6 = 3 bytes of code + the id
     ds = Datastore.open(root)
     assert ds.merged_index is not None and ds.merged_index.ntotal == N
@@ -99,8 +100,7 @@ def test_merged_index_gives_the_fanout_results(ivf_store: Path, tmp_path: Path, 
     ds.use_merged = False
     assert ds.merged_index is None
     # a catalog whose shards changed since the merge ignores the stale merge
-    catalog["shards"] = catalog["shards"][:2]
-    assert Datastore(root, catalog).merged_index is None
+    assert Datastore(root, catalog.but(shards=catalog.shards[:2])).merged_index is None
 
 
 def test_merge_index_refuses_flat_datastores(flat_store: Path) -> None:
@@ -127,7 +127,7 @@ def test_merge_index_of_a_merge_in_place_shifts_ids_and_refuses_separate_trainin
     assert (ds.search_vectors(q, 10, rerank="exact")[1][:, 0] == itself).all()
     before = {p: ds.search_vectors(mixed, 20, nprobe=p) for p in (1, 8)}
     record = merge_index(tmp_path / "m")
-    assert record["ntotal"] == N + len(other)
+    assert record.ntotal == N + len(other)
     merged = Datastore.open(tmp_path / "m")
     assert merged.merged_index is not None
     for p, expected in before.items():
@@ -200,13 +200,13 @@ def test_recall_summary_for_the_catalog(ivf_store: Path, ivf_plan: IndexPlan) ->
 
 
 def test_recall_summary_of_a_large_datastore_is_measured_on_a_sample_of_shards(ivf_store: Path) -> None:
-    catalog = json.loads((ivf_store / "datastore.json").read_text())
-    per_shard = catalog["shards"][0]["count"]
+    catalog = open_catalog(ivf_store)
+    per_shard = catalog.shards[0].count
     assert shard_sample(catalog, 10**9) is catalog
     sampled = shard_sample(catalog, 2 * per_shard, seed=3)
-    assert 1 <= len(sampled["shards"]) <= 2 and sum(s["count"] for s in sampled["shards"]) <= 2 * per_shard
-    assert all(s in catalog["shards"] for s in sampled["shards"]) and sampled["index"] == catalog["index"]
-    assert len(shard_sample(catalog, 1)["shards"]) == 1  # never empty
+    assert 1 <= len(sampled.shards) <= 2 and sampled.num_passages <= 2 * per_shard
+    assert all(s in catalog.shards for s in sampled.shards) and sampled.index == catalog.index
+    assert len(shard_sample(catalog, 1).shards) == 1  # never empty
     summary = recall_summary(ivf_store, catalog=catalog, n_queries=60, max_vectors=per_shard)
     assert summary["shards_measured"] == 1 and summary["vectors_measured"] == per_shard
     assert 0 < summary["recall_at_10"] < summary["recall_at_10_rerank"] <= 1

@@ -54,6 +54,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from massiveds.clean.ngrams import fmix64, ngram_hashes_batch, words
 
@@ -170,3 +172,46 @@ def bucket_edges(keys: np.ndarray, ords: np.ndarray) -> tuple[np.ndarray, np.nda
 def partition_of(values: np.ndarray, partitions: int) -> np.ndarray:
     """Hash partition (0 .. partitions-1) of int64 or uint64 values, well mixed."""
     return (fmix64(np.asarray(values).astype(np.uint64)) % np.uint64(partitions)).astype(np.int64)
+
+
+def signature_column(sigs: np.ndarray) -> pa.Array:
+    """Signatures (n x k uint32) as a fixed-size binary column of 4 * k bytes per row (zero copy)."""
+    n, k = sigs.shape
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 * k), n, [None, pa.py_buffer(np.ascontiguousarray(sigs).tobytes())])
+
+
+def signature_matrix(column: pa.ChunkedArray | pa.Array, num_perm: int) -> np.ndarray:
+    """The signatures a ``signature_column`` holds, as an (n x num_perm) uint32 matrix."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(arr) == 0:
+        return np.zeros((0, num_perm), np.uint32)
+    width = 4 * num_perm
+    flat = np.frombuffer(arr.buffers()[1], dtype=np.uint32, count=len(arr) * num_perm, offset=arr.offset * width)
+    return flat.reshape(len(arr), num_perm)
+
+
+def shingle_sets(hashes: np.ndarray, offsets: np.ndarray, keep: np.ndarray) -> pa.Array:
+    """Each kept document's distinct shingle hashes (sorted), as a list<uint64> column."""
+    sets = [np.unique(hashes[offsets[i] : offsets[i + 1]]) for i in np.flatnonzero(keep)]
+    lengths = np.array([len(x) for x in sets], dtype=np.int32)
+    values = np.concatenate(sets) if sets else np.zeros(0, np.uint64)
+    return pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)), pa.array(values, pa.uint64()))
+
+
+def exact_jaccard(a: pa.Array, b: pa.Array) -> np.ndarray:
+    """Row-wise Jaccard similarity of two list<uint64> columns of distinct sorted hashes, vectorised."""
+    a = a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+    b = b.combine_chunks() if isinstance(b, pa.ChunkedArray) else b
+    n = len(a)
+    if n == 0:
+        return np.zeros(0)
+    len_a = pc.list_value_length(a).to_numpy(zero_copy_only=False).astype(np.int64)
+    len_b = pc.list_value_length(b).to_numpy(zero_copy_only=False).astype(np.int64)
+    row = np.concatenate([np.repeat(np.arange(n), len_a), np.repeat(np.arange(n), len_b)])
+    values = np.concatenate([pc.list_flatten(a).to_numpy(), pc.list_flatten(b).to_numpy()])
+    order = np.lexsort((values, row))
+    row, values = row[order], values[order]
+    repeated = (row[1:] == row[:-1]) & (values[1:] == values[:-1])  # a value in both sets of one row
+    inter = np.bincount(row[1:][repeated], minlength=n)
+    union = len_a + len_b - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)

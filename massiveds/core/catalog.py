@@ -1,23 +1,319 @@
-"""Read a datastore's catalog and ``checksums.json``, and check every path they name before anything else uses one.
+"""The datastore catalog (``datastore.json``) as typed records; read it, check every path it names, write it back.
 
 ``open_catalog`` is the one way the commands that read a datastore (search, serve, inspect, verify,
 subsample, merge, merge-index, publish) get its catalog: it refuses a folder that is not a
-datastore, an unreadable catalog, and any path that would lead outside the datastore
+datastore, an unreadable or malformed catalog, and any path that would lead outside the datastore
 (``massiveds.core.safe_paths``), so a crafted datastore fails before a single file is read.
+
+The records are pydantic models. A record is written back with exactly the keys it was read or made
+with, in their order: a field a catalog lacks stays absent (a default is never written), an
+explicit ``null`` stays ``null``, and a field set later comes after the others (as ``dict | {...}``
+would put it). So a catalog read and written back is the same JSON, and ``write_catalog`` is the one
+writer of ``datastore.json`` outside the build. Records are closed (an unknown field is an error)
+except where the build stores open-ended content: the ``build`` record, the manifests, ``chunk``
+and ``recall``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+from typing_extensions import Self
 
 from massiveds.core.errors import DatastoreError
-from massiveds.core.layout import CATALOG, TRAINED_INDEX, shard_folder_rel
-from massiveds.core.safe_paths import UnsafePathError, check_name, inside, safe_join
+from massiveds.core.layout import CATALOG, FORMAT_VERSION, TRAINED_INDEX, atomic_path, sha256_file
+from massiveds.core.safe_paths import UnsafePathError, check_name, check_relpath, inside, safe_join
 
 CHECKSUMS = "checksums.json"
+
+#: A JSON number as written: an int stays an int (``1``, not ``1.0``), so a catalog written back is the same text.
+Measure: TypeAlias = int | float
+
+
+class Record(BaseModel):
+    """A catalog record: strict JSON types, no unknown field, immutable; written back with its own keys in their order."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    _keys: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_keys(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        record = handler(data)
+        if isinstance(data, dict):
+            record._keys = tuple(data)
+        return record
+
+    @model_serializer(mode="wrap")
+    def _in_order(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        return {k: out[k] for k in self._keys if k in out} | out
+
+    def as_json(self) -> dict[str, Any]:
+        """The record as stored: the fields it was read or made with (none added, nulls kept), in their order."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def but(self, drop: Iterable[str] = (), **changes: Any) -> Self:
+        """A copy without the fields ``drop`` and with ``changes``, validated; keys ordered as ``{...without drop} | changes`` orders them.
+
+        A field kept keeps its place, a new (or dropped) one comes last; a dropped field left unset is absent from the JSON.
+        """
+        dropped = set(drop)
+        kept = {k: v for k, v in self.as_json().items() if k not in dropped}
+        return self.model_validate(kept | changes)
+
+
+class OpenRecord(Record):
+    """A record of open-ended content the build writes: its unknown fields are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class FileRecord(Record):
+    """Size and sha256 of one datastore file."""
+
+    bytes: int
+    sha256: str
+
+    @classmethod
+    def of(cls, path: Path) -> FileRecord:
+        """The record of the file at ``path``."""
+        return cls(bytes=path.stat().st_size, sha256=sha256_file(path))
+
+
+class TrainedIndexRecord(Record):
+    """A trained, empty index beside the catalog: its path relative to the datastore, size and sha256."""
+
+    file: str
+    bytes: int
+    sha256: str
+
+    @classmethod
+    def of(cls, root: Path, rel: str) -> TrainedIndexRecord:
+        """The record of ``root / rel``."""
+        path = root / rel
+        return cls(file=rel, bytes=path.stat().st_size, sha256=sha256_file(path))
+
+
+class ListBalance(Record):
+    """Inverted-list balance of a shard's IVF index (``massiveds.encode.index.list_balance``)."""
+
+    max_list: int
+    mean_list: Measure
+    empty_lists: int
+    imbalance: Measure
+
+
+class ShardOrigin(Record):
+    """Where a merged shard came from: its source datastore's name and its name there."""
+
+    datastore: str
+    shard: str
+
+
+class ShardRecord(Record):
+    """One shard: passage ids ``[id_start, id_start + count)``, its files, and what a merge or subsample adds."""
+
+    name: str
+    domain: str
+    id_start: int
+    count: int
+    list_balance: ListBalance | None = None
+    files: dict[str, FileRecord] = {}
+    tokens: int = 0
+    #: Documents whose first passage is in the shard (written by subsample and merge --copy).
+    documents: int | None = None
+    #: Folder of a shard merged in place, relative to the datastore (may climb out of it); absent: ``shards/<name>``.
+    folder: str | None = None
+    #: Added to the ids stored in the shard's files to give the datastore's (a shard merged in place keeps its source's ids).
+    id_offset: int = 0
+    #: The trained index the shard was built from, relative to the datastore.
+    trained: str = TRAINED_INDEX
+    #: The shard's default nprobe (a merge keeps each source's); absent: the catalog's.
+    nprobe: int | None = None
+    merged_from: ShardOrigin | None = None
+
+    def folder_rel(self) -> str:
+        """The shard's folder relative to the datastore: ``shards/<name>``, or the ``folder`` it references (names checked)."""
+        name = check_name(self.name, "shard name")
+        if self.folder is None:
+            return f"shards/{name}"
+        return check_relpath(self.folder, f"shard {name}: folder", parent_steps=True)
+
+    def trained_rel(self) -> str:
+        """The trained index the shard was built from, relative to the datastore (checked)."""
+        return check_relpath(self.trained, f"shard {self.name}: trained index")
+
+    @property
+    def stored_id_start(self) -> int:
+        """First passage id stored in the shard's own files: ``id_start - id_offset``."""
+        return self.id_start - self.id_offset
+
+    def nprobe_or(self, default: int | None) -> int | None:
+        """The shard's own nprobe when its record has one (``null`` included), else ``default`` (the catalog's)."""
+        return self.nprobe if "nprobe" in self.model_fields_set else default
+
+
+class EmbedderRecord(Record):
+    """The embedder the vectors were made with (``massiveds.encode.embed.Embedder.info``)."""
+
+    model: str
+    dim: int
+    normalize: bool
+    max_length: int | None = None
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    similarity: str = "inner_product"
+
+
+class IndexRecord(Record):
+    """The index plan as stored (``massiveds.encode.index.IndexPlan.to_dict``); a merge adds every source's plan."""
+
+    type: str
+    dim: int
+    metric: str
+    factory: str
+    nlist: int | None
+    pq_m: int | None
+    nbits: int | None
+    train_sample: int
+    nprobe: int | None
+    bytes_per_vector: Measure
+    reason: str
+    coarse: str | None = None
+    opq: bool = False
+    memory_budget_gb: Measure | None = None
+    merged_plans: list[IndexRecord] = []
+
+
+class ChunkRecord(OpenRecord):
+    """The chunking the passages were cut with (the manifest's ``chunk`` section)."""
+
+    unit: str
+    size: int
+    overlap: int
+    min_size: int
+
+
+class DomainTotals(Record):
+    """Documents, passages, tokens and shards of one domain."""
+
+    documents: int = 0
+    passages: int
+    tokens: int = 0
+    shards: int
+
+    def __add__(self, other: DomainTotals) -> DomainTotals:
+        """The sum of two totals, with the fields either records (as a ``Counter`` would add them)."""
+        mine, theirs = self.as_json(), other.as_json()
+        return DomainTotals.model_validate({k: mine.get(k, 0) + theirs.get(k, 0) for k in mine | theirs})
+
+
+class BuildRecord(OpenRecord):
+    """What the build did (records read, drops per stage and reason, throughput, timings, nodes); open-ended."""
+
+    records_read: int | None = None
+    documents_kept: int | None = None
+    #: Documents dropped, by ``stage:reason``.
+    dropped: dict[str, int] = {}
+    #: Per source: records read and kept, and drops by ``stage:reason``.
+    sources: dict[str, dict[str, int]] = {}
+    #: Per stage and step: the units (passages, for embed) each Ray node did.
+    nodes: dict[str, dict[str, dict[str, int]]] = {}
+
+
+class ManifestRecord(OpenRecord):
+    """A manifest the datastore was built from: its file name, sha256 and full, defaulted content."""
+
+    path: str
+    sha256: str
+    content: dict[str, Any]
+
+
+class RecallRecord(OpenRecord):
+    """recall@k at the default nprobe, measured at build time (``massiveds.store.recall.recall_summary``); ``recall_at_<k>`` are extra."""
+
+    status: str
+    reason: str | None = None
+    k: int | None = None
+    nprobe: int | None = None
+    queries: int | None = None
+
+
+class CatalogRef(Record):
+    """Another datastore's catalog: its name and the sha256 of its ``datastore.json``."""
+
+    name: str
+    catalog_sha256: str
+
+
+class SubsampleRecord(Record):
+    """How a subsample was drawn: fraction, seed, parent, and the parent's own subsample record."""
+
+    fraction: Measure
+    seed: int
+    parent: CatalogRef
+    previous: SubsampleRecord | None = None
+
+
+class MergedIndexRecord(Record):
+    """The merged on-disk index (``massiveds merge-index``) and the shards it was made from."""
+
+    index: str
+    ivfdata: str
+    ntotal: int
+    nlist: int
+    shards: list[str]
+    files: dict[str, FileRecord]
+    seconds: Measure
+
+
+class Catalog(Record):
+    """A datastore's ``datastore.json`` (docs/datastore.md)."""
+
+    format_version: int
+    name: str
+    created: str
+    embedder: EmbedderRecord
+    index: IndexRecord
+    chunk: ChunkRecord | None = None
+    trained_index: TrainedIndexRecord | None = None
+    #: A merge keeps one trained index per source.
+    trained_indexes: list[TrainedIndexRecord] = []
+    shards: list[ShardRecord]
+    domains: dict[str, DomainTotals]
+    build: BuildRecord = BuildRecord()
+    #: The datastores a merge was made of.
+    merged_from: list[CatalogRef] | None = None
+    manifests: list[ManifestRecord] = []
+    versions: dict[str, str] = {}
+    recall: RecallRecord | None = None
+    subsample: SubsampleRecord | None = None
+    merged: MergedIndexRecord | None = None
+
+    @property
+    def shards_by_id(self) -> list[ShardRecord]:
+        """The shards in passage id order."""
+        return sorted(self.shards, key=lambda s: s.id_start)
+
+    @property
+    def num_passages(self) -> int:
+        return sum(s.count for s in self.shards)
 
 
 @dataclass(frozen=True)
@@ -29,15 +325,51 @@ class Expected:
     sha256: str
 
 
-def catalog_files(catalog: dict[str, Any]) -> list[Expected]:
+def _field(loc: tuple[int | str, ...]) -> str:
+    """``('shards', 0, 'count')`` -> ``shards[0].count``."""
+    out = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    return out or "(top level)"
+
+
+def _problem(error: ErrorDetails) -> str:
+    if error["type"] == "missing":
+        return f"field {_field(error['loc'])} is missing"
+    if error["type"] == "extra_forbidden":
+        return f"field {_field(error['loc'])} is not a catalog field"
+    return f"field {_field(error['loc'])}: {error['msg'][:1].lower()}{error['msg'][1:]}"
+
+
+def parse_catalog(data: object, where: str, advice: str) -> Catalog:
+    """``data`` (a parsed ``datastore.json``) as a Catalog; a DatastoreError naming ``where``, the first bad field and ``advice`` if not."""
+    try:
+        return Catalog.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        version = data.get("format_version") if isinstance(data, dict) else None
+        if isinstance(version, int) and version != FORMAT_VERSION:
+            advice = f"datastore format {version} is not {FORMAT_VERSION}: rebuild it, or read it with the massiveds that wrote it"
+        raise DatastoreError(f"{where}: malformed catalog: {_problem(errors[0])}{more}; {advice}") from None
+
+
+def catalog_text(catalog: Catalog) -> str:
+    """``datastore.json`` as written: indented JSON of ``catalog.as_json()``."""
+    return json.dumps(catalog.as_json(), indent=2) + "\n"
+
+
+def write_catalog(root: Path, catalog: Catalog) -> None:
+    """Write ``catalog`` as ``root/datastore.json``, atomically."""
+    with atomic_path(root / CATALOG) as tmp:
+        tmp.write_text(catalog_text(catalog))
+
+
+def catalog_files(catalog: Catalog) -> list[Expected]:
     """The files a catalog records with their sizes and digests: the trained index(es) and every shard file (where it lives)."""
-    out = []
-    trained = catalog.get("trained_index")
-    for rec in ([trained] if trained else []) + catalog.get("trained_indexes", []):  # a merge keeps one per source
-        out.append(Expected(rec["file"], int(rec["bytes"]), rec["sha256"]))
-    for shard in catalog.get("shards", []):
-        for name, rec in sorted(shard.get("files", {}).items()):
-            out.append(Expected(f"{shard_folder_rel(shard)}/{check_name(name, 'shard file')}", int(rec["bytes"]), rec["sha256"]))
+    trained = [catalog.trained_index] if catalog.trained_index else []
+    out = [Expected(t.file, t.bytes, t.sha256) for t in trained + catalog.trained_indexes]  # a merge keeps one per source
+    for shard in catalog.shards:
+        folder = shard.folder_rel()
+        out += [Expected(f"{folder}/{check_name(name, 'shard file')}", rec.bytes, rec.sha256) for name, rec in sorted(shard.files.items())]
     return out
 
 
@@ -60,7 +392,7 @@ def read_listing(root: Path) -> dict[str, Any] | None:
     return dict(listing)
 
 
-def check_paths(root: Path, catalog: dict[str, Any], listing: dict[str, Any] | None) -> None:
+def check_paths(root: Path, catalog: Catalog, listing: dict[str, Any] | None) -> None:
     """Raise UnsafePathError at the first path of the catalog or listing that leads outside the datastore.
 
     A shard's own files must lie in its folder: ``shards/<name>`` inside ``root``, or the folder a
@@ -68,30 +400,27 @@ def check_paths(root: Path, catalog: dict[str, Any], listing: dict[str, Any] | N
     elsewhere). Trained and merged indexes, and every ``checksums.json`` key, lie inside ``root``.
     """
     try:
-        for shard in catalog.get("shards", []):
-            check_name(shard.get("name"), "shard name")
-            folder = root / shard_folder_rel(shard)
-            if "folder" not in shard:
-                inside(folder, root, f"shard {shard['name']}:")
-            for name in shard.get("files", {}):
-                inside(folder / check_name(name, f"shard {shard['name']}: file name"), folder, f"shard {shard['name']}: file")
-            safe_join(root, shard.get("trained", TRAINED_INDEX), f"shard {shard['name']}: trained index")
-        trained = catalog.get("trained_index")
-        for rec in ([trained] if trained else []) + catalog.get("trained_indexes", []):
-            safe_join(root, rec["file"], f"{CATALOG} trained index")
-        merged = catalog.get("merged") or {}
-        for key in ("index", "ivfdata"):
-            if key in merged:
-                safe_join(root, merged[key], f"{CATALOG} merged {key}")
+        for shard in catalog.shards:
+            check_name(shard.name, "shard name")
+            folder = root / shard.folder_rel()
+            if shard.folder is None:
+                inside(folder, root, f"shard {shard.name}:")
+            for name in shard.files:
+                inside(folder / check_name(name, f"shard {shard.name}: file name"), folder, f"shard {shard.name}: file")
+            safe_join(root, shard.trained, f"shard {shard.name}: trained index")
+        trained = [catalog.trained_index] if catalog.trained_index else []
+        for rec in trained + catalog.trained_indexes:
+            safe_join(root, rec.file, f"{CATALOG} trained index")
+        if catalog.merged is not None:
+            safe_join(root, catalog.merged.index, f"{CATALOG} merged index")
+            safe_join(root, catalog.merged.ivfdata, f"{CATALOG} merged ivfdata")
         for rel in (listing or {}).get("files", {}):
             safe_join(root, rel, f"{CHECKSUMS} entry")
     except UnsafePathError as exc:
         raise UnsafePathError(f"{root}: {exc}") from None
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise DatastoreError(f"{root / CATALOG}: malformed shard or file record ({exc!r}); run massiveds verify {root}") from None
 
 
-def check_agreement(root: Path, catalog: dict[str, Any], listing: dict[str, Any], *, complete: bool = False) -> None:
+def check_agreement(root: Path, catalog: Catalog, listing: dict[str, Any], *, complete: bool = False) -> None:
     """Raise DatastoreError where the catalog and ``checksums.json`` record a file differently (``complete``: or the listing lacks it)."""
     listed = {e.rel: e for e in listing_files(listing)}
     for e in catalog_files(catalog):
@@ -100,21 +429,19 @@ def check_agreement(root: Path, catalog: dict[str, Any], listing: dict[str, Any]
             raise DatastoreError(f"{root}: {CATALOG} and {CHECKSUMS} disagree about {e.rel}: refused; run massiveds verify {root}")
 
 
-def read_catalog(root: Path) -> dict[str, Any]:
-    """The parsed catalog of ``root``, unchecked; DatastoreError when there is none or it is not JSON."""
+def read_catalog(root: Path) -> Catalog:
+    """The catalog of ``root``, its paths unchecked; DatastoreError when there is none, or it is not JSON or not a catalog."""
     path = root / CATALOG
     if not path.is_file():
         raise DatastoreError(f"{root}: not a datastore (no {CATALOG}); build one with 'massiveds build'")
     try:
-        catalog = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         raise DatastoreError(f"{path}: unreadable ({exc}); run massiveds verify {root}") from None
-    if not isinstance(catalog, dict) or not isinstance(catalog.get("shards", []), list):
-        raise DatastoreError(f"{path}: not a datastore catalog; run massiveds verify {root}")
-    return catalog
+    return parse_catalog(data, str(path), f"run massiveds verify {root}")
 
 
-def open_catalog(root: str | Path) -> dict[str, Any]:
+def open_catalog(root: str | Path) -> Catalog:
     """The catalog of the datastore at ``root``, after ``check_paths`` and ``check_agreement`` over it and its ``checksums.json``."""
     root = Path(root)
     catalog = read_catalog(root)

@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from massiveds.core.safe_paths import check_name, check_relpath
-
 CATALOG = "datastore.json"
 TRAINED_INDEX = "trained.faiss"
 FORMAT_VERSION = 1
@@ -78,24 +76,6 @@ def shard_name(domain: str, number: int) -> str:
     return f"{domain}-{number:05d}"
 
 
-def shard_folder_rel(record: dict[str, Any]) -> str:
-    """Folder of a catalog shard record, relative to the datastore: ``shards/<name>``, or the ``folder`` it references.
-
-    A shard merged in place (``massiveds merge``) lives in its source datastore; the catalog records
-    that folder relative to the merged datastore, so the two can be moved together.
-    """
-    name = check_name(record["name"], "shard name")
-    ref = record.get("folder")
-    if ref is None:
-        return f"shards/{name}"
-    return check_relpath(ref, f"shard {name}: folder", parent_steps=True)
-
-
-def stored_id_start(record: dict[str, Any]) -> int:
-    """First passage id stored in a shard's own files: ``id_start - id_offset`` (they differ for a shard merged in place)."""
-    return int(record["id_start"]) - int(record.get("id_offset", 0))
-
-
 class DatastoreLayout:
     """Paths of one datastore directory (docs/datastore.md, "The datastore directory")."""
 
@@ -117,31 +97,13 @@ class DatastoreLayout:
     def shard(self, name: str) -> Path:
         return self.shards / name
 
-    def shard_folder(self, record: dict[str, Any]) -> Path:
-        """Where the files of a catalog shard record are (see ``shard_folder_rel``)."""
-        return self.root / shard_folder_rel(record)
-
-    def shard_trained(self, record: dict[str, Any]) -> Path:
-        """The trained, empty index a shard was built from (merged datastores keep one per source build)."""
-        return self.root / check_relpath(record.get("trained", TRAINED_INDEX), f"shard {record['name']}: trained index")
-
     @property
     def build(self) -> Path:
         return self.root / "build"
 
-    def stage(self, name: str) -> Path:
-        """Folder holding one build stage's outputs and its completion marker."""
-        return self.build / name
-
     @property
     def dropped(self) -> Path:
         return self.build / "dropped"
-
-
-def stage_done(folder: Path) -> dict[str, Any] | None:
-    """The completion record of a stage or work unit, or None if it has not finished."""
-    marker = folder / DONE_MARKER
-    return read_json(marker) if marker.is_file() else None
 
 
 def mark_done(folder: Path, info: dict[str, Any]) -> None:

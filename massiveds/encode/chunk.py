@@ -15,12 +15,14 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from massiveds.core.manifest import Chunk
+from massiveds.core.manifest import Chunk, Manifest
 from massiveds.core.schema import PASSAGES
+from massiveds.encode.embed import load_tokenizer
 
 _WORD = re.compile(r"\S+")
 
@@ -99,3 +101,10 @@ def chunk_documents(docs: pa.Table, spec: Chunk, spanner: Callable[[str], Spans]
             out["char_end"].append(end)
             out["_chunk"].append(c)
     return pa.table(out, schema=CHUNKS)
+
+
+def spanner_for(manifest: Manifest, base_dir: Path | None = None) -> Callable[[str], Spans]:
+    """The unit a manifest chunks by: words, or its embedder's tokens (a local model resolved from ``base_dir``)."""
+    if manifest.chunk.unit == "tokens":
+        return token_spanner(load_tokenizer(manifest.embed.model, base_dir))
+    return word_spans

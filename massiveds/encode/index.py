@@ -45,6 +45,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from massiveds.core.catalog import IndexRecord
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import atomic_path
 from massiveds.core.manifest import Index as IndexSpec
@@ -69,33 +70,17 @@ GB = 1 << 30
 IDMAP2_MAP_BYTES = 40
 
 
-@dataclass(frozen=True)
-class IndexPlan:
-    """The index a datastore uses, with why it was chosen; stored in the catalog."""
-
-    type: str
-    dim: int
-    metric: str
-    factory: str
-    nlist: int | None
-    pq_m: int | None
-    nbits: int | None
-    train_sample: int
-    nprobe: int | None
-    bytes_per_vector: float
-    reason: str
-    coarse: str | None = None
-    opq: bool = False
-    memory_budget_gb: float | None = None
+class IndexPlan(IndexRecord):
+    """The index a datastore uses, with why it was chosen: the catalog's ``index`` record, made by ``plan_index``."""
 
     def to_dict(self) -> dict[str, Any]:
         """Catalog record."""
-        return asdict(self)
+        return self.as_json()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IndexPlan:
         """Inverse of ``to_dict``."""
-        return cls(**data)
+        return cls.model_validate(data)
 
 
 @dataclass(frozen=True)
@@ -175,7 +160,8 @@ def footprint(plan: IndexPlan, n_vectors: int) -> Footprint:
 
 
 def _flat_plan(n_vectors: int, dim: int, reason: str, budget: float | None) -> IndexPlan:
-    return IndexPlan("flat", dim, "inner_product", "IDMap2,Flat", None, None, None, 0, None, 4.0 * dim + 8, reason, None, False, budget)
+    return IndexPlan(type="flat", dim=dim, metric="inner_product", factory="IDMap2,Flat", nlist=None, pq_m=None, nbits=None, train_sample=0,
+                     nprobe=None, bytes_per_vector=4.0 * dim + 8, reason=reason, coarse=None, opq=False, memory_budget_gb=budget)
 
 
 def _fits(n_vectors: int, dim: int, nlist: int, coarse: str, m: int, nbits: int, opq: bool, budget: float) -> bool:
@@ -252,7 +238,8 @@ def plan_index(n_vectors: int, dim: int, spec: IndexSpec, memory_budget_gb: floa
     why += f"; nlist {nlist}" + (f" ≈ {rule}" if spec.nlist == "auto" else "")
     why += f"; {'HNSW' if coarse == 'hnsw' else 'flat'} coarse quantizer" + ("; OPQ rotation" if opq else "")
     why += f"; PQ {m}x{nbits} = {code} bytes/vector{budget_note}"
-    return IndexPlan("ivfpq", dim, "inner_product", factory, nlist, m, nbits, train, nprobe, code + 8, why, coarse, opq, budget)
+    return IndexPlan(type="ivfpq", dim=dim, metric="inner_product", factory=factory, nlist=nlist, pq_m=m, nbits=nbits, train_sample=train,
+                     nprobe=nprobe, bytes_per_vector=code + 8, reason=why, coarse=coarse, opq=opq, memory_budget_gb=budget)
 
 
 def plan_report(n_vectors: int, dim: int, spec: IndexSpec | None = None, memory_budget_gb: float | None = None) -> PlanReport:

@@ -21,9 +21,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-from massiveds.core.catalog import open_catalog
+from massiveds.core.catalog import FileRecord, MergedIndexRecord, ShardRecord, open_catalog, read_catalog, write_catalog
 from massiveds.core.errors import DatastoreError
-from massiveds.core.layout import DatastoreLayout, atomic_path, file_record, read_json, sha256_file, write_json
+from massiveds.core.layout import DatastoreLayout, atomic_path, sha256_file
 from massiveds.encode.index import ivf_list_sizes, read_index, write_index
 from massiveds.ops.verify import require_catalog_files
 from massiveds.store.merged import MERGED_DATA, MERGED_DIR, MERGED_INDEX
@@ -52,9 +52,9 @@ def _copy_lists(
         filled[j] += n
 
 
-def _common_trained(layout: DatastoreLayout, shards: list[dict[str, Any]]) -> Path:
+def _common_trained(layout: DatastoreLayout, shards: list[ShardRecord]) -> Path:
     """The trained index every shard was built from; refuses shards of separately trained builds (their lists differ)."""
-    paths = sorted({layout.shard_trained(s) for s in shards})
+    paths = sorted({layout.root / s.trained_rel() for s in shards})
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise DatastoreError(f"{missing[0]}: trained index missing; run massiveds verify {layout.root}")
@@ -67,16 +67,16 @@ def _common_trained(layout: DatastoreLayout, shards: list[dict[str, Any]]) -> Pa
     return paths[0]
 
 
-def merge_index(root: str | Path) -> dict[str, Any]:
+def merge_index(root: str | Path) -> MergedIndexRecord:
     """Merge the IVF shard indexes of the datastore at ``root`` into ``merged/``; record it in the catalog and return the record."""
     layout = DatastoreLayout(root)
     catalog = open_catalog(layout.root)
-    if catalog["index"]["type"] == "flat":
+    if catalog.index.type == "flat":
         raise DatastoreError(f"{root}: flat index; merge-index merges IVF inverted lists (flat shards are searched by fan-out)")
     require_catalog_files(layout.root, catalog, "merge-index")
     clock = time.perf_counter()
-    shards = sorted(catalog["shards"], key=lambda s: int(s["id_start"]))
-    paths = [layout.shard_folder(s) / "index.faiss" for s in shards]
+    shards = catalog.shards_by_id
+    paths = [layout.root / s.folder_rel() / "index.faiss" for s in shards]
     trained_path = _common_trained(layout, shards)
     trained = read_index(trained_path, mmap=False)
     ivf = _ivf(trained, trained_path)
@@ -120,7 +120,7 @@ def merge_index(root: str | Path) -> dict[str, Any]:
             for shard, path, shard_sizes in zip(shards, paths, per_shard, strict=True):
                 index = read_index(path)
                 _copy_lists(fd, faiss.extract_index_ivf(index).invlists, shard_sizes, offsets, capacity, filled, code_size,
-                            int(shard.get("id_offset", 0)))
+                            shard.id_offset)
                 del index  # unmap this shard before the next
             os.fsync(fd)
         finally:
@@ -131,19 +131,16 @@ def merge_index(root: str | Path) -> dict[str, Any]:
         write_index(trained, tmp / MERGED_INDEX)
         del trained, ivf
     folder = layout.root / MERGED_DIR
-    record = {
-        "index": f"{MERGED_DIR}/{MERGED_INDEX}",
-        "ivfdata": f"{MERGED_DIR}/{MERGED_DATA}",
-        "ntotal": int(sizes.sum()),
-        "nlist": nlist,
-        "shards": [s["name"] for s in shards],
-        "files": {p.name: file_record(p) for p in sorted(folder.iterdir()) if p.is_file()},
-        "seconds": round(time.perf_counter() - clock, 2),
-    }
-    expected = sum(int(s["count"]) for s in shards)
-    if record["ntotal"] != expected:
-        raise DatastoreError(f"merged {record['ntotal']} vectors but the catalog's shards hold {expected}")
-    catalog = read_json(layout.catalog)  # re-read: write only our field
-    catalog["merged"] = record
-    write_json(layout.catalog, catalog)
+    record = MergedIndexRecord(
+        index=f"{MERGED_DIR}/{MERGED_INDEX}",
+        ivfdata=f"{MERGED_DIR}/{MERGED_DATA}",
+        ntotal=int(sizes.sum()),
+        nlist=nlist,
+        shards=[s.name for s in shards],
+        files={p.name: FileRecord.of(p) for p in sorted(folder.iterdir()) if p.is_file()},
+        seconds=round(time.perf_counter() - clock, 2),
+    )
+    if record.ntotal != catalog.num_passages:
+        raise DatastoreError(f"merged {record.ntotal} vectors but the catalog's shards hold {catalog.num_passages}")
+    write_catalog(layout.root, read_catalog(layout.root).but(merged=record))  # re-read: write only our field
     return record

@@ -39,9 +39,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from massiveds.core.catalog import CHECKSUMS, catalog_files, check_agreement, check_paths, open_catalog
+from massiveds.core.catalog import (
+    CHECKSUMS,
+    Catalog,
+    catalog_files,
+    catalog_text,
+    check_agreement,
+    check_paths,
+    open_catalog,
+    parse_catalog,
+)
 from massiveds.core.errors import DatastoreError, MassiveDSError
-from massiveds.core.layout import CATALOG, atomic_path, sha256_file, shard_folder_rel, write_json
+from massiveds.core.layout import CATALOG, atomic_path, sha256_file, write_json
 from massiveds.core.safe_paths import UnsafePathError, safe_join
 from massiveds.ingest.sources.fetch import DEFAULT_POLICY, FetchError, RetryPolicy, describe, fetch, is_transient
 from massiveds.ops.verify import present_files, verify
@@ -99,14 +108,19 @@ def _entry(path: Path, part_size: int | None) -> dict[str, Any]:
     return rec
 
 
-def published_catalog(root: Path) -> bytes:
-    """The ``datastore.json`` to publish: the local one, without the ``folder`` of shards merged in place."""
+def self_contained(catalog: Catalog) -> Catalog:
+    """The catalog as published: shards merged in place lose their ``folder`` (their files are published under ``shards/<name>/``)."""
+    return catalog.but(shards=[s.but(drop=["folder"]) for s in catalog.shards])
+
+
+def published_catalog(root: Path) -> tuple[bytes, Catalog]:
+    """The ``datastore.json`` to publish, as bytes and as read: the local one, without the ``folder`` of shards merged in place."""
     raw = (root / CATALOG).read_bytes()
-    catalog = json.loads(raw)
-    if not any("folder" in s for s in catalog["shards"]):
-        return raw
-    catalog["shards"] = [{k: v for k, v in s.items() if k != "folder"} for s in catalog["shards"]]
-    return (json.dumps(catalog, indent=2) + "\n").encode()
+    catalog = open_catalog(root)
+    if all(s.folder is None for s in catalog.shards):
+        return raw, catalog
+    published = self_contained(catalog)
+    return catalog_text(published).encode(), published
 
 
 def _regular(path: Path, folder: Path) -> Path:
@@ -123,10 +137,10 @@ def published_files(root: Path, include_build: bool = False) -> dict[str, Path]:
     so that the published datastore is self-contained.
     """
     files = {rel: _regular(root / rel, root) for rel in present_files(root, include_build) if rel not in (CATALOG, CHECKSUMS)}
-    for shard in open_catalog(root)["shards"]:
-        if "folder" in shard:
-            folder = root / shard_folder_rel(shard)
-            files |= {f"shards/{shard['name']}/{p.name}": _regular(p, folder) for p in sorted(folder.iterdir())
+    for shard in open_catalog(root).shards:
+        if shard.folder is not None:
+            folder = root / shard.folder_rel()
+            files |= {f"shards/{shard.name}/{p.name}": _regular(p, folder) for p in sorted(folder.iterdir())
                       if p.is_file() and p.name != "shard.json" and not p.name.startswith(".")}
     return files
 
@@ -140,12 +154,12 @@ def checksums(root: str | Path, *, include_build: bool = False, part_size: int |
     local = published_files(root, include_build)
     with cf.ThreadPoolExecutor(max(1, workers)) as pool:
         files = dict(zip(local, pool.map(lambda r: _entry(local[r], part_size), local), strict=True))
-    catalog = published_catalog(root)
-    for e in catalog_files(json.loads(catalog)):
+    raw, catalog = published_catalog(root)
+    for e in catalog_files(catalog):
         if files[e.rel]["sha256"] != e.sha256:
             raise DatastoreError(f"{local[e.rel]}: sha256 differs from the catalog (altered); run massiveds verify {root}")
-    files[CATALOG] = {"bytes": len(catalog), "sha256": hashlib.sha256(catalog).hexdigest()}
-    return {"format_version": 1, "name": open_catalog(root).get("name"), "part_size": part_size, "files": dict(sorted(files.items()))}
+    files[CATALOG] = {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    return {"format_version": 1, "name": catalog.name, "part_size": part_size, "files": dict(sorted(files.items()))}
 
 
 def _pieces(listing: dict[str, Any], base: str) -> Iterator[Piece]:
@@ -290,7 +304,7 @@ def publish(
         staged = Path(scratch) / CHECKSUMS
         staged.write_text(json.dumps(listing, indent=2) + "\n")
         catalog = Path(scratch) / CATALOG
-        catalog.write_bytes(published_catalog(root))
+        catalog.write_bytes(published_catalog(root)[0])
         for rel, path in ((CHECKSUMS, staged), (CATALOG, catalog)):
             last = Piece(rel, f"{base}/{rel}", 0, path.stat().st_size, sha256_file(path))
             _retrying(f"upload of {rel}", lambda path=path, last=last: _put(fs, path, last, None), policy)  # type: ignore[misc]
@@ -362,12 +376,11 @@ def pull(
     base = base.rstrip("/")
     raw_catalog, listing = _read_published(fs, base, src)
     try:
-        catalog = json.loads(raw_catalog)
+        data = json.loads(raw_catalog)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DatastoreError(f"{src}: {CATALOG} is not JSON ({exc})") from None
-    if not isinstance(catalog, dict) or not isinstance(catalog.get("shards"), list):
-        raise DatastoreError(f"{src}: {CATALOG} is not a datastore catalog")
-    if any("folder" in s for s in catalog["shards"] if isinstance(s, dict)):
+    catalog = parse_catalog(data, f"{src}/{CATALOG}", "not a datastore catalog, or one this massiveds cannot read")
+    if any(s.folder is not None for s in catalog.shards):
         raise DatastoreError(f"{src}: its {CATALOG} references shard folders outside the datastore; a published datastore is "
                              f"self-contained, so no file outside {root} is read")
     check_paths(root, catalog, listing)

@@ -4,63 +4,97 @@ from __future__ import annotations
 
 import html
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from massiveds.core.catalog import open_catalog
+from massiveds.core.catalog import Catalog, DomainTotals, ShardRecord, open_catalog
 from massiveds.core.errors import DatastoreError
-from massiveds.core.layout import DatastoreLayout
 from massiveds.encode.index import ivf_list_sizes, read_index
 
 FILE_KINDS = {"passages.arrow": "passages", "index.faiss": "index", "vectors.npy": "vectors"}
 
 
-def datastore_stats(path: str | Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ShardStats:
+    """One shard: its catalog record, the bytes of each file kind on disk, and whether its folder is there."""
+
+    record: ShardRecord
+    bytes: dict[str, int]
+    present: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        balance = self.record.list_balance
+        return {
+            "name": self.record.name,
+            "domain": self.record.domain,
+            "passages": self.record.count,
+            "tokens": self.record.tokens,
+            "bytes": self.bytes,
+            "max_list": None if balance is None else balance.max_list,
+            "mean_list": None if balance is None else balance.mean_list,
+            "imbalance": None if balance is None else balance.imbalance,
+            "folder": self.record.folder,
+            "present": self.present,
+        }
+
+
+@dataclass(frozen=True)
+class DomainStats:
+    """One domain: its catalog totals and the bytes of each file kind of its shards."""
+
+    totals: DomainTotals
+    bytes: dict[str, int]
+
+
+@dataclass(frozen=True)
+class DatastoreStats:
+    """What ``massiveds inspect`` shows: the catalog, with per-domain and per-shard bytes on disk."""
+
+    catalog: Catalog
+    domains: dict[str, DomainStats]
+    shards: list[ShardStats]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``inspect --json``."""
+        cat = self.catalog
+        return {
+            "name": cat.name,
+            "embedder": cat.embedder.as_json(),
+            "index": cat.index.as_json(),
+            "recall": None if cat.recall is None else cat.recall.as_json(),
+            "subsample": None if cat.subsample is None else cat.subsample.as_json(),
+            "merged_from": None if cat.merged_from is None else [m.as_json() for m in cat.merged_from],
+            "dropped": cat.build.dropped,
+            "domains": {name: d.totals.as_json() | {"bytes": d.bytes} for name, d in self.domains.items()},
+            "shards": [s.to_dict() for s in self.shards],
+        }
+
+
+def datastore_stats(path: str | Path) -> DatastoreStats:
     """Counts, bytes on disk, index parameters, list balance, recall and drops of a datastore."""
-    layout = DatastoreLayout(path)
-    catalog = open_catalog(layout.root)
-    shards = []
-    for s in sorted(catalog["shards"], key=lambda s: s["id_start"]):
-        folder = layout.shard_folder(s)
-        sizes = {kind: (folder / name).stat().st_size if (folder / name).is_file() else 0 for name, kind in FILE_KINDS.items()}
-        balance = s.get("list_balance") or {}
-        shards.append(
-            {
-                "name": s["name"],
-                "domain": s["domain"],
-                "passages": s["count"],
-                "tokens": s.get("tokens", 0),
-                "bytes": sizes,
-                "max_list": balance.get("max_list"),
-                "mean_list": balance.get("mean_list"),
-                "imbalance": balance.get("imbalance"),
-                "folder": s.get("folder"),
-                "present": folder.is_dir(),
-            }
-        )
+    root = Path(path)
+    catalog = open_catalog(root)
+    shards = [_shard_stats(root, s) for s in catalog.shards_by_id]
     domains = {}
-    for name, d in catalog["domains"].items():
-        mine = [s for s in shards if s["domain"] == name]
-        domains[name] = d | {"bytes": {k: sum(s["bytes"][k] for s in mine) for k in FILE_KINDS.values()}}
-    return {
-        "name": catalog["name"],
-        "embedder": catalog["embedder"],
-        "index": catalog["index"],
-        "recall": catalog.get("recall"),
-        "subsample": catalog.get("subsample"),
-        "merged_from": catalog.get("merged_from"),
-        "dropped": catalog.get("build", {}).get("dropped", {}),
-        "domains": domains,
-        "shards": shards,
-    }
+    for name, totals in catalog.domains.items():
+        mine = [s for s in shards if s.record.domain == name]
+        domains[name] = DomainStats(totals, {k: sum(s.bytes[k] for s in mine) for k in FILE_KINDS.values()})
+    return DatastoreStats(catalog, domains, shards)
+
+
+def _shard_stats(root: Path, shard: ShardRecord) -> ShardStats:
+    folder = root / shard.folder_rel()
+    sizes = {kind: (folder / name).stat().st_size if (folder / name).is_file() else 0 for name, kind in FILE_KINDS.items()}
+    return ShardStats(shard, sizes, folder.is_dir())
 
 
 def list_sizes(path: str | Path) -> np.ndarray:
     """Sizes of every inverted list of every shard present (empty for Flat datastores)."""
-    layout = DatastoreLayout(path)
-    paths = [layout.shard_folder(s) / "index.faiss" for s in open_catalog(layout.root)["shards"]]
+    root = Path(path)
+    paths = [root / s.folder_rel() / "index.faiss" for s in open_catalog(root).shards]
     per_shard = [ivf_list_sizes(read_index(p)) for p in paths if p.is_file()]
     return np.concatenate([s for s in per_shard if s is not None] or [np.zeros(0, dtype=np.int64)])
 
@@ -79,12 +113,13 @@ def _bars(title: str, labels: list[str], values: list[float], width: int = 640) 
     return "".join(parts)
 
 
-def write_plot(stats: dict[str, Any], sizes: np.ndarray, out: Path) -> None:
+def write_plot(stats: DatastoreStats, sizes: np.ndarray, out: Path) -> None:
     """A self-contained HTML page: tokens per domain and the inverted-list size distribution."""
     if out.suffix.lower() not in (".html", ".htm"):
         raise DatastoreError(f"--plot writes an HTML page; name it something.html (got {out.name})")
-    domains = stats["domains"]
-    body = [f"<h1>{html.escape(stats['name'])}</h1>", _bars("tokens per domain", list(domains), [d["tokens"] for d in domains.values()])]
+    domains = stats.domains
+    body = [f"<h1>{html.escape(stats.catalog.name)}</h1>",
+            _bars("tokens per domain", list(domains), [d.totals.tokens for d in domains.values()])]
     if sizes.size:
         edges = np.unique(np.quantile(sizes, np.linspace(0, 1, 11)).round().astype(int))
         counts, edges = np.histogram(sizes, bins=edges if len(edges) > 1 else 1)

@@ -18,9 +18,19 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from massiveds.core.catalog import open_catalog
+from massiveds.core.catalog import (
+    Catalog,
+    CatalogRef,
+    DomainTotals,
+    FileRecord,
+    ShardRecord,
+    SubsampleRecord,
+    TrainedIndexRecord,
+    open_catalog,
+    write_catalog,
+)
 from massiveds.core.errors import MassiveDSError
-from massiveds.core.layout import DatastoreLayout, atomic_path, file_record, sha256_file, stored_id_start, write_json
+from massiveds.core.layout import DatastoreLayout, atomic_path, sha256_file, write_json
 from massiveds.core.passages import PassageFile, write_passages
 from massiveds.encode.index import list_balance, read_index, write_index
 from massiveds.ops.verify import require_catalog_files
@@ -83,8 +93,8 @@ def _kept_batches(passages: PassageFile, mask: np.ndarray, first_id: int) -> Ite
             yield kept.set_column(kept.schema.get_field_index("passage_id"), "passage_id", ids)
 
 
-def rewrite_shard(src_dir: Path, dst_dir: Path, shard: dict[str, Any], mask: np.ndarray, first_id: int, trained: Path,
-                  name: str | None = None) -> dict[str, Any]:
+def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.ndarray, first_id: int, trained: Path,
+                  name: str | None = None) -> ShardRecord:
     """Copy the rows of a shard selected by ``mask`` into ``dst_dir`` with ids from ``first_id`` on; returns its record.
 
     Passages, fp16 vectors and index entries are copied (never re-embedded or re-encoded); ``trained``
@@ -101,29 +111,39 @@ def rewrite_shard(src_dir: Path, dst_dir: Path, shard: dict[str, Any], mask: np.
         with atomic_path(dst_dir / "vectors.npy") as tmp, tmp.open("wb") as f:
             np.save(f, np.ascontiguousarray(vectors[mask]), allow_pickle=False)
     index = subset_index(read_index(src_dir / "index.faiss", mmap=False), read_index(trained, mmap=False),
-                         lambda ids: new_rows[ids - stored_id_start(shard)])
+                         lambda ids: new_rows[ids - shard.stored_id_start])
     write_index(index, dst_dir / "index.faiss")
-    files = {p.name: file_record(p) for p in sorted(dst_dir.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    files = {p.name: FileRecord.of(p) for p in sorted(dst_dir.iterdir()) if p.is_file() and not p.name.startswith(".")}
     tokens = int(np.asarray(passages.column("n_tokens"), dtype=np.int64)[mask].sum())
     documents = int((mask & (np.asarray(passages.column("char_start")) == 0)).sum())  # a document's first passage starts at 0
-    dropped = ("files", "count", "id_start", "tokens", "list_balance", "folder", "id_offset")
-    record = {k: v for k, v in shard.items() if k not in dropped}
-    record |= {"name": name or shard["name"], "id_start": first_id, "count": kept, "tokens": tokens, "documents": documents,
-               "list_balance": list_balance(index), "files": files}
-    write_json(dst_dir / "shard.json", record)
+    record = shard.but(
+        drop=["files", "count", "id_start", "tokens", "list_balance", "folder", "id_offset"],
+        name=name or shard.name, id_start=first_id, count=kept, tokens=tokens, documents=documents, list_balance=list_balance(index),
+        files=files,
+    )
+    write_json(dst_dir / "shard.json", record.as_json())
     return record
 
 
-def _subsample_shard(src: DatastoreLayout, dst: DatastoreLayout, shard: dict[str, Any], fraction: float, seed: int,
-                     first_id: int) -> dict[str, Any] | None:
-    src_dir = src.shard_folder(shard)
+def _subsample_shard(src: Path, dst: DatastoreLayout, shard: ShardRecord, fraction: float, seed: int,
+                     first_id: int) -> ShardRecord | None:
+    src_dir = src / shard.folder_rel()
     mask = keep_mask(PassageFile(src_dir / "passages.arrow").column("doc_id"), fraction, seed)
     if not mask.any():
         return None
-    return rewrite_shard(src_dir, dst.shard(shard["name"]), shard, mask, first_id, src.shard_trained(shard))
+    return rewrite_shard(src_dir, dst.shard(shard.name), shard, mask, first_id, src / shard.trained_rel())
 
 
-def subsample(source: Path, out: Path, fraction: float, seed: int, on_shard: Callable[[str], None] | None = None) -> dict[str, Any]:
+def _domains(shards: list[ShardRecord]) -> dict[str, DomainTotals]:
+    """Documents, passages, tokens and shards per domain of ``shards`` (records written by ``rewrite_shard``)."""
+    domains: dict[str, DomainTotals] = {}
+    for s in shards:
+        mine = DomainTotals(documents=s.documents or 0, passages=s.count, tokens=s.tokens, shards=1)
+        domains[s.domain] = domains[s.domain] + mine if s.domain in domains else mine
+    return domains
+
+
+def subsample(source: Path, out: Path, fraction: float, seed: int, on_shard: Callable[[str], None] | None = None) -> Catalog:
     """Write the subsample of datastore ``source`` at ``fraction`` with ``seed`` to ``out``; returns its catalog."""
     check_fraction(fraction)
     src, dst = DatastoreLayout(source), DatastoreLayout(out)
@@ -132,32 +152,25 @@ def subsample(source: Path, out: Path, fraction: float, seed: int, on_shard: Cal
         raise MassiveDSError(f"{out} exists and is not empty; choose a new --out")
     require_catalog_files(src.root, catalog, "subsample")
     dst.shards.mkdir(parents=True, exist_ok=True)
-    for rel in {src.trained_index.name} | {s["trained"] for s in catalog["shards"] if "trained" in s}:
+    for rel in {src.trained_index.name} | {s.trained for s in catalog.shards}:
         (dst.root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src.root / rel, dst.root / rel)
-    shards, next_id = [], 0
-    for shard in sorted(catalog["shards"], key=lambda s: s["id_start"]):
-        record = _subsample_shard(src, dst, shard, fraction, seed, next_id)
+    shards: list[ShardRecord] = []
+    next_id = 0
+    for shard in catalog.shards_by_id:
+        record = _subsample_shard(src.root, dst, shard, fraction, seed, next_id)
         if record is not None:
             shards.append(record)
-            next_id += record["count"]
+            next_id += record.count
         if on_shard:
-            on_shard(shard["name"])
+            on_shard(shard.name)
     if not shards:
         shutil.rmtree(dst.root)
         raise MassiveDSError(f"fraction {fraction} with seed {seed} keeps no document of {source}; use a larger fraction")
-    domains: dict[str, dict[str, int]] = {}
-    for s in shards:
-        d = domains.setdefault(s["domain"], {"documents": 0, "passages": 0, "tokens": 0, "shards": 0})
-        d["passages"] += s["count"]
-        d["tokens"] += s["tokens"]
-        d["documents"] += s["documents"]
-        d["shards"] += 1
-    new = {k: v for k, v in catalog.items() if k != "merged"}  # the parent's merged index is not copied: searches fan out
-    new["shards"] = shards
-    new["domains"] = domains
-    new["trained_index"] = {"file": dst.trained_index.name} | file_record(dst.trained_index)
-    new["subsample"] = {"fraction": fraction, "seed": seed, "parent": {"name": catalog["name"], "catalog_sha256": sha256_file(src.catalog)},
-                        "previous": catalog.get("subsample")}
-    write_json(dst.catalog, new)
+    parent = CatalogRef(name=catalog.name, catalog_sha256=sha256_file(src.catalog))
+    new = catalog.but(
+        drop=["merged"],  # the parent's merged index is not copied: searches fan out
+        shards=shards, domains=_domains(shards), trained_index=TrainedIndexRecord.of(dst.root, dst.trained_index.name),
+        subsample=SubsampleRecord(fraction=fraction, seed=seed, parent=parent, previous=catalog.subsample))
+    write_catalog(dst.root, new)
     return new

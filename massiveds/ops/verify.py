@@ -11,20 +11,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from massiveds.core.catalog import CHECKSUMS, Expected, catalog_files, check_paths, listing_files, read_catalog, read_listing
+from massiveds.core.catalog import CHECKSUMS, Catalog, Expected, catalog_files, check_paths, listing_files, read_catalog, read_listing
 from massiveds.core.errors import DatastoreError
-from massiveds.core.layout import CATALOG, sha256_file, shard_folder_rel
+from massiveds.core.layout import CATALOG, sha256_file
 
 BUILD = "build"
 
 
-def require_catalog_files(root: Path, catalog: dict[str, Any], action: str) -> None:
+def require_catalog_files(root: Path, catalog: Catalog, action: str) -> None:
     """Raise DatastoreError at the first shard folder or catalog file that is missing or not its recorded size (before ``action``)."""
-    for shard in catalog["shards"]:
-        if not (root / shard_folder_rel(shard)).is_dir():
-            raise DatastoreError(f"cannot {action} {root}: shard folder {os.path.normpath(root / shard_folder_rel(shard))} is missing")
+    for shard in catalog.shards:
+        if not (root / shard.folder_rel()).is_dir():
+            raise DatastoreError(f"cannot {action} {root}: shard folder {os.path.normpath(root / shard.folder_rel())} is missing")
     for e in catalog_files(catalog):
         path = root / e.rel
         if not path.is_file() or path.stat().st_size != e.bytes:
@@ -56,8 +55,6 @@ def verify(root: str | Path, *, hashes: bool = True, on_file: Callable[[str, int
         recorded = catalog_files(catalog)
     except DatastoreError as exc:
         return [str(exc)]
-    except (KeyError, TypeError, ValueError) as exc:
-        return [f"{CATALOG}: malformed shard or index record ({exc})"]
     expected: dict[str, Expected] = {}
     problems: list[str] = []
     listed = listing_files(listing) if listing is not None else None
@@ -87,8 +84,9 @@ def verify(root: str | Path, *, hashes: bool = True, on_file: Callable[[str, int
     for rel in present_files(root):
         if rel not in known and not (listed is None and rel.endswith("/shard.json") and rel.startswith("shards/")):
             problems.append(f"{rel}: present but not in the catalog")
-    for shard in catalog.get("shards", []):
-        rel = shard_folder_rel(shard)
+    for shard in catalog.shards:
+        rel = shard.folder_rel()
         if not (root / rel).is_dir():
-            problems.append(f"{rel}: shard folder missing" + (f" (shard {shard['name']}, merged in place)" if "folder" in shard else ""))
+            where = f" (shard {shard.name}, merged in place)" if shard.folder is not None else ""
+            problems.append(f"{rel}: shard folder missing{where}")
     return problems

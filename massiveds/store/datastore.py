@@ -25,7 +25,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from massiveds.core.catalog import open_catalog
+from massiveds.core.catalog import Catalog, ShardRecord, open_catalog
 from massiveds.core.errors import DatastoreError, MassiveDSError, ShardSkippedWarning
 from massiveds.core.layout import FORMAT_VERSION, DatastoreLayout
 from massiveds.encode.embed import Embedder
@@ -40,19 +40,19 @@ def default_rerank_depth(k: int) -> int:
     return max(4 * k, 100)
 
 
+def _shard(root: Path, record: ShardRecord, nprobe: int | None) -> Shard:
+    """The shard of a catalog record, in the datastore at ``root`` whose default nprobe is ``nprobe``."""
+    return Shard(record.name, record.domain, record.id_start, record.count, root / record.folder_rel(), record.id_offset,
+                 record.nprobe_or(nprobe))
+
+
 class Datastore:
     """A datastore directory opened for search (see ``massiveds.open``)."""
 
-    def __init__(self, root: Path, catalog: dict[str, Any]) -> None:
+    def __init__(self, root: Path, catalog: Catalog) -> None:
         self.root = root
         self.catalog = catalog
-        layout = DatastoreLayout(root)
-        nprobe = catalog["index"].get("nprobe")
-        self.shards = [
-            Shard(s["name"], s["domain"], int(s["id_start"]), int(s["count"]), layout.shard_folder(s), int(s.get("id_offset", 0)),
-                  s.get("nprobe", nprobe))
-            for s in sorted(catalog["shards"], key=lambda s: int(s["id_start"]))
-        ]
+        self.shards = [_shard(root, s, catalog.index.nprobe) for s in catalog.shards_by_id]
         self._starts = np.array([s.id_start for s in self.shards], dtype=np.int64)
         self._embedder: Embedder | None = None
         self._shard_errors: dict[str, str | None] = {}
@@ -65,13 +65,13 @@ class Datastore:
         """Open the datastore at ``path``; raises DatastoreError if it is not a complete datastore."""
         layout = DatastoreLayout(path)
         catalog = open_catalog(layout.root)
-        if catalog.get("format_version") != FORMAT_VERSION:
-            raise DatastoreError(f"{path}: datastore format {catalog.get('format_version')} is not {FORMAT_VERSION}; rebuild it")
+        if catalog.format_version != FORMAT_VERSION:
+            raise DatastoreError(f"{path}: datastore format {catalog.format_version} is not {FORMAT_VERSION}; rebuild it")
         return cls(layout.root, catalog)
 
     @property
     def name(self) -> str:
-        return str(self.catalog["name"])
+        return self.catalog.name
 
     @property
     def num_passages(self) -> int:
@@ -81,24 +81,24 @@ class Datastore:
     def embedder(self) -> Embedder:
         """The datastore's own embedder, loaded on first use."""
         if self._embedder is None:
-            self._embedder = Embedder.from_info(self.catalog["embedder"])
+            self._embedder = Embedder.from_info(self.catalog.embedder.model_dump(mode="json"))  # defaults included
         return self._embedder
 
     @property
     def merged_index(self) -> faiss.Index | None:
         """The merged on-disk index (memory-mapped), or None when there is none or ``use_merged`` is off."""
-        record = self.catalog.get("merged")
-        if not self.use_merged or not record or not merged_matches(record, self.catalog):
+        record = self.catalog.merged
+        if not self.use_merged or record is None or not merged_matches(record, self.catalog):
             return None
         if self._merged is None:
-            self._merged = read_merged(self.root / record["index"])
+            self._merged = read_merged(self.root / record.index)
         return self._merged
 
     def _candidates(self, queries: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-``k`` from the merged index or the fan-out over shards (ids -1, scores -inf pad)."""
         merged = self.merged_index
         if merged is not None:
-            set_nprobe(merged, nprobe or self.catalog["index"].get("nprobe"))
+            set_nprobe(merged, nprobe or self.catalog.index.nprobe)
             scores, ids = merged.search(queries, min(k, self.num_passages))
             return np.where(ids < 0, -np.inf, scores), ids
 
@@ -283,7 +283,7 @@ class Datastore:
 
     def passage_vectors(self, hits: Sequence[dict[str, Any]]) -> np.ndarray:
         """Vectors of hits: the shard's stored fp16 ``vectors.npy`` rows, else the hit texts re-embedded."""
-        out = np.zeros((len(hits), int(self.catalog["embedder"]["dim"])), dtype=np.float32)
+        out = np.zeros((len(hits), self.catalog.embedder.dim), dtype=np.float32)
         missing = []
         for i, hit in enumerate(hits):
             pid = int(hit["passage_id"])
@@ -303,4 +303,4 @@ class Datastore:
             vectors = shard.vectors
         except (DatastoreError, OSError, ValueError):
             return None
-        return vectors if vectors.shape[1] == int(self.catalog["embedder"]["dim"]) else None
+        return vectors if vectors.shape[1] == self.catalog.embedder.dim else None

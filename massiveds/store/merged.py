@@ -7,10 +7,10 @@ The merged index is ``merged/index.faiss`` (quantizer, codebooks, list table) pl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import faiss
 
+from massiveds.core.catalog import Catalog, MergedIndexRecord
 from massiveds.core.errors import DatastoreError
 
 MERGED_DIR = "merged"
@@ -25,6 +25,6 @@ def read_merged(path: Path) -> faiss.Index:
     return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
 
 
-def merged_matches(record: dict[str, Any], catalog: dict[str, Any]) -> bool:
+def merged_matches(record: MergedIndexRecord, catalog: Catalog) -> bool:
     """Whether a merged-index record was made from exactly the catalog's shards (a stale merge is ignored)."""
-    return list(record.get("shards", [])) == [s["name"] for s in sorted(catalog["shards"], key=lambda s: int(s["id_start"]))]
+    return record.shards == [s.name for s in catalog.shards_by_id]

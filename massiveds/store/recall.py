@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from massiveds.core.catalog import Catalog
 from massiveds.core.errors import MassiveDSError
 from massiveds.encode.index import as_float32
 from massiveds.store.datastore import Datastore, default_rerank_depth
@@ -155,14 +156,13 @@ def evaluate(
     clock = time.perf_counter()
     exact_s, _ = exact_topk(ds, queries, kmax, exclude=own)
     exact_seconds = time.perf_counter() - clock
-    default = ds.catalog["index"].get("nprobe")
-    nlist = ds.catalog["index"].get("nlist")
+    default, nlist = ds.catalog.index.nprobe, ds.catalog.index.nlist
     probes: list[int | None]
-    if ds.catalog["index"]["type"] == "flat":
+    if ds.catalog.index.type == "flat":
         probes = [None]
     else:
         wanted = list(nprobes or DEFAULT_NPROBES) + ([default] if default and not nprobes else [])
-        probes = sorted({min(p, nlist) if nlist else p for p in wanted})
+        probes = [*sorted({min(p, nlist) if nlist else p for p in wanted})]
     depth = rerank_depth or default_rerank_depth(kmax)
     extra = 1 if own is not None else 0
     rows = []
@@ -173,30 +173,30 @@ def evaluate(
             qps = len(queries) / max(time.perf_counter() - clock, 1e-9)
             found = _drop_self(ids, own, kmax)
             rows.append(RecallRow(nprobe, rr, {k: recall_at(ds, queries, found, exact_s, k) for k in ks}, qps))
-    return RecallReport(ds.name, str(ds.catalog["index"]["factory"]), len(queries), source, ks, default, depth, exact_seconds, rows)
+    return RecallReport(ds.name, ds.catalog.index.factory, len(queries), source, ks, default, depth, exact_seconds, rows)
 
 
-def shard_sample(catalog: dict[str, Any], max_vectors: int, seed: int = 0) -> dict[str, Any]:
+def shard_sample(catalog: Catalog, max_vectors: int, seed: int = 0) -> Catalog:
     """The catalog over a seeded sample of its shards holding at most ``max_vectors`` (at least one shard), or itself if it fits.
 
     Brute force over every stored vector is what makes a recall measurement exact; past a few million
     vectors it is measured on a sample of whole shards (same trained quantizer and codebooks).
     """
-    shards = catalog["shards"]
-    if sum(s["count"] for s in shards) <= max_vectors:
+    shards = catalog.shards
+    if catalog.num_passages <= max_vectors:
         return catalog
     picked: list[int] = []
     total = 0
     for i in np.random.default_rng(seed).permutation(len(shards)):
-        if not picked or total + shards[i]["count"] <= max_vectors:
+        if not picked or total + shards[i].count <= max_vectors:
             picked.append(int(i))
-            total += shards[i]["count"]
-    return catalog | {"shards": [shards[i] for i in sorted(picked)]}
+            total += shards[i].count
+    return catalog.but(shards=[shards[i] for i in sorted(picked)])
 
 
 def recall_summary(
     datastore_path: str | Path,
-    catalog: dict[str, Any] | None = None,
+    catalog: Catalog | None = None,
     n_queries: int = 1000,
     k: int = 10,
     seed: int = 0,
@@ -207,12 +207,12 @@ def recall_summary(
     ``catalog`` lets the build measure before ``datastore.json`` is written; without it the file is read.
     Datastores over ``max_vectors`` are measured on a sample of their shards (``shard_sample``).
     """
-    full = catalog if catalog is not None else Datastore.open(datastore_path).catalog
+    full = Datastore.open(datastore_path).catalog if catalog is None else catalog
     scoped = shard_sample(full, max_vectors, seed)
     ds = Datastore(Path(datastore_path), scoped)
     if not all(s.has_vectors for s in ds.shards):
         return {"status": "skipped", "reason": "no stored vectors (embed.store_vectors: false)"}
-    default = ds.catalog["index"].get("nprobe")
+    default = ds.catalog.index.nprobe
     report = evaluate(ds, n_queries, nprobes=[default] if default else None, ks=[k], rerank=True, seed=seed)
     plain, reranked = report.rows
     k_used = report.ks[0]
@@ -222,8 +222,8 @@ def recall_summary(
         "nprobe": default,
         "queries": report.queries,
         "query_source": report.query_source,
-        "shards_measured": len(scoped["shards"]),
-        "vectors_measured": sum(s["count"] for s in scoped["shards"]),
+        "shards_measured": len(scoped.shards),
+        "vectors_measured": scoped.num_passages,
         f"recall_at_{k}": round(plain.recall[k_used], 4),
         f"recall_at_{k}_rerank": round(reranked.recall[k_used], 4),
         "rerank_depth": report.rerank_depth,

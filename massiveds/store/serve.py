@@ -309,18 +309,17 @@ class SearchServer(ThreadingHTTPServer):
     def stats(self) -> dict[str, Any]:
         """Body of /stats: a catalog summary, shard status and server counters."""
         cat = self.ds.catalog
-        index = cat.get("index", {})
-        build = cat.get("build", {})
+        index = cat.index
         return {
             "name": self.ds.name,
-            "format_version": cat.get("format_version"),
-            "created": cat.get("created"),
-            "embedder": cat.get("embedder"),
-            "index": {k: index.get(k) for k in ("type", "factory", "nlist", "pq_m", "nprobe")},
+            "format_version": cat.format_version,
+            "created": cat.created,
+            "embedder": cat.embedder.as_json(),
+            "index": {"type": index.type, "factory": index.factory, "nlist": index.nlist, "pq_m": index.pq_m, "nprobe": index.nprobe},
             "passages": self.ds.num_passages,
-            "domains": cat.get("domains"),
-            "documents_kept": build.get("documents_kept"),
-            "dropped": build.get("dropped"),
+            "domains": {name: totals.as_json() for name, totals in cat.domains.items()},
+            "documents_kept": cat.build.documents_kept,
+            "dropped": cat.build.dropped,
             "shards": [self._shard_status(s) for s in self.ds.shards],
             "limits": {"max_n_docs": self.config.max_k, "max_queries": self.config.max_queries, "max_body_bytes": self.config.max_body},
             "server": self.counters.summary(),

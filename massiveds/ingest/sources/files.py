@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import glob
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +44,6 @@ class InputFile:
     def unit(self) -> str:
         """Name of this file's work unit in every per-file build stage."""
         return f"s{self.source_idx:04d}-f{self.file_idx:07d}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form, to ship the file to a Ray worker."""
-        return asdict(self)
 
 
 def _relative(path: Path, base: Path) -> str:

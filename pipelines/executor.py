@@ -1,0 +1,240 @@
+"""Executors run stages: scheduling, resume markers, retries, progress, fault injection and failure reporting.
+
+``Executor`` holds everything that is the same wherever units run; ``LocalExecutor`` runs them one
+after the other in this process (``--engine local``: debugging, tests, measuring Ray's overhead), and
+``pipelines.ray_executor.RayExecutor`` runs them as Ray tasks and actors. Stages see only ``map``
+(a step over its items) and ``pool`` (a model step over its calls).
+
+Resume: a finished stage leaves ``build/<stage>/_SUCCESS.json`` (its record) and is skipped by a
+re-run; a finished unit leaves ``build/<stage>/units[/<step>]/<unit>.json`` (its result) and is not
+run again. Failures: a user error (``MassiveDSError``) stays its own one line; anything else ends the
+build with one line naming the stage, the step, the unit and the exception, the traceback going to
+``build/logs/<stage>.log``; a full disk says which stage and path ran out of space and how much is free.
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import time
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from rich.progress import Progress
+
+from massiveds.core.errors import MassiveDSError
+from massiveds.core.layout import DONE_MARKER, mark_done, read_json, write_json
+from pipelines.faults import crash_if_asked, exit_worker_if_asked
+from pipelines.stage import BuildContext, PoolStep, Stage, StageRecord, Step, UnitResult, WorkItem
+
+Item = TypeVar("Item", bound=WorkItem)
+Result = TypeVar("Result", bound=UnitResult)
+
+
+@dataclass
+class StageReport:
+    """What one stage did in this run: ran or skipped, how long, and a one-line result (the build's summary table)."""
+
+    name: str
+    status: str
+    seconds: float
+    detail: str
+
+
+class UnitFailed(Exception):
+    """A unit raised something that is not a user error: where, what, and the traceback for the log (plain values: it crosses processes)."""
+
+    def __init__(self, step: str, unit: str, kind: str, message: str, trace: str, errno_: int | None = None,
+                 filename: str | None = None) -> None:
+        super().__init__(f"{step} {unit}: {kind}: {message}")
+        self.step, self.unit, self.kind, self.message, self.trace = step, unit, kind, message, trace
+        self.errno, self.filename = errno_, filename
+
+    def __reduce__(self) -> tuple[type[UnitFailed], tuple[str, str, str, str, str, int | None, str | None]]:
+        return UnitFailed, (self.step, self.unit, self.kind, self.message, self.trace, self.errno, self.filename)
+
+    @classmethod
+    def of(cls, step: str, unit: str, exc: BaseException) -> UnitFailed:
+        """The failure of ``unit`` by ``exc``, raised just now (its traceback is the current one)."""
+        oserror = exc if isinstance(exc, OSError) else None
+        return cls(step, unit, type(exc).__name__, str(exc), traceback.format_exc(), oserror.errno if oserror else None,
+                   str(oserror.filename) if oserror and oserror.filename else None)
+
+
+def run_call(step: str, fn: Callable[[Item], Result], item: Item, node: str | None = None) -> Result:
+    """One unit (or pool call) where it runs: the function, the node it ran on, then the worker-death hook."""
+    try:
+        result = fn(item)
+    except MassiveDSError:
+        raise
+    except Exception as exc:
+        raise UnitFailed.of(step, item.unit, exc) from None
+    result.node = node
+    exit_worker_if_asked(step)
+    return result
+
+
+class Tally:
+    """A step's progress bar with rates (sums of result fields per second), and the units or amounts per Ray node."""
+
+    def __init__(self, progress: Progress, name: str, total: int, rates: tuple[str, ...], by: str | None = None) -> None:
+        self.progress, self.rates, self.by = progress, rates, by
+        self.task = progress.add_task(name, total=total, rate="")
+        self.start = time.perf_counter()
+        self.sums = dict.fromkeys(rates, 0.0)
+        self.nodes: dict[str, int] = {}
+
+    def add(self, result: UnitResult) -> None:
+        for key in self.rates:
+            self.sums[key] += float(getattr(result, key))
+        amount = int(getattr(result, self.by)) if self.by else 1
+        if result.node is not None:
+            self.nodes[result.node] = self.nodes.get(result.node, 0) + amount
+        seconds = max(time.perf_counter() - self.start, 1e-9)
+        rate = ", ".join(f"{self.sums[k] / seconds:,.1f} {k}/s" for k in self.rates)
+        self.progress.update(self.task, advance=amount, rate=rate)
+
+
+class Executor(ABC):
+    """Runs a build's stages; subclasses say where units and pool calls run (``_units``, ``_pool``)."""
+
+    def __init__(self, build: Path, progress: Progress) -> None:
+        self.build, self.progress = build, progress
+        self.reports: list[StageReport] = []
+        self._stage = ""
+        self._nodes: dict[str, dict[str, int]] = {}
+
+    # -- what a stage calls ---------------------------------------------------------------------
+
+    def map(self, step: Step[Item, Result], items: Sequence[Item]) -> list[Result]:
+        """``step.run`` over every item, skipping units already done; results in item order."""
+        markers = self.build / self._stage / "units"
+        if step.name != self._stage:
+            markers = markers / step.name
+        tally = Tally(self.progress, step.name, len(items), step.rates)
+        results: dict[str, Result] = {}
+        todo = []
+        for item in items:
+            marker = markers / f"{item.unit}.json"
+            if marker.is_file():
+                results[item.unit] = step.result.model_validate(read_json(marker))
+                tally.add(results[item.unit])
+            else:
+                todo.append(item)
+        if todo:
+            self.started()
+            for result in self._units(step, todo):
+                write_json(markers / f"{result.unit}.json", result.model_dump(mode="json"))
+                results[result.unit] = result
+                tally.add(result)
+                crash_if_asked(step.name, len(results))
+        self._nodes[step.name] = tally.nodes
+        return [results[i.unit] for i in items]
+
+    def pool(self, step: PoolStep[Item, Result], calls: Sequence[Item], total: int) -> list[Result]:
+        """Every call on a pool of long-lived workers (each takes the next call when free); results as they finish.
+
+        ``total`` is what the calls add up to in ``step.rates[0]`` (passages, for embed): the progress bar's end.
+        """
+        tally = Tally(self.progress, step.name, total, step.rates, by=step.rates[0] if step.rates else None)
+        results = []
+        if calls:
+            self.started()
+            for result in self._pool(step, calls):
+                results.append(result)
+                tally.add(result)
+                crash_if_asked(step.name, len(results))
+        self._nodes[step.name] = tally.nodes
+        return results
+
+    # -- what the orchestrator calls --------------------------------------------------------------
+
+    def run_stage(self, stage: Stage, ctx: BuildContext) -> StageRecord:
+        """Run ``stage`` unless its completion marker says it is done; keep its record as the marker."""
+        folder = self.build / stage.name
+        if (folder / DONE_MARKER).is_file():
+            record = stage.record.model_validate(read_json(folder / DONE_MARKER))
+            self.reports.append(StageReport(stage.name, "skipped (done)", 0.0, record.summary))
+            return record
+        self._stage, self._nodes = stage.name, {}
+        clock = time.perf_counter()
+        try:
+            record = stage.run(ctx, self)
+        except MassiveDSError:
+            raise
+        except Exception as exc:
+            raise self._one_line(stage.name, exc) from None
+        record.seconds = time.perf_counter() - clock
+        record.nodes = {step: nodes for step, nodes in self._nodes.items() if nodes}
+        mark_done(folder, record.model_dump(mode="json"))
+        self.reports.append(StageReport(stage.name, "ran", record.seconds, record.summary))
+        return record
+
+    @abstractmethod
+    def started(self) -> None:
+        """Start what units need, before the first one runs (Ray, for the Ray executor)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what ``started`` took."""
+
+    # -- where units run ------------------------------------------------------------------------
+
+    @abstractmethod
+    def _units(self, step: Step[Item, Result], items: Sequence[Item]) -> Iterator[Result]:
+        """The results of ``step`` over ``items`` as each finishes; raises UnitFailed, a user error, or a MassiveDSError."""
+
+    @abstractmethod
+    def _pool(self, step: PoolStep[Item, Result], calls: Sequence[Item]) -> Iterator[Result]:
+        """The results of the pool's calls as each finishes."""
+
+    # -- failures ---------------------------------------------------------------------------------
+
+    def _one_line(self, stage: str, exc: BaseException) -> MassiveDSError:
+        """The one-line error a failure of ``stage`` ends the build with; the traceback goes to the stage's log."""
+        failed = exc if isinstance(exc, UnitFailed) else UnitFailed("-", "-", type(exc).__name__, str(exc),
+                                                                   "".join(traceback.format_exception(exc)),
+                                                                   getattr(exc, "errno", None), getattr(exc, "filename", None))
+        if failed.errno == errno.ENOSPC:
+            where = Path(failed.filename) if failed.filename else self.build
+            free = shutil.disk_usage(_existing(where)).free
+            return MassiveDSError(f"stage {stage}: no space left on the device of {where} ({free:,} bytes free); free some space "
+                                  "and re-run the same command: the build resumes where it stopped")
+        log = self.build / "logs" / f"{stage}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} stage {stage}, step {failed.step}, unit {failed.unit}\n{failed.trace}\n")
+        unit = f"step {failed.step}, unit {failed.unit}" if isinstance(exc, UnitFailed) else "outside its units"
+        first = (failed.message.strip().splitlines() or [""])[0][:300]
+        return MassiveDSError(f"stage {stage} failed ({unit}): {failed.kind}: {first}; traceback in {log}; "
+                              "finished work is kept: re-run the same command to resume")
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest existing parent (what ``shutil.disk_usage`` can measure)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+class LocalExecutor(Executor):
+    """Units one after the other in this process; a pool of one worker with torch's default threads."""
+
+    def started(self) -> None:
+        """Nothing to start: units run in this process."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def _units(self, step: Step[Item, Result], items: Sequence[Item]) -> Iterator[Result]:
+        for item in items:
+            yield run_call(step.name, step.run, item)
+
+    def _pool(self, step: PoolStep[Item, Result], calls: Sequence[Item]) -> Iterator[Result]:
+        worker = step.make(0)
+        for call in calls:
+            yield run_call(step.name, worker, call)

@@ -1,0 +1,41 @@
+"""Fault injection for the crash and worker-death tests; the executors call these hooks, never the stages.
+
+``MASSIVEDS_CRASH_AFTER=<step>:<n>`` kills the build's whole process group (SIGKILL, as a machine
+failure would) right after the n-th unit of that step is recorded (for ``embed``: its n-th call;
+``catalog:1``: everything but ``datastore.json`` written).
+
+``MASSIVEDS_WORKER_EXIT=<step>[,<step>...]:<folder>`` makes the first worker process that finishes a
+unit (or an embedding call) of each named step exit at once, before returning its result, as a
+worker killed by the OS would. ``<folder>/<step>`` (holding the worker's pid) records the death, so
+the retried unit runs normally. Under ``--engine local`` the worker is the build itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+CRASH_AFTER = "MASSIVEDS_CRASH_AFTER"
+WORKER_EXIT = "MASSIVEDS_WORKER_EXIT"
+
+
+def crash_if_asked(step: str, units_done: int) -> None:
+    """Die here if ``MASSIVEDS_CRASH_AFTER`` names this step and count (a no-op otherwise)."""
+    if os.environ.get(CRASH_AFTER) == f"{step}:{units_done}":
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+def exit_worker_if_asked(step: str) -> None:
+    """Exit this process if ``MASSIVEDS_WORKER_EXIT`` names this step and no worker has died in it yet (a no-op otherwise)."""
+    steps, _, folder = os.environ.get(WORKER_EXIT, "").partition(":")
+    if step not in steps.split(",") or not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(Path(folder) / step, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # only one worker wins, even in parallel
+    except FileExistsError:
+        return
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    os._exit(1)

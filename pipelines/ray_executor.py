@@ -1,0 +1,204 @@
+"""The Ray executor: units as Ray tasks, model pools as Ray actors. All of the build's Ray wiring is here.
+
+Ray starts when the first unit has work to do (a fully resumed build never starts it): a new local
+Ray instance by default, or the cluster at ``--address`` / ``RAY_ADDRESS``. A unit is one task with
+its step's resources and ``WORKER_RETRIES`` retries; the driver submits a bounded number ahead and
+blocks in ``ray.wait`` between results, taking no CPU from the units. A pool is a fixed set of actors
+(one per GPU, else one per 8 CPUs, CPUs shared out as torch threads), each taking the next call when
+free; a dead actor is restarted and its call retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rich.progress import Progress
+
+from massiveds.core.errors import MassiveDSError
+from pipelines.executor import Executor, UnitFailed, run_call
+from pipelines.stage import PoolStep, Step, UnitResult, WorkItem
+
+Item = TypeVar("Item", bound=WorkItem)
+Result = TypeVar("Result", bound=UnitResult)
+
+#: Environment every Ray worker gets: no tokenizer thread pools fighting Ray's own parallelism.
+WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false"}
+PASS_THROUGH_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "SENTENCE_TRANSFORMERS_HOME", "OMP_NUM_THREADS",
+                    "MASSIVEDS_WORKER_EXIT")
+#: A task whose worker process dies (killed, out of memory, node lost) is run again this many times, and an
+#: actor is restarted this many times, before the build stops with an error (a re-run then resumes); retrying
+#: forever would turn a unit that always kills its worker into a hang. ``MASSIVEDS_WORKER_RETRIES`` sets it.
+WORKER_RETRIES = int(os.environ.get("MASSIVEDS_WORKER_RETRIES", "3"))
+#: Ray's errors for a worker, actor, node or object lost, rather than an exception raised by our code.
+WORKER_DEATHS = ("ActorDiedError", "RayActorError", "WorkerCrashedError", "OutOfMemoryError", "NodeDiedError", "ObjectLostError")
+
+
+def worker_death(exc: BaseException) -> str | None:
+    """The name of the Ray worker-death error in ``exc``'s chain, or None when it is something else."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if any(cls.__name__ in WORKER_DEATHS for cls in type(seen).__mro__):
+            return type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def unwrapped(exc: BaseException, step: str) -> BaseException:
+    """What a failed Ray task or actor call means for the build: our own error it raised, or a worker death in one line."""
+    cause = getattr(exc, "cause", None)  # a RayTaskError keeps the exception the remote code raised
+    if isinstance(cause, MassiveDSError | UnitFailed):
+        return cause
+    if (death := worker_death(exc)) is not None:
+        return MassiveDSError(
+            f"stage {step}: a Ray worker died more than {WORKER_RETRIES} times ({death}; out of memory or killed?); "
+            "finished work is kept: re-run the same command to resume (MASSIVEDS_WORKER_RETRIES allows more retries)"
+        )
+    return exc
+
+
+@contextlib.contextmanager
+def ray_runtime(address: str | None = None) -> Iterator[None]:
+    """A new local Ray instance by default, or the cluster at ``address`` / ``RAY_ADDRESS``; shut down if we started it.
+
+    Without an address the build starts its own Ray ("local") rather than joining whatever Ray happens to be
+    running on the machine, so its workers are its own children: they see its environment and die with it.
+    """
+    import ray
+
+    env = dict(WORKER_ENV) | {k: os.environ[k] for k in PASS_THROUGH_ENV if k in os.environ}
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, logging_level=logging.ERROR,
+                 log_to_driver=False, runtime_env={"env_vars": env})
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def current_node() -> str | None:
+    """The id of the Ray node this code runs on."""
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def _task(step: Step[Item, Result], item: Item) -> Result:
+    return run_call(step.name, step.run, item, current_node())
+
+
+class _PoolActor:
+    """One pool worker in a Ray actor: built once from the step (a model load), then one call at a time."""
+
+    def __init__(self, step: PoolStep[Any, Any], threads: int) -> None:
+        self.step = step
+        self.worker = step.make(threads)
+        self.node = current_node()
+
+    def call(self, item: WorkItem) -> UnitResult:
+        return run_call(self.step.name, self.worker, item, self.node)
+
+
+def plan_pool(device: str, workers: int | str, node_cpus: list[int], gpus: int) -> tuple[int, int, int]:
+    """(actors, GPUs per actor, torch threads per actor) for nodes of ``node_cpus`` CPUs and ``gpus`` GPUs in all.
+
+    One actor per GPU (fp16, 4 torch threads), else one per 8 CPUs, with the CPUs shared out among the
+    actors as torch threads, no more than one node holds; ``workers`` (``embed.workers``) overrides the count.
+    """
+    on_gpus = device != "cpu" and gpus > 0
+    have, unit = (gpus, "GPU") if on_gpus else (max(1, sum(node_cpus)), "CPU")
+    unit += "" if have == 1 else "s"
+    actors = (gpus if on_gpus else max(1, have // 8)) if workers == "auto" else int(workers)
+    if actors > have:
+        raise MassiveDSError(f"embed.workers is {actors} but the Ray cluster has {have} {unit}: set embed.workers to {have} or fewer")
+    if on_gpus:
+        return actors, 1, 4
+    threads = have // actors
+    while threads > 1 and sum(c // threads for c in node_cpus) < actors:
+        threads -= 1
+    return actors, 0, threads
+
+
+def _as_completed(refs: Iterable[Any], in_flight: int, step: str) -> Iterator[Any]:
+    """The results of Ray tasks as each finishes, submitting (iterating ``refs``) no more than ``in_flight`` ahead.
+
+    The driver blocks in ``ray.wait`` between results. When one fails, the results of the others that
+    had already finished are yielded first (their units stay done), then the failure is raised.
+    """
+    import ray
+
+    pending: list[Any] = []
+
+    def next_result() -> Iterator[Any]:
+        nonlocal pending
+        ready, pending = ray.wait(pending, num_returns=1)
+        try:
+            yield ray.get(ready[0])
+        except Exception as exc:
+            failure = unwrapped(exc, step)
+            finished, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+            for ref in finished:
+                with contextlib.suppress(Exception):
+                    yield ray.get(ref)
+            raise failure from None
+
+    for ref in refs:
+        pending.append(ref)
+        if len(pending) >= in_flight:
+            yield from next_result()
+    while pending:
+        yield from next_result()
+
+
+class RayExecutor(Executor):
+    """Units as Ray tasks with their step's resources, pools as Ray actors; Ray starts with the first unit."""
+
+    def __init__(self, build: Path, progress: Progress, address: str | None = None) -> None:
+        super().__init__(build, progress)
+        self.address = address
+        self._ray: contextlib.ExitStack | None = None
+
+    def started(self) -> None:
+        if self._ray is None:
+            self._ray = contextlib.ExitStack()
+            self._ray.enter_context(ray_runtime(self.address))
+
+    def close(self) -> None:
+        if self._ray is not None:
+            self._ray.close()
+            self._ray = None
+
+    def _units(self, step: Step[Item, Result], items: Sequence[Item]) -> Iterator[Result]:
+        import ray
+
+        res = step.resources
+        options: dict[str, Any] = {"num_cpus": res.cpus, "num_gpus": res.gpus, "max_retries": WORKER_RETRIES}
+        if res.memory:
+            options["memory"] = res.memory
+        task: Any = ray.remote(_task).options(**options)
+        shared = ray.put(step)  # once, not once per unit
+        # enough queued that a freed CPU never waits on the driver, few enough that 10^5 units are not all specs at once
+        in_flight = max(2, int(2 * ray.cluster_resources().get("CPU", 1) / max(res.cpus, 0.01)))
+        yield from _as_completed((task.remote(shared, item) for item in items), in_flight, self._stage)
+
+    def _pool(self, step: PoolStep[Item, Result], calls: Sequence[Item]) -> Iterator[Result]:
+        import ray
+        from ray.util import ActorPool
+
+        node_cpus = [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]]
+        actors, gpus, threads = plan_pool(step.device, step.workers, node_cpus, int(ray.cluster_resources().get("GPU", 0)))
+        remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=WORKER_RETRIES, max_task_retries=WORKER_RETRIES)(_PoolActor)
+        handles: list[Any] = [remote.remote(step, threads) for _ in range(actors)]
+        try:
+            yield from ActorPool(handles).map_unordered(lambda actor, call: actor.call.remote(call), list(calls))
+        except Exception as exc:
+            raise unwrapped(exc, self._stage) from None
+        finally:
+            for handle in handles:  # the models' memory and GPUs go back before the next stages
+                ray.kill(handle)

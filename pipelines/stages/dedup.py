@@ -1,0 +1,109 @@
+"""dedup: exact duplicates across the documents of every manifest that asks for it, in two steps.
+
+    dedup-map   per input file    hash each document's normalised text into one of P partitions
+                                  (P = files, at most 64): build/dedup/keys/p<b>/<unit>.parquet
+    dedup       per partition     the duplicates in it (the survivor is the smallest ``_ord``):
+                                  build/dedup/duplicates/p<b>.parquet and their drop records
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from massiveds.clean.exact_dedup import KEYS, find_duplicates, partition_keys
+from massiveds.core.schema import dropped_table
+from pipelines.parts import PartWriter, documents_path, read_documents, read_folder, write_table
+from pipelines.stage import BuildContext, InputItem, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
+
+MAX_DEDUP_PARTITIONS = 64
+
+
+class PartitionItem(WorkItem):
+    """One hash partition of a shuffle."""
+
+    partition: int
+
+
+class MapResult(UnitResult):
+    partitions: int
+
+
+class ReduceResult(UnitResult):
+    keys: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class HashDocuments:
+    """dedup-map: one documents part's keys appended to the hash partitions."""
+
+    build: Path
+    partitions: int
+
+    def __call__(self, item: InputItem) -> MapResult:
+        writers: dict[int, PartWriter] = {}
+        for table in read_documents(documents_path(self.build, item.unit), ["doc_id", "source", "text", "_ord"]):
+            for bucket, keys in partition_keys(table, self.partitions).items():
+                if bucket not in writers:
+                    writers[bucket] = PartWriter(self.build / "dedup" / "keys" / f"p{bucket:04d}" / f"{item.unit}.parquet", KEYS)
+                writers[bucket].write(keys)
+        for w in writers.values():
+            w.commit()
+        return MapResult(unit=item.unit, partitions=len(writers))
+
+
+@dataclass(frozen=True)
+class FindDuplicates:
+    """dedup (reduce): the duplicates within one hash partition, written by ``_ord``, with their drop records."""
+
+    build: Path
+
+    def __call__(self, item: PartitionItem) -> ReduceResult:
+        name = f"p{item.partition:04d}"
+        keys = read_folder(self.build / "dedup" / "keys" / name, KEYS)
+        dups = find_duplicates(keys)
+        write_table(self.build / "dedup" / "duplicates" / f"{name}.parquet", dups, row_group_size=65536)
+        columns = [dups.column(c).to_pylist() for c in ("doc_id", "source", "duplicate_of")]
+        dropped = dropped_table([{"doc_id": d, "source": s, "stage": "dedup", "reason": "exact_duplicate", "duplicate_of": o}
+                                 for d, s, o in zip(*columns, strict=True)])
+        write_table(self.build / "dropped" / "dedup" / f"{name}.parquet", dropped)
+        return ReduceResult(unit=name, keys=keys.num_rows, duplicates=dups.num_rows)
+
+
+def partition_items(partitions: int, prefix: str = "") -> list[PartitionItem]:
+    """The work items of a shuffle's reduce side: one per partition."""
+    return [PartitionItem(unit=f"{prefix}p{p:04d}", partition=p) for p in range(partitions)]
+
+
+class DedupRecord(StageRecord):
+    duplicates: int
+    partitions: int
+
+
+def exact_items(ctx: BuildContext) -> list[InputItem]:
+    return [i for i in ctx.inputs if i.manifest in ctx.manifests.exact_dedup]
+
+
+def run_exact_dedup(executor: StepRunner, items: list[InputItem], build: Path) -> DedupRecord:
+    """Exact dedup over the documents parts ``items``: map into one hash partition per part (at most 64), then reduce."""
+    partitions = max(1, min(MAX_DEDUP_PARTITIONS, len(items)))
+    executor.map(Step("dedup-map", HashDocuments(build, partitions), MapResult), items)
+    reduced = executor.map(Step("dedup", FindDuplicates(build), ReduceResult), partition_items(partitions))
+    dups = sum(r.duplicates for r in reduced)
+    shutil.rmtree(build / "dedup" / "keys", ignore_errors=True)
+    return DedupRecord(duplicates=dups, partitions=partitions, summary=f"{dups:,} exact duplicates in {partitions} hash partitions")
+
+
+class ExactDedup(Stage):
+    name = "dedup"
+    record = DedupRecord
+    removes = "exact"
+
+    def applies(self, ctx: BuildContext) -> bool:
+        return bool(exact_items(ctx))
+
+    def run(self, ctx: BuildContext, executor: StepRunner) -> StageRecord:
+        return run_exact_dedup(executor, exact_items(ctx), ctx.build)
+

@@ -1,0 +1,71 @@
+"""train: the shared empty index (``trained.faiss``) trained once on a seeded uniform sample of every shard's vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from massiveds.encode.index import IndexPlan, plan_index, train_index, write_index
+from pipelines.stage import BuildContext, StageRecord, Step, UnitResult, UnitStage, WorkItem
+from pipelines.stages.embed import vectors_paths
+from pipelines.stages.shard import ShardItem, ShardRecord
+
+
+class TrainResult(UnitResult):
+    train_sample: int
+
+
+@dataclass(frozen=True)
+class TrainIndex:
+    """The train step: sample ``plan.train_sample`` rows uniformly (seed 0) across the shards' vectors, train, write ``dest``."""
+
+    plan: IndexPlan
+    shards: tuple[ShardItem, ...]
+    paths: dict[str, Path]
+    dest: Path
+
+    def __call__(self, item: WorkItem) -> TrainResult:
+        sample = None
+        if self.plan.type != "flat":
+            total = sum(s.count for s in self.shards)
+            ids = np.sort(np.random.default_rng(0).choice(total, size=self.plan.train_sample, replace=False))
+            pieces = []
+            for s in self.shards:
+                rows = ids[(ids >= s.id_start) & (ids < s.id_start + s.count)] - s.id_start
+                if len(rows):
+                    vectors = np.load(self.paths[s.name], mmap_mode="r", allow_pickle=False)
+                    pieces.append(np.asarray(vectors[rows], dtype=np.float32))
+            sample = np.concatenate(pieces)
+        write_index(train_index(self.plan, sample), self.dest)
+        return TrainResult(unit=item.unit, train_sample=0 if sample is None else len(sample))
+
+
+class TrainRecord(StageRecord):
+    #: the index plan (``IndexPlan.to_dict``): factory, type, lists, code size, nprobe, and why
+    plan: dict[str, Any]
+
+
+class Train(UnitStage[WorkItem, TrainResult]):
+    name = "train"
+    record = TrainRecord
+
+    def plan(self, ctx: BuildContext) -> list[WorkItem]:
+        return [WorkItem(unit="trained")]
+
+    def _index_plan(self, ctx: BuildContext) -> IndexPlan:
+        shards = ctx.record("shard", ShardRecord).shards
+        dim = int(np.load(vectors_paths(ctx, shards[:1])[shards[0].name], mmap_mode="r").shape[1])
+        return plan_index(sum(s.count for s in shards), dim, ctx.manifests.index)
+
+    def step(self, ctx: BuildContext) -> Step[WorkItem, TrainResult]:
+        shards = ctx.record("shard", ShardRecord).shards
+        run = TrainIndex(self._index_plan(ctx), tuple(shards), vectors_paths(ctx, shards), ctx.layout.trained_index)
+        return Step("train", run, TrainResult)
+
+    def summarize(self, ctx: BuildContext, items: Sequence[WorkItem], results: Sequence[TrainResult]) -> TrainRecord:
+        plan = self._index_plan(ctx)
+        return TrainRecord(plan=plan.to_dict(), summary=f"{plan.factory} ({plan.reason})")
