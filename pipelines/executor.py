@@ -170,7 +170,7 @@ class Executor(ABC):
             raise self._one_line(stage.name, exc) from None
         record.seconds = time.perf_counter() - clock
         record.nodes = {step: nodes for step, nodes in self._nodes.items() if nodes}
-        mark_done(folder, record.model_dump(mode="json"))
+        mark_done(folder, record.model_dump(mode="json", exclude_unset=True))  # nested catalog records keep their own fields
         self.reports.append(StageReport(stage.name, "ran", record.seconds, record.summary))
         return record
 

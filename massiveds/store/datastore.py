@@ -184,40 +184,21 @@ class Datastore:
             out.append(row)
         return out
 
-    def search(
-        self,
-        queries: str | Sequence[str],
-        k: int = 10,
-        nprobe: int | None = None,
-        *,
-        domains: str | Sequence[str] | None = None,
-        dedup: bool = False,
-        dedup_threshold: float = 0.8,
-        decontaminate: str | Sequence[str] | None = None,
-        fraction: float | None = None,
-        seed: int = 0,
-        mmr: float | None = None,
-        continuation: bool = False,
-        rerank: str | None = None,
-        strict: bool = False,
-    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+    def search(self, queries: str | Sequence[str], k: int = 10, **options: Any) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """Search text queries; a single string gives one ranked list of hits, a list gives one list per query.
 
         Each hit has ``passage_id``, ``score``, ``domain``, ``doc_id``, ``source``, ``url``, ``title``,
         ``char_start``, ``char_end``, ``text`` and ``shard`` (and ``continuation`` with ``continuation=True``).
-        ``domains`` limits the search to shards of those domains; ``fraction``/``seed`` search the nested
-        document subsample; ``dedup`` drops near-copies among the hits (Jaccard ≥ ``dedup_threshold``);
-        ``decontaminate`` drops hits overlapping the gold text(s); ``mmr`` (λ in [0, 1]) diversifies;
-        ``rerank`` is passed to ``search_vectors``; ``strict`` fails on an unreadable shard instead of
-        skipping it. See ``massiveds.store.search.SearchOptions``.
+        ``options`` are those of ``massiveds.store.search.SearchOptions`` (``domains``, ``nprobe``, ``fraction``
+        and ``seed``, ``dedup``, ``decontaminate``, ``mmr``, ``continuation``, ``rerank``, ``strict``), by name.
         """
+        unknown = sorted(set(options) - set(SearchOptions.fields()))
+        if unknown:
+            known = ", ".join(SearchOptions.fields())
+            raise MassiveDSError(f"unknown search option {', '.join(map(repr, unknown))}; the options are {known}")
         single = isinstance(queries, str)
         texts = [queries] if isinstance(queries, str) else list(queries)
-        options = SearchOptions.create(
-            k=k, nprobe=nprobe, domains=domains, dedup=dedup, dedup_threshold=dedup_threshold, decontaminate=decontaminate,
-            fraction=fraction, seed=seed, mmr=mmr, continuation=continuation, rerank=rerank, strict=strict,
-        )
-        results = self.search_batch(texts, options).hits
+        results = self.search_batch(texts, SearchOptions.create(k=k, **options)).hits
         return results[0] if single else results
 
     def search_batch(self, queries: Sequence[str], options: SearchOptions) -> SearchResult:

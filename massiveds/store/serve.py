@@ -49,13 +49,11 @@ from typing import Any
 
 from massiveds.core.errors import DatastoreError, MassiveDSError, ShardsUnavailableError
 from massiveds.store.datastore import Datastore, Shard
-from massiveds.store.search import SearchOptions, SearchResult, check_queries
+from massiveds.store.search import SearchOptions, SearchResult, check_queries, json_type_error
 
-OPTION_FIELDS = ("nprobe", "dedup", "dedup_threshold", "decontaminate", "fraction", "seed", "mmr", "continuation", "rerank", "strict")
+#: The search options a request may set by name: every ``SearchOptions`` field but ``k`` (``n_docs``) and ``domains`` (own rules).
+OPTION_FIELDS = tuple(name for name in SearchOptions.fields() if name not in ("k", "domains"))
 KNOWN_FIELDS = {"query", "n_docs", "domains", *OPTION_FIELDS}
-BOOL_FIELDS = ("dedup", "continuation", "strict")
-FLOAT_FIELDS = ("dedup_threshold", "fraction", "mmr")
-INT_FIELDS = ("nprobe", "seed")
 #: Seconds a connection stays open after an error reply to take in the body the client is still sending.
 LINGER_S = 10.0
 
@@ -116,16 +114,8 @@ def parse_search_request(body: bytes, ds: Datastore, config: ServeConfig) -> Sea
         value = payload.get(name)
         if value is None:
             continue
-        if name in BOOL_FIELDS and not isinstance(value, bool):
-            raise BadRequest(f"'{name}' must be true or false, got {value!r}")
-        if name in FLOAT_FIELDS and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise BadRequest(f"'{name}' must be a number, got {value!r}")
-        if name in INT_FIELDS and (isinstance(value, bool) or not isinstance(value, int)):
-            raise BadRequest(f"'{name}' must be an integer, got {value!r}")
-        if name == "decontaminate" and not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
-            raise BadRequest("'decontaminate' must be a string or a list of strings")
-        if name == "rerank" and not isinstance(value, str):
-            raise BadRequest(f"'rerank' must be a string, got {value!r}")
+        if (problem := json_type_error(name, value)) is not None:
+            raise BadRequest(problem)
         kwargs[name] = value
     domains = _domains(payload.get("domains"), ds)
     try:

@@ -70,7 +70,7 @@ class WriteCatalog:
 
 
 class CatalogStageRecord(StageRecord):
-    catalog: dict[str, Any]
+    catalog: Catalog
 
 
 class CatalogStage(Stage):
@@ -80,7 +80,7 @@ class CatalogStage(Stage):
     def run(self, ctx: BuildContext, executor: StepRunner) -> StageRecord:
         staged = ctx.build / "catalog" / CATALOG
         executor.map(Step("catalog", WriteCatalog(assemble(ctx), ctx.layout.root, staged), WriteResult), [WorkItem(unit="catalog")])
-        catalog = read_json(staged)
+        catalog = parse_catalog(read_json(staged), str(staged), "a build bug: please report it")
         os.replace(staged, ctx.layout.catalog)
         return CatalogStageRecord(catalog=catalog, summary=str(ctx.layout.catalog))
 
@@ -109,8 +109,8 @@ def assemble(ctx: BuildContext) -> Catalog:
         "format_version": FORMAT_VERSION,
         "name": ctx.manifests.name,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "embedder": embed.embedder,
-        "index": plan,
+        "embedder": embed.embedder.as_json(),
+        "index": plan.to_dict(),
         "chunk": manifests[0].chunk.model_dump(),
         "trained_index": {"file": layout.trained_index.name} | file_record(layout.trained_index),
         "shards": records,

@@ -20,14 +20,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from massiveds.core.catalog import EmbedderRecord
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import atomic_path, read_json, write_json
+from massiveds.core.manifest import Embed as EmbedSpec
 from massiveds.core.passages import PassageFile
 from massiveds.encode.embed import Embedder
 from pipelines.stage import BuildContext, PoolStep, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
@@ -138,7 +139,7 @@ class EmbedWorker:
     actor whose constructor fails is restarted and retried in vain).
     """
 
-    def __init__(self, spec: dict[str, Any], base_dir: Path | None, threads: int, build: Path, shards: Sequence[ShardItem],
+    def __init__(self, spec: EmbedSpec, base_dir: Path | None, threads: int, build: Path, shards: Sequence[ShardItem],
                  shards_dir: Path) -> None:
         if threads:  # 0: keep torch's default
             os.environ["OMP_NUM_THREADS"] = str(threads)  # Ray set it to 1, and OpenMP reads it once, when torch loads
@@ -148,12 +149,12 @@ class EmbedWorker:
         self.failed: str | None = None
         self.name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.build, self.shards, self.shards_dir = build, list(shards), shards_dir
-        self.call_rows = spec["batch_size"] * CALL_BATCHES
+        self.call_rows = spec.batch_size * CALL_BATCHES
         self.window: tuple[tuple[str, int, int], pa.Table] | None = None
         try:
-            self.embedder = Embedder(spec["model"], device=spec["device"], normalize=spec["normalize"], max_length=spec["max_length"],
-                                     query_prefix=spec["query_prefix"], passage_prefix=spec["passage_prefix"],
-                                     batch_size=spec["batch_size"], base_dir=base_dir)
+            self.embedder = Embedder(spec.model, device=spec.device, normalize=spec.normalize, max_length=spec.max_length,
+                                     query_prefix=spec.query_prefix, passage_prefix=spec.passage_prefix, batch_size=spec.batch_size,
+                                     base_dir=base_dir)
         except MassiveDSError as exc:
             self.failed = str(exc)
             return
@@ -179,7 +180,7 @@ class EmbedWorker:
 class EmbedWorkers:
     """Makes the pool's workers (in the process each runs in) from the build's embedder settings."""
 
-    spec: dict[str, Any]
+    spec: EmbedSpec
     base_dir: Path | None
     build: Path
     shards: tuple[ShardItem, ...]
@@ -225,7 +226,7 @@ def vectors_paths(ctx: BuildContext, shards: Sequence[ShardItem]) -> dict[str, P
 
 
 class EmbedRecord(StageRecord):
-    embedder: dict[str, Any]
+    embedder: EmbedderRecord
     passages: int
     passages_earlier: int
     passages_per_s: float
@@ -242,11 +243,11 @@ class Embed(Stage):
     def run(self, ctx: BuildContext, executor: StepRunner) -> StageRecord:
         shards = ctx.record("shard", ShardRecord).shards
         todo = windows(shards, ctx.build)  # rows of a killed run's finished parts are not embedded again
-        spec, total = ctx.manifests.embed.model_dump(), sum(w.rows for w in todo)
+        spec, total = ctx.manifests.embed, sum(w.rows for w in todo)
         workers = EmbedWorkers(spec, ctx.manifests.first.base_dir, ctx.build, tuple(shards), ctx.layout.shards)
-        step = PoolStep("embed", workers, EmbedResult, spec["device"], ctx.manifests.embed.workers, rates=("passages", "tokens"))
+        step = PoolStep("embed", workers, EmbedResult, spec.device, spec.workers, rates=("passages", "tokens"))
         clock = time.perf_counter()
-        results = executor.pool(step, calls_of(todo, spec["batch_size"]), total)
+        results = executor.pool(step, calls_of(todo, spec.batch_size), total)
         seconds = time.perf_counter() - clock
         paths = vectors_paths(ctx, shards)
         executor.map(Step("vectors", GatherVectors(ctx.build, paths), VectorsResult), shards)
@@ -255,12 +256,12 @@ class Embed(Stage):
         actors = len({r.worker for r in results})
         busy = model_s / (seconds * actors) if results and seconds else None
         rate, token_rate = (total / seconds, tokens / seconds) if total and seconds else (0.0, 0.0)
-        info = read_json(ctx.build / "embed" / "embedder.json")
+        info = EmbedderRecord.model_validate(read_json(ctx.build / "embed" / "embedder.json"))
         earlier = sum(s.count for s in shards) - total
         return EmbedRecord(
             embedder=info, passages=total, passages_earlier=earlier, passages_per_s=rate, tokens=tokens, tokens_per_s=token_rate,
             model_busy=busy,
-            summary=f"{total:,} passages with {info['model']} (dim {info['dim']}), {rate:,.1f} passages/s, {token_rate:,.0f} tokens/s"
+            summary=f"{total:,} passages with {info.model} (dim {info.dim}), {rate:,.1f} passages/s, {token_rate:,.0f} tokens/s"
             + (f", models busy {busy:.0%} of the stage" if busy is not None else "")
             + (f"; {earlier:,} embedded by an earlier run" if earlier else ""),
         )

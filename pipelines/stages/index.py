@@ -56,7 +56,7 @@ class Index(UnitStage[ShardItem, AddResult]):
 
     def step(self, ctx: BuildContext) -> Step[ShardItem, AddResult]:
         shards = self.plan(ctx)
-        plan = IndexPlan.from_dict(ctx.record("train", TrainRecord).plan)
+        plan = ctx.record("train", TrainRecord).plan
         return Step("index", AddShard(vectors_paths(ctx, shards), ctx.layout.trained_index, ctx.layout.shards, plan), AddResult,
                     rates=("vectors",))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -45,8 +44,8 @@ class TrainIndex:
 
 
 class TrainRecord(StageRecord):
-    #: the index plan (``IndexPlan.to_dict``): factory, type, lists, code size, nprobe, and why
-    plan: dict[str, Any]
+    #: the index chosen for the datastore's vectors, and why
+    plan: IndexPlan
 
 
 class Train(UnitStage[WorkItem, TrainResult]):
@@ -68,4 +67,4 @@ class Train(UnitStage[WorkItem, TrainResult]):
 
     def summarize(self, ctx: BuildContext, items: Sequence[WorkItem], results: Sequence[TrainResult]) -> TrainRecord:
         plan = self._index_plan(ctx)
-        return TrainRecord(plan=plan.to_dict(), summary=f"{plan.factory} ({plan.reason})")
+        return TrainRecord(plan=plan, summary=f"{plan.factory} ({plan.reason})")
