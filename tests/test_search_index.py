@@ -192,8 +192,7 @@ def test_no_stored_vectors_is_a_clear_error(ivf_store: Path, tmp_path: Path) -> 
 
 
 def test_recall_summary_for_the_catalog(ivf_store: Path, ivf_plan: IndexPlan) -> None:
-    catalog = json.loads((ivf_store / "datastore.json").read_text())
-    summary = recall_summary(ivf_store, catalog=catalog, n_queries=100)
+    summary = recall_summary(ivf_store, catalog=open_catalog(ivf_store), n_queries=100)
     assert summary["status"] == "measured" and summary["nprobe"] == ivf_plan.nprobe == 8 and summary["queries"] == 100
     assert 0 < summary["recall_at_10"] < summary["recall_at_10_rerank"] <= 1
     json.dumps(summary)
