@@ -1,6 +1,6 @@
-"""``massiveds build``: one manifest or several into a datastore, stage by stage (``pipelines.stages.STAGES``), resumably.
+"""``massiveds build``: one manifest or several into a datastore, stage by stage (``STAGES``), resumably.
 
-The orchestrator checks the inputs, claims the output directory and its lock, then hands each stage
+The orchestrator checks the inputs, claims the output directory and its lock, then hands each stage of ``STAGES``
 that applies to the executor, which skips a finished stage, runs the others and keeps their records;
 later stages read earlier stages' records from the build context.
 """
@@ -25,7 +25,24 @@ from pipelines.executor import Executor, LocalExecutor, StageReport
 from pipelines.manifest_set import ManifestSet
 from pipelines.ray_executor import RayExecutor
 from pipelines.stage import BuildContext, Stage, input_items
-from pipelines.stages import STAGES
+from pipelines.stages.catalog import CatalogStage
+from pipelines.stages.chunk import Chunk
+from pipelines.stages.decontaminate import DecontaminateStage
+from pipelines.stages.dedup import ExactDedup
+from pipelines.stages.download import Download
+from pipelines.stages.embed import Embed
+from pipelines.stages.extract import Extract
+from pipelines.stages.index import Index
+from pipelines.stages.near_dedup import NearDedupStage
+from pipelines.stages.shard import Shard
+from pipelines.stages.train import Train
+
+#: The stages of a build, in order: download -> extract -> dedup -> near_dedup -> decontaminate -> chunk -> shard -> embed
+#: -> train -> index -> catalog (each applies only where the manifests ask for it).
+STAGES: tuple[Stage, ...] = (
+    Download(), Extract(), ExactDedup(), NearDedupStage(), DecontaminateStage(),
+    Chunk(), Shard(), Embed(), Train(), Index(), CatalogStage(),
+)
 
 #: ``s3://bucket/x`` as a ``Path`` reads ``s3:/bucket/x``: a scheme of two or more letters and a colon (not ``C:/``).
 URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")

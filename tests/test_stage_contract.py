@@ -18,12 +18,11 @@ from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import DatastoreLayout
 from massiveds.core.manifest import load_manifest
 from massiveds.core.passages import PassageFile
-from pipelines.build import build
+from pipelines.build import STAGES, build
 from pipelines.executor import Executor, LocalExecutor
 from pipelines.manifest_set import ManifestSet
 from pipelines.ray_executor import RayExecutor
 from pipelines.stage import BuildContext, StageRecord, Step, UnitResult, UnitStage
-from pipelines.stages import STAGES
 from pipelines.stages.shard import ShardItem, ShardRecord
 from tests.helpers import local
 
