@@ -128,7 +128,7 @@ class Executor(ABC):
         if todo:
             self.started()
             for result in self._units(step, todo):
-                write_json(markers / f"{result.unit}.json", result.model_dump(mode="json"))
+                write_json(markers / f"{result.unit}.json", result.model_dump(mode="json", exclude_unset=True))
                 results[result.unit] = result
                 tally.add(result)
                 crash_if_asked(step.name, len(results))
@@ -195,10 +195,8 @@ class Executor(ABC):
     # -- failures ---------------------------------------------------------------------------------
 
     def _one_line(self, stage: str, exc: BaseException) -> MassiveDSError:
-        """The one-line error a failure of ``stage`` ends the build with; the traceback goes to the stage's log."""
-        failed = exc if isinstance(exc, UnitFailed) else UnitFailed("-", "-", type(exc).__name__, str(exc),
-                                                                   "".join(traceback.format_exception(exc)),
-                                                                   getattr(exc, "errno", None), getattr(exc, "filename", None))
+        """The one-line error a failure of ``stage`` ends the build with (called while handling ``exc``); the traceback goes to the log."""
+        failed = exc if isinstance(exc, UnitFailed) else UnitFailed.of("-", "-", exc)
         if failed.errno == errno.ENOSPC:
             where = Path(failed.filename) if failed.filename else self.build
             free = shutil.disk_usage(_existing(where)).free

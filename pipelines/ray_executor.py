@@ -48,14 +48,14 @@ def worker_death(exc: BaseException) -> str | None:
     return None
 
 
-def unwrapped(exc: BaseException, step: str) -> BaseException:
+def unwrapped(exc: BaseException, stage: str) -> BaseException:
     """What a failed Ray task or actor call means for the build: our own error it raised, or a worker death in one line."""
     cause = getattr(exc, "cause", None)  # a RayTaskError keeps the exception the remote code raised
     if isinstance(cause, MassiveDSError | UnitFailed):
         return cause
     if (death := worker_death(exc)) is not None:
         return MassiveDSError(
-            f"stage {step}: a Ray worker died more than {WORKER_RETRIES} times ({death}; out of memory or killed?); "
+            f"stage {stage}: a Ray worker died more than {WORKER_RETRIES} times ({death}; out of memory or killed?); "
             "finished work is kept: re-run the same command to resume (MASSIVEDS_WORKER_RETRIES allows more retries)"
         )
     return exc
@@ -82,7 +82,7 @@ def ray_runtime(address: str | None = None) -> Iterator[None]:
             ray.shutdown()
 
 
-def current_node() -> str | None:
+def current_node() -> str:
     """The id of the Ray node this code runs on."""
     import ray
 
@@ -125,7 +125,7 @@ def plan_pool(device: str, workers: int | str, node_cpus: list[int], gpus: int) 
     return actors, 0, threads
 
 
-def _as_completed(refs: Iterable[Any], in_flight: int, step: str) -> Iterator[Any]:
+def _as_completed(refs: Iterable[Any], in_flight: int, stage: str) -> Iterator[Any]:
     """The results of Ray tasks as each finishes, submitting (iterating ``refs``) no more than ``in_flight`` ahead.
 
     The driver blocks in ``ray.wait`` between results. When one fails, the results of the others that
@@ -141,7 +141,7 @@ def _as_completed(refs: Iterable[Any], in_flight: int, step: str) -> Iterator[An
         try:
             yield ray.get(ready[0])
         except Exception as exc:
-            failure = unwrapped(exc, step)
+            failure = unwrapped(exc, stage)
             finished, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
             for ref in finished:
                 with contextlib.suppress(Exception):

@@ -36,7 +36,7 @@ from pydantic_core import ErrorDetails
 from typing_extensions import Self
 
 from massiveds.core.errors import DatastoreError
-from massiveds.core.layout import CATALOG, FORMAT_VERSION, TRAINED_INDEX, atomic_path, sha256_file
+from massiveds.core.layout import CATALOG, FORMAT_VERSION, TRAINED_INDEX, atomic_path, file_record
 from massiveds.core.safe_paths import UnsafePathError, check_name, check_relpath, inside, safe_join
 
 CHECKSUMS = "checksums.json"
@@ -93,7 +93,7 @@ class FileRecord(Record):
     @classmethod
     def of(cls, path: Path) -> FileRecord:
         """The record of the file at ``path``."""
-        return cls(bytes=path.stat().st_size, sha256=sha256_file(path))
+        return cls.model_validate(file_record(path))
 
 
 class TrainedIndexRecord(Record):
@@ -106,8 +106,7 @@ class TrainedIndexRecord(Record):
     @classmethod
     def of(cls, root: Path, rel: str) -> TrainedIndexRecord:
         """The record of ``root / rel``."""
-        path = root / rel
-        return cls(file=rel, bytes=path.stat().st_size, sha256=sha256_file(path))
+        return cls.model_validate({"file": rel} | file_record(root / rel))
 
 
 class ListBalance(Record):

@@ -12,8 +12,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from massiveds.core.catalog import Catalog, catalog_text, parse_catalog
-from massiveds.core.layout import CATALOG, FORMAT_VERSION, DatastoreLayout, atomic_path, file_record, read_json
+from massiveds.core.catalog import Catalog, TrainedIndexRecord, catalog_text, parse_catalog
+from massiveds.core.layout import CATALOG, FORMAT_VERSION, TRAINED_INDEX, DatastoreLayout, atomic_path, read_json
 from massiveds.core.schema import count_drops
 from massiveds.store.recall import recall_summary
 from pipelines.stage import BuildContext, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
@@ -63,7 +63,6 @@ class WriteCatalog:
 
     def __call__(self, item: WorkItem) -> WriteResult:
         recall = recall_summary(self.root, catalog=self.catalog)  # recall@10 at the default nprobe
-        self.staged.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.staged) as tmp:
             tmp.write_text(catalog_text(self.catalog.but(recall=recall)))
         return WriteResult(unit=item.unit, recall=recall)
@@ -112,7 +111,7 @@ def assemble(ctx: BuildContext) -> Catalog:
         "embedder": embed.embedder.as_json(),
         "index": plan.to_dict(),
         "chunk": manifests[0].chunk.model_dump(),
-        "trained_index": {"file": layout.trained_index.name} | file_record(layout.trained_index),
+        "trained_index": TrainedIndexRecord.of(layout.root, TRAINED_INDEX).as_json(),
         "shards": records,
         "domains": domains,
         "build": {

@@ -15,6 +15,8 @@ from pipelines.stages.shard import ShardItem, ShardRecord
 
 
 class TrainResult(UnitResult):
+    #: the index trained, and why it was chosen
+    plan: IndexPlan
     train_sample: int
 
 
@@ -40,7 +42,7 @@ class TrainIndex:
                     pieces.append(np.asarray(vectors[rows], dtype=np.float32))
             sample = np.concatenate(pieces)
         write_index(train_index(self.plan, sample), self.dest)
-        return TrainResult(unit=item.unit, train_sample=0 if sample is None else len(sample))
+        return TrainResult(unit=item.unit, plan=self.plan, train_sample=0 if sample is None else len(sample))
 
 
 class TrainRecord(StageRecord):
@@ -55,16 +57,13 @@ class Train(UnitStage[WorkItem, TrainResult]):
     def plan(self, ctx: BuildContext) -> list[WorkItem]:
         return [WorkItem(unit="trained")]
 
-    def _index_plan(self, ctx: BuildContext) -> IndexPlan:
-        shards = ctx.record("shard", ShardRecord).shards
-        dim = int(np.load(vectors_paths(ctx, shards[:1])[shards[0].name], mmap_mode="r").shape[1])
-        return plan_index(sum(s.count for s in shards), dim, ctx.manifests.index)
-
     def step(self, ctx: BuildContext) -> Step[WorkItem, TrainResult]:
         shards = ctx.record("shard", ShardRecord).shards
-        run = TrainIndex(self._index_plan(ctx), tuple(shards), vectors_paths(ctx, shards), ctx.layout.trained_index)
-        return Step("train", run, TrainResult)
+        paths = vectors_paths(ctx, shards)
+        dim = int(np.load(paths[shards[0].name], mmap_mode="r").shape[1])
+        plan = plan_index(sum(s.count for s in shards), dim, ctx.manifests.index)
+        return Step("train", TrainIndex(plan, tuple(shards), paths, ctx.layout.trained_index), TrainResult)
 
     def summarize(self, ctx: BuildContext, items: Sequence[WorkItem], results: Sequence[TrainResult]) -> TrainRecord:
-        plan = self._index_plan(ctx)
-        return TrainRecord(plan=plan, summary=f"{plan.factory} ({plan.reason})")
+        [trained] = results
+        return TrainRecord(plan=trained.plan, summary=f"{trained.plan.factory} ({trained.plan.reason})")
