@@ -400,8 +400,7 @@ def check_paths(root: Path, catalog: Catalog, listing: dict[str, Any] | None) ->
     """
     try:
         for shard in catalog.shards:
-            check_name(shard.name, "shard name")
-            folder = root / shard.folder_rel()
+            folder = root / shard.folder_rel()  # checks the shard's name too
             if shard.folder is None:
                 inside(folder, root, f"shard {shard.name}:")
             for name in shard.files:

@@ -73,6 +73,19 @@ def inside(path: Path, folder: Path, what: str) -> Path:
     return path
 
 
+def no_symlink(folder: Path, rel: object, what: str) -> Path:
+    """``folder / rel`` if ``rel`` is plain and relative and nothing on the way from ``folder`` is a symlink.
+
+    A published datastore holds regular files only: a symlink in it could point at any file of the
+    machine that publishes or pulls it, even one that resolves inside the folder today.
+    """
+    path = folder / check_relpath(rel, what)
+    if path.resolve() != folder.resolve() / str(rel):
+        raise UnsafePathError(f"{what} {path} is a symlink or lies under one: refused, nothing read or written "
+                              "(a published datastore holds regular files only)")
+    return path
+
+
 def safe_join(folder: Path, rel: object, what: str) -> Path:
     """``folder / rel`` after both checks: ``rel`` plain and relative, the joined path (symlinks resolved) inside ``folder``."""
     return inside(folder / check_relpath(rel, what), folder, what)

@@ -51,7 +51,7 @@ from massiveds.core.catalog import (
 )
 from massiveds.core.errors import DatastoreError, MassiveDSError
 from massiveds.core.layout import CATALOG, atomic_path, sha256_file, write_json
-from massiveds.core.safe_paths import UnsafePathError, safe_join
+from massiveds.core.safe_paths import no_symlink, safe_join
 from massiveds.ingest.sources.fetch import DEFAULT_POLICY, FetchError, RetryPolicy, describe, fetch, is_transient
 from massiveds.ops.verify import present_files, verify
 
@@ -123,24 +123,17 @@ def published_catalog(root: Path) -> tuple[bytes, Catalog]:
     return catalog_text(published).encode(), published
 
 
-def _regular(path: Path, folder: Path) -> Path:
-    """``path`` if it is a regular file inside ``folder`` with no symlink on the way: a published datastore holds no symlinks."""
-    if path.resolve() != folder.resolve() / path.relative_to(folder):
-        raise UnsafePathError(f"{path} is a symlink or lies under one: refused (a published datastore holds regular files only)")
-    return path
-
-
 def published_files(root: Path, include_build: bool = False) -> dict[str, Path]:
     """Every file to publish but the catalog and ``checksums.json``, by its path at the destination, with its local path.
 
     The files of shards merged in place (all but their source's ``shard.json``) are published under ``shards/<name>/``,
     so that the published datastore is self-contained.
     """
-    files = {rel: _regular(root / rel, root) for rel in present_files(root, include_build) if rel not in (CATALOG, CHECKSUMS)}
+    files = {rel: no_symlink(root, rel, "file to publish") for rel in present_files(root, include_build) if rel not in (CATALOG, CHECKSUMS)}
     for shard in open_catalog(root).shards:
         if shard.folder is not None:
             folder = root / shard.folder_rel()
-            files |= {f"shards/{shard.name}/{p.name}": _regular(p, folder) for p in sorted(folder.iterdir())
+            files |= {f"shards/{shard.name}/{p.name}": no_symlink(folder, p.name, "file to publish") for p in sorted(folder.iterdir())
                       if p.is_file() and p.name != "shard.json" and not p.name.startswith(".")}
     return files
 
@@ -347,10 +340,7 @@ def _check_local_source(base: str, listing: dict[str, Any]) -> None:
     names = [CHECKSUMS, *listing["files"]]
     names += [PART.format(rel=rel, i=i) for rel, rec in listing["files"].items() for i in range(len(rec.get("parts", [])))]
     for rel in names:
-        path = safe_join(folder, rel, f"published file of {folder}:")
-        if path.is_symlink():
-            raise UnsafePathError(f"published file {path} is a symlink: refused, nothing read or written (a published datastore holds "
-                                  "regular files only)")
+        no_symlink(folder, rel, "published file")
 
 
 def pull(
