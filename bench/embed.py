@@ -35,7 +35,7 @@ from massiveds.core.report import table
 from massiveds.encode.embed import Embedder
 
 
-def bare_encode(texts: list[str], info: dict[str, Any], batch_size: int) -> tuple[float, float]:
+def bare_encode(texts: list[str], info: dict[str, Any], batch_size: int | None) -> tuple[float, float]:
     """A bare loop on ``texts``: (seconds to load the model, seconds to encode them all in one call)."""
     start = time.perf_counter()
     model = Embedder(info["model"], device="auto", normalize=info["normalize"], max_length=info["max_length"], batch_size=batch_size)
@@ -67,7 +67,8 @@ def main() -> None:
             stage.append(catalog["build"]["stage_seconds"]["embed"])
             stage_model.append(stage[-1] * catalog["build"]["embed_model_busy"])
             texts = [t for s in catalog["shards"] for t in PassageFile(out / "shards" / s["name"] / "passages.arrow").column("text")]
-            load_s, encode_s = bare_encode(texts, catalog["embedder"], catalog["manifests"][0]["content"]["embed"]["batch_size"])
+            batch = catalog["manifests"][0]["content"]["embed"]["batch_size"]
+            load_s, encode_s = bare_encode(texts, catalog["embedder"], None if batch == "auto" else batch)
             bare.append(encode_s)
             bare_load.append(load_s + encode_s)
             print(f"run {run + 1}: stage {stage[-1]:.1f} s, bare encode {encode_s:.1f} s (+ {load_s:.1f} s model load)", flush=True)

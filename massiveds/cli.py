@@ -15,7 +15,7 @@ from massiveds.core.errors import MassiveDSError
 from massiveds.core.report import console, table
 
 if TYPE_CHECKING:
-    from massiveds.core.catalog import Catalog
+    from massiveds.core.catalog import Catalog, RecallRecord
     from massiveds.ops.stats import ShardStats
 
 
@@ -72,13 +72,23 @@ def build(
     rows: list[tuple[str, int | str | None]] = [("records read", b.records_read)]
     rows += [(f"dropped {reason}", n) for reason, n in b.dropped.items()]
     rows += [("documents kept", b.documents_kept), ("passages", catalog.num_passages), ("shards", len(catalog.shards)),
-             ("index", catalog.index.factory)]
+             ("index", catalog.index.factory), *_recall_row(catalog.recall)]
     if nodes := {node for steps in b.nodes.values() for per_node in steps.values() for node in per_node}:
         rows.append(("ray nodes", len(nodes)))
     console.print(table("datastore", ["", "count"], rows))
     if len(catalog.domains) > 1:
         _print_domains("domains", catalog)
     console.print(f"datastore ready: {out}")
+
+
+def _recall_row(recall: RecallRecord | None) -> list[tuple[str, str]]:
+    """The build summary's line on the recall measured at the end of the build: the figures, or why it was skipped."""
+    if recall is None:
+        return []
+    if recall.status != "measured":
+        return [("recall", f"skipped: {recall.reason}")]
+    extra, k = recall.model_extra or {}, recall.k
+    return [(f"recall@{k} (with exact rerank)", f"{extra.get(f'recall_at_{k}')} ({extra.get(f'recall_at_{k}_rerank')})")]
 
 
 def _print_domains(title: str, catalog: Catalog) -> None:
@@ -531,6 +541,29 @@ def _int_list(text: str | None, what: str) -> list[int] | None:
     if not values or min(values) < 1:
         raise MassiveDSError(f"{what} must be positive integers, got {text!r}")
     return values
+
+
+@app.command("distill-embedder")
+def distill_embedder(
+    source: Annotated[str, typer.Argument(help="a local sentence-transformers model folder (or a packaged offline model name)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="new folder for the static model: name it as embed.model")],
+    dims: Annotated[int, typer.Option(help="dimensions of the static vectors (PCA of the source model's)")] = 256,
+) -> None:
+    """Distil a static embedder (model2vec) from a local model, offline: ~50x a transformer's CPU throughput for a datastore."""
+    from massiveds.encode.distill import distill_static
+
+    try:
+        console.print(f"distilling {source} into a {dims}-dimension static model (every vocabulary token through the source model)")
+        made = distill_static(source, out, dims)
+    except MassiveDSError as exc:
+        _fail(str(exc))
+        return
+    from massiveds.ops.publish import human_bytes
+
+    rows = [("source", made.source), ("static model", str(made.out)), ("dimensions", made.dims), ("vocabulary", f"{made.vocabulary:,}"),
+            ("size", human_bytes(made.bytes)), ("seconds", round(made.seconds, 1))]
+    console.print(table("distill-embedder", ["", "value"], rows))
+    console.print(f"use it in a manifest: embed: {{model: {made.out}}}")
 
 
 @app.command("eval-recall")

@@ -50,3 +50,11 @@ def small_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = folder / "ds"
     massiveds("build", str(write_small_manifest(folder)), "--out", str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def static_model() -> Path:
+    """A static embedder distilled from the packaged all-MiniLM-L6-v2, once per checkout (kept in the ignored ``.cache/``)."""
+    from massiveds.encode.distill import cached_static
+
+    return cached_static("all-MiniLM-L6-v2", REPO / ".cache")

@@ -40,7 +40,7 @@ def test_minimal_manifest_gets_design_defaults(tmp_path: Path) -> None:
     assert (m.dedup.near.ngram, m.dedup.near.num_perm, m.dedup.near.bands, m.dedup.near.threshold) == (5, 112, 14, 0.8)
     assert (m.decontaminate.ngram, m.decontaminate.threshold) == (13, 0.8)
     assert (m.chunk.size, m.chunk.overlap, m.chunk.min_size) == (256, 0, 20)
-    assert m.embed.batch_size == 64
+    assert m.embed.batch_size == "auto"  # 64 for a transformer, 1024 for a static model
     assert m.shards.target_passages == 1_000_000
     assert m.sources[0].format == "jsonl" and m.sources[0].text_field == "text"
 

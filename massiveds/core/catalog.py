@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -172,12 +172,16 @@ class EmbedderRecord(Record):
     """The embedder the vectors were made with (``massiveds.encode.embed.Embedder.info``)."""
 
     model: str
+    #: ``transformer`` or ``static`` (a ``StaticEmbedding``); catalogs from before static models were transformers
+    kind: Literal["transformer", "static"] = "transformer"
     dim: int
     normalize: bool
     max_length: int | None = None
     query_prefix: str = ""
     passage_prefix: str = ""
     similarity: str = "inner_product"
+    #: the first components of a fixed text's vector (``massiveds.encode.embed.PROBE_TEXT``): a changed model gives others
+    probe: list[float] | None = None
 
 
 class IndexRecord(Record):

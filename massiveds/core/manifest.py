@@ -259,8 +259,10 @@ class Chunk(_Strict):
 class Embed(_Strict):
     """The sentence-transformers embedder and how it runs."""
 
-    model: str = "all-MiniLM-L6-v2"
-    batch_size: PositiveInt = 64
+    model: str = Field(default="all-MiniLM-L6-v2",
+                       description="a sentence-transformers model (transformer or static): hub name or local folder")
+    batch_size: PositiveInt | Auto = Field(default="auto",
+                                           description="passages per model batch; auto: 64 for a transformer, 1024 for a static model")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     store_vectors: bool = True
     normalize: bool = True

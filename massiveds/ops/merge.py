@@ -35,26 +35,17 @@ from massiveds.core.catalog import (
 )
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import DatastoreLayout, sha256_file, shard_name, write_json
+from massiveds.encode.embed import differences
 from massiveds.ops.subsample import rewrite_shard
 from massiveds.ops.verify import require_catalog_files
-
-EMBEDDER_KEYS = ("model", "dim", "normalize", "max_length", "query_prefix", "passage_prefix")
-
-
-def _identity(embedder: EmbedderRecord) -> tuple[object, ...]:
-    """What makes vectors comparable: model, dimension, normalisation, max length, prefixes (``EMBEDDER_KEYS``)."""
-    return (embedder.model, embedder.dim, embedder.normalize, embedder.max_length, embedder.query_prefix, embedder.passage_prefix)
 
 
 def check_embedders(catalogs: list[tuple[Path, Catalog]]) -> EmbedderRecord:
     """The common embedder of the catalogs; raises naming the first that differs."""
     (first_path, first), *rest = catalogs
-    want = _identity(first.embedder)
     for path, cat in rest:
-        got = _identity(cat.embedder)
-        if got != want:
-            diff = ", ".join(f"{k}: {w!r} vs {g!r}" for k, w, g in zip(EMBEDDER_KEYS, want, got, strict=True) if w != g)
-            raise MassiveDSError(f"cannot merge {first_path} and {path}: their embedders differ ({diff}); re-embed one of them")
+        if diff := differences(first.embedder, cat.embedder):
+            raise MassiveDSError(f"cannot merge {first_path} and {path}: their embedders differ ({'; '.join(diff)}); re-embed one of them")
     return first.embedder
 
 

@@ -25,10 +25,10 @@ from typing import Any
 import faiss
 import numpy as np
 
-from massiveds.core.catalog import Catalog, ShardRecord, open_catalog
+from massiveds.core.catalog import Catalog, EmbedderRecord, ShardRecord, open_catalog
 from massiveds.core.errors import DatastoreError, MassiveDSError, ShardSkippedWarning
 from massiveds.core.layout import FORMAT_VERSION, DatastoreLayout
-from massiveds.encode.embed import Embedder
+from massiveds.encode.embed import Embedder, differences
 from massiveds.encode.index import as_float32, set_nprobe
 from massiveds.store.merged import merged_matches, read_merged
 from massiveds.store.search import SearchOptions, SearchResult, run_search
@@ -79,10 +79,23 @@ class Datastore:
 
     @property
     def embedder(self) -> Embedder:
-        """The datastore's own embedder, loaded on first use."""
+        """The datastore's own embedder, loaded on first use and checked against the catalog's record of it."""
         if self._embedder is None:
-            self._embedder = Embedder.from_info(self.catalog.embedder.model_dump(mode="json"))  # defaults included
+            self.use_embedder(Embedder.from_info(self.catalog.embedder.model_dump(mode="json")))  # defaults included
+        assert self._embedder is not None
         return self._embedder
+
+    def use_embedder(self, embedder: Embedder) -> None:
+        """Embed queries with ``embedder`` (one loaded model shared by datastores); refused unless it is the datastore's.
+
+        Vectors of another model (or of the same name whose weights changed since the build) are not
+        comparable with the stored ones: a search with it would return confident nonsense.
+        """
+        got = EmbedderRecord.model_validate(embedder.info())
+        if diff := differences(self.catalog.embedder, got):
+            raise MassiveDSError(f"{self.root}: the query embedder is not the one this datastore was built with ({'; '.join(diff)}); "
+                                 "search with the datastore's own model, or rebuild the datastore with this one")
+        self._embedder = embedder
 
     @property
     def merged_index(self) -> faiss.Index | None:

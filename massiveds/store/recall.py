@@ -194,6 +194,10 @@ def shard_sample(catalog: Catalog, max_vectors: int, seed: int = 0) -> Catalog:
     return catalog.but(shards=[shards[i] for i in sorted(picked)])
 
 
+#: The fewest passages a build measures its recall on (below, the catalog says it was skipped and why).
+MIN_RECALL_PASSAGES = 2
+
+
 def recall_summary(
     datastore_path: str | Path,
     catalog: Catalog | None = None,
@@ -212,6 +216,8 @@ def recall_summary(
     ds = Datastore(Path(datastore_path), scoped)
     if not all(s.has_vectors for s in ds.shards):
         return {"status": "skipped", "reason": "no stored vectors (embed.store_vectors: false)"}
+    if ds.num_passages < MIN_RECALL_PASSAGES:  # a query is held out of its own results: one passage leaves nothing to find
+        return {"status": "skipped", "reason": f"{ds.num_passages} passage(s): too few to measure recall (needs {MIN_RECALL_PASSAGES})"}
     default = ds.catalog.index.nprobe
     report = evaluate(ds, n_queries, nprobes=[default] if default else None, ks=[k], rerank=True, seed=seed)
     plain, reranked = report.rows

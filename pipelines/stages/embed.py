@@ -30,7 +30,7 @@ from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import atomic_path, read_json, write_json
 from massiveds.core.manifest import Embed as EmbedSpec
 from massiveds.core.passages import PassageFile
-from massiveds.encode.embed import Embedder
+from massiveds.encode.embed import DEFAULT_BATCH, Embedder, EmbedderKind, declared_kind
 from pipelines.stage import BuildContext, PoolStep, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
 from pipelines.stages.shard import ShardItem, ShardRecord
 
@@ -65,8 +65,11 @@ class EmbedResult(UnitResult):
     worker: str
 
 
-def read_passage_range(window: Window, shards_dir: Path) -> pa.Table:
-    """(passage_id, text) of a window's rows, longest text first: model batches cut in this order hold like lengths."""
+def read_passage_range(window: Window, shards_dir: Path, by_length: bool = True) -> pa.Table:
+    """(passage_id, text) of a window's rows, longest text first (``by_length``): model batches cut in this order hold like lengths.
+
+    A static model pads nothing, so its windows keep their order.
+    """
     pf = PassageFile(shards_dir / window.shard / "passages.arrow")
     b = pf.batch_rows
     batches = [pf.read_batch(i) for i in range(window.start // b, (window.stop - 1) // b + 1)]
@@ -74,6 +77,8 @@ def read_passage_range(window: Window, shards_dir: Path) -> pa.Table:
     table = table.slice(window.start - (window.start // b) * b, window.stop - window.start)
     if window.only is not None:  # a resumed window: the rows no finished part covers
         table = table.take(pa.array(np.asarray(window.only, dtype=np.int64) - window.start))
+    if not by_length:
+        return table
     return table.take(pc.array_sort_indices(pc.utf8_length(table.column("text")), order="descending"))
 
 
@@ -124,6 +129,11 @@ def windows(shards: Sequence[ShardItem], build: Path) -> list[Window]:
     return out
 
 
+def batch_size_of(spec: EmbedSpec, kind: EmbedderKind) -> int:
+    """The manifest's model batch size, or the default for the model's kind."""
+    return DEFAULT_BATCH[kind] if spec.batch_size == "auto" else spec.batch_size
+
+
 def calls_of(windows: Sequence[Window], batch_size: int) -> list[EmbedCall]:
     """The model calls that embed ``windows``: each window's rows, in slices of ``CALL_BATCHES`` batches."""
     call_rows = batch_size * CALL_BATCHES
@@ -141,19 +151,25 @@ class EmbedWorker:
 
     def __init__(self, spec: EmbedSpec, base_dir: Path | None, threads: int, build: Path, shards: Sequence[ShardItem],
                  shards_dir: Path) -> None:
+        kind = declared_kind(spec.model, base_dir)
         if threads:  # 0: keep torch's default
             os.environ["OMP_NUM_THREADS"] = str(threads)  # Ray set it to 1, and OpenMP reads it once, when torch loads
+            os.environ["RAYON_NUM_THREADS"] = str(threads)  # the tokenizers' thread pool, made on its first parallel call
             import torch
 
             torch.set_num_threads(threads)
+        if kind == "static" and threads != 1:  # a static model's time goes to tokenizing: give it the worker's threads
+            os.environ["TOKENIZERS_PARALLELISM"] = "true"
         self.failed: str | None = None
         self.name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.build, self.shards, self.shards_dir = build, list(shards), shards_dir
-        self.call_rows = spec.batch_size * CALL_BATCHES
+        batch_size = batch_size_of(spec, kind)
+        self.call_rows = batch_size * CALL_BATCHES
+        self.by_length = kind == "transformer"
         self.window: tuple[tuple[str, int, int], pa.Table] | None = None
         try:
             self.embedder = Embedder(spec.model, device=spec.device, normalize=spec.normalize, max_length=spec.max_length,
-                                     query_prefix=spec.query_prefix, passage_prefix=spec.passage_prefix, batch_size=spec.batch_size,
+                                     query_prefix=spec.query_prefix, passage_prefix=spec.passage_prefix, batch_size=batch_size,
                                      base_dir=base_dir)
         except MassiveDSError as exc:
             self.failed = str(exc)
@@ -165,7 +181,7 @@ class EmbedWorker:
             raise MassiveDSError(self.failed)
         key = (call.shard, call.start, call.stop)
         if self.window is None or self.window[0] != key:
-            self.window = (key, read_passage_range(call, self.shards_dir))
+            self.window = (key, read_passage_range(call, self.shards_dir, self.by_length))
         rows = self.window[1].slice(call.slice * self.call_rows, self.call_rows)
         texts = rows.column("text").to_pylist()
         start = time.perf_counter()
@@ -247,7 +263,8 @@ class Embed(Stage):
         workers = EmbedWorkers(spec, ctx.manifests.first.base_dir, ctx.build, tuple(shards), ctx.layout.shards)
         step = PoolStep("embed", workers, EmbedResult, spec.device, spec.workers, rates=("passages", "tokens"))
         clock = time.perf_counter()
-        results = executor.pool(step, calls_of(todo, spec.batch_size), total)
+        batch_size = batch_size_of(spec, declared_kind(spec.model, ctx.manifests.first.base_dir))
+        results = executor.pool(step, calls_of(todo, batch_size), total)
         seconds = time.perf_counter() - clock
         paths = vectors_paths(ctx, shards)
         executor.map(Step("vectors", GatherVectors(ctx.build, paths), VectorsResult), shards)
@@ -261,7 +278,8 @@ class Embed(Stage):
         return EmbedRecord(
             embedder=info, passages=total, passages_earlier=earlier, passages_per_s=rate, tokens=tokens, tokens_per_s=token_rate,
             model_busy=busy,
-            summary=f"{total:,} passages with {info.model} (dim {info.dim}), {rate:,.1f} passages/s, {token_rate:,.0f} tokens/s"
+            summary=f"{total:,} passages with {info.model} ({info.kind}, dim {info.dim}), "
+            f"{rate:,.1f} passages/s, {token_rate:,.0f} tokens/s"
             + (f", models busy {busy:.0%} of the stage" if busy is not None else "")
             + (f"; {earlier:,} embedded by an earlier run" if earlier else ""),
         )

@@ -43,7 +43,12 @@ class InputFile:
     @property
     def unit(self) -> str:
         """Name of this file's work unit in every per-file build stage."""
-        return f"s{self.source_idx:04d}-f{self.file_idx:07d}"
+        return unit_name(self.source_idx, self.file_idx)
+
+
+def unit_name(source_idx: int, file_idx: int) -> str:
+    """The work unit (and per-file output name) of the ``file_idx``-th input file of source ``source_idx``."""
+    return f"s{source_idx:04d}-f{file_idx:07d}"
 
 
 def _relative(path: Path, base: Path) -> str:
