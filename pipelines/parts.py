@@ -17,10 +17,13 @@ import pyarrow.parquet as pq
 
 from massiveds.core.layout import atomic_path
 from massiveds.core.schema import FILE_BITS, ROW_BITS
+from massiveds.ingest.sources.files import unit_name
 from pipelines.stage import InputItem
 
-#: Folders (under ``build/``) of the ``_ord``s each clean-up stage removes, by its ``Stage.removes`` key.
-REMOVED = {"exact": "dedup/duplicates", "near": "dedup/near/duplicates", "decontaminate": "decontaminate/matches"}
+#: Where (under ``build/``) each clean-up stage writes the ``_ord``s it removes, by its ``Stage.removes`` key: one file
+#: per input file (``{unit}``), so a unit reads its own; exact dedup's reducers write one per hash partition, all read.
+REMOVED = {"exact": "dedup/duplicates/*.parquet", "near": "dedup/near/duplicates/{unit}.parquet",
+           "decontaminate": "decontaminate/matches/{unit}.parquet"}
 
 
 class PartWriter:
@@ -83,18 +86,18 @@ def ord_file(ords: pa.Array | list[int]) -> list[tuple[int, int]]:
 
 
 def removed_ords(build: Path, source_idx: int, file_idx: int, removed: Sequence[str]) -> pa.Array:
-    """Unique ``_ord``s of one input file removed by the clean-up stages ``removed`` (keys of ``REMOVED``), as int64."""
+    """Unique ``_ord``s of one input file removed by the clean-up stages ``removed`` (keys of ``REMOVED``), as int64.
+
+    Its cost is the files it opens: one per per-unit stage, and exact dedup's partitions (few: ~64 MiB of keys each),
+    not every removal file of the build (a cost of units x files).
+    """
     lo, hi = unit_ord_range(source_idx, file_idx)
-    found = []
-    for stage in removed:
-        folder = build / REMOVED[stage]
-        if not folder.is_dir() or not any(folder.glob("*.parquet")):
-            continue
-        dataset = pds.dataset(str(folder), format="parquet")
-        found.append(dataset.to_table(columns=["_ord"], filter=(pds.field("_ord") >= lo) & (pds.field("_ord") < hi)).column("_ord"))
-    if not found:
+    unit = unit_name(source_idx, file_idx)
+    files = [str(f) for stage in removed for f in sorted(build.glob(REMOVED[stage].format(unit=unit)))]
+    if not files:
         return pa.array([], pa.int64())
-    return pc.unique(pa.chunked_array([c for col in found for c in col.chunks], pa.int64()).combine_chunks())
+    table = pds.dataset(files, format="parquet").to_table(columns=["_ord"], filter=(pds.field("_ord") >= lo) & (pds.field("_ord") < hi))
+    return pc.unique(table.column("_ord").combine_chunks().cast(pa.int64()))
 
 
 def surviving_documents(build: Path, item: InputItem, removed: Sequence[str], columns: list[str] | None = None) -> Iterator[pa.Table]:
