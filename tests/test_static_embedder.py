@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import massiveds
@@ -46,6 +47,10 @@ def test_the_distilled_model_is_a_static_sentence_transformer(static_model: Path
     tokenizer = emb.model[0].tokenizer  # the count is the tokenizer's, without special tokens, cut at the cap
     assert emb.count_passage_tokens(texts) == sum(len(tokenizer.encode(t, add_special_tokens=False).ids) for t in texts) > 10
     assert emb.count_passage_tokens([" ".join(["word"] * 2000)]) == 512
+    # the embed stage's one-pass path (vectors and token count from one tokenizing) gives sentence-transformers' own vectors
+    vectors, tokens = emb.encode_passages_counted([*texts, " ".join(["word"] * 2000)])
+    reference = emb.model.encode([*texts, " ".join(["word"] * 2000)], normalize_embeddings=True)
+    assert np.allclose(vectors, reference, atol=1e-6) and tokens == emb.count_passage_tokens(texts) + 512
     short = Embedder(str(static_model), device="cpu", max_length=16)
     assert short.max_length == 16 and short.count_passage_tokens([" ".join(["word"] * 2000)]) == 16
     assert short.info()["max_length"] == 16

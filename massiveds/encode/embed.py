@@ -218,9 +218,12 @@ class Embedder:
             "probe": self.probe(),
         }
 
-    def _encode(self, texts: list[str], prefix: str) -> np.ndarray:
+    def _encode(self, texts: list[str], prefix: str) -> tuple[np.ndarray, int | None]:
+        """Vectors of ``texts`` with ``prefix``, and the tokens read when the model counts them as it goes (static), else None."""
         if prefix:
             texts = [prefix + t for t in texts]
+        if self.kind == "static":
+            return self._encode_static(texts)
         vectors = self.model.encode(
             texts,
             batch_size=self.batch_size,
@@ -228,11 +231,35 @@ class Embedder:
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+        return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dim), None
+
+    def _encode_static(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """A static model's vectors, tokenized once per batch: the token count comes from that pass, not a second one.
+
+        Its tokenizing is most of its time, so counting tokens with a pass of its own would cost nearly as much as embedding.
+        """
+        import torch
+
+        module: Any = self.model[0]
+        out, tokens = np.empty((len(texts), self.dim), dtype=np.float32), 0
+        for lo in range(0, len(texts), self.batch_size):
+            features = module.preprocess(texts[lo : lo + self.batch_size])
+            tokens += int(features["input_ids"].numel())
+            with torch.inference_mode():
+                vectors = module({k: v.to(self.device) for k, v in features.items()})["sentence_embedding"]
+                if self.normalize:
+                    vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+            out[lo : lo + self.batch_size] = vectors.float().cpu().numpy()
+        return out, tokens
 
     def encode_passages(self, texts: list[str]) -> np.ndarray:
         """Embed passages (sentence-transformers sorts each call's texts by length to cut padding)."""
-        return self._encode(texts, self.passage_prefix)
+        return self._encode(texts, self.passage_prefix)[0]
+
+    def encode_passages_counted(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """Embed passages and count the tokens the model read (for tokens/s), in one tokenizing pass where the model allows."""
+        vectors, tokens = self._encode(texts, self.passage_prefix)
+        return vectors, self.count_passage_tokens(texts) if tokens is None else tokens
 
     def count_passage_tokens(self, texts: list[str]) -> int:
         """Tokens the model reads for these passages (prefix and special tokens in, cut at max length), for tokens/s."""
@@ -244,4 +271,4 @@ class Embedder:
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         """Embed queries with the query prefix the datastore was built with."""
-        return self._encode(texts, self.query_prefix)
+        return self._encode(texts, self.query_prefix)[0]

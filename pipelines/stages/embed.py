@@ -185,9 +185,8 @@ class EmbedWorker:
         rows = self.window[1].slice(call.slice * self.call_rows, self.call_rows)
         texts = rows.column("text").to_pylist()
         start = time.perf_counter()
-        vectors = self.embedder.encode_passages(texts)
+        vectors, tokens = self.embedder.encode_passages_counted(texts)
         seconds = time.perf_counter() - start
-        tokens = self.embedder.count_passage_tokens(texts)
         write_embeddings_part(rows.column("passage_id").to_numpy(), vectors, self.shards, self.build)
         return EmbedResult(unit=call.unit, passages=len(rows), tokens=tokens, model_s=seconds, worker=self.name)
 
