@@ -21,8 +21,10 @@ limited to one thread), calling the build's own functions on a manifest of these
              the filter calls is also shown apart ("extract/filter (in the unit)")
     exact    exact dedup, map and reduce (``pipelines.stages.dedup.run_exact_dedup``)
     minhash  near dedup, every step (``pipelines.stages.near_dedup.run_near_dedup``), partitions as the build
-             picks them (~64 MiB of compressed documents each); again with ``--small-partition-mb``
-             partitions, so that partitions grow in number with the data (0 skips it)
+             picks them (one per ``NEAR_PARTITION_BYTES`` of compressed documents); again with
+             ``--small-partition-mb`` partitions, so that partitions grow in number with the data (0 skips
+             it). Each unit's own peak RSS is recorded (VmHWM reset before it), the highest per step: what
+             one reducer (or map unit) holds; and the files and bytes each step wrote
     chunk    the chunk unit (256-word passages), leaving out both dedups' removals
 
 Rates are per CPU second of the stage's process (user + sys): documents/s and MB/s, MB being the
@@ -44,6 +46,7 @@ benchmark: per-core rates of the exact and MinHash stages and their peak RSS at 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -53,7 +56,7 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +67,7 @@ import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import yaml
 import zstandard
-from _common import REPO, load_average, machine, measured, run_measured, shared_rows
+from _common import REPO, _peak_rss_mib, load_average, machine, measured, run_measured, shared_rows
 from rich.console import Console
 from rich.progress import Progress
 
@@ -75,7 +78,7 @@ from massiveds.core.report import table
 from massiveds.ingest.extract import reader_for
 from massiveds.ingest.sources.files import resolve_inputs
 from pipelines.executor import LocalExecutor
-from pipelines.stage import InputItem
+from pipelines.stage import InputItem, Item, PoolStep, Result, Step
 from pipelines.stages import extract as extract_stage
 from pipelines.stages.chunk import ChunkFiles
 from pipelines.stages.dedup import run_exact_dedup
@@ -96,6 +99,7 @@ DATATROVE_STEPS = ("signatures", "buckets", "cluster", "filter")
 _WORD = re.compile(r"(?<![\\{&\w])[a-z]{3,}(?![\w}=;])")
 _TAG = re.compile(r"(<[^>]*>)")
 UNVERIFIED = "minhash, verify none"
+NEAR_STEPS = ("near-map", "near-bands", "near-attach", "near-verify", "near-cc", "near-clusters", "near-resolve")
 DRIVER = Path(__file__).resolve().parent / "_datatrove_minhash.py"
 
 
@@ -167,6 +171,46 @@ def make_inputs(work: Path, scale: int, rate: float, names: list[str], settings:
 # -- one stage, in its own process -----------------------------------------------------------
 
 
+def _rss_mib() -> float:
+    """Resident set of this process now, MiB (VmRSS)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+class UnitPeaks:
+    """A step runner over a ``LocalExecutor`` that keeps, per step, the highest peak RSS of one unit and its growth (MiB).
+
+    A unit's growth is its peak less the RSS it started with (what the process kept from earlier units).
+    """
+
+    def __init__(self, inner: LocalExecutor) -> None:
+        self.inner = inner
+        self.peaks: dict[str, float] = {}
+        self.growth: dict[str, float] = {}
+
+    def map(self, step: Step[Item, Result], items: Sequence[Item]) -> list[Result]:
+        def run(item: Item) -> Result:
+            Path("/proc/self/clear_refs").write_text("5")  # Linux: the peak (VmHWM) starts again from the current RSS
+            start = _rss_mib()
+            result = step.run(item)
+            peak = _peak_rss_mib()
+            self.peaks[step.name] = max(self.peaks.get(step.name, 0.0), peak)
+            self.growth[step.name] = max(self.growth.get(step.name, 0.0), peak - start)
+            return result
+
+        return self.inner.map(dataclasses.replace(step, run=run), items)
+
+    def pool(self, step: PoolStep[Item, Result], calls: Sequence[Item], total: int) -> list[Result]:
+        return self.inner.pool(step, calls, total)
+
+
+def near_files(folder: Path) -> dict[str, dict[str, int]]:
+    """Files and bytes under each folder of a near-dedup run."""
+    sizes = {f.name: [p.stat().st_size for p in f.rglob("*") if p.is_file()] for f in sorted(folder.iterdir()) if f.is_dir()}
+    return {name: {"files": len(s), "bytes": sum(s)} for name, s in sizes.items()}
+
+
+
 def _cpu_into(totals: dict[str, float], key: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn``, adding the CPU seconds of each call to ``totals[key]``."""
 
@@ -207,14 +251,24 @@ def run_stage(stage: str, manifest_path: Path, build: Path, partition_bytes: int
     def minhash() -> dict[str, Any]:
         near = manifest.dedup.near if verify is None else manifest.dedup.near.model_copy(update={"verify": verify})
         config = NearConfig(build, near, near_partitions(build, items, partition_bytes))
-        return run_near_dedup(executor, items, config, removed=("exact",)).model_dump()
+        runner = UnitPeaks(executor)
+        record = run_near_dedup(runner, items, config, removed=("exact",), keep_intermediate=True)
+        files = near_files(config.path())
+        for folder in files.keys() - {"duplicates"}:
+            shutil.rmtree(config.path(folder))
+        documents = sum((build / "documents" / f"{i.unit}.parquet").stat().st_size for i in items)
+        return record.model_dump() | {"unit_peak_mib": runner.peaks, "unit_growth_mib": runner.growth, "files": files,
+                                      "documents_bytes": documents}
 
     def chunk() -> dict[str, Any]:
         step = ChunkFiles(build, [manifest], ("exact", "near"), loaded.base_dir)
         return {"passages": sum(step(i).passages for i in items)}
 
     stages = {"read": read, "extract": extract, "exact": exact, "minhash": minhash, "chunk": chunk}
-    return measured(stages[stage])
+    m = measured(stages[stage])
+    if stage == "minhash":  # its units each reset the peak (VmHWM) to measure their own: the stage's is the highest
+        m["rss_peak_mib"] = max(m["rss_peak_mib"], *m["result"]["unit_peak_mib"].values())
+    return m
 
 
 def stage_process(stage: str, manifest: Path, build: Path, partition_bytes: int, verify: str | None = None) -> dict[str, Any]:
@@ -419,6 +473,23 @@ def ratio_rows(results: dict[int, dict[str, Any]]) -> tuple[list[str], list[list
     return cols, rows
 
 
+def near_rows(results: dict[int, dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Per MinHash run and scale: partitions, each step's highest per-unit peak RSS (and growth), files and MiB written."""
+    rows = []
+    for stage in (s for s in _stage_names(results) if s.startswith("minhash")):
+        for scale, r in results.items():
+            res = r["stages"][stage]["result"] if stage in r["stages"] else {}
+            if "unit_peak_mib" not in res:
+                continue
+            peaks, growth = res["unit_peak_mib"], res["unit_growth_mib"]
+            written = {k: v for k, v in res["files"].items() if k != "duplicates"}
+            rows.append((stage, f"{scale}x", res["partitions"], round(res["documents_bytes"] / 2**20, 1),
+                         *(f"{peaks[s]:.0f} (+{growth[s]:.0f})" if s in peaks else None for s in NEAR_STEPS),
+                         sum(v["files"] for v in written.values()), round(sum(v["bytes"] for v in written.values()) / 2**20, 1),
+                         ", ".join(f"{k} {v['files']}" for k, v in written.items())))
+    return rows
+
+
 def datatrove_rows(results: dict[int, dict[str, Any]]) -> tuple[list[tuple[Any, ...]], list[str]]:
     """Rows of ours (both verify modes) vs datatrove at each scale it ran, and the removed-set agreement lines."""
     rows, notes = [], []
@@ -453,6 +524,10 @@ def report(args: argparse.Namespace, results: dict[int, dict[str, Any]], load: t
     if len(results) > 1:
         cols, rows = ratio_rows(results)
         console.print(table("Scaling within this run (linear time: CPU/doc ratio 1.0; flat memory: RSS ratio 1.0)", cols, rows))
+    cols = ["MinHash run", "scale", "partitions", "documents MiB (compressed)", *(f"{s} MiB" for s in NEAR_STEPS), "files",
+            "MiB written", "files by folder"]
+    console.print(table("MinHash dedup: the highest peak RSS of one unit per step (its growth over the RSS it started with); "
+                        "intermediate files", cols, near_rows(results)))
     if args.datatrove:
         rows, notes = datatrove_rows(results)
         cols = ["scale", "MinHash dedup (CPU s per step)", "documents", "wall s", "CPU s", "docs/s/core", "datatrove CPU / this",

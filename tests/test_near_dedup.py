@@ -3,21 +3,39 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import itertools
 import json
+import os
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import pytest
 
 from massiveds.clean.minhash import true_jaccard
 from massiveds.clean.ngrams import ngram_hashes
-from massiveds.core.manifest import NearDedup
+from massiveds.core.errors import MassiveDSError
+from massiveds.core.manifest import NearDedup, load_manifest
+from massiveds.ingest.sources.files import resolve_inputs
 from pipelines.parts import removed_ords
-from pipelines.stages.dedup import FindDuplicates, HashDocuments, PartitionItem
-from pipelines.stages.near_dedup import NEAR_DUPLICATES, NearConfig, NearDedupRecord, run_near_dedup
-from tests.helpers import local
+from pipelines.stage import InputItem
+from pipelines.stages import extract as extract_stage
+from pipelines.stages import near_dedup
+from pipelines.stages.dedup import FindDuplicates, HashDocuments, PartitionItem, run_exact_dedup
+from pipelines.stages.near_dedup import (
+    CLUSTERS,
+    NEAR_DUPLICATES,
+    NearConfig,
+    NearDedupRecord,
+    Scatter,
+    near_partitions,
+    read_scatter,
+    run_near_dedup,
+)
+from tests.helpers import REPO, local
 from tests.planted_corpus import Doc, near_dup_corpus, write_parts
 
 PARTS = 3
@@ -166,3 +184,116 @@ def test_a_corpus_without_near_duplicates(tmp_path: Path, corpus: list[Doc]) -> 
     summary = run_near_dedup(local(tmp_path), items, NearConfig(tmp_path, NearDedup(enabled=True), 3))
     assert summary.duplicates == 0 and summary.documents == len(unrelated)
     assert _duplicates(tmp_path).num_rows == 0
+
+
+def _removals(build: Path) -> list[tuple[str, str, int]]:
+    """(doc_id, duplicate_of, cluster) of every near duplicate, sorted."""
+    dups = _duplicates(build)
+    return sorted(zip(*(dups.column(c).to_pylist() for c in ("doc_id", "duplicate_of", "cluster")), strict=True))
+
+
+def _digest(rows: list) -> str:
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+#: What near dedup removed from the planted corpus (3 parts) before its shuffles wrote scatter files (one Parquet
+#: file per pair of unit and partition then): duplicates and a digest of the sorted (doc_id, duplicate_of, cluster).
+PINNED = {"jaccard": (72, "c3facfd463b4fd50"), "signature": (81, "3bb1e56b8fc7735b"), "none": (117, "8c329889e677e8db")}
+
+
+@pytest.mark.parametrize("verify", ["jaccard", "signature", "none"])
+def test_many_partitions_remove_what_one_does_and_what_was_pinned(tmp_path: Path, corpus: list[Doc], verify: str) -> None:
+    """P >> 1 (partitions sized from the documents' bytes, far past the parts' count) against P = 1, and the pinned removals."""
+    near = NearDedup(enabled=True, verify=verify)
+    outputs = []
+    for name, size in (("one", None), ("many", 16384)):
+        build = tmp_path / name
+        items = write_parts(build, corpus, PARTS)
+        partitions = 1 if size is None else near_partitions(build, items, size)
+        summary = run_near_dedup(local(build), items, NearConfig(build, near, partitions))
+        dropped = pds.dataset(str(build / "dropped" / "near_dedup"), format="parquet").to_table().sort_by("doc_id")
+        outputs.append((summary.partitions, _duplicates(build), dropped, (summary.documents, summary.signed, summary.duplicates)))
+    (one, dups_1, dropped_1, summary_1), (many, dups_n, dropped_n, summary_n) = outputs
+    assert one == 1 and many > 4 * PARTS  # more partitions than the old cap (4 per documents part) allowed
+    assert dups_n.equals(dups_1) and dropped_n.equals(dropped_1) and summary_n == summary_1
+    assert (dups_1.num_rows, _digest(_removals(tmp_path / "one"))) == PINNED[verify]
+
+
+def test_the_shipped_example_with_many_partitions(tmp_path: Path) -> None:
+    """The jargon example as a build deduplicates it (exact first): FOLDOC's copies of Jargon File entries, whatever P."""
+    loaded = load_manifest(REPO / "manifests" / "examples" / "jargon.yaml")
+    items = [InputItem.of(inp, 0) for inp in resolve_inputs(loaded)]
+    for item in items:
+        extract_stage.extract_file(item, loaded.manifest, tmp_path)
+    run_exact_dedup(local(tmp_path / "exact-markers"), items, tmp_path)
+    found = {}
+    for partitions in (1, near_partitions(tmp_path, items, 16384)):
+        config = NearConfig(tmp_path, loaded.manifest.dedup.near, partitions)
+        run_near_dedup(local(tmp_path / f"markers-{partitions}"), items, config, ("exact",))
+        found[partitions] = _removals(tmp_path)
+    [one, many] = found.values()
+    assert len(found) == 2 and one == many
+    assert [(d, o) for d, o, _ in one] == [("dict-foldoc:black art", "dict-jargon:black art"), ("dict-foldoc:noddy", "dict-jargon:noddy")]
+
+
+def test_near_partitions_grow_with_the_documents_without_a_cap(tmp_path: Path, corpus: list[Doc]) -> None:
+    items = write_parts(tmp_path, corpus, PARTS)
+    size = sum((tmp_path / "documents" / f"{i.unit}.parquet").stat().st_size for i in items)
+    assert near_partitions(tmp_path, items) == 1
+    assert near_partitions(tmp_path, items, size // 100) in (100, 101)
+    assert near_partitions(tmp_path, items[:1], 1) > 256
+
+
+def test_one_file_per_unit_and_output_whatever_the_partitions(tmp_path: Path, corpus: list[Doc]) -> None:
+    partitions = 16
+    items = write_parts(tmp_path, corpus, PARTS)
+    summary = run_near_dedup(local(tmp_path), items, NearConfig(tmp_path, NearDedup(enabled=True), partitions), keep_intermediate=True)
+    near = tmp_path / "dedup" / "near"
+    files = {f.relative_to(near).parent.as_posix(): [] for f in near.rglob("*.scatter")}
+    for f in near.rglob("*.scatter"):
+        files[f.relative_to(near).parent.as_posix()].append(f.name)
+    assert sorted(files["bands"]) == sorted(files["sigs"]) == sorted(f"{i.unit}.scatter" for i in items)
+    from_partitions = [f"from-p{p:04d}.scatter" for p in range(partitions)]
+    for folder in ("edges", "attached", "clusters", *(f"cc/s{k:03d}" for k in range(summary.cc_steps + 1))):
+        assert sorted(files.pop(folder)) == from_partitions, folder
+    assert set(files) == {"bands", "sigs"}
+    assert not list(tmp_path.rglob(".*.tmp-*"))
+    # near-clusters routes each member to its own documents part: part k's rows are exactly its duplicates
+    for k in range(len(items)):
+        rows = pa.Table.from_batches([b for f in (near / "clusters").iterdir() for b in read_scatter(f, k, CLUSTERS, PARTS)], CLUSTERS)
+        assert sorted(rows.column("_ord").to_pylist()) == sorted(removed_ords(tmp_path, 0, k, ["near"]).to_pylist())
+
+
+def test_scatter_round_trip_reads_only_the_asked_partition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    schema = pa.schema([("_ord", pa.int64()), ("payload", pa.list_(pa.uint64()))])
+    rng = np.random.default_rng(0)
+    partitions, path, written = 50, tmp_path / "x.scatter", []
+    with open(path, "wb") as f:
+        out = Scatter(f, schema, partitions, flush_bytes=20_000)  # several flushes: a partition's rows in several batches
+        for start in range(0, 3000, 300):
+            ords = np.arange(start, start + 300)
+            payload = pa.array([list(range(int(o) % 7)) for o in ords], pa.list_(pa.uint64()))
+            dest = rng.integers(0, partitions - 10, len(ords))  # the last 10 partitions stay empty
+            out.write(pa.table([pa.array(ords), payload], schema=schema), dest)
+            written.extend(zip(ords.tolist(), payload.to_pylist(), dest.tolist(), strict=True))
+        out.close()
+    read_bytes = []
+    pread = os.pread
+    monkeypatch.setattr(near_dedup.os, "pread", lambda fd, n, at: read_bytes.append(n) or pread(fd, n, at))
+    for p in range(partitions):
+        read_bytes.clear()
+        got = pa.Table.from_batches(read_scatter(path, p, schema, partitions), schema)
+        assert list(zip(got.column("_ord").to_pylist(), got.column("payload").to_pylist(), strict=True)) == \
+            [(o, x) for o, x, d in written if d == p]  # in the order written
+        assert sum(read_bytes) < 0.2 * path.stat().st_size  # this partition's batches and a few index entries, not the file
+    with pytest.raises(MassiveDSError, match="not written for 40 partitions"):
+        read_scatter(path, 0, schema, 40)
+
+
+def test_a_failed_unit_leaves_no_scatter_file(tmp_path: Path) -> None:
+    config = NearConfig(tmp_path, NearDedup(enabled=True), 4)
+    with pytest.raises(RuntimeError), config.scatter("edges", "from-p0000", near_dedup.EDGES) as out:
+        out.write(pa.table({"u": [1, 2], "v": [3, 4]}, schema=near_dedup.EDGES), np.array([0, 3]))
+        raise RuntimeError("killed")
+    assert list(config.path("edges").iterdir()) == []  # neither the file nor its temporary: a re-run writes it anew
+    assert config.table("edges", 0, near_dedup.EDGES).num_rows == 0

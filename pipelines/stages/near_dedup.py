@@ -1,17 +1,24 @@
 """near_dedup: near-duplicate removal (MinHash-LSH), hash-partitioned like exact dedup, in steps sharing one config.
 
-Steps, in order (``P`` = partitions; every folder is under ``build/dedup/near/``)::
+Steps, in order (``P`` = partitions, one per ``NEAR_PARTITION_BYTES`` of compressed documents; every folder
+is under ``build/dedup/near/``; each unit writes one scatter file per output, ``-> folder/file: to partition``)::
 
-    near-map       per documents part   signatures -> bands/p<b>/<unit> (band key, _ord), b = hash(key)
-                                          payloads   -> sigs/p<b>/<unit>  (_ord, payload), b = hash(_ord)
-    near-bands     per partition        buckets -> star edges (bucket min, member)  -> edges/p<hash(u)>/
-    near-attach    per partition        edges (u, v) joined with payload(u)         -> attached/p<hash(v)>/
-    near-verify    per partition        joined with payload(v); keep if similarity >= threshold -> cc/s000/
-    near-cc        per partition, step  large-star (even) / small-star (odd)         -> cc/s<k+1>/
+    near-map       per documents part   signatures -> bands/<unit>: (band key, _ord) to hash(key)
+                                          payloads   -> sigs/<unit>:  (_ord, payload) to hash(_ord)
+    near-bands     per partition        buckets -> star edges (bucket min u, member v) -> edges/from-p<p>: to hash(u)
+    near-attach    per partition        edges (u, v) joined with payload(u)         -> attached/from-p<p>: to hash(v)
+    near-verify    per partition        joined with payload(v); keep if similarity >= threshold
+                                                                                    -> cc/s000/from-p<p>: to hash(node)
+    near-cc        per partition, step  large-star (even) / small-star (odd)         -> cc/s<k+1>/from-p<p>: to hash(node)
                    until the large-star unit reports 0 unsettled nodes on its input
-    near-clusters  per partition        (member, centre = min _ord of the component) -> clusters/p<b>
+    near-clusters  per partition        (member, centre = min _ord of the component) -> clusters/from-p<p>:
+                                        to the documents part that holds the member
     near-resolve   per documents part   duplicates/<unit> (DUPLICATES + cluster) and
                                         build/dropped/near_dedup/<unit>
+
+A scatter file (``Scatter``) holds a unit's rows grouped by destination partition, with an index at its end:
+the unit for partition ``p`` of the next step reads only ``p``'s rows of each input file. So near-map writes
+2 files per documents part and every later step ``P`` files, whatever ``P`` (not one per pair).
 
 The payload is what ``verify`` needs: ``"jaccard"`` (default) the document's distinct shingle hashes,
 for the exact Jaccard similarity of each candidate pair; ``"signature"`` the MinHash signature
@@ -19,21 +26,28 @@ for the exact Jaccard similarity of each candidate pair; ``"signature"`` the Min
 edges straight to ``cc/s000`` (LSH candidates are linked unchecked, as datatrove does).
 The attach/verify join is a two-step shuffle: edges are routed to the partition that holds
 ``payload(u)``, then to the one that holds ``payload(v)``.
-Every unit holds one partition (~1/P of the rows) or one documents part in memory, never the
-corpus; the survivor of each cluster is its smallest ``_ord``, as in exact dedup.
+Every unit holds one partition (~1/P of the rows: ~``NEAR_PARTITION_BYTES`` of documents however large
+the corpus, since ``P`` grows with it) or one documents part, plus blocks and write buffers of bounded
+size, never the corpus; the survivor of each cluster is its smallest ``_ord``, as in exact dedup.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import json
 import math
+import os
 import shutil
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pds
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from massiveds.clean.components import directed, large_star, small_star, star_members, unsettled
@@ -49,9 +63,10 @@ from massiveds.clean.minhash import (
     signature_matrix,
 )
 from massiveds.core.errors import MassiveDSError
+from massiveds.core.layout import atomic_path
 from massiveds.core.manifest import NearDedup
-from massiveds.core.schema import DROPPED
-from pipelines.parts import PartWriter, documents_path, ord_file, read_folder, surviving_documents, unit_ord_range, write_table
+from massiveds.core.schema import DROPPED, ROW_BITS
+from pipelines.parts import documents_path, surviving_documents, unit_ord_range, write_table
 from pipelines.stage import BuildContext, InputItem, Stage, StageRecord, Step, StepRunner, UnitResult
 from pipelines.stages.dedup import PartitionItem, partition_items
 
@@ -64,15 +79,113 @@ CLUSTERS = pa.schema([("_ord", pa.int64()), ("cluster", pa.int64())])
 NEAR_DUPLICATES = DUPLICATES.append(pa.field("cluster", pa.int64()))
 #: Safety stop for the component rounds (each round halves path lengths; 64 steps is far beyond need).
 MAX_CC_STEPS = 64
-MAX_NEAR_PARTITIONS = 256
-#: Compressed documents per partition: its reducers hold ~this much shingle payload in memory.
-NEAR_PARTITION_BYTES = 64 << 20
+#: Compressed documents per partition: a reducer's peak RSS is ~0.35 GiB + 3.4x this (BENCHMARKS.md), ~1.2 GiB at 256 MiB.
+NEAR_PARTITION_BYTES = 256 << 20
+#: Rows a scatter file buffers before writing them out grouped by partition.
+SCATTER_FLUSH_BYTES = 64 << 20
+#: Payload bytes per block of candidate edges in attach and verify (verify's temporaries are ~6x this).
+BLOCK_BYTES = 16 << 20
+SCATTER = ".scatter"
+#: A scatter file's last bytes: index entries, partitions it was written for, magic.
+_TRAILER = struct.Struct("<qq8s")
+_MAGIC = b"MDSSCAT1"
 
 
 def near_partitions(build: Path, items: list[InputItem], partition_bytes: int = NEAR_PARTITION_BYTES) -> int:
-    """Hash partitions for the documents parts ``items``: ~``partition_bytes`` of compressed documents each, <= 4 per part."""
+    """Hash partitions for the documents parts ``items``: one per ``partition_bytes`` of compressed documents, at least 1."""
     docs_bytes = sum(documents_path(build, i.unit).stat().st_size for i in items)
-    return max(1, min(MAX_NEAR_PARTITIONS, math.ceil(docs_bytes / partition_bytes), len(items) * 4))
+    return max(1, math.ceil(docs_bytes / partition_bytes))
+
+
+def part_key(item: InputItem) -> int:
+    """``_ord >> ROW_BITS`` of every document of a documents part: its source and file."""
+    return unit_ord_range(item.file.source_idx, item.file.file_idx)[0] >> ROW_BITS
+
+
+class Scatter:
+    """Rows routed to partitions, written to one file as Arrow IPC record batches grouped by partition, then an index.
+
+    Rows are buffered up to ``flush_bytes``, then written sorted by partition: one record batch (an
+    encapsulated IPC message) per non-empty partition. ``close`` appends the index (partition, offset,
+    length of every batch, sorted by partition, as three int64 arrays) and the trailer.
+    """
+
+    def __init__(self, file: BinaryIO, schema: pa.Schema, partitions: int, flush_bytes: int = SCATTER_FLUSH_BYTES) -> None:
+        self.file, self.schema, self.partitions, self.flush_bytes = file, schema, partitions, flush_bytes
+        self.rows = 0
+        self._pending: list[tuple[pa.Table, np.ndarray]] = []
+        self._pending_bytes = 0
+        self._offset = 0
+        self._index: list[tuple[int, int, int]] = []
+
+    def write(self, table: pa.Table, dest: np.ndarray) -> None:
+        """Add ``table``'s rows, row ``i`` to partition ``dest[i]``."""
+        if not table.num_rows:
+            return
+        self._pending.append((table, dest))
+        self._pending_bytes += table.nbytes
+        self.rows += table.num_rows
+        if self._pending_bytes >= self.flush_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        dest = np.concatenate([d for _, d in self._pending])
+        order = np.argsort(dest, kind="stable")
+        table, dest = pa.concat_tables([t for t, _ in self._pending]).take(pa.array(order)), dest[order]
+        self._pending, self._pending_bytes = [], 0
+        starts = np.flatnonzero(np.concatenate([[True], dest[1:] != dest[:-1]]))
+        for start, stop in zip(starts.tolist(), [*starts[1:].tolist(), len(dest)], strict=True):
+            for batch in table.slice(start, stop - start).to_batches():
+                message = batch.serialize()  # a multiple of 8 bytes: every batch stays 8-byte aligned
+                self.file.write(message)
+                self._index.append((int(dest[start]), self._offset, message.size))
+                self._offset += message.size
+
+    def close(self) -> None:
+        """Write what is buffered, then the index and the trailer."""
+        self._flush()
+        index = np.array(self._index, np.int64).reshape(-1, 3)
+        index = index[np.argsort(index[:, 0], kind="stable")]
+        self.file.write(np.ascontiguousarray(index.T).tobytes())
+        self.file.write(_TRAILER.pack(len(index), self.partitions, _MAGIC))
+
+
+@dataclass(frozen=True)
+class _Column:
+    """``n`` int64 values at byte ``at`` of an open file, read on demand (a binary search reads ~log2(n) of them)."""
+
+    fd: int
+    at: int
+    n: int
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return self.read(i, i + 1)[0]
+
+    def read(self, lo: int, hi: int) -> tuple[int, ...]:
+        """Values ``lo`` to ``hi - 1``."""
+        return struct.unpack(f"<{hi - lo}q", os.pread(self.fd, 8 * (hi - lo), self.at + 8 * lo))
+
+
+def read_scatter(path: Path, partition: int, schema: pa.Schema, partitions: int) -> list[pa.RecordBatch]:
+    """The record batches of ``partition`` in one scatter file: a binary search of its index, then a read of each batch."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end = os.fstat(fd).st_size - _TRAILER.size
+        count, written_for, magic = _TRAILER.unpack(os.pread(fd, _TRAILER.size, end))
+        if magic != _MAGIC or written_for != partitions:
+            raise MassiveDSError(f"near dedup: {path} was not written for {partitions} partitions; rebuild with --force")
+        parts, offsets, lengths = (_Column(fd, end - 8 * count * (3 - k), count) for k in range(3))
+        lo = bisect.bisect_left(parts, partition)
+        hi = bisect.bisect_left(parts, partition + 1, lo)
+        return [pa.ipc.read_record_batch(pa.py_buffer(os.pread(fd, n, o)), schema)
+                for o, n in zip(offsets.read(lo, hi), lengths.read(lo, hi), strict=True)]
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -99,38 +212,48 @@ class NearConfig:
     def attached_schema(self) -> pa.Schema:
         return pa.schema([("u", pa.int64()), ("v", pa.int64()), ("payload_u", self.payload_type)])
 
-    def scatter(self, stage: str, name: str, schema: pa.Schema) -> Scatter:
-        return Scatter(self, stage, name, schema)
+    def payload_bytes(self, payload: pa.ChunkedArray | pa.Array) -> np.ndarray:
+        """Bytes of each row of a payload column."""
+        if self.near.verify == "signature":
+            return np.full(len(payload), 4 * self.near.num_perm, np.int64)
+        return 8 * pc.list_value_length(payload).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    @contextlib.contextmanager
+    def scatter(self, folder: str, name: str, schema: pa.Schema, partitions: int | None = None) -> Iterator[Scatter]:
+        """A ``Scatter`` into ``<folder>/<name>.scatter``, in place when the block ends without error (else none)."""
+        with atomic_path(self.path(folder, name + SCATTER)) as tmp, open(tmp, "wb") as f:
+            out = Scatter(f, schema, partitions or self.partitions)
+            yield out
+            out.close()
+
+    def read(self, folder: str, partition: int, schema: pa.Schema, partitions: int | None = None) -> Iterator[pa.RecordBatch]:
+        """The rows of ``partition`` in every scatter file of ``folder``, batch by batch, file by file."""
+        files = sorted(self.path(folder).glob("*" + SCATTER)) if self.path(folder).is_dir() else []
+        for path in files:
+            yield from read_scatter(path, partition, schema, partitions or self.partitions)
+
+    def table(self, folder: str, partition: int, schema: pa.Schema, partitions: int | None = None) -> pa.Table:
+        """The rows of ``partition`` in every scatter file of ``folder``, as one table."""
+        return pa.Table.from_batches(list(self.read(folder, partition, schema, partitions)), schema)
+
+    def add_arcs(self, out: Scatter, a: np.ndarray, b: np.ndarray) -> None:
+        """Add undirected edges ``{a, b}`` to ``out`` as directed rows, each to the partition of its node."""
+        node, nbr = directed(a, b)
+        out.write(pa.table([pa.array(node, pa.int64()), pa.array(nbr, pa.int64())], schema=ARCS), partition_of(node, self.partitions))
 
     def write_arcs(self, step: int, name: str, a: np.ndarray, b: np.ndarray) -> int:
-        """Write undirected edges ``{a, b}`` as directed rows into the partitions of ``cc/s<step>``."""
-        node, nbr = directed(a, b)
-        out = self.scatter(f"cc/s{step:03d}", name, ARCS)
-        out.write(pa.table([pa.array(node, pa.int64()), pa.array(nbr, pa.int64())], schema=ARCS), partition_of(node, self.partitions))
-        out.commit()
+        """Write undirected edges ``{a, b}`` into ``cc/s<step>/<name>``; returns the rows written."""
+        with self.scatter(f"cc/s{step:03d}", name, ARCS) as out:
+            self.add_arcs(out, a, b)
         return out.rows
 
 
-class Scatter:
-    """Rows routed to hash partitions, one lazily opened Parquet writer per destination partition."""
-
-    def __init__(self, config: NearConfig, stage: str, name: str, schema: pa.Schema) -> None:
-        self.config, self.stage, self.name, self.schema = config, stage, name, schema
-        self.writers: dict[int, PartWriter] = {}
-
-    def write(self, table: pa.Table, dest: np.ndarray) -> None:
-        for p in np.unique(dest):
-            if int(p) not in self.writers:
-                self.writers[int(p)] = PartWriter(self.config.path(self.stage, f"p{int(p):04d}", f"{self.name}.parquet"), self.schema)
-            self.writers[int(p)].write(table.filter(pa.array(dest == p)))
-
-    @property
-    def rows(self) -> int:
-        return sum(w.rows for w in self.writers.values())
-
-    def commit(self) -> None:
-        for w in self.writers.values():
-            w.commit()
+def _blocks(weights: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges ``[start, stop)`` whose ``weights`` add up to about ``limit`` (at least one row each)."""
+    ends = np.cumsum(weights)
+    cuts = np.searchsorted(ends, np.arange(limit, ends[-1] if len(ends) else 0, limit), side="right")
+    bounds = np.unique(np.concatenate([[0], cuts, [len(weights)]]))
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
 
 
 class SignResult(UnitResult):
@@ -174,7 +297,7 @@ class ResolveResult(UnitResult):
 
 @dataclass(frozen=True)
 class Sign:
-    """near-map: one documents part signed; band keys to ``bands/p<hash(key)>``, payloads to ``sigs/p<hash(_ord)>``.
+    """near-map: one documents part signed; band keys to ``bands/<unit>``, payloads to ``sigs/<unit>``.
 
     ``removed`` names earlier clean-up stages (``["exact"]``) whose documents are left out.
     """
@@ -185,26 +308,24 @@ class Sign:
     def __call__(self, item: InputItem) -> SignResult:
         c, near = self.config, self.config.near
         hasher = MinHasher(ngram=near.ngram, num_perm=near.num_perm, bands=near.bands, seed=near.seed)
-        bands = c.scatter("bands", item.unit, BANDS)
-        sigs_out = c.scatter("sigs", item.unit, c.sig_schema) if near.verify != "none" else None
         docs = signed = 0
-        for table in surviving_documents(c.build, item, self.removed, ["text", "_ord"]):
-            docs += table.num_rows
-            hashes, offsets = hasher.shingles(table.column("text").to_pylist())
-            has_words = np.diff(offsets) > 0
-            sigs = hasher.signatures_from_shingles(hashes, offsets)[has_words]
-            ords = table.column("_ord").to_numpy()[has_words]
-            signed += len(ords)
-            flat_keys = hasher.band_keys(sigs).reshape(-1)
-            flat_ords = np.repeat(ords, near.bands)
-            bands.write(pa.table([pa.array(flat_keys, pa.uint64()), pa.array(flat_ords, pa.int64())], schema=BANDS),
-                        partition_of(flat_keys, c.partitions))
-            if sigs_out is not None:
-                payload = signature_column(sigs) if near.verify == "signature" else shingle_sets(hashes, offsets, has_words)
-                sigs_out.write(pa.table([pa.array(ords, pa.int64()), payload], schema=sigs_out.schema), partition_of(ords, c.partitions))
-        bands.commit()
-        if sigs_out is not None:
-            sigs_out.commit()
+        with contextlib.ExitStack() as outputs:
+            bands = outputs.enter_context(c.scatter("bands", item.unit, BANDS))
+            sigs_out = outputs.enter_context(c.scatter("sigs", item.unit, c.sig_schema)) if near.verify != "none" else None
+            for table in surviving_documents(c.build, item, self.removed, ["text", "_ord"]):
+                docs += table.num_rows
+                hashes, offsets = hasher.shingles(table.column("text").to_pylist())
+                has_words = np.diff(offsets) > 0
+                sigs = hasher.signatures_from_shingles(hashes, offsets)[has_words]
+                ords = table.column("_ord").to_numpy()[has_words]
+                signed += len(ords)
+                flat_keys = hasher.band_keys(sigs).reshape(-1)
+                flat_ords = np.repeat(ords, near.bands)
+                bands.write(pa.table([pa.array(flat_keys, pa.uint64()), pa.array(flat_ords, pa.int64())], schema=BANDS),
+                            partition_of(flat_keys, c.partitions))
+                if sigs_out is not None:
+                    payload = signature_column(sigs) if near.verify == "signature" else shingle_sets(hashes, offsets, has_words)
+                    sigs_out.write(pa.table([pa.array(ords, pa.int64()), payload], schema=c.sig_schema), partition_of(ords, c.partitions))
         return SignResult(unit=item.unit, documents=docs, signed=signed)
 
 
@@ -216,26 +337,45 @@ class Bands:
 
     def __call__(self, item: PartitionItem) -> BandsResult:
         c, p = self.config, item.partition
-        rows = read_folder(c.path("bands", f"p{p:04d}"), BANDS)
+        rows = c.table("bands", p, BANDS)
         u, v = bucket_edges(rows.column("key").to_numpy(), rows.column("_ord").to_numpy())
         name = f"from-p{p:04d}"
         if c.near.verify != "none":
-            out = c.scatter("edges", name, EDGES)
-            out.write(pa.table([pa.array(u, pa.int64()), pa.array(v, pa.int64())], schema=EDGES), partition_of(u, c.partitions))
-            out.commit()
+            with c.scatter("edges", name, EDGES) as out:
+                out.write(pa.table([pa.array(u, pa.int64()), pa.array(v, pa.int64())], schema=EDGES), partition_of(u, c.partitions))
         else:
             c.write_arcs(0, name, u, v)
         return BandsResult(unit=item.unit, band_rows=rows.num_rows, candidates=len(u))
 
 
-def _lookup(sig_table: pa.Table, ords: np.ndarray) -> np.ndarray:
-    """Row indices of ``ords`` in one partition's payload table (every ord must be there)."""
-    have = sig_table.column("_ord").to_numpy()
-    order = np.argsort(have, kind="stable")
-    pos = np.minimum(np.searchsorted(have[order], ords), max(len(have) - 1, 0))
-    if len(ords) and (len(have) == 0 or not np.array_equal(have[order][pos], ords)):
-        raise MassiveDSError("near dedup: an edge names a document without a signature; rerun the near-map stage")
-    return order[pos] if len(ords) else np.zeros(0, np.int64)
+class Payloads:
+    """One partition's payloads, looked up by ``_ord``, kept in the batches they were read in."""
+
+    def __init__(self, config: NearConfig, partition: int) -> None:
+        table = config.table("sigs", partition, config.sig_schema)
+        self._chunks, self._type = table.column("payload").chunks, config.payload_type
+        self._starts = np.cumsum([0, *(len(chunk) for chunk in self._chunks)])
+        self.bytes = config.payload_bytes(table.column("payload"))
+        have = table.column("_ord").to_numpy()
+        self._order = np.argsort(have, kind="stable")
+        self._sorted = have[self._order]
+
+    def take(self, rows: np.ndarray) -> pa.Array:
+        """The payloads of rows ``rows``, taken batch by batch (Arrow's take on a chunked array first copies it whole)."""
+        chunk = np.searchsorted(self._starts, rows, side="right") - 1
+        order = np.argsort(chunk, kind="stable")
+        by_chunk = [self._chunks[k].take(pa.array(rows[order][chunk[order] == k] - self._starts[k])) for k in np.unique(chunk).tolist()]
+        gathered = pa.concat_arrays(by_chunk) if by_chunk else pa.array([], self._type)
+        return gathered.take(pa.array(np.argsort(order)))
+
+    def rows(self, ords: np.ndarray) -> np.ndarray:
+        """Row indices of ``ords`` (every ord must be there)."""
+        if not len(ords):
+            return np.zeros(0, np.int64)
+        pos = np.minimum(np.searchsorted(self._sorted, ords), max(len(self._sorted) - 1, 0))
+        if len(self._sorted) == 0 or not np.array_equal(self._sorted[pos], ords):
+            raise MassiveDSError("near dedup: an edge names a document without a signature; rerun the near-map stage")
+        return self._order[pos]
 
 
 @dataclass(frozen=True)
@@ -246,14 +386,15 @@ class Attach:
 
     def __call__(self, item: PartitionItem) -> EdgesResult:
         c, p = self.config, item.partition
-        sig_table = read_folder(c.path("sigs", f"p{p:04d}"), c.sig_schema)
-        edges = read_folder(c.path("edges", f"p{p:04d}"), EDGES)
+        payloads = Payloads(c, p)
+        edges = c.table("edges", p, EDGES)
         u, v = edges.column("u").to_numpy(), edges.column("v").to_numpy()
-        payload_u = sig_table.column("payload").take(pa.array(_lookup(sig_table, u), pa.int64()))
-        out = c.scatter("attached", f"from-p{p:04d}", c.attached_schema)
-        out.write(pa.table([pa.array(u, pa.int64()), pa.array(v, pa.int64()), payload_u], schema=c.attached_schema),
-                  partition_of(v, c.partitions))
-        out.commit()
+        rows_u = payloads.rows(u)
+        with c.scatter("attached", f"from-p{p:04d}", c.attached_schema) as out:
+            for a, b in _blocks(payloads.bytes[rows_u], BLOCK_BYTES):
+                payload_u = payloads.take(rows_u[a:b])
+                out.write(pa.table([pa.array(u[a:b], pa.int64()), pa.array(v[a:b], pa.int64()), payload_u], schema=c.attached_schema),
+                          partition_of(v[a:b], c.partitions))
         return EdgesResult(unit=item.unit, edges=len(u))
 
 
@@ -263,20 +404,28 @@ class Verify:
 
     config: NearConfig
 
-    def __call__(self, item: PartitionItem) -> VerifyResult:
-        c, near, p = self.config, self.config.near, item.partition
-        sig_table = read_folder(c.path("sigs", f"p{p:04d}"), c.sig_schema)
-        attached = read_folder(c.path("attached", f"p{p:04d}"), c.attached_schema)
-        u, v = attached.column("u").to_numpy(), attached.column("v").to_numpy()
-        payload_v = sig_table.column("payload").take(pa.array(_lookup(sig_table, v), pa.int64()))
+    def similarity(self, payload_u: pa.Array, payload_v: pa.Array) -> np.ndarray:
+        """Row-wise similarity of two payload columns."""
+        near = self.config.near
         if near.verify == "signature":
-            sim = estimate_jaccard(signature_matrix(attached.column("payload_u"), near.num_perm),
-                                   signature_matrix(payload_v, near.num_perm))
-        else:
-            sim = exact_jaccard(attached.column("payload_u"), payload_v)
-        keep = sim >= near.threshold
-        c.write_arcs(0, f"from-p{p:04d}", u[keep], v[keep])
-        return VerifyResult(unit=item.unit, candidates=len(u), verified=int(keep.sum()))
+            return estimate_jaccard(signature_matrix(payload_u, near.num_perm), signature_matrix(payload_v, near.num_perm))
+        return exact_jaccard(payload_u, payload_v)
+
+    def __call__(self, item: PartitionItem) -> VerifyResult:
+        c, p = self.config, item.partition
+        payloads = Payloads(c, p)
+        candidates = verified = 0
+        with c.scatter("cc/s000", f"from-p{p:04d}", ARCS) as out:
+            for batch in c.read("attached", p, c.attached_schema):
+                u, v, payload_u = batch.column("u").to_numpy(), batch.column("v").to_numpy(), batch.column("payload_u")
+                rows_v = payloads.rows(v)
+                for a, b in _blocks(c.payload_bytes(payload_u) + payloads.bytes[rows_v], BLOCK_BYTES):
+                    payload_v = payloads.take(rows_v[a:b])
+                    keep = self.similarity(payload_u.slice(a, b - a), payload_v) >= c.near.threshold
+                    c.add_arcs(out, u[a:b][keep], v[a:b][keep])
+                    verified += int(keep.sum())
+                candidates += len(u)
+        return VerifyResult(unit=item.unit, candidates=candidates, verified=verified)
 
 
 @dataclass(frozen=True)
@@ -291,7 +440,7 @@ class Components:
 
     def __call__(self, item: StepItem) -> ComponentsResult:
         c, p, step = self.config, item.partition, item.step
-        rows = read_folder(c.path("cc", f"s{step:03d}", f"p{p:04d}"), ARCS)
+        rows = c.table(f"cc/s{step:03d}", p, ARCS)
         node, nbr = rows.column("node").to_numpy(), rows.column("nbr").to_numpy()
         open_nodes = None
         if step % 2 == 0:
@@ -305,17 +454,22 @@ class Components:
 
 @dataclass(frozen=True)
 class Clusters:
-    """near-clusters: from the settled graph of one partition, (member ``_ord``, cluster = survivor ``_ord``) sorted by ``_ord``."""
+    """near-clusters: from the settled graph of one partition, (member ``_ord``, cluster = survivor ``_ord``).
+
+    Rows go to the documents part that holds the member: ``parts`` are the parts' ``part_key``s, sorted.
+    """
 
     config: NearConfig
     step: int
+    parts: tuple[int, ...]
 
     def __call__(self, item: PartitionItem) -> ClustersResult:
         c, p = self.config, item.partition
-        rows = read_folder(c.path("cc", f"s{self.step:03d}", f"p{p:04d}"), ARCS)
+        rows = c.table(f"cc/s{self.step:03d}", p, ARCS)
         member, centre = star_members(rows.column("node").to_numpy(), rows.column("nbr").to_numpy())
-        table = pa.table([pa.array(member, pa.int64()), pa.array(centre, pa.int64())], schema=CLUSTERS)
-        write_table(c.path("clusters", f"p{p:04d}.parquet"), table, row_group_size=65536)
+        with c.scatter("clusters", f"from-p{p:04d}", CLUSTERS, len(self.parts)) as out:
+            out.write(pa.table([pa.array(member, pa.int64()), pa.array(centre, pa.int64())], schema=CLUSTERS),
+                      np.searchsorted(np.array(self.parts, np.int64), member >> ROW_BITS))
         return ClustersResult(unit=item.unit, removed=len(member))
 
 
@@ -328,27 +482,22 @@ def _doc_ids(build: Path, unit: str, ords: pa.Array) -> dict[int, tuple[str, str
 class Resolve:
     """near-resolve: one documents part's near duplicates (by ``_ord``, with survivor doc id and cluster) and drop records.
 
-    ``units`` maps ``"<source_idx>/<file_idx>"`` to the unit name, to find each survivor's doc id.
+    ``units`` maps each documents part's ``part_key`` to its unit name, to find each survivor's doc id.
     """
 
     config: NearConfig
-    units: dict[str, str]
+    units: dict[int, str]
 
     def __call__(self, item: InputItem) -> ResolveResult:
         build = self.config.build
-        lo, hi = unit_ord_range(item.file.source_idx, item.file.file_idx)
-        folder = self.config.path("clusters")
-        if folder.is_dir() and any(folder.glob("*.parquet")):
-            in_range = (pds.field("_ord") >= lo) & (pds.field("_ord") < hi)
-            found = pds.dataset(str(folder), format="parquet", schema=CLUSTERS).to_table(filter=in_range).sort_by("_ord")
-        else:
-            found = CLUSTERS.empty_table()
+        keys = sorted(self.units)
+        found = self.config.table("clusters", keys.index(part_key(item)), CLUSTERS, len(keys)).sort_by("_ord")
         ords, clusters = found.column("_ord").combine_chunks(), found.column("cluster").to_pylist()
         own = _doc_ids(build, item.unit, ords) if len(ords) else {}
         survivors: dict[int, tuple[str, str]] = {}
         by_unit: dict[str, list[int]] = {}
-        for c, (s_idx, f_idx) in zip(sorted(set(clusters)), ord_file(sorted(set(clusters))), strict=True):
-            by_unit.setdefault(self.units[f"{s_idx}/{f_idx}"], []).append(c)
+        for c in sorted(set(clusters)):
+            by_unit.setdefault(self.units[c >> ROW_BITS], []).append(c)
         for other, cs in by_unit.items():
             survivors |= _doc_ids(build, other, pa.array(cs, pa.int64()))
         ord_list = ords.to_pylist()
@@ -408,11 +557,12 @@ def run_near_dedup(executor: StepRunner, items: list[InputItem], config: NearCon
         if step % 2 == 0 and sum(r.unsettled or 0 for r in results) == 0:
             break
         step += 1
-    removed_count = sum(r.removed for r in executor.map(Step("near-clusters", Clusters(config, step), ClustersResult), parts))
-    unit_names = {f"{i.file.source_idx}/{i.file.file_idx}": i.unit for i in items}
-    resolved = executor.map(Step("near-resolve", Resolve(config, unit_names), ResolveResult), items)
+    units = {part_key(i): i.unit for i in items}
+    clusters = Clusters(config, step, tuple(sorted(units)))
+    removed_count = sum(r.removed for r in executor.map(Step("near-clusters", clusters, ClustersResult), parts))
+    resolved = executor.map(Step("near-resolve", Resolve(config, units), ResolveResult), items)
     if not keep_intermediate:
-        for folder in ("bands", "sigs", "edges", "attached", "cc"):
+        for folder in ("bands", "sigs", "edges", "attached", "cc", "clusters"):
             shutil.rmtree(config.path(folder), ignore_errors=True)
     duplicates = sum(r.duplicates for r in resolved)
     if duplicates != removed_count:
