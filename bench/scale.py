@@ -1,0 +1,318 @@
+"""A scale run: the scale corpus built end to end on Ray with a static embedder, then every datastore operation, at each size.
+
+    python bench/scale.py [--passages 250000,1000000] [--work /tmp/massiveds-scale] [--keep]
+
+For each size N: ``bench/scale_corpus.py`` writes ~N 256-word passages of real text (planted exact and
+near duplicates, garbage records); ``massiveds build`` runs every stage on a local Ray with the static
+model distilled from the packaged all-MiniLM-L6-v2 (``massiveds.encode.distill.cached_static``) and the
+default index plan, while a sampler reads ``/proc`` every ``SAMPLE_S`` seconds for every process under
+the build (the driver, Ray's workers and actors by their ``ray::`` titles, Ray's own services): RSS per
+stage (a stage's interval ends at its ``_SUCCESS.json``) and each process's own peak (VmHWM). Then:
+planted duplicates found, disk bytes per passage, the recall the build measured (IVF-PQ vs brute force
+over the real vectors, without and with exact rerank), single-query latency and batched QPS
+in-process, ``serve`` under 16 clients, and the seconds of ``subsample --fraction 0.1``, ``verify``,
+``publish`` to a local folder, ``pull`` back and ``merge-index``. Between sizes: time per passage and
+peak RSS of each stage, larger over smaller (1.0 = linear time, flat memory).
+
+Results go to ``<work>/scale-<N>.json`` and the tables to stdout. Not run by CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import REPO, load_average, machine
+from rich.console import Console
+from scale_corpus import planted_found
+from serve_load import QUERIES, load, start_server
+
+from massiveds.core.report import table
+from massiveds.encode.distill import cached_static
+from massiveds.store.datastore import Datastore
+
+SAMPLE_S = 0.5
+ENV = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "200"}
+#: What each stage's rate counts (a stage's MB/s is of the corpus's uncompressed text, for the text stages).
+STAGE_UNITS = {"extract": "records", "dedup": "documents", "near_dedup": "documents", "decontaminate": "documents",
+               "chunk": "documents", "shard": "passages", "embed": "passages", "train": "passages", "index": "passages",
+               "catalog": "passages"}
+TEXT_STAGES = ("extract", "dedup", "near_dedup", "decontaminate", "chunk")
+out = Console(width=200)
+
+
+def process_table() -> dict[int, int]:
+    """Parent pid of every process on the machine."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return parents
+
+
+def descendants(root: int, parents: dict[int, int]) -> list[int]:
+    """``root`` and every process below it."""
+    children = defaultdict(list)
+    for pid, ppid in parents.items():
+        children[ppid].append(pid)
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children[pid])
+    return found
+
+
+def read_process(pid: int) -> tuple[str, float, float] | None:
+    """(title, RSS MiB, peak RSS MiB) of a live process, or None once it has gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            title = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return title, int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def role(pid: int, root: int, title: str) -> str:
+    """driver, a Ray worker or actor (by its ``ray::`` title), or one of Ray's own services."""
+    if pid == root:
+        return "driver"
+    if title.startswith("ray::"):
+        return "ray::" + title[5:].split()[0]
+    name = Path(title.split()[0]).name if title else "?"
+    return f"ray service {name}" if "ray" in title else f"other {name}"
+
+
+class Sampler(threading.Thread):
+    """Samples the RSS of every process under ``root`` until stopped: (time, pid, role, RSS MiB), and each pid's peak."""
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True)
+        self.root, self.stopped = root, threading.Event()
+        self.samples: list[tuple[float, int, str, float]] = []
+        self.peaks: dict[int, tuple[str, float]] = {}
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            now = time.time()
+            for pid in descendants(self.root, process_table()):
+                got = read_process(pid)
+                if got is None:
+                    continue
+                title, rss, hwm = got
+                who = role(pid, self.root, title)
+                self.samples.append((now, pid, who, rss))
+                self.peaks[pid] = (who, max(hwm, self.peaks.get(pid, (who, 0.0))[1]))
+            self.stopped.wait(SAMPLE_S)
+
+
+def stage_intervals(out_dir: Path, stage_seconds: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """(start, end) wall-clock time of each stage: it ended when it wrote its ``_SUCCESS.json``."""
+    intervals = {}
+    for stage, seconds in stage_seconds.items():
+        marker = out_dir / "build" / stage / "_SUCCESS.json"
+        if marker.is_file():
+            end = marker.stat().st_mtime
+            intervals[stage] = (end - seconds, end)
+    return intervals
+
+
+def stage_memory(sampler: Sampler, intervals: dict[str, tuple[float, float]]) -> dict[str, dict[str, Any]]:
+    """Per stage: the largest RSS sampled of the driver, of any one Ray worker/actor (and how many ran), of Ray's services."""
+    per: dict[str, dict[str, Any]] = {}
+    for stage, (start, end) in intervals.items():
+        rows = [(pid, who, rss) for t, pid, who, rss in sampler.samples if start <= t <= end]
+        workers = [(pid, who, rss) for pid, who, rss in rows if who.startswith("ray::")]
+        top = max(workers, key=lambda r: r[2]) if workers else None
+        per[stage] = {
+            "driver_mib": max((rss for _, who, rss in rows if who == "driver"), default=0.0),
+            "worker_max_mib": top[2] if top else 0.0,
+            "worker_max_title": top[1] if top else "",
+            "workers": len({pid for pid, _, _ in workers}),
+            "services_max_mib": max((rss for _, who, rss in rows if who.startswith("ray service")), default=0.0),
+            "any_max_mib": max((rss for _, _, rss in rows), default=0.0),
+        }
+    return per
+
+
+def timed(*args: str) -> float:
+    """Seconds of one CLI command (it must succeed)."""
+    clock = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "massiveds.cli", *args], env=ENV, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"massiveds {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - clock
+
+
+def build_measured(manifest: Path, ds: Path, log: Path) -> tuple[float, Sampler]:
+    """``massiveds build`` on Ray with the sampler over its process tree; (wall seconds, sampler)."""
+    clock = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "massiveds.cli", "build", str(manifest), "--out", str(ds)],
+                                env=ENV, stdout=f, stderr=subprocess.STDOUT)
+        sampler = Sampler(proc.pid)
+        sampler.start()
+        status = proc.wait()
+    sampler.stopped.set()
+    sampler.join()
+    if status != 0:
+        raise SystemExit(f"build failed ({status}): see {log}")
+    return time.perf_counter() - clock, sampler
+
+
+def disk_per_passage(ds: Path, passages: int) -> dict[str, float]:
+    """Bytes per passage on disk: passage text, fp16 vectors, shard indexes."""
+    sizes: dict[str, int] = defaultdict(int)
+    for f in (ds / "shards").glob("*/*"):
+        sizes[{"passages.arrow": "passages", "vectors.npy": "vectors", "index.faiss": "index"}.get(f.name, "other")] += f.stat().st_size
+    return {k: v / passages for k, v in sizes.items()}
+
+
+def search_timings(ds_path: Path, single: int = 200, batch: int = 1000) -> dict[str, float]:
+    """In-process text search: single-query p50/p99 (ms, embedding included) and batched queries/s."""
+    ds = Datastore.open(ds_path)
+    queries = [QUERIES[i % len(QUERIES)] + f" {i}" for i in range(batch)]
+    ds.search(queries[:8], k=10)  # load the model, open the indexes
+    lat = []
+    for q in queries[:single]:
+        clock = time.perf_counter()
+        ds.search(q, k=10)
+        lat.append((time.perf_counter() - clock) * 1000)
+    clock = time.perf_counter()
+    ds.search(queries, k=10)
+    return {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "batched_qps": batch / (time.perf_counter() - clock)}
+
+
+def serve_timings(ds_path: Path, clients: int = 16, seconds: float = 20.0) -> dict[str, Any]:
+    """``massiveds serve`` under ``clients`` keep-alive clients: QPS, p50, p99, errors."""
+    proc, port = start_server(ds_path, batch_wait_ms=2.0)
+    try:
+        run = load(port, clients, seconds, 10)
+    finally:
+        proc.terminate()
+        proc.wait()
+    return {"clients": clients, "qps": run.qps, "p50_ms": run.pct(0.5), "p99_ms": run.pct(0.99), "errors": len(run.errors)}
+
+
+def operations(ds: Path, work: Path) -> dict[str, float]:
+    """Seconds of subsample 0.1, verify, publish to a local folder, pull back, merge-index."""
+    for p in ("sub", "published", "pulled"):
+        shutil.rmtree(work / p, ignore_errors=True)
+    return {
+        "subsample_0.1_s": timed("subsample", str(ds), "--fraction", "0.1", "--out", str(work / "sub")),
+        "verify_s": timed("verify", str(ds)),
+        "publish_s": timed("publish", str(ds), str(work / "published")),
+        "pull_s": timed("pull", str(work / "published"), str(work / "pulled")),
+        "merge_index_s": timed("merge-index", str(ds)),
+    }
+
+
+def run_size(n: int, work: Path, model: Path) -> dict[str, Any]:
+    """Everything measured at one size."""
+    corpus = work / f"corpus-{n}"
+    if not (corpus / "planted.json").is_file():
+        subprocess.run([sys.executable, str(REPO / "bench" / "scale_corpus.py"), "--passages", str(n), "--out", str(corpus),
+                        "--cache", str(work / "pool"), "--model", str(model)], check=True, env=ENV)
+    planted = json.loads((corpus / "planted.json").read_text())
+    ds = work / f"ds-{n}"
+    shutil.rmtree(ds, ignore_errors=True)
+    load_before = load_average()
+    out.print(f"[bold]build {n:,}[/] (log: {work / f'build-{n}.log'})")
+    wall, sampler = build_measured(corpus / "scale.yaml", ds, work / f"build-{n}.log")
+    catalog = json.loads((ds / "datastore.json").read_text())
+    b = catalog["build"]
+    passages = sum(s["count"] for s in catalog["shards"])
+    intervals = stage_intervals(ds, b["stage_seconds"])
+    memory = stage_memory(sampler, intervals)
+    counts = {"records": b["records_read"], "documents": b["documents_kept"], "passages": passages}
+    text_mb = planted["counts"]["bytes"] / 1e6
+    stages = {}
+    for stage, seconds in b["stage_seconds"].items():
+        unit = STAGE_UNITS.get(stage, "passages")
+        stages[stage] = {"seconds": seconds, "unit": unit, "per_s": counts[unit] / seconds if seconds else 0.0,
+                         "mb_per_s": text_mb / seconds if stage in TEXT_STAGES and seconds else None,
+                         "s_per_passage": seconds / passages} | memory.get(stage, {})
+    found = planted_found(ds / "build", planted)
+    out.print("[bold]search, serve and operations[/]")
+    result = {
+        "passages_asked": n, "passages": passages, "documents": b["documents_kept"], "records": b["records_read"],
+        "text_mb": text_mb, "build_wall_s": wall, "load_before": load_before, "load_after": load_average(),
+        "date": dt.datetime.now().isoformat(timespec="minutes"), "machine": machine(),
+        "index": catalog["index"]["factory"], "nprobe": catalog["index"]["nprobe"], "stages": stages,
+        "peak_by_process": sorted(((who, round(mib)) for who, mib in sampler.peaks.values()), key=lambda r: -r[1]),
+        "planted": found, "disk_bytes_per_passage": disk_per_passage(ds, passages), "recall": catalog["recall"],
+        "search": search_timings(ds), "serve": serve_timings(ds), "operations": operations(ds, work),
+        "embed": {"passages_per_s": b["embed_passages_per_s"], "tokens_per_s": b["embed_tokens_per_s"]},
+    }
+    (work / f"scale-{n}.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def report(results: dict[int, dict[str, Any]]) -> None:
+    """The tables of every size, and the scaling between the smallest and the largest."""
+    for n, r in results.items():
+        out.print(f"\n[bold]{n:,} passages asked[/]: {r['passages']:,} passages, {r['documents']:,} documents, "
+                  f"{r['text_mb']:,.0f} MB text, "
+                  f"index {r['index']} (nprobe {r['nprobe']}), build {r['build_wall_s']:,.0f} s wall; load {r['load_before']} -> "
+                  f"{r['load_after']}; {r['date']}; {r['machine']}")
+        rows = [(s, round(v["seconds"], 1), f"{v['per_s']:,.0f} {v['unit']}/s", "" if v["mb_per_s"] is None else round(v["mb_per_s"], 1),
+                 round(v.get("driver_mib", 0)), round(v.get("worker_max_mib", 0)), v.get("workers", 0), v.get("worker_max_title", ""),
+                 round(v.get("services_max_mib", 0))) for s, v in r["stages"].items()]
+        out.print(table("stages", ["stage", "s", "rate", "MB/s", "driver MiB", "max worker MiB", "workers", "largest", "ray services MiB"],
+                        rows))
+        out.print(table("processes by peak RSS (VmHWM, MiB)", ["process", "MiB"], r["peak_by_process"][:12]))
+        other = [("planted duplicates", json.dumps(r["planted"])), ("disk bytes/passage", json.dumps({k: round(v) for k, v in
+                 r["disk_bytes_per_passage"].items()})), ("recall (build)", json.dumps(r["recall"])), ("search", json.dumps(r["search"])),
+                 ("serve", json.dumps(r["serve"])), ("operations", json.dumps(r["operations"])), ("embed", json.dumps(r["embed"]))]
+        out.print(table("datastore", ["", "value"], other))
+    if len(results) > 1:
+        small, large = results[min(results)], results[max(results)]
+        rows = []
+        for s, v in large["stages"].items():
+            w = small["stages"].get(s)
+            if w:
+                rows.append((s, round(v["s_per_passage"] / w["s_per_passage"], 2) if w["s_per_passage"] else "",
+                             round(v.get("any_max_mib", 0) / w["any_max_mib"], 2) if w.get("any_max_mib") else ""))
+        out.print(table(f"scaling {min(results):,} -> {max(results):,} (1.0: linear time, flat memory)",
+                        ["stage", "time/passage ratio", "peak RSS ratio"], rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--passages", default="250000,1000000", help="comma list of sizes")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/massiveds-scale"))
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    model = cached_static("all-MiniLM-L6-v2", REPO / ".cache")
+    results = {}
+    for n in (int(x) for x in args.passages.split(",")):
+        results[n] = run_size(n, args.work, model)
+        report({n: results[n]})
+    if len(results) > 1:
+        report(results)
+
+
+if __name__ == "__main__":
+    main()
