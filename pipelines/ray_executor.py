@@ -128,8 +128,9 @@ def plan_pool(device: str, workers: int | str, node_cpus: list[int], gpus: int) 
 def _as_completed(refs: Iterable[Any], in_flight: int, stage: str) -> Iterator[Any]:
     """The results of Ray tasks as each finishes, submitting (iterating ``refs``) no more than ``in_flight`` ahead.
 
-    The driver blocks in ``ray.wait`` between results. When one fails, the results of the others that
-    had already finished are yielded first (their units stay done), then the failure is raised.
+    The driver blocks in ``ray.wait`` between results. When one fails, nothing more is submitted, the
+    units already submitted (at most ``in_flight``) are let finish and their results yielded (their work
+    stays done for the re-run), then the failure is raised.
     """
     import ray
 
@@ -142,8 +143,7 @@ def _as_completed(refs: Iterable[Any], in_flight: int, stage: str) -> Iterator[A
             yield ray.get(ready[0])
         except Exception as exc:
             failure = unwrapped(exc, stage)
-            finished, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
-            for ref in finished:
+            for ref in pending:
                 with contextlib.suppress(Exception):
                     yield ray.get(ref)
             raise failure from None
