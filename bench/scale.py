@@ -1,6 +1,6 @@
 """A scale run: the scale corpus built end to end on Ray with a static embedder, then every datastore operation, at each size.
 
-    python bench/scale.py [--passages 250000,1000000] [--work /tmp/massiveds-scale] [--keep]
+    python bench/scale.py [--passages 250000,1000000] [--work /tmp/massiveds-scale]
 
 For each size N: ``bench/scale_corpus.py`` writes ~N 256-word passages of real text (planted exact and
 near duplicates, garbage records); ``massiveds build`` runs every stage on a local Ray with the static

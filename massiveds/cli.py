@@ -573,7 +573,7 @@ def eval_recall(
     nprobe: Annotated[str | None, typer.Option(help="comma list of nprobe values (default: 1,4,16,64 and the datastore's)")] = None,
     k: Annotated[str, typer.Option("--k", help="comma list of k for recall@k")] = "1,10,100",
     rerank: Annotated[bool, typer.Option("--rerank/--no-rerank", help="also measure with exact rerank")] = True,
-    rerank_depth: Annotated[int | None, typer.Option(min=1, help="candidates rescored by rerank (default max(4k, 100))")] = None,
+    rerank_depth: Annotated[int | None, typer.Option(min=1, help="rerank depth (default: the build's calibrated one)")] = None,
     query_file: Annotated[Path | None, typer.Option(help="text queries, one per line, embedded with the datastore's embedder")] = None,
     seed: Annotated[int, typer.Option(help="seed of the query sample")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,

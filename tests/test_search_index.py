@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from bench.vectorstore import clustered_vectors, write_vector_datastore
-from massiveds.core.catalog import open_catalog
+from massiveds.core.catalog import catalog_text, open_catalog
 from massiveds.core.errors import DatastoreError, MassiveDSError
 from massiveds.core.manifest import Index
 from massiveds.encode.index import IndexPlan, add_vectors, plan_index, read_index, set_nprobe
 from massiveds.ops.merge import merge
 from massiveds.ops.merge_index import merge_index
 from massiveds.store.datastore import Datastore
-from massiveds.store.recall import evaluate, exact_topk, recall_summary, shard_sample
+from massiveds.store.recall import RERANK_TARGET, evaluate, exact_topk, recall_summary, shard_sample
 from tests.helpers import massiveds as cli
 
 N, DIM = 6000, 32
@@ -196,6 +196,23 @@ def test_recall_summary_for_the_catalog(ivf_store: Path, ivf_plan: IndexPlan) ->
     assert summary["status"] == "measured" and summary["nprobe"] == ivf_plan.nprobe == 8 and summary["queries"] == 100
     assert 0 < summary["recall_at_10"] < summary["recall_at_10_rerank"] <= 1
     json.dumps(summary)
+
+
+def test_the_build_calibrates_the_rerank_depth_search_uses_by_default(ivf_store: Path, tmp_path: Path) -> None:
+    """4-byte codes need more than 100 candidates for recall 0.97: the summary finds the depth, the datastore then uses it."""
+    root = copy_store(ivf_store, tmp_path / "ds")
+    catalog = open_catalog(root)
+    summary = recall_summary(root, catalog=catalog, n_queries=200)
+    tried = {int(d): r for d, r in summary["rerank_recall_by_depth"].items()}
+    depth = summary["rerank_depth"]
+    assert list(tried) == [100 * 2**i for i in range(len(tried))] and depth == max(tried)
+    assert tried[100] < RERANK_TARGET <= tried[depth] == summary["recall_at_10_rerank"]  # the first depth that reaches the target
+    assert Datastore.open(root).rerank_depth(10) == 100  # no calibrated depth in the catalog yet
+    (root / "datastore.json").write_text(catalog_text(catalog.but(recall=summary)))
+    ds = Datastore.open(root)
+    assert ds.rerank_depth(10) == depth and ds.rerank_depth(1) == 100 and ds.rerank_depth(50) == 5 * depth
+    report = evaluate(ds, 200, nprobes=[8], ks=[10], rerank=True)
+    assert report.rerank_depth == depth and report.rows[1].recall[10] == pytest.approx(tried[depth])
 
 
 def test_recall_summary_of_a_large_datastore_is_measured_on_a_sample_of_shards(ivf_store: Path) -> None:

@@ -249,13 +249,15 @@ class ManifestRecord(OpenRecord):
 
 
 class RecallRecord(OpenRecord):
-    """recall@k at the default nprobe, measured at build time (``massiveds.store.recall.recall_summary``); ``recall_at_<k>`` are extra."""
+    """recall@k at the default nprobe and the rerank depth calibrated at build time (``massiveds.store.recall.recall_summary``)."""
 
     status: str
     reason: str | None = None
     k: int | None = None
     nprobe: int | None = None
     queries: int | None = None
+    #: Exact rerank's default depth at ``k``: the shallowest that reached the target recall (``rerank_target``).
+    rerank_depth: int | None = None
 
 
 class CatalogRef(Record):

@@ -15,6 +15,7 @@ Search options (domains, subsampling, dedup, decontamination, MMR, continuations
 from __future__ import annotations
 
 import copy
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -35,8 +36,8 @@ from massiveds.store.search import SearchOptions, SearchResult, run_search
 from massiveds.store.shard import Shard, check_shard
 
 
-def default_rerank_depth(k: int) -> int:
-    """Candidates rescored by exact rerank when no depth is given: max(4·k, 100)."""
+def base_rerank_depth(k: int) -> int:
+    """Candidates rescored by exact rerank when the build measured no depth of its own: max(4·k, 100)."""
     return max(4 * k, 100)
 
 
@@ -158,12 +159,19 @@ class Datastore:
                 out[q_idx[sl], col[sl]] = np.einsum("ij,ij->i", queries[q_idx[sl]], vectors[inverse[sl]])
         return out
 
+    def rerank_depth(self, k: int) -> int:
+        """Candidates exact rerank rescores for top-``k`` by default: the build's calibrated depth scaled to ``k``, ≥ max(4·k, 100)."""
+        recall, base = self.catalog.recall, base_rerank_depth(k)
+        if recall is None or recall.status != "measured" or not recall.k or not recall.rerank_depth:
+            return base
+        return max(base, math.ceil(recall.rerank_depth * k / recall.k))
+
     def search_vectors(
         self, queries: np.ndarray, k: int = 10, nprobe: int | None = None, rerank: str | None = None, rerank_depth: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (scores, passage ids) per query vector over all shards, best first; id -1 pads.
 
-        ``rerank="exact"`` takes the best ``rerank_depth`` candidates of the index (default max(4·k, 100))
+        ``rerank="exact"`` takes the best ``rerank_depth`` candidates of the index (default ``rerank_depth(k)``)
         and orders them by exact inner product with the stored fp16 vectors; the scores returned are then exact.
         """
         queries = as_float32(np.atleast_2d(queries))
@@ -172,7 +180,7 @@ class Datastore:
         if rerank != "exact":
             raise MassiveDSError(f"unknown rerank {rerank!r}; the only rerank is 'exact'")
         self.require_vectors()
-        depth = max(k, rerank_depth or default_rerank_depth(k))
+        depth = max(k, rerank_depth or self.rerank_depth(k))
         _, ids = self._candidates(queries, depth, nprobe)
         scores = self.exact_scores(queries, ids)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]

@@ -19,7 +19,7 @@ import numpy as np
 from massiveds.core.catalog import Catalog
 from massiveds.core.errors import MassiveDSError
 from massiveds.encode.index import as_float32
-from massiveds.store.datastore import Datastore, default_rerank_depth
+from massiveds.store.datastore import Datastore, base_rerank_depth
 
 DEFAULT_NPROBES = (1, 4, 16, 64)
 DEFAULT_KS = (1, 10, 100)
@@ -128,17 +128,20 @@ def _drop_self(ids: np.ndarray, own: np.ndarray | None, k: int) -> np.ndarray:
     return out
 
 
-def evaluate(
-    ds: Datastore,
-    n_queries: int = 1000,
-    nprobes: list[int] | None = None,
-    ks: list[int] | None = None,
-    rerank: bool = True,
-    rerank_depth: int | None = None,
-    seed: int = 0,
-    query_texts: list[str] | None = None,
-) -> RecallReport:
-    """Recall@k and queries/s of ``ds`` for each nprobe, without and (``rerank``) with exact rerank."""
+@dataclass(frozen=True)
+class QuerySet:
+    """Queries with their exact top-k: what every recall measurement of one datastore compares against."""
+
+    queries: np.ndarray
+    own: np.ndarray | None
+    source: str
+    ks: list[int]
+    exact_scores: np.ndarray
+    exact_seconds: float
+
+
+def query_set(ds: Datastore, n_queries: int, ks: list[int], seed: int = 0, query_texts: list[str] | None = None) -> QuerySet:
+    """Stored passage vectors drawn with ``seed`` (own passage held out) or ``query_texts`` embedded, with their exact top-k."""
     ds.require_vectors()
     if query_texts is not None:
         if not query_texts:
@@ -149,13 +152,41 @@ def evaluate(
         queries, source = stored_vectors(ds, own), f"stored passage vectors (seed {seed}), own passage held out"
     queries = as_float32(queries)
     limit = ds.num_passages - (1 if own is not None else 0)
-    ks = sorted({min(k, limit) for k in (ks or list(DEFAULT_KS)) if k >= 1})
-    if not ks or limit < 1:
+    usable = sorted({min(k, limit) for k in ks if k >= 1})
+    if not usable or limit < 1:
         raise MassiveDSError(f"{ds.name}: too few passages ({ds.num_passages}) to measure recall")
-    kmax = ks[-1]
     clock = time.perf_counter()
-    exact_s, _ = exact_topk(ds, queries, kmax, exclude=own)
-    exact_seconds = time.perf_counter() - clock
+    exact_s, _ = exact_topk(ds, queries, usable[-1], exclude=own)
+    return QuerySet(queries, own, source, usable, exact_s, time.perf_counter() - clock)
+
+
+def measure(ds: Datastore, qs: QuerySet, nprobe: int | None, rerank_depth: int | None) -> RecallRow:
+    """recall@k of ``qs`` at ``nprobe``, with exact rerank over ``rerank_depth`` candidates (None: no rerank), and queries/s."""
+    kmax, extra = qs.ks[-1], 1 if qs.own is not None else 0
+    clock = time.perf_counter()
+    rerank = "exact" if rerank_depth is not None else None
+    _, ids = ds.search_vectors(qs.queries, k=kmax + extra, nprobe=nprobe, rerank=rerank,
+                               rerank_depth=None if rerank_depth is None else rerank_depth + extra)
+    qps = len(qs.queries) / max(time.perf_counter() - clock, 1e-9)
+    found = _drop_self(ids, qs.own, kmax)
+    return RecallRow(nprobe, rerank is not None, {k: recall_at(ds, qs.queries, found, qs.exact_scores, k) for k in qs.ks}, qps)
+
+
+def evaluate(
+    ds: Datastore,
+    n_queries: int = 1000,
+    nprobes: list[int] | None = None,
+    ks: list[int] | None = None,
+    rerank: bool = True,
+    rerank_depth: int | None = None,
+    seed: int = 0,
+    query_texts: list[str] | None = None,
+) -> RecallReport:
+    """Recall@k and queries/s of ``ds`` for each nprobe, without and (``rerank``) with exact rerank.
+
+    The rerank depth is ``rerank_depth``, else the datastore's default for the largest k (``Datastore.rerank_depth``).
+    """
+    qs = query_set(ds, n_queries, list(ks or DEFAULT_KS), seed, query_texts)
     default, nlist = ds.catalog.index.nprobe, ds.catalog.index.nlist
     probes: list[int | None]
     if ds.catalog.index.type == "flat":
@@ -163,17 +194,23 @@ def evaluate(
     else:
         wanted = list(nprobes or DEFAULT_NPROBES) + ([default] if default and not nprobes else [])
         probes = [*sorted({min(p, nlist) if nlist else p for p in wanted})]
-    depth = rerank_depth or default_rerank_depth(kmax)
-    extra = 1 if own is not None else 0
-    rows = []
-    for nprobe in probes:
-        for rr in (False, True) if rerank else (False,):
-            clock = time.perf_counter()
-            _, ids = ds.search_vectors(queries, k=kmax + extra, nprobe=nprobe, rerank="exact" if rr else None, rerank_depth=depth + extra)
-            qps = len(queries) / max(time.perf_counter() - clock, 1e-9)
-            found = _drop_self(ids, own, kmax)
-            rows.append(RecallRow(nprobe, rr, {k: recall_at(ds, queries, found, exact_s, k) for k in ks}, qps))
-    return RecallReport(ds.name, ds.catalog.index.factory, len(queries), source, ks, default, depth, exact_seconds, rows)
+    depth = rerank_depth or ds.rerank_depth(qs.ks[-1])
+    rows = [measure(ds, qs, nprobe, depth if rr else None) for nprobe in probes for rr in ((False, True) if rerank else (False,))]
+    return RecallReport(ds.name, ds.catalog.index.factory, len(qs.queries), qs.source, qs.ks, default, depth, qs.exact_seconds, rows)
+
+
+def calibrate_rerank_depth(ds: Datastore, qs: QuerySet, nprobe: int | None, target: float) -> tuple[int, dict[int, RecallRow]]:
+    """The smallest depth of a doubling ladder from max(4·k, 100) whose reranked recall@k reaches ``target``, and each depth's row.
+
+    The ladder stops at ``MAX_CALIBRATED_DEPTH`` or when a depth covers every passage, whichever comes first.
+    """
+    k = qs.ks[-1]
+    depth, tried = base_rerank_depth(k), {}
+    while True:
+        tried[depth] = measure(ds, qs, nprobe, depth)
+        if tried[depth].recall[k] >= target or depth >= min(MAX_CALIBRATED_DEPTH, ds.num_passages):
+            return depth, tried
+        depth *= 2
 
 
 def shard_sample(catalog: Catalog, max_vectors: int, seed: int = 0) -> Catalog:
@@ -194,6 +231,9 @@ def shard_sample(catalog: Catalog, max_vectors: int, seed: int = 0) -> Catalog:
     return catalog.but(shards=[shards[i] for i in sorted(picked)])
 
 
+#: The reranked recall@k a build calibrates its default rerank depth to reach, and the deepest rerank it tries.
+RERANK_TARGET = 0.97
+MAX_CALIBRATED_DEPTH = 6400
 #: The fewest passages a build measures its recall on (below, the catalog says it was skipped and why).
 MIN_RECALL_PASSAGES = 2
 
@@ -206,7 +246,10 @@ def recall_summary(
     seed: int = 0,
     max_vectors: int = 2_000_000,
 ) -> dict[str, Any]:
-    """recall@``k`` at the default nprobe, without and with exact rerank, for the catalog (``datastore.json``'s ``recall``).
+    """recall@``k`` at the default nprobe without rerank, and the rerank depth that reaches ``RERANK_TARGET``, for the catalog.
+
+    The depth found is the datastore's default for exact rerank (``Datastore.rerank_depth``): how many
+    candidates PQ codes must be rescored depends on the embeddings, so it is measured rather than fixed.
 
     ``catalog`` lets the build measure before ``datastore.json`` is written; without it the file is read.
     Datastores over ``max_vectors`` are measured on a sample of their shards (``shard_sample``).
@@ -219,20 +262,23 @@ def recall_summary(
     if ds.num_passages < MIN_RECALL_PASSAGES:  # a query is held out of its own results: one passage leaves nothing to find
         return {"status": "skipped", "reason": f"{ds.num_passages} passage(s): too few to measure recall (needs {MIN_RECALL_PASSAGES})"}
     default = ds.catalog.index.nprobe
-    report = evaluate(ds, n_queries, nprobes=[default] if default else None, ks=[k], rerank=True, seed=seed)
-    plain, reranked = report.rows
-    k_used = report.ks[0]
+    qs = query_set(ds, n_queries, [k], seed)
+    plain = measure(ds, qs, default, None)
+    k_used = qs.ks[0]
+    depth, tried = calibrate_rerank_depth(ds, qs, default, RERANK_TARGET)
     return {
         "status": "measured",
         "k": k_used,
         "nprobe": default,
-        "queries": report.queries,
-        "query_source": report.query_source,
+        "queries": len(qs.queries),
+        "query_source": qs.source,
         "shards_measured": len(scoped.shards),
         "vectors_measured": scoped.num_passages,
         f"recall_at_{k}": round(plain.recall[k_used], 4),
-        f"recall_at_{k}_rerank": round(reranked.recall[k_used], 4),
-        "rerank_depth": report.rerank_depth,
+        f"recall_at_{k}_rerank": round(tried[depth].recall[k_used], 4),
+        "rerank_depth": depth,
+        "rerank_target": RERANK_TARGET,
+        "rerank_recall_by_depth": {str(d): round(row.recall[k_used], 4) for d, row in tried.items()},
         "queries_per_s": round(plain.queries_per_s, 1),
-        "queries_per_s_rerank": round(reranked.queries_per_s, 1),
+        "queries_per_s_rerank": round(tried[depth].queries_per_s, 1),
     }
