@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -50,7 +51,8 @@ SAMPLE_S = 0.5
 ENV = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "200"}
 #: What each stage's rate counts (a stage's MB/s is of the corpus's uncompressed text, for the text stages).
 STAGE_UNITS = {"extract": "records", "dedup": "documents", "near_dedup": "documents", "decontaminate": "documents",
-               "chunk": "documents", "shard": "passages", "embed": "passages", "train": "passages", "index": "passages",
+               "chunk": "documents", "shard": "passages", "sparse": "passages", "embed": "passages", "train": "passages",
+               "index": "passages",
                "catalog": "passages"}
 TEXT_STAGES = ("extract", "dedup", "near_dedup", "decontaminate", "chunk")
 out = Console(width=200)
@@ -185,22 +187,24 @@ def disk_per_passage(ds: Path, passages: int) -> dict[str, float]:
     """Bytes per passage on disk: passage text, fp16 vectors, shard indexes."""
     sizes: dict[str, int] = defaultdict(int)
     for f in (ds / "shards").glob("*/*"):
-        sizes[{"passages.arrow": "passages", "vectors.npy": "vectors", "index.faiss": "index"}.get(f.name, "other")] += f.stat().st_size
+        kind = "sparse" if f.name.startswith("sparse.") else {"passages.arrow": "passages", "vectors.npy": "vectors",
+                                                               "index.faiss": "index"}.get(f.name, "other")
+        sizes[kind] += f.stat().st_size
     return {k: v / passages for k, v in sizes.items()}
 
 
-def search_timings(ds_path: Path, single: int = 200, batch: int = 1000) -> dict[str, float]:
-    """In-process text search: single-query p50/p99 (ms, embedding included) and batched queries/s."""
+def search_timings(ds_path: Path, single: int = 200, batch: int = 1000, **options: Any) -> dict[str, float]:
+    """In-process text search with ``options``: single-query p50/p99 (ms, embedding included) and batched queries/s."""
     ds = Datastore.open(ds_path)
     queries = [QUERIES[i % len(QUERIES)] + f" {i}" for i in range(batch)]
-    ds.search(queries[:8], k=10)  # load the model, open the indexes
+    ds.search(queries[:8], k=10, **options)  # load the model, open the indexes
     lat = []
     for q in queries[:single]:
         clock = time.perf_counter()
-        ds.search(q, k=10)
+        ds.search(q, k=10, **options)
         lat.append((time.perf_counter() - clock) * 1000)
     clock = time.perf_counter()
-    ds.search(queries, k=10)
+    ds.search(queries, k=10, **options)
     return {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
             "batched_qps": batch / (time.perf_counter() - clock)}
 
@@ -229,18 +233,23 @@ def operations(ds: Path, work: Path) -> dict[str, float]:
     }
 
 
-def run_size(n: int, work: Path, model: Path) -> dict[str, Any]:
-    """Everything measured at one size."""
+def run_size(n: int, work: Path, model: Path, sparse: bool = False) -> dict[str, Any]:
+    """Everything measured at one size (``sparse``: with the BM25 index on, in folders and results of their own)."""
     corpus = work / f"corpus-{n}"
     if not (corpus / "planted.json").is_file():
         subprocess.run([sys.executable, str(REPO / "bench" / "scale_corpus.py"), "--passages", str(n), "--out", str(corpus),
                         "--cache", str(work / "pool"), "--model", str(model)], check=True, env=ENV)
     planted = json.loads((corpus / "planted.json").read_text())
-    ds = work / f"ds-{n}"
+    tag = f"{n}-sparse" if sparse else str(n)
+    ds = work / f"ds-{tag}"
+    manifest = corpus / "scale.yaml"
+    if sparse:
+        manifest = corpus / "scale-sparse.yaml"
+        manifest.write_text(yaml.safe_dump(yaml.safe_load((corpus / "scale.yaml").read_text()) | {"sparse": {"enabled": True}}))
     shutil.rmtree(ds, ignore_errors=True)
     load_before = load_average()
     out.print(f"[bold]build {n:,}[/] (log: {work / f'build-{n}.log'})")
-    wall, sampler = build_measured(corpus / "scale.yaml", ds, work / f"build-{n}.log")
+    wall, sampler = build_measured(manifest, ds, work / f"build-{tag}.log")
     catalog = json.loads((ds / "datastore.json").read_text())
     b = catalog["build"]
     passages = sum(s["count"] for s in catalog["shards"])
@@ -264,9 +273,10 @@ def run_size(n: int, work: Path, model: Path) -> dict[str, Any]:
         "peak_by_process": sorted(((who, round(mib)) for who, mib in sampler.peaks.values()), key=lambda r: -r[1]),
         "planted": found, "disk_bytes_per_passage": disk_per_passage(ds, passages), "recall": catalog["recall"],
         "search": search_timings(ds), "serve": serve_timings(ds), "operations": operations(ds, work),
+        "search_by_mode": {mode: search_timings(ds, mode=mode) for mode in ("dense", "sparse", "hybrid")} if sparse else None,
         "embed": {"passages_per_s": b["embed_passages_per_s"], "tokens_per_s": b["embed_tokens_per_s"]},
     }
-    (work / f"scale-{n}.json").write_text(json.dumps(result, indent=2))
+    (work / f"scale-{tag}.json").write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -286,6 +296,7 @@ def report(results: dict[int, dict[str, Any]]) -> None:
         other = [("planted duplicates", json.dumps(r["planted"])), ("disk bytes/passage", json.dumps({k: round(v) for k, v in
                  r["disk_bytes_per_passage"].items()})), ("recall (build)", json.dumps(r["recall"])), ("search", json.dumps(r["search"])),
                  ("serve", json.dumps(r["serve"])), ("operations", json.dumps(r["operations"])), ("embed", json.dumps(r["embed"]))]
+        other += [(f"search, mode {mode}", json.dumps(t)) for mode, t in (r.get("search_by_mode") or {}).items()]
         out.print(table("datastore", ["", "value"], other))
     if len(results) > 1:
         small, large = results[min(results)], results[max(results)]
@@ -303,12 +314,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--passages", default="250000,1000000", help="comma list of sizes")
     parser.add_argument("--work", type=Path, default=Path("/tmp/massiveds-scale"))
+    parser.add_argument("--sparse", action="store_true", help="build with the BM25 index on (folders and results of their own)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     model = cached_static("all-MiniLM-L6-v2", REPO / ".cache")
     results = {}
     for n in (int(x) for x in args.passages.split(",")):
-        results[n] = run_size(n, args.work, model)
+        results[n] = run_size(n, args.work, model, args.sparse)
         report({n: results[n]})
     if len(results) > 1:
         report(results)

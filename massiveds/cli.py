@@ -116,9 +116,14 @@ def search(
     continuation: Annotated[bool, typer.Option("--continuation", help="add the next passage of the same document to each hit")] = False,
     rerank: Annotated[str | None, typer.Option(help="rerank IVF-PQ candidates: 'exact' (inner product over stored vectors)")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="fail when a shard is missing or unreadable instead of skipping it")] = False,
+    mode: Annotated[str | None, typer.Option(
+        help="dense, sparse (BM25) or hybrid (both fused); default: hybrid where the datastore has a BM25 index, else dense")] = None,
+    alpha: Annotated[float | None, typer.Option(
+        help="hybrid: weight of the dense list, 1 = dense only, 0 = BM25 only (default: the measured one, docs/search.md)")] = None,
+    fusion: Annotated[str, typer.Option(help="hybrid: 'convex' (normalised scores) or 'rrf' (reciprocal ranks)")] = "convex",
     as_json: Annotated[bool, typer.Option("--json", help="print hits as JSON")] = False,
 ) -> None:
-    """Search a datastore with its own embedder and print ranked passages."""
+    """Search a datastore with its own embedder (and its BM25 index) and print ranked passages."""
     import warnings
 
     import massiveds
@@ -130,7 +135,8 @@ def search(
         names = [d.strip() for ds_ in domains or [] for d in ds_.split(",") if d.strip()] or None
         options = SearchOptions.create(k=k, nprobe=nprobe, domains=names, dedup=dedup, dedup_threshold=dedup_threshold,
                                        decontaminate=golds or None, fraction=fraction, seed=seed, mmr=mmr,
-                                       continuation=continuation, rerank=rerank, strict=strict)
+                                       continuation=continuation, rerank=rerank, strict=strict, mode=mode, alpha=alpha,
+                                       fusion=fusion)
         ds = massiveds.open(datastore)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ShardSkippedWarning)  # reported below, once, on stderr
@@ -152,13 +158,19 @@ def search(
         out.rule(f"[bold]{q}")
         for rank, hit in enumerate(hits, 1):
             title = f" · {hit['title']}" if hit.get("title") else ""
-            head = f"[bold]{rank:>2}.[/] [cyan]{hit['score']:.4f}[/] [magenta]{hit['domain']}[/] {hit['doc_id']}{title}"
+            parts = "" if "dense_score" not in hit else f" [dim](dense {_score(hit['dense_score'])}, bm25 {_score(hit['sparse_score'])})[/]"
+            head = f"[bold]{rank:>2}.[/] [cyan]{hit['score']:.4f}[/]{parts} [magenta]{hit['domain']}[/] {hit['doc_id']}{title}"
             out.print(head, highlight=False)
             text = " ".join(hit["text"].split())
             out.print(f"    {text[:400]}{'…' if len(text) > 400 else ''}", highlight=False, soft_wrap=True)
             if hit.get("continuation"):
                 cont = " ".join(hit["continuation"]["text"].split())
                 out.print(f"    [dim]↳ {cont[:300]}{'…' if len(cont) > 300 else ''}[/]", highlight=False, soft_wrap=True)
+
+
+def _score(value: float | None) -> str:
+    """A component score of a hybrid hit: four decimals, or a dash when its list did not retrieve it."""
+    return "–" if value is None else f"{value:.4f}"
 
 
 def _read_gold(value: str) -> str:
@@ -219,15 +231,21 @@ def inspect(
     cat, mib = stats.catalog, 1 << 20
     out.print(f"[bold]{cat.name}[/]: {cat.embedder.model} (dim {cat.embedder.dim}), index {cat.index.factory}, nprobe {cat.index.nprobe}",
               highlight=False)
-    out.print(table("domains", ["domain", "documents", "passages", "tokens", "shards", "passages MiB", "index MiB", "vectors MiB"],
+    columns = ["domain", "documents", "passages", "tokens", "shards", "passages MiB", "index MiB", "vectors MiB", "BM25 MiB"]
+    out.print(table("domains", columns,
                     [(name, d.totals.documents, d.totals.passages, d.totals.tokens, d.totals.shards, d.bytes["passages"] / mib,
-                      d.bytes["index"] / mib, d.bytes["vectors"] / mib) for name, d in stats.domains.items()]))
+                      d.bytes["index"] / mib, d.bytes["vectors"] / mib, d.bytes["sparse"] / mib) for name, d in stats.domains.items()]))
     out.print(table("shards", ["shard", "passages", "tokens", "index MiB", "max list", "mean list", "imbalance"],
                     [_shard_row(s) for s in stats.shards]))
     if cat.build.dropped:
         out.print(table("dropped at build", ["stage:reason", "documents"], sorted(cat.build.dropped.items())))
     if cat.recall is not None:
         out.print(f"recall: {json.dumps(cat.recall.as_json())}")
+    if cat.sparse is not None:
+        sp, rate = cat.sparse, (cat.build.model_extra or {}).get("sparse_passages_per_s")
+        out.print(f"BM25 ({sp.library}, k1 {sp.k1}, b {sp.b}, {json.dumps(sp.tokenizer.model_dump())}): {sp.terms:,} terms, "
+                  f"{sp.bytes / max(cat.num_passages, 1):,.0f} bytes/passage" + (f", built at {rate:,} passages/s" if rate else ""),
+                  highlight=False)
     if cat.subsample is not None:
         sub = cat.subsample
         out.print(f"subsample of {sub.parent.name} at fraction {sub.fraction} (seed {sub.seed})")
@@ -446,8 +464,10 @@ def merge(
     from massiveds.core.catalog import open_catalog
     from massiveds.core.report import progress
     from massiveds.ops.merge import merge as run_merge
+    from massiveds.ops.merge import sparse_note
 
     try:
+        note = sparse_note([(d, open_catalog(d)) for d in datastores], copy)
         total = sum(len(open_catalog(d).shards) for d in datastores)
         with progress() as bar:
             task = bar.add_task("merge", total=total, rate="")
@@ -457,6 +477,8 @@ def merge(
         return
     how = "copied" if copy else "referenced in place"
     _print_domains(f"merged {len(datastores)} datastores (shards {how})", catalog)
+    if note:
+        console.print(f"[bold yellow]note:[/] {note}", soft_wrap=True, highlight=False)
     console.print(f"datastore ready: {out}")
 
 

@@ -35,13 +35,14 @@ from pipelines.stages.extract import Extract
 from pipelines.stages.index import Index
 from pipelines.stages.near_dedup import NearDedupStage
 from pipelines.stages.shard import Shard
+from pipelines.stages.sparse import Sparse
 from pipelines.stages.train import Train
 
-#: The stages of a build, in order: download -> extract -> dedup -> near_dedup -> decontaminate -> chunk -> shard -> embed
-#: -> train -> index -> catalog (each applies only where the manifests ask for it).
+#: The stages of a build, in order: download -> extract -> dedup -> near_dedup -> decontaminate -> chunk -> shard -> sparse
+#: -> embed -> train -> index -> catalog (each applies only where the manifests ask for it).
 STAGES: tuple[Stage, ...] = (
     Download(), Extract(), ExactDedup(), NearDedupStage(), DecontaminateStage(),
-    Chunk(), Shard(), Embed(), Train(), Index(), CatalogStage(),
+    Chunk(), Shard(), Sparse(), Embed(), Train(), Index(), CatalogStage(),
 )
 
 #: ``s3://bucket/x`` as a ``Path`` reads ``s3:/bucket/x``: a scheme of two or more letters and a colon (not ``C:/``).

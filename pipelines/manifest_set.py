@@ -6,6 +6,7 @@ domain in proportion to its size. What must be shared is checked up front, with 
 
 - the embedder and the index spec (one vector space, one trained quantizer); the embedder's runtime
   knobs (batch size, device, workers) are the first manifest's;
+- the sparse (BM25) section: one tokenizer and one set of corpus statistics for every shard;
 - the near-dedup parameters, among the manifests that enable it (one set of MinHash bands);
 - the decontamination parameters, among the manifests that name eval sets. Their eval sets are
   pooled and the whole datastore is scanned against all of them: a datastore is clean against every
@@ -23,7 +24,7 @@ from typing import Any
 
 from massiveds.clean.decontaminate import resolve_eval_sets
 from massiveds.core.errors import ManifestError
-from massiveds.core.manifest import Decontaminate, Embed, Index, LoadedManifest, NearDedup
+from massiveds.core.manifest import Decontaminate, Embed, Index, LoadedManifest, NearDedup, Sparse
 from massiveds.core.schema import SOURCE_BITS
 from massiveds.encode.embed import resolve_model
 
@@ -45,6 +46,7 @@ class ManifestSet:
             raise ManifestError(f"{sources} sources in one build; at most {1 << SOURCE_BITS}: build in groups and `massiveds merge` them")
         _same("embed", [(p, _embed_key(p)) for p in self.parts])
         _same("index", [(p, p.manifest.index.model_dump()) for p in self.parts])
+        _same("sparse", [(p, p.manifest.sparse.model_dump()) for p in self.parts])
         _same("dedup.near", [(p, p.manifest.dedup.near.model_dump()) for p in self.parts if p.manifest.dedup.near.enabled])
         _same("decontaminate (ngram, threshold, min_run)",
               [(p, p.manifest.decontaminate.model_dump(exclude={"eval_sets"})) for p in self.parts if p.manifest.decontaminate.eval_sets])
@@ -80,6 +82,11 @@ class ManifestSet:
     def index(self) -> Index:
         """The shared index spec."""
         return self.first.manifest.index
+
+    @property
+    def sparse(self) -> Sparse:
+        """The shared BM25 section."""
+        return self.first.manifest.sparse
 
     @property
     def exact_dedup(self) -> list[int]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 import massiveds
+from massiveds.core.errors import MassiveDSError
 from massiveds.ops.verify import verify
 from tests.helpers import FIXTURES
 
@@ -25,3 +28,6 @@ def test_a_datastore_of_the_previous_layout_opens_verifies_and_searches_the_same
         hits = ds.search(query, k=5)
         assert [h["passage_id"] for h in hits] == [pid for pid, _ in expected]
         assert all(abs(h["score"] - score) < 1e-3 for h, (_, score) in zip(hits, expected, strict=True))
+        assert "dense_score" not in hits[0]  # no BM25 index: dense mode
+    with pytest.raises(MassiveDSError, match=r"search mode sparse needs a BM25 index and .* has none; use mode dense"):
+        ds.search("hacker humour", mode="sparse")

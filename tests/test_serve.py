@@ -150,6 +150,10 @@ BAD = [
     (json.dumps({"query": "x", "dedup": "yes"}).encode(), 400, "dedup"),
     (json.dumps({"query": "x", "decontaminate": "too short"}).encode(), 400, "13-gram"),
     (json.dumps({"query": "x", "rerank": "fancy"}).encode(), 400, "rerank"),
+    (json.dumps({"query": "x", "mode": "fuzzy"}).encode(), 400, "mode must be one of dense, sparse, hybrid"),
+    (json.dumps({"query": "x", "alpha": 1.5}).encode(), 400, "alpha"),
+    (json.dumps({"query": "x", "alpha": "half"}).encode(), 400, "'alpha' must be a number"),
+    (json.dumps({"query": "x", "fusion": "max"}).encode(), 400, "fusion must be one of convex, rrf"),
     (json.dumps({"query": ["x"] * 1000}).encode(), 400, "at most"),
     (b"[" * 100_000 + b"]" * 100_000, 400, "not valid JSON"),
 ]

@@ -37,6 +37,7 @@ from typing_extensions import Self
 
 from massiveds.core.errors import DatastoreError
 from massiveds.core.layout import CATALOG, FORMAT_VERSION, TRAINED_INDEX, atomic_path, file_record
+from massiveds.core.manifest import SparseTokenizer
 from massiveds.core.safe_paths import UnsafePathError, check_name, check_relpath, inside, safe_join
 
 CHECKSUMS = "checksums.json"
@@ -288,6 +289,21 @@ class MergedIndexRecord(Record):
     seconds: Measure
 
 
+class SparseRecord(Record):
+    """The BM25 index every shard holds (``massiveds.encode.sparse``): how it was built, and the datastore statistics it was scored with."""
+
+    library: str
+    method: str
+    k1: Measure
+    b: Measure
+    tokenizer: SparseTokenizer
+    passages: int
+    avg_length: Measure
+    #: distinct terms over the datastore
+    terms: int
+    bytes: int
+
+
 class Catalog(Record):
     """A datastore's ``datastore.json`` (docs/datastore.md)."""
 
@@ -308,6 +324,8 @@ class Catalog(Record):
     manifests: list[ManifestRecord] = []
     versions: dict[str, str] = {}
     recall: RecallRecord | None = None
+    #: absent: the datastore has no BM25 index (dense search only)
+    sparse: SparseRecord | None = None
     subsample: SubsampleRecord | None = None
     merged: MergedIndexRecord | None = None
 

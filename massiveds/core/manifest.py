@@ -289,6 +289,32 @@ class Index(_Strict):
     opq: bool | Auto = Field(default="auto", description="OPQ rotation before PQ; auto: on from 65536 lists")
 
 
+class SparseTokenizer(_Strict):
+    """How passages and queries are cut into BM25 terms (bm25s's tokenizer: runs of 2+ word characters)."""
+
+    lowercase: bool = Field(default=True, description="lowercase before splitting")
+    stopwords: Literal["en", "none"] = Field(default="en", description="drop English stopwords (bm25s's list), or none")
+    stemmer: str | None = Field(default="english", description="a PyStemmer algorithm (english, porter, german, ...), or null for none")
+
+    @field_validator("stemmer")
+    @classmethod
+    def _known_stemmer(cls, value: str | None) -> str | None:
+        import Stemmer
+
+        if value is not None and value not in Stemmer.algorithms():
+            raise ValueError(f"unknown stemmer {value!r}; PyStemmer has {', '.join(Stemmer.algorithms())}")
+        return value
+
+
+class Sparse(_Strict):
+    """A BM25 index per shard beside the dense one, scored with statistics of the whole datastore (docs/search.md, hybrid)."""
+
+    enabled: bool = Field(default=False, description="build the BM25 index (search modes sparse and hybrid need it)")
+    k1: NonNegativeFloat = Field(default=1.5, description="BM25 term-frequency saturation")
+    b: Fraction = Field(default=0.75, description="BM25 length normalisation: 0 none, 1 full")
+    tokenizer: SparseTokenizer = SparseTokenizer()
+
+
 class Shards(_Strict):
     """How passages are split into independently indexed shards."""
 
@@ -327,6 +353,7 @@ class Manifest(_Strict):
     chunk: Chunk = Chunk()
     embed: Embed = Embed()
     index: Index = Index()
+    sparse: Sparse = Sparse()
     shards: Shards = Shards()
     allow_paths_outside: bool = Field(
         default=False,

@@ -79,12 +79,14 @@ class PassageFile:
             out.append(batch.slice(r % self.batch_rows, 1).to_pylist()[0])
         return out
 
-    def column(self, name: str) -> list[Any]:
-        """One column of the whole shard, read batch by batch (for sampling and stats, not for search)."""
-        out: list[Any] = []
+    def iter_column(self, name: str) -> Iterator[list[Any]]:
+        """One column of the whole shard, batch after batch (for build passes over a shard, not for search)."""
         for i in range(self._reader.num_record_batches):
-            out.extend(self._reader.get_batch(i).column(name).to_pylist())
-        return out
+            yield self._reader.get_batch(i).column(name).to_pylist()
+
+    def column(self, name: str) -> list[Any]:
+        """One column of the whole shard (for sampling and stats, not for search)."""
+        return [value for batch in self.iter_column(name) for value in batch]
 
     def read_all(self) -> pa.Table:
         """The whole shard (for inspection and tests, not for search)."""

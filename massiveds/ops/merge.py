@@ -9,6 +9,12 @@ left untouched. With ``copy`` the shards are copied with their ids renumbered (i
 copied, never re-encoded: see ``massiveds.ops.subsample.rewrite_shard``), making a self-contained
 datastore. Each source's trained index is copied beside the catalog, and each shard keeps its
 source's default nprobe (separately trained builds may differ).
+
+BM25 indexes are scored with their datastore's statistics, so a merge's shards would not compare:
+with ``copy``, when every source has one with the same settings (k1, b, tokenizer), they are scored
+again with the statistics of the merge (``massiveds.encode.sparse.rescore``); sources whose settings
+differ are refused. Shards referenced in place keep their files untouched, so that merge has no BM25
+index (``sparse_note`` says why).
 """
 
 from __future__ import annotations
@@ -35,8 +41,10 @@ from massiveds.core.catalog import (
 )
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import DatastoreLayout, sha256_file, shard_name, write_json
+from massiveds.core.manifest import Sparse
 from massiveds.encode.embed import differences
-from massiveds.ops.subsample import rewrite_shard
+from massiveds.encode.sparse import rescore
+from massiveds.ops.subsample import folder_files, rewrite_shard
 from massiveds.ops.verify import require_catalog_files
 
 
@@ -47,6 +55,34 @@ def check_embedders(catalogs: list[tuple[Path, Catalog]]) -> EmbedderRecord:
         if diff := differences(first.embedder, cat.embedder):
             raise MassiveDSError(f"cannot merge {first_path} and {path}: their embedders differ ({'; '.join(diff)}); re-embed one of them")
     return first.embedder
+
+
+def check_sparse(catalogs: list[tuple[Path, Catalog]]) -> Sparse | None:
+    """The BM25 settings every source shares (None when a source has no BM25 index); raises naming the first that differs."""
+    (first_path, first), *rest = catalogs
+    if any(cat.sparse is None for _, cat in catalogs):
+        return None
+    assert first.sparse is not None
+    spec = Sparse(enabled=True, k1=first.sparse.k1, b=first.sparse.b, tokenizer=first.sparse.tokenizer)
+    for path, cat in rest:
+        assert cat.sparse is not None
+        if (cat.sparse.method, cat.sparse.k1, cat.sparse.b, cat.sparse.tokenizer) != (first.sparse.method, spec.k1, spec.b, spec.tokenizer):
+            raise MassiveDSError(f"cannot merge {first_path} and {path}: their BM25 indexes differ (k1, b or tokenizer); rebuild one with "
+                                 "the other's sparse section")
+    return spec
+
+
+def sparse_note(catalogs: list[tuple[Path, Catalog]], copy: bool) -> str | None:
+    """Why a merge has no BM25 index though a source has one (None when that is not the case)."""
+    having = [p for p, cat in catalogs if cat.sparse is not None]
+    if not having:
+        return None
+    if len(having) < len(catalogs):
+        return f"the merge has no BM25 index: {len(catalogs) - len(having)} of {len(catalogs)} sources have none (dense search only)"
+    if not copy:
+        return ("the merge has no BM25 index: BM25 scores follow their datastore's statistics and shards referenced in place are not "
+                "rewritten; merge with --copy to score them again over the merged passages")
+    return None
 
 
 def _referenced(src: Path, dst: Path, shard: ShardRecord, name: str, first_id: int) -> ShardRecord:
@@ -82,6 +118,7 @@ def merge(sources: list[Path], out: Path, copy: bool = False, on_shard: Callable
         raise MassiveDSError("merge needs at least two datastores")
     catalogs = [(p, open_catalog(p)) for p in sources]
     embedder = check_embedders(catalogs)
+    sparse = check_sparse(catalogs) if copy else None
     for path, catalog in catalogs:
         require_catalog_files(path, catalog, "merge")
     dst = DatastoreLayout(out)
@@ -100,7 +137,15 @@ def merge(sources: list[Path], out: Path, copy: bool = False, on_shard: Callable
             if on_shard:
                 on_shard(name)
     shutil.copyfile(dst.root / shards[0].trained, dst.trained_index)
+    record = None
+    if sparse is not None:
+        record = rescore([(dst.shard(s.name) / "passages.arrow", dst.shard(s.name)) for s in shards], sparse, dst.root / ".sparse-work")
+        shards = [s.but(files=folder_files(dst.shard(s.name))) for s in shards]
+        for s in shards:
+            write_json(dst.shard(s.name) / "shard.json", s.as_json())
     new = _merged_catalog(catalogs, embedder, shards, dst.root)
+    if record is not None:
+        new = new.but(sparse=record)
     write_catalog(dst.root, new)
     return new
 

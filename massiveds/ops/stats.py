@@ -13,8 +13,10 @@ import numpy as np
 from massiveds.core.catalog import Catalog, DomainTotals, ShardRecord, open_catalog
 from massiveds.core.errors import DatastoreError
 from massiveds.encode.index import ivf_list_sizes, read_index
+from massiveds.encode.sparse import FILES as SPARSE_FILES
 
-FILE_KINDS = {"passages.arrow": "passages", "index.faiss": "index", "vectors.npy": "vectors"}
+FILE_KINDS = {"passages.arrow": "passages", "index.faiss": "index", "vectors.npy": "vectors",
+              **dict.fromkeys(SPARSE_FILES.values(), "sparse")}
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class DatastoreStats:
             "embedder": cat.embedder.as_json(),
             "index": cat.index.as_json(),
             "recall": None if cat.recall is None else cat.recall.as_json(),
+            "sparse": None if cat.sparse is None else cat.sparse.as_json(),
             "subsample": None if cat.subsample is None else cat.subsample.as_json(),
             "merged_from": None if cat.merged_from is None else [m.as_json() for m in cat.merged_from],
             "dropped": cat.build.dropped,
@@ -81,13 +84,15 @@ def datastore_stats(path: str | Path) -> DatastoreStats:
     domains = {}
     for name, totals in catalog.domains.items():
         mine = [s for s in shards if s.record.domain == name]
-        domains[name] = DomainStats(totals, {k: sum(s.bytes[k] for s in mine) for k in FILE_KINDS.values()})
+        domains[name] = DomainStats(totals, {k: sum(s.bytes[k] for s in mine) for k in dict.fromkeys(FILE_KINDS.values())})
     return DatastoreStats(catalog, domains, shards)
 
 
 def _shard_stats(root: Path, shard: ShardRecord) -> ShardStats:
     folder = root / shard.folder_rel()
-    sizes = {kind: (folder / name).stat().st_size if (folder / name).is_file() else 0 for name, kind in FILE_KINDS.items()}
+    sizes = dict.fromkeys(FILE_KINDS.values(), 0)
+    for name, kind in FILE_KINDS.items():
+        sizes[kind] += (folder / name).stat().st_size if (folder / name).is_file() else 0
     return ShardStats(shard, sizes, folder.is_dir())
 
 

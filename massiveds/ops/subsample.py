@@ -2,7 +2,8 @@
 
 A document is kept iff ``h(seed, doc_id) < fraction`` (``massiveds.store.sampling``), so subsamples are
 nested and agree with query-time subsampling. Nothing is re-embedded or retrained: kept passages,
-their fp16 vectors and their index entries (IVF-PQ codes, or Flat vectors) are copied into new
+their fp16 vectors, their index entries (IVF-PQ codes, or Flat vectors) and their BM25 scores (scored
+with the parent's statistics, so BM25 ranks as a query-time fraction does) are copied into new
 shards, with passage ids renumbered to stay contiguous per shard. Shards a merged datastore references
 in place are read where they are; the subsample's shards are its own.
 """
@@ -33,6 +34,7 @@ from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import DatastoreLayout, atomic_path, sha256_file, write_json
 from massiveds.core.passages import PassageFile, write_passages
 from massiveds.encode.index import list_balance, read_index, write_index
+from massiveds.encode.sparse import has_sparse, subset_shard
 from massiveds.ops.verify import require_catalog_files
 from massiveds.store.sampling import check_fraction, keep_mask
 
@@ -93,11 +95,17 @@ def _kept_batches(passages: PassageFile, mask: np.ndarray, first_id: int) -> Ite
             yield kept.set_column(kept.schema.get_field_index("passage_id"), "passage_id", ids)
 
 
+def folder_files(folder: Path) -> dict[str, FileRecord]:
+    """Size and sha256 of each file of a shard folder (what its catalog record and ``shard.json`` list)."""
+    return {p.name: FileRecord.of(p) for p in sorted(folder.iterdir())
+            if p.is_file() and not p.name.startswith(".") and p.name != "shard.json"}
+
+
 def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.ndarray, first_id: int, trained: Path,
                   name: str | None = None) -> ShardRecord:
     """Copy the rows of a shard selected by ``mask`` into ``dst_dir`` with ids from ``first_id`` on; returns its record.
 
-    Passages, fp16 vectors and index entries are copied (never re-embedded or re-encoded); ``trained``
+    Passages, fp16 vectors, index entries and BM25 scores are copied (never re-embedded, re-encoded or re-scored); ``trained``
     is the empty trained index the shard was built from. Used by subsample (a mask) and merge (all rows).
     The new shard is self-contained: a merged-in-place record's ``folder`` and ``id_offset`` are dropped.
     """
@@ -113,7 +121,9 @@ def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.nda
     index = subset_index(read_index(src_dir / "index.faiss", mmap=False), read_index(trained, mmap=False),
                          lambda ids: new_rows[ids - shard.stored_id_start])
     write_index(index, dst_dir / "index.faiss")
-    files = {p.name: FileRecord.of(p) for p in sorted(dst_dir.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    if has_sparse(src_dir):
+        subset_shard(src_dir, dst_dir, mask)
+    files = folder_files(dst_dir)
     tokens = int(np.asarray(passages.column("n_tokens"), dtype=np.int64)[mask].sum())
     documents = int((mask & (np.asarray(passages.column("char_start")) == 0)).sum())  # a document's first passage starts at 0
     record = shard.but(

@@ -18,7 +18,7 @@ import copy
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from massiveds.core.errors import DatastoreError, MassiveDSError, ShardSkippedWa
 from massiveds.core.layout import FORMAT_VERSION, DatastoreLayout
 from massiveds.encode.embed import Embedder, differences
 from massiveds.encode.index import as_float32, set_nprobe
+from massiveds.encode.sparse import query_terms, shard_topk
 from massiveds.store.merged import merged_matches, read_merged
 from massiveds.store.search import SearchOptions, SearchResult, run_search
 from massiveds.store.shard import Shard, check_shard
@@ -121,6 +122,10 @@ class Datastore:
             scores, ids = shard.index.search(queries, min(k, shard.count))
             return scores, (np.where(ids >= 0, ids + shard.id_offset, ids) if shard.id_offset else ids)
 
+        return self._fan_out(one, k)
+
+    def _fan_out(self, one: Callable[[Shard], tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``one`` over every shard in parallel, merged into the top-``k`` (scores, ids) per query, best first (-inf, -1 pad)."""
         workers = max(1, min(len(self.shards), os.cpu_count() or 1))
         if workers == 1:
             results = [one(s) for s in self.shards]
@@ -132,6 +137,23 @@ class Datastore:
         scores = np.where(ids < 0, -np.inf, scores)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+    @property
+    def has_sparse(self) -> bool:
+        """Whether the datastore has a BM25 index (search modes ``sparse`` and ``hybrid``)."""
+        return self.catalog.sparse is not None
+
+    def search_sparse(self, queries: Sequence[str], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (BM25 scores, passage ids) per query text over all shards, best first; a passage matching no term is no hit."""
+        if self.catalog.sparse is None:
+            raise MassiveDSError(f"{self.name} has no BM25 index, so only search mode 'dense' works; rebuild with sparse.enabled: true")
+        terms = query_terms(self.catalog.sparse.tokenizer, queries)
+
+        def one(shard: Shard) -> tuple[np.ndarray, np.ndarray]:
+            scores, rows = shard_topk(shard.sparse, terms, k)
+            return scores, np.where(rows >= 0, rows + shard.id_start, -1)
+
+        return self._fan_out(one, k)
 
     def require_vectors(self) -> None:
         """Raise DatastoreError unless every shard has its stored vectors (exact rerank, recall)."""

@@ -20,6 +20,7 @@ import numpy as np
 
 from massiveds.core.errors import MassiveDSError, ShardsUnavailableError
 from massiveds.encode.embed import Embedder
+from massiveds.store.fusion import FUSIONS, Fused, fuse
 from massiveds.store.postprocess import (
     GoldIndex,
     attach_continuations,
@@ -54,6 +55,11 @@ class Searchable(Protocol):
         self, queries: np.ndarray, k: int = 10, nprobe: int | None = None, rerank: str | None = None, rerank_depth: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
+    @property
+    def has_sparse(self) -> bool: ...
+
+    def search_sparse(self, queries: Sequence[str], k: int = 10) -> tuple[np.ndarray, np.ndarray]: ...
+
     def passages(self, ids: list[int]) -> list[dict[str, Any]]: ...
 
     def passage_vectors(self, hits: Sequence[dict[str, Any]]) -> np.ndarray: ...
@@ -66,6 +72,12 @@ MAX_CANDIDATES = 100_000
 #: MMR chooses ``k`` hits among ``max(MMR_POOL_FACTOR * k, MMR_MIN_POOL)`` candidates.
 MMR_POOL_FACTOR, MMR_MIN_POOL = 4, 20
 RERANK_MODES = ("exact",)
+#: Search modes: the dense index, the BM25 index, or both fused (``massiveds.store.fusion``).
+MODES = ("dense", "sparse", "hybrid")
+#: Hybrid's weight of the dense list (docs/search.md, hybrid retrieval).
+DEFAULT_ALPHA = 0.5
+#: Hybrid takes at least this many candidates from each list, and at least ``HYBRID_DEPTH_FACTOR`` × k.
+HYBRID_MIN_DEPTH, HYBRID_DEPTH_FACTOR = 100, 4
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,9 @@ class SearchOptions:
     continuation: bool = False
     rerank: str | None = None
     strict: bool = False
+    mode: str | None = None
+    alpha: float = DEFAULT_ALPHA
+    fusion: str = "convex"
 
     @classmethod
     def create(
@@ -100,6 +115,9 @@ class SearchOptions:
         continuation: bool = False,
         rerank: str | None = None,
         strict: bool = False,
+        mode: str | None = None,
+        alpha: float | None = None,
+        fusion: str = "convex",
     ) -> SearchOptions:
         """Validated options; a bad value raises MassiveDSError naming the option."""
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
@@ -122,8 +140,17 @@ class SearchOptions:
             raise MassiveDSError(f"mmr lambda must be in [0, 1] (1 = plain ranking, lower = more diverse), got {mmr}")
         if rerank is not None and rerank not in RERANK_MODES:
             raise MassiveDSError(f"rerank must be one of {', '.join(RERANK_MODES)}, got {rerank!r}")
+        if mode is not None and mode not in MODES:
+            raise MassiveDSError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode == "sparse" and rerank is not None:
+            raise MassiveDSError("rerank refines dense scores and mode sparse has none: drop rerank, or use mode hybrid")
+        alpha = DEFAULT_ALPHA if alpha is None else alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
+            raise MassiveDSError(f"alpha (the dense weight of hybrid fusion) must be in [0, 1], got {alpha!r}")
+        if fusion not in FUSIONS:
+            raise MassiveDSError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
         return cls(k, nprobe, doms, bool(dedup), float(dedup_threshold), golds, fraction, seed, mmr, bool(continuation), rerank,
-                   bool(strict))
+                   bool(strict), mode, float(alpha), fusion)
 
     @classmethod
     def fields(cls) -> dict[str, Any]:
@@ -174,8 +201,9 @@ def run_search(ds: Searchable, queries: list[str], options: SearchOptions) -> Se
         reasons = "; ".join(f"{n}: {r}" for n, r in skipped.items())
         raise ShardsUnavailableError(f"no shard of {where} can be searched ({reasons})")
     view = ds.subset(usable)
+    mode = search_mode(ds, options)
     gold = GoldIndex(options.decontaminate) if options.decontaminate else None
-    vectors = ds.embedder.encode_queries(queries)
+    vectors = None if mode == "sparse" else ds.embedder.encode_queries(queries)
     reachable = sum(s.count for s in usable)
     need = options.pool
     kept: list[list[Hit]] = [[] for _ in queries]
@@ -185,16 +213,13 @@ def run_search(ds: Searchable, queries: list[str], options: SearchOptions) -> Se
     fetch = options.first_fetch()
     while pending:
         fetch = min(fetch, reachable, MAX_CANDIDATES)
-        scores, ids = _search_vectors(view, vectors[pending], fetch, options)
+        found = _retrieve(view, mode, [queries[q] for q in pending], None if vectors is None else vectors[pending], fetch, options)
         short = []
         for row, q in enumerate(pending):
-            found = [(float(s), int(i)) for s, i in zip(scores[row], ids[row], strict=True) if i >= 0]
-            hits = ds.passages([i for _, i in found])
-            for hit, (score, _) in zip(hits, found, strict=True):
-                hit["score"] = score
+            hits = _hits(ds, found, row, mode)
             kept[q], dropped[q] = _filter(hits, options, gold)
             candidates[q] = len(hits)
-            exhausted = len(found) < fetch or fetch >= min(reachable, MAX_CANDIDATES)
+            exhausted = len(hits) < fetch or fetch >= min(reachable, MAX_CANDIDATES)
             if len(kept[q]) < need and not exhausted:
                 short.append(q)
         if short:
@@ -214,8 +239,40 @@ def run_search(ds: Searchable, queries: list[str], options: SearchOptions) -> Se
     return SearchResult(results, skipped, candidates, dropped)
 
 
-def _search_vectors(view: Searchable, queries: np.ndarray, fetch: int, options: SearchOptions) -> tuple[np.ndarray, np.ndarray]:
-    return view.search_vectors(queries, k=fetch, nprobe=options.nprobe, rerank=options.rerank)
+def search_mode(ds: Searchable, options: SearchOptions) -> str:
+    """The mode a search runs in: the one asked, else hybrid where the datastore has a BM25 index and dense where not."""
+    if options.mode is None:
+        return "hybrid" if ds.has_sparse else "dense"
+    if options.mode != "dense" and not ds.has_sparse:
+        raise MassiveDSError(f"search mode {options.mode} needs a BM25 index and {ds.name} has none; use mode dense, "
+                             "or rebuild with sparse.enabled: true")
+    return options.mode
+
+
+def _retrieve(view: Searchable, mode: str, texts: list[str], vectors: np.ndarray | None, fetch: int, options: SearchOptions) -> Fused:
+    """The top ``fetch`` candidates of each query in ``mode``: fused scores, ids, and the dense and sparse scores behind them."""
+    if mode == "sparse":
+        scores, ids = view.search_sparse(texts, fetch)
+        return Fused(scores, ids, np.full(scores.shape, np.nan), scores)
+    assert vectors is not None
+    if mode == "dense":
+        scores, ids = view.search_vectors(vectors, k=fetch, nprobe=options.nprobe, rerank=options.rerank)
+        return Fused(scores, ids, scores, np.full(scores.shape, np.nan))
+    depth = max(fetch, HYBRID_DEPTH_FACTOR * options.k, HYBRID_MIN_DEPTH)
+    dense = view.search_vectors(vectors, k=depth, nprobe=options.nprobe, rerank=options.rerank)
+    return fuse(dense, view.search_sparse(texts, depth), fetch, options.alpha, options.fusion)
+
+
+def _hits(ds: Searchable, found: Fused, row: int, mode: str) -> list[Hit]:
+    """Row ``row``'s candidates as hits: ``score``, and in hybrid mode ``dense_score`` and ``sparse_score`` (None: not retrieved)."""
+    valid = np.nonzero(found.ids[row] >= 0)[0]
+    hits = ds.passages([int(found.ids[row][j]) for j in valid])
+    for hit, j in zip(hits, valid, strict=True):
+        hit["score"] = float(found.scores[row][j])
+        if mode == "hybrid":
+            hit["dense_score"] = None if np.isnan(found.dense[row][j]) else float(found.dense[row][j])
+            hit["sparse_score"] = None if np.isnan(found.sparse[row][j]) else float(found.sparse[row][j])
+    return hits
 
 
 def _filter(hits: list[Hit], options: SearchOptions, gold: GoldIndex | None) -> tuple[list[Hit], dict[str, int]]:

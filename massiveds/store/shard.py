@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -12,6 +13,7 @@ import numpy as np
 from massiveds.core.errors import DatastoreError
 from massiveds.core.passages import PassageFile
 from massiveds.encode.index import read_index
+from massiveds.encode.sparse import load_shard
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Shard:
     _index: faiss.Index | None = field(default=None, repr=False)
     _passages: PassageFile | None = field(default=None, repr=False)
     _vectors: np.ndarray | None = field(default=None, repr=False)
+    _sparse: Any = field(default=None, repr=False)
 
     @property
     def index(self) -> faiss.Index:
@@ -42,6 +45,13 @@ class Shard:
         if self._passages is None:
             self._passages = PassageFile(self.folder / "passages.arrow")
         return self._passages
+
+    @property
+    def sparse(self) -> Any:
+        """The shard's BM25 index (a ``bm25s.BM25``, arrays memory-mapped); its rows are passage ids minus ``id_start``."""
+        if self._sparse is None:
+            self._sparse = load_shard(self.folder)
+        return self._sparse
 
     @property
     def has_vectors(self) -> bool:

@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 from massiveds.core.catalog import Catalog, TrainedIndexRecord, catalog_text, parse_catalog
 from massiveds.core.layout import CATALOG, FORMAT_VERSION, TRAINED_INDEX, DatastoreLayout, atomic_path, read_json
 from massiveds.core.schema import count_drops
+from massiveds.encode.sparse import CorpusStats
+from massiveds.encode.sparse import catalog_record as sparse_catalog
 from massiveds.store.recall import recall_summary
 from pipelines.stage import BuildContext, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
 from pipelines.stages.chunk import ChunkRecord
@@ -22,6 +24,7 @@ from pipelines.stages.decontaminate import DecontaminateRecord
 from pipelines.stages.embed import EmbedRecord
 from pipelines.stages.extract import ExtractRecord
 from pipelines.stages.shard import ShardRecord
+from pipelines.stages.sparse import SparseRecord
 from pipelines.stages.train import TrainRecord
 
 VERSIONED_PACKAGES = ("massiveds", "faiss-cpu", "faiss-gpu", "sentence-transformers", "torch", "transformers", "pyarrow", "ray")
@@ -90,7 +93,7 @@ def assemble(ctx: BuildContext) -> Catalog:
     shards = ctx.record("shard", ShardRecord).shards
     chunk, extract = ctx.record("chunk", ChunkRecord), ctx.record("extract", ExtractRecord)
     embed, plan = ctx.record("embed", EmbedRecord), ctx.record("train", TrainRecord).plan
-    decon = ctx.records.get("decontaminate")
+    decon, sparse = ctx.records.get("decontaminate"), ctx.records.get("sparse")
     records = []
     for s in shards:
         info = read_json(layout.shard(s.name) / "shard.json")
@@ -128,4 +131,6 @@ def assemble(ctx: BuildContext) -> Catalog:
         } | {k: v for stage in ctx.stages for k, v in stage.catalog_entries(ctx.records[stage.name]).items()},
         "manifests": ctx.manifests.records(),
         "versions": versions(),
-    }, f"{layout.root}: the catalog being built", "a build bug: please report it")
+    } | ({"sparse": sparse_catalog(ctx.manifests.sparse, CorpusStats(sparse.passages, sparse.avg_length), sparse.terms, sparse.bytes)}
+         if isinstance(sparse, SparseRecord) else {}),
+        f"{layout.root}: the catalog being built", "a build bug: please report it")

@@ -1,0 +1,137 @@
+"""sparse: a BM25 index per shard, scored with the whole datastore's statistics, in three steps (``massiveds.encode.sparse``).
+
+    sparse-count   per shard       tokenize once: build/sparse/count/<shard>/ (token ids, passage
+                                   lengths, the shard's vocabulary with its document frequencies)
+    sparse-df      per partition   the shards' vocabulary rows of one hash partition of the terms
+                                   summed: build/sparse/df/p<n>.parquet (P = one per
+                                   64 MiB of vocabulary files, ``df_partitions``)
+    sparse-index   per shard       the shard's bm25s index with the datastore's N, avgdl and df:
+                                   shards/<shard>/sparse.*
+
+It needs no model and runs before the embed stage; the index stage's ``shard.json`` then records
+its files with the rest of the shard's.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from massiveds.core.manifest import Sparse as SparseSpec
+from massiveds.core.passages import PassageFile
+from massiveds.encode.sparse import CorpusStats, CountFiles, ShardCounts, count_shard, df_partitions, index_shard, sum_partition
+from pipelines.stage import BuildContext, Stage, StageRecord, Step, StepRunner, UnitResult
+from pipelines.stages.dedup import PartitionItem, partition_items
+from pipelines.stages.shard import ShardItem, ShardRecord
+
+
+class CountResult(UnitResult):
+    passages: int
+    tokens: int
+    terms: int
+    vocab_bytes: int
+
+
+class SumResult(UnitResult):
+    terms: int
+
+
+class IndexResult(UnitResult):
+    passages: int
+    bytes: int
+
+
+def count_files(build: Path, shard: str) -> CountFiles:
+    """Where sparse-count leaves one shard's counts."""
+    return CountFiles(build / "sparse" / "count" / shard)
+
+
+def df_files(build: Path, partitions: int) -> list[Path]:
+    """The datastore df of each hash partition of the terms, in partition order."""
+    return [build / "sparse" / "df" / f"p{p:04d}.parquet" for p in range(partitions)]
+
+
+@dataclass(frozen=True)
+class CountShard:
+    """sparse-count: one shard's passages tokenized; its token ids, lengths and vocabulary written."""
+
+    build: Path
+    shards_dir: Path
+    spec: SparseSpec
+
+    def __call__(self, shard: ShardItem) -> CountResult:
+        out = count_files(self.build, shard.name)
+        texts = PassageFile(self.shards_dir / shard.name / "passages.arrow").iter_column("text")
+        counts = count_shard(texts, self.spec.tokenizer, out)
+        return CountResult(unit=shard.name, passages=counts.passages, tokens=counts.tokens, terms=counts.terms,
+                           vocab_bytes=out.vocab.stat().st_size)
+
+
+@dataclass(frozen=True)
+class SumDf:
+    """sparse-df: the datastore df of one hash partition of the terms."""
+
+    vocab_files: tuple[Path, ...]
+    outputs: tuple[Path, ...]
+
+    def __call__(self, item: PartitionItem) -> SumResult:
+        terms = sum_partition(self.vocab_files, len(self.outputs), item.partition, self.outputs[item.partition])
+        return SumResult(unit=item.unit, terms=terms)
+
+
+@dataclass(frozen=True)
+class IndexShard:
+    """sparse-index: one shard's bm25s index, scored with the datastore's statistics."""
+
+    build: Path
+    shards_dir: Path
+    spec: SparseSpec
+    stats: CorpusStats
+    partitions: tuple[Path, ...]
+
+    def __call__(self, shard: ShardItem) -> IndexResult:
+        size = index_shard(count_files(self.build, shard.name), self.partitions, self.stats, self.spec, self.shards_dir / shard.name)
+        return IndexResult(unit=shard.name, passages=shard.count, bytes=size)
+
+
+class SparseRecord(StageRecord):
+    passages: int
+    tokens: int
+    #: distinct terms over the datastore
+    terms: int
+    partitions: int
+    avg_length: float
+    bytes: int
+
+
+class Sparse(Stage):
+    name = "sparse"
+    record = SparseRecord
+
+    def applies(self, ctx: BuildContext) -> bool:
+        return ctx.manifests.sparse.enabled
+
+    def run(self, ctx: BuildContext, executor: StepRunner) -> StageRecord:
+        spec, build, shards_dir = ctx.manifests.sparse, ctx.build, ctx.layout.shards
+        shards = ctx.record("shard", ShardRecord).shards
+        counted = executor.map(Step("sparse-count", CountShard(build, shards_dir, spec), CountResult, rates=("passages",)), shards)
+        partitions = df_partitions(sum(c.vocab_bytes for c in counted))
+        outputs = tuple(df_files(build, partitions))
+        vocab_files = tuple(count_files(build, s.name).vocab for s in shards)
+        summed = executor.map(Step("sparse-df", SumDf(vocab_files, outputs), SumResult, rates=("terms",)),
+                              partition_items(partitions, "sparse-"))
+        stats = CorpusStats.of([ShardCounts(c.passages, c.tokens, c.terms) for c in counted])
+        passages, tokens = stats.passages, sum(c.tokens for c in counted)
+        indexed = executor.map(Step("sparse-index", IndexShard(build, shards_dir, spec, stats, outputs), IndexResult, rates=("passages",)),
+                               shards)
+        shutil.rmtree(build / "sparse", ignore_errors=True)
+        terms, size = sum(s.terms for s in summed), sum(r.bytes for r in indexed)
+        return SparseRecord(passages=passages, tokens=tokens, terms=terms, partitions=partitions, avg_length=stats.avg_length, bytes=size,
+                            summary=f"BM25 over {passages:,} passages, {terms:,} terms, {size / max(passages, 1):,.0f} bytes/passage")
+
+    def catalog_entries(self, record: StageRecord) -> dict[str, Any]:
+        if not isinstance(record, SparseRecord) or not record.seconds:
+            return {}
+        return {"sparse_passages_per_s": round(record.passages / record.seconds, 1)}
