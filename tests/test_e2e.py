@@ -14,6 +14,7 @@ import massiveds
 from massiveds.core.layout import sha256_file
 from massiveds.core.passages import PassageFile
 from massiveds.encode.embed import Embedder
+from massiveds.encode.sparse import SHARD_FILES
 from tests.helpers import massiveds as cli
 
 pytestmark = pytest.mark.slow
@@ -57,7 +58,7 @@ def test_catalog_describes_the_datastore(example_datastore: Path) -> None:
     assert catalog["manifests"][0]["path"] == "jargon.yaml" and len(catalog["manifests"][0]["sha256"]) == 64
     for shard in shards:
         folder = example_datastore / "shards" / shard["name"]
-        assert set(shard["files"]) == {"passages.arrow", "index.faiss", "vectors.npy"}
+        assert set(shard["files"]) == {"passages.arrow", "index.faiss", "vectors.npy", *SHARD_FILES}  # the example has BM25 on
         for name, record in shard["files"].items():
             assert sha256_file(folder / name) == record["sha256"]
         assert len(PassageFile(folder / "passages.arrow")) == shard["count"]
@@ -98,7 +99,7 @@ def test_second_build_does_no_work(example_datastore: Path) -> None:
     proc = cli("build", str(Path(__file__).parents[1] / "manifests/examples/jargon.yaml"), "--out", str(example_datastore))
     after = files()
     assert after == before
-    assert proc.stderr.count("skipped (done)") == 9  # extract dedup near_dedup chunk shard embed train index catalog
+    assert proc.stderr.count("skipped (done)") == 10  # extract dedup near_dedup chunk shard sparse embed train index catalog
     assert "│ ran " not in proc.stderr.split("build of")[1].split("datastore")[0]  # the status column
 
 

@@ -13,7 +13,7 @@ import pytest
 
 import massiveds
 from massiveds.core.errors import MassiveDSError
-from massiveds.encode.sparse import FILES, query_terms
+from massiveds.encode.sparse import SHARD_FILES, query_terms
 from massiveds.ops.subsample import subsample
 from massiveds.store.datastore import Datastore
 from tests.helpers import massiveds as cli
@@ -33,8 +33,8 @@ def test_the_example_has_a_bm25_index_in_its_catalog_and_shards(ds: Datastore, e
     assert sparse is not None and sparse.method == "lucene" and sparse.tokenizer.stemmer == "english"
     assert sparse.passages == ds.num_passages and sparse.terms > 1000 and len(ds.shards) > 1
     for shard in ds.catalog.shards:
-        assert set(FILES.values()) <= set(shard.files)  # checksummed, verified, published and pulled with the rest
-    assert sparse.bytes == sum(s.files[name].bytes for s in ds.catalog.shards for name in FILES.values())
+        assert set(SHARD_FILES) <= set(shard.files)  # checksummed, verified, published and pulled with the rest
+    assert sparse.bytes == sum(s.files[name].bytes for s in ds.catalog.shards for name in SHARD_FILES)
     stats = json.loads(cli("inspect", str(example_datastore), "--json").stdout)
     assert stats["sparse"]["terms"] == sparse.terms and all(s["bytes"]["sparse"] > 0 for s in stats["shards"])
     assert "BM25 (bm25s" in cli("inspect", str(example_datastore)).stdout

@@ -82,8 +82,8 @@ def test_nprobe_and_rerank_are_forwarded_to_search_vectors(ds: Datastore, monkey
         return original(self, queries, k=k, nprobe=nprobe)
 
     monkeypatch.setattr(Datastore, "search_vectors", recording)
-    plain = ds.search("what is a kludge", k=3, nprobe=7)
-    reranked = ds.search("what is a kludge", k=3, rerank="exact")
+    plain = ds.search("what is a kludge", k=3, nprobe=7, mode="dense")
+    reranked = ds.search("what is a kludge", k=3, rerank="exact", mode="dense")
     assert calls == [{"k": 3, "nprobe": 7, "rerank": None}, {"k": 3, "nprobe": None, "rerank": "exact"}]
     assert ids(plain) == ids(reranked)
     with pytest.raises(MassiveDSError, match="rerank must be one of"):

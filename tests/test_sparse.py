@@ -20,16 +20,15 @@ from massiveds.core.manifest import Sparse
 from massiveds.encode.sparse import (
     CorpusStats,
     CountFiles,
+    ShardBM25,
     count_shard,
     index_shard,
-    load_shard,
     query_terms,
-    shard_topk,
     subset_shard,
     sum_partition,
     tokenizer,
 )
-from massiveds.store.fusion import fuse
+from massiveds.store.fusion import candidates, fuse
 from tests.helpers import REPO
 
 SPEC = Sparse(enabled=True)
@@ -74,7 +73,7 @@ def fan_out(shards: list[tuple[Path, int]], terms: list[list[str]], k: int) -> t
     """Top-``k`` over several shards, merged by score as ``Datastore.search_sparse`` does (shard rows offset to global ids)."""
     scores, ids, start = [], [], 0
     for folder, size in shards:
-        s, rows = shard_topk(load_shard(folder), terms, k)
+        s, rows = ShardBM25.load(folder).topk(terms, k)
         scores.append(s)
         ids.append(np.where(rows >= 0, rows + start, -1))
         start += size
@@ -85,13 +84,19 @@ def fan_out(shards: list[tuple[Path, int]], terms: list[list[str]], k: int) -> t
 
 def test_one_shard_is_the_bm25s_index_of_the_same_passages(texts: list[str], tmp_path: Path) -> None:
     [(folder, _)] = build_shards(texts, 1, 1, tmp_path)
-    ours = load_shard(folder)  # bm25s reads our files
+    index = ShardBM25.load(folder)
+    ours = index.retriever  # bm25s reads our files
     bare = bm25s.BM25(k1=SPEC.k1, b=SPEC.b, method="lucene")
     bare.index(tokenizer(SPEC.tokenizer).tokenize(texts, return_as="tuple", show_progress=False), show_progress=False)
     for key in ("indptr", "indices"):
         assert (np.asarray(ours.scores[key]) == bare.scores[key]).all()
     np.testing.assert_allclose(ours.scores["data"], bare.scores["data"], rtol=1e-6)
     assert ours.vocab_dict == {t: i for t, i in bare.vocab_dict.items() if t != ""} | {"": 0}
+    hacker = ours.vocab_dict["hacker"]
+    column = slice(ours.scores["indptr"][hacker], ours.scores["indptr"][hacker + 1])
+    df = column.stop - column.start
+    assert index.idf_of("hacker") == pytest.approx(np.log(1 + (len(texts) - df + 0.5) / (df + 0.5)), rel=1e-6)
+    assert index.idf_of("zzyzx") is None
 
 
 def test_eight_shards_rank_and_score_as_one(texts: list[str], tmp_path: Path) -> None:
@@ -105,8 +110,8 @@ def test_eight_shards_rank_and_score_as_one(texts: list[str], tmp_path: Path) ->
     assert (i8 == i1).all() and (i1[:, 0] >= 0).all()
     mine = tmp_path / "alone"  # per-shard statistics would rank differently: the test can fail
     local = build_shards(texts[: eight[0][1]], 1, 1, mine)
-    s_local, _ = shard_topk(load_shard(local[0][0]), terms, 5)
-    s_first, _ = shard_topk(load_shard(eight[0][0]), terms, 5)
+    s_local, _ = ShardBM25.load(local[0][0]).topk(terms, 5)
+    s_first, _ = ShardBM25.load(eight[0][0]).topk(terms, 5)
     assert not np.allclose(s_local[np.isfinite(s_local)], s_first[np.isfinite(s_first)])
 
 
@@ -130,12 +135,11 @@ def test_a_subset_keeps_the_scores_of_its_passages(texts: list[str], tmp_path: P
     sub.mkdir()
     subset_shard(folder, sub, mask)
     terms = query_terms(SPEC.tokenizer, QUERIES)
-    whole = load_shard(folder)
-    part = load_shard(sub)
+    whole, part = ShardBM25.load(folder), ShardBM25.load(sub)
     kept = np.nonzero(mask)[0]
     for words in terms:
-        ids = whole.get_tokens_ids(words)
-        np.testing.assert_allclose(part.get_scores_from_ids(ids), whole.get_scores_from_ids(ids)[kept], rtol=1e-6)
+        np.testing.assert_allclose(part.scores(words), whole.scores(words)[kept], rtol=1e-6)  # type: ignore[index]
+    assert part.idf_of("hacker") == whole.idf_of("hacker")
 
 
 def test_queries_are_cut_as_passages_are() -> None:
@@ -144,45 +148,67 @@ def test_queries_are_cut_as_passages_are() -> None:
     assert query_terms(plain, ["The Hackers"]) == [["the", "hackers"]]
 
 
-def test_shard_topk_leaves_out_passages_that_match_no_term(texts: list[str], tmp_path: Path) -> None:
+def test_topk_leaves_out_passages_that_match_no_term_and_scores_any_row(texts: list[str], tmp_path: Path) -> None:
     [(folder, _)] = build_shards(texts[:50], 1, 1, tmp_path)
-    scores, rows = shard_topk(load_shard(folder), [["zzyzx"], [], ["hacker"]], 10)
+    index = ShardBM25.load(folder)
+    scores, rows = index.topk([["zzyzx"], [], ["hacker"]], 10)
     assert (rows[0] == -1).all() and (rows[1] == -1).all()
     found = rows[2][rows[2] >= 0]
     assert 0 < len(found) < 50 and (np.diff(scores[2][: len(found)]) <= 0).all()
     assert all("hacker" in texts[r].lower() for r in found)
+    other = next(r for r in range(50) if "hacker" not in texts[r].lower())
+    at = index.scores_at([["hacker"]], np.array([[found[0], other, -1]]))
+    assert at[0][0] == pytest.approx(scores[2][0]) and at[0][1] == 0 and np.isnan(at[0][2])
 
 
 DENSE = (np.array([[0.9, 0.8, 0.5, -np.inf]]), np.array([[10, 11, 12, -1]]))
 SPARSE = (np.array([[7.0, 3.0, 1.0, 0.5]]), np.array([[12, 13, 10, 14]]))
+IDS = candidates(DENSE[1], SPARSE[1])
+#: every candidate scored by both: 13 and 14 by the dense side too, 11 by BM25 (it holds no query term)
+DENSE_ALL = np.array([[0.9, 0.8, 0.5, 0.45, 0.2]])
+SPARSE_ALL = np.array([[1.0, 0.0, 7.0, 3.0, 0.5]])
+BOUND = np.array([10.0])
 
 
-def test_alpha_one_and_zero_rank_as_the_pure_lists() -> None:
-    assert list(fuse(DENSE, SPARSE, 3, 1.0).ids[0]) == [10, 11, 12]
-    assert list(fuse(DENSE, SPARSE, 4, 0.0).ids[0]) == [12, 13, 10, 14]
-    assert list(fuse(DENSE, SPARSE, 4, 1.0, "rrf").ids[0]) == [10, 11, 12, 13]
-    assert list(fuse(DENSE, SPARSE, 4, 0.0, "rrf").ids[0]) == [12, 13, 10, 14]
+def fused_ids(alpha: float, method: str = "convex", k: int = 5) -> list[int]:
+    return [int(i) for i in fuse(DENSE, SPARSE, IDS, DENSE_ALL, SPARSE_ALL, BOUND, k, alpha, method).ids[0]]
 
 
-def test_convex_fusion_of_normalised_scores() -> None:
-    fused = fuse(DENSE, SPARSE, 5, 0.5)
-    # dense normalised over [0.5, 0.9]: 10 -> 1, 11 -> 0.75, 12 -> 0; sparse over [0.5, 7]: 12 -> 1, 13 -> 0.385, 10 -> 0.077, 14 -> 0
-    expected = {10: 0.5 * 1 + 0.5 * (0.5 / 6.5), 11: 0.5 * 0.75, 12: 0.5 * 1, 13: 0.5 * (2.5 / 6.5), 14: 0.0}
-    assert list(fused.ids[0]) == [10, 12, 11, 13, 14]
+def test_candidates_are_the_union_of_both_lists() -> None:
+    assert IDS.tolist() == [[10, 11, 12, 13, 14]]
+    assert candidates(np.array([[-1, -1]]), np.array([[-1]])).tolist() == [[-1]]
+
+
+def test_alpha_one_and_zero_rank_by_one_score() -> None:
+    assert fused_ids(1.0) == [10, 11, 12, 13, 14]  # by dense score
+    assert fused_ids(0.0) == [12, 13, 10, 14, 11]  # by BM25 (11 holds no query term)
+    assert fused_ids(1.0, "rrf", 4) == [10, 11, 12, 13]
+    assert fused_ids(0.0, "rrf", 4) == [12, 13, 10, 14]
+
+
+def test_convex_fusion_divides_bm25_by_its_bound() -> None:
+    fused = fuse(DENSE, SPARSE, IDS, DENSE_ALL, SPARSE_ALL, BOUND, 5, 0.5)
+    expected = {10: 0.5 * 0.9 + 0.5 * 0.1, 11: 0.5 * 0.8, 12: 0.5 * 0.5 + 0.5 * 0.7, 13: 0.5 * 0.45 + 0.5 * 0.3, 14: 0.5 * 0.2 + 0.5 * 0.05}
+    assert fused.ids[0].tolist() == [12, 10, 11, 13, 14]
     np.testing.assert_allclose(fused.scores[0], [expected[i] for i in fused.ids[0]])
-    assert fused.dense[0][0] == 0.9 and fused.sparse[0][0] == 1.0 and np.isnan(fused.dense[0][3]) and np.isnan(fused.sparse[0][2])
+    np.testing.assert_allclose(fused.dense[0], [0.5, 0.9, 0.8, 0.45, 0.2])
+    np.testing.assert_allclose(fused.sparse[0], [7.0, 1.0, 0.0, 3.0, 0.5])
+    # a candidate's fused score depends on the query and the passage alone: dropping others changes nothing
+    alone = fuse(DENSE, SPARSE, IDS[:, 2:3], DENSE_ALL[:, 2:3], SPARSE_ALL[:, 2:3], BOUND, 5, 0.5)
+    assert alone.scores[0][0] == fused.scores[0][0]
 
 
-def test_rrf_fusion_of_ranks() -> None:
-    fused = fuse(DENSE, SPARSE, 5, 0.5, "rrf")
+def test_rrf_fusion_of_ranks_in_the_two_lists() -> None:
+    fused = fuse(DENSE, SPARSE, IDS, DENSE_ALL, SPARSE_ALL, BOUND, 5, 0.5, "rrf")
     expected = {10: 0.5 / 61 + 0.5 / 63, 11: 0.5 / 62, 12: 0.5 / 63 + 0.5 / 61, 13: 0.5 / 62, 14: 0.5 / 64}
     np.testing.assert_allclose(fused.scores[0], [expected[i] for i in fused.ids[0]])
-    assert set(fused.ids[0][:2]) == {10, 12}
+    assert fused.ids[0].tolist() == [10, 12, 11, 13, 14]  # ties: the smaller id first
 
 
-def test_no_candidates_in_either_list_pads() -> None:
+def test_no_candidates_pads() -> None:
     empty = (np.full((1, 2), -np.inf), np.full((1, 2), -1))
-    fused = fuse(empty, empty, 2, 0.5)
+    ids = candidates(empty[1], empty[1])
+    fused = fuse(empty, empty, ids, np.full(ids.shape, -np.inf), np.full(ids.shape, np.nan), np.zeros(1), 2, 0.5)
     assert (fused.ids == -1).all() and np.isneginf(fused.scores).all()
 
 

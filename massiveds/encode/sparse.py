@@ -44,6 +44,10 @@ from massiveds.core.manifest import Sparse, SparseTokenizer
 #: bm25s's file names, prefixed so they sit beside the shard's other files (the catalog checksums a shard's files).
 FILES = {"data_name": "sparse.data.npy", "indices_name": "sparse.indices.npy", "indptr_name": "sparse.indptr.npy",
          "vocab_name": "sparse.vocab.json", "params_name": "sparse.params.json"}
+#: Each term's idf (by the shard's term ids), beside bm25s's files: the bound hybrid search divides BM25 scores by.
+IDF_FILE = "sparse.idf.npy"
+#: Every file of a shard's BM25 index.
+SHARD_FILES = (*FILES.values(), IDF_FILE)
 #: bm25s's scoring variant; the idf and tf formulas of the module docstring.
 METHOD = "lucene"
 #: Tokens scored at once while writing a shard's matrix (bounds the index pass's memory, whatever the shard size).
@@ -242,11 +246,12 @@ def index_shard(counts: CountFiles, partition_files: Sequence[Path], stats: Corp
         data.flush()
         indices.flush()
         del data, indices
-    with atomic_path(folder / FILES["indptr_name"]) as tmp, open(tmp, "wb") as f:
-        np.save(f, indptr, allow_pickle=False)
+    for name, array in ((FILES["indptr_name"], indptr), (IDF_FILE, idf)):
+        with atomic_path(folder / name) as tmp, open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
     _write_json(folder / FILES["vocab_name"], {t: i for i, t in enumerate(terms)})
     _write_json(folder / FILES["params_name"], bm25s_params(spec, len(lengths)))
-    return sum((folder / name).stat().st_size for name in FILES.values())
+    return sum((folder / name).stat().st_size for name in SHARD_FILES)
 
 
 def bm25s_params(spec: Sparse, passages: int) -> dict[str, Any]:
@@ -284,8 +289,9 @@ def subset_shard(src: Path, dst: Path, mask: np.ndarray) -> None:
             np.save(f, np.concatenate(array) if array else np.zeros(0, np.float32), allow_pickle=False)
     params = json.loads((src / FILES["params_name"]).read_text(encoding="utf-8")) | {"num_docs": int(mask.sum())}
     _write_json(dst / FILES["params_name"], params)
-    with atomic_path(dst / FILES["vocab_name"]) as tmp:
-        tmp.write_bytes((src / FILES["vocab_name"]).read_bytes())
+    for name in (FILES["vocab_name"], IDF_FILE):
+        with atomic_path(dst / name) as tmp:
+            tmp.write_bytes((src / name).read_bytes())
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -320,32 +326,61 @@ def rescore(shards: Sequence[tuple[Path, Path]], spec: Sparse, work: Path) -> di
 
 def has_sparse(folder: Path) -> bool:
     """Whether a shard folder holds a BM25 index."""
-    return all((folder / name).is_file() for name in FILES.values())
+    return all((folder / name).is_file() for name in SHARD_FILES)
 
 
-def load_shard(folder: Path) -> Any:
-    """A shard's BM25 index as a bm25s retriever, its arrays memory-mapped."""
-    import bm25s
+@dataclass(frozen=True)
+class ShardBM25:
+    """One shard's BM25 index: a bm25s retriever over its passages (rows = passage id − the shard's first id) and each term's idf."""
 
-    if not has_sparse(folder):
-        raise DatastoreError(f"{folder} has no BM25 index ({FILES['data_name']} and the rest); rebuild with sparse.enabled: true")
-    return bm25s.BM25.load(str(folder), mmap=True, show_progress=False, **FILES)
+    retriever: Any
+    idf: np.ndarray
 
+    @classmethod
+    def load(cls, folder: Path) -> ShardBM25:
+        """The BM25 index of a shard folder, its arrays memory-mapped."""
+        import bm25s
 
-def shard_topk(retriever: Any, terms: Sequence[Sequence[str]], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` (scores, rows) of one shard per query's terms, best first; passages matching no term are left out (row -1)."""
-    n = int(retriever.scores["num_docs"])
-    k_eff = min(k, n)
-    scores = np.full((len(terms), k), -np.inf, dtype=np.float32)
-    rows = np.full((len(terms), k), -1, dtype=np.int64)
-    for q, words in enumerate(terms):
-        ids = retriever.get_tokens_ids(list(words))
-        if not ids or not k_eff:
-            continue
-        all_scores = retriever.get_scores_from_ids(ids)
-        top = np.argpartition(-all_scores, k_eff - 1)[:k_eff] if k_eff < n else np.arange(n)
-        top = top[np.lexsort((top, -all_scores[top]))]  # ties in passage order, so shards merge as one index ranks
-        top = top[all_scores[top] > 0]
-        scores[q, : len(top)] = all_scores[top]
-        rows[q, : len(top)] = top
-    return scores, rows
+        if not has_sparse(folder):
+            raise DatastoreError(f"{folder} has no BM25 index ({IDF_FILE} and the rest); rebuild with sparse.enabled: true")
+        retriever = bm25s.BM25.load(str(folder), mmap=True, show_progress=False, **FILES)
+        return cls(retriever, np.load(folder / IDF_FILE, mmap_mode="r", allow_pickle=False))
+
+    @property
+    def passages(self) -> int:
+        return int(self.retriever.scores["num_docs"])
+
+    def idf_of(self, term: str) -> float | None:
+        """The term's idf (over the whole datastore), or None when no passage of this shard holds it."""
+        i = self.retriever.vocab_dict.get(term)
+        return None if i is None else float(self.idf[i])
+
+    def scores(self, terms: Sequence[str]) -> np.ndarray | None:
+        """Every passage's BM25 score for one query's terms (repeated terms count again, as bm25s counts them), or None if none is here."""
+        ids = self.retriever.get_tokens_ids(list(terms))
+        return self.retriever.get_scores_from_ids(ids) if ids else None
+
+    def topk(self, terms: Sequence[Sequence[str]], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, rows) per query's terms, best first, ties in row order; a passage matching no term is no hit (row -1)."""
+        n, k_eff = self.passages, min(k, self.passages)
+        scores = np.full((len(terms), k), -np.inf, dtype=np.float32)
+        rows = np.full((len(terms), k), -1, dtype=np.int64)
+        for q, words in enumerate(terms):
+            every = self.scores(words)
+            if every is None or not k_eff:
+                continue
+            top = np.argpartition(-every, k_eff - 1)[:k_eff] if k_eff < n else np.arange(n)
+            top = top[np.lexsort((top, -every[top]))]  # ties in passage order, so shards merge as one index ranks
+            top = top[every[top] > 0]
+            scores[q, : len(top)] = every[top]
+            rows[q, : len(top)] = top
+        return scores, rows
+
+    def scores_at(self, terms: Sequence[Sequence[str]], rows: np.ndarray) -> np.ndarray:
+        """The BM25 score of each passage of ``rows`` (one row of rows per query; -1 pads, scored nan) for its query's terms."""
+        out = np.where(rows >= 0, 0.0, np.nan)
+        for q, words in enumerate(terms):
+            here = rows[q] >= 0
+            if here.any() and (every := self.scores(words)) is not None:
+                out[q, here] = every[rows[q][here]]
+        return out

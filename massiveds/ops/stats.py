@@ -13,10 +13,10 @@ import numpy as np
 from massiveds.core.catalog import Catalog, DomainTotals, ShardRecord, open_catalog
 from massiveds.core.errors import DatastoreError
 from massiveds.encode.index import ivf_list_sizes, read_index
-from massiveds.encode.sparse import FILES as SPARSE_FILES
+from massiveds.encode.sparse import SHARD_FILES
 
 FILE_KINDS = {"passages.arrow": "passages", "index.faiss": "index", "vectors.npy": "vectors",
-              **dict.fromkeys(SPARSE_FILES.values(), "sparse")}
+              **dict.fromkeys(SHARD_FILES, "sparse")}
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import DatastoreLayout, atomic_path, sha256_file, write_json
 from massiveds.core.passages import PassageFile, write_passages
 from massiveds.encode.index import list_balance, read_index, write_index
-from massiveds.encode.sparse import has_sparse, subset_shard
+from massiveds.encode.sparse import subset_shard
 from massiveds.ops.verify import require_catalog_files
 from massiveds.store.sampling import check_fraction, keep_mask
 
@@ -102,11 +102,12 @@ def folder_files(folder: Path) -> dict[str, FileRecord]:
 
 
 def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.ndarray, first_id: int, trained: Path,
-                  name: str | None = None) -> ShardRecord:
+                  name: str | None = None, bm25: bool = False) -> ShardRecord:
     """Copy the rows of a shard selected by ``mask`` into ``dst_dir`` with ids from ``first_id`` on; returns its record.
 
     Passages, fp16 vectors, index entries and BM25 scores are copied (never re-embedded, re-encoded or re-scored); ``trained``
-    is the empty trained index the shard was built from. Used by subsample (a mask) and merge (all rows).
+    is the empty trained index the shard was built from; ``bm25``: the BM25 index too (its scores kept). Used by
+    subsample (a mask) and merge (all rows; a merge scores BM25 again itself).
     The new shard is self-contained: a merged-in-place record's ``folder`` and ``id_offset`` are dropped.
     """
     passages = PassageFile(src_dir / "passages.arrow")
@@ -121,7 +122,7 @@ def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.nda
     index = subset_index(read_index(src_dir / "index.faiss", mmap=False), read_index(trained, mmap=False),
                          lambda ids: new_rows[ids - shard.stored_id_start])
     write_index(index, dst_dir / "index.faiss")
-    if has_sparse(src_dir):
+    if bm25:
         subset_shard(src_dir, dst_dir, mask)
     files = folder_files(dst_dir)
     tokens = int(np.asarray(passages.column("n_tokens"), dtype=np.int64)[mask].sum())
@@ -136,12 +137,12 @@ def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.nda
 
 
 def _subsample_shard(src: Path, dst: DatastoreLayout, shard: ShardRecord, fraction: float, seed: int,
-                     first_id: int) -> ShardRecord | None:
+                     first_id: int, bm25: bool) -> ShardRecord | None:
     src_dir = src / shard.folder_rel()
     mask = keep_mask(PassageFile(src_dir / "passages.arrow").column("doc_id"), fraction, seed)
     if not mask.any():
         return None
-    return rewrite_shard(src_dir, dst.shard(shard.name), shard, mask, first_id, src / shard.trained_rel())
+    return rewrite_shard(src_dir, dst.shard(shard.name), shard, mask, first_id, src / shard.trained_rel(), bm25=bm25)
 
 
 def _domains(shards: list[ShardRecord]) -> dict[str, DomainTotals]:
@@ -168,7 +169,7 @@ def subsample(source: Path, out: Path, fraction: float, seed: int, on_shard: Cal
     shards: list[ShardRecord] = []
     next_id = 0
     for shard in catalog.shards_by_id:
-        record = _subsample_shard(src.root, dst, shard, fraction, seed, next_id)
+        record = _subsample_shard(src.root, dst, shard, fraction, seed, next_id, catalog.sparse is not None)
         if record is not None:
             shards.append(record)
             next_id += record.count

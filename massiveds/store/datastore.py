@@ -26,12 +26,12 @@ from typing import Any
 import faiss
 import numpy as np
 
-from massiveds.core.catalog import Catalog, EmbedderRecord, ShardRecord, open_catalog
+from massiveds.core.catalog import Catalog, EmbedderRecord, ShardRecord, SparseRecord, open_catalog
 from massiveds.core.errors import DatastoreError, MassiveDSError, ShardSkippedWarning
 from massiveds.core.layout import FORMAT_VERSION, DatastoreLayout
 from massiveds.encode.embed import Embedder, differences
 from massiveds.encode.index import as_float32, set_nprobe
-from massiveds.encode.sparse import query_terms, shard_topk
+from massiveds.encode.sparse import query_terms
 from massiveds.store.merged import merged_matches, read_merged
 from massiveds.store.search import SearchOptions, SearchResult, run_search
 from massiveds.store.shard import Shard, check_shard
@@ -143,17 +143,51 @@ class Datastore:
         """Whether the datastore has a BM25 index (search modes ``sparse`` and ``hybrid``)."""
         return self.catalog.sparse is not None
 
-    def search_sparse(self, queries: Sequence[str], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (BM25 scores, passage ids) per query text over all shards, best first; a passage matching no term is no hit."""
+    def _bm25(self) -> SparseRecord:
         if self.catalog.sparse is None:
             raise MassiveDSError(f"{self.name} has no BM25 index, so only search mode 'dense' works; rebuild with sparse.enabled: true")
-        terms = query_terms(self.catalog.sparse.tokenizer, queries)
+        return self.catalog.sparse
+
+    def search_sparse(self, queries: Sequence[str], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (BM25 scores, passage ids) per query text over all shards, best first; a passage matching no term is no hit."""
+        terms = query_terms(self._bm25().tokenizer, queries)
 
         def one(shard: Shard) -> tuple[np.ndarray, np.ndarray]:
-            scores, rows = shard_topk(shard.sparse, terms, k)
+            scores, rows = shard.sparse.topk(terms, k)
             return scores, np.where(rows >= 0, rows + shard.id_start, -1)
 
         return self._fan_out(one, k)
+
+    def sparse_scores(self, queries: Sequence[str], ids: np.ndarray) -> np.ndarray:
+        """The BM25 score of each passage of ``ids`` (one row per query; id -1 scores nan) for its query."""
+        terms = query_terms(self._bm25().tokenizer, queries)
+        out = np.where(ids >= 0, 0.0, np.nan)
+        shard_of = np.searchsorted(self._starts, ids, side="right") - 1
+        for s in np.unique(shard_of[ids >= 0]):
+            shard = self.shards[int(s)]
+            mine = (ids >= 0) & (shard_of == s)
+            scored = shard.sparse.scores_at(terms, np.where(mine, ids - shard.id_start, -1))
+            out[mine] = scored[mine]
+        return out
+
+    def sparse_bound(self, queries: Sequence[str]) -> np.ndarray:
+        """Per query, the most BM25 can score: the sum of its terms' idf (a term no passage holds adds 0), what hybrid divides by."""
+        bounds = np.zeros(len(queries))
+        for q, words in enumerate(query_terms(self._bm25().tokenizer, queries)):
+            for word in words:
+                bounds[q] += next((idf for s in self.shards if (idf := s.sparse.idf_of(word)) is not None), 0.0)
+        return bounds
+
+    def dense_scores(self, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """The exact inner product of each query with each passage of ``ids`` (-inf for id -1): stored vectors, else texts re-embedded."""
+        if all(s.has_vectors for s in self.shards):
+            return self.exact_scores(queries, ids)
+        out = np.full(ids.shape, -np.inf, dtype=np.float32)
+        for q in range(len(ids)):
+            valid = np.nonzero(ids[q] >= 0)[0]
+            vectors = self.passage_vectors(self.passages([int(i) for i in ids[q][valid]]))
+            out[q, valid] = vectors @ as_float32(queries[q])
+        return out
 
     def require_vectors(self) -> None:
         """Raise DatastoreError unless every shard has its stored vectors (exact rerank, recall)."""
@@ -231,9 +265,10 @@ class Datastore:
         """Search text queries; a single string gives one ranked list of hits, a list gives one list per query.
 
         Each hit has ``passage_id``, ``score``, ``domain``, ``doc_id``, ``source``, ``url``, ``title``,
-        ``char_start``, ``char_end``, ``text`` and ``shard`` (and ``continuation`` with ``continuation=True``).
-        ``options`` are those of ``massiveds.store.search.SearchOptions`` (``domains``, ``nprobe``, ``fraction``
-        and ``seed``, ``dedup``, ``decontaminate``, ``mmr``, ``continuation``, ``rerank``, ``strict``), by name.
+        ``char_start``, ``char_end``, ``text`` and ``shard`` (and ``continuation`` with ``continuation=True``;
+        ``dense_score`` and ``sparse_score`` in hybrid mode). ``options`` are those of
+        ``massiveds.store.search.SearchOptions`` (``domains``, ``nprobe``, ``fraction`` and ``seed``, ``dedup``,
+        ``decontaminate``, ``mmr``, ``continuation``, ``rerank``, ``strict``, ``mode``, ``alpha``, ``fusion``), by name.
         """
         unknown = sorted(set(options) - set(SearchOptions.fields()))
         if unknown:

@@ -1,16 +1,19 @@
-"""Hybrid retrieval: a dense and a sparse (BM25) candidate list per query fused into one ranking.
+"""Hybrid retrieval: a dense and a BM25 candidate list per query fused into one ranking.
 
-Each list scores on its own scale (inner products, BM25 sums), so scores are made comparable first:
+The candidates are the union of the two lists, each scored by both retrievers: its exact inner product
+with the query (over the stored vectors) and its BM25 score (0 when it holds no query term). Then:
 
-* ``convex`` (default): each list's scores min-max normalised per query to [0, 1] (a list of one
-  score, or of equal scores, normalises to 1), a candidate missing from a list counting 0 there;
-  fused = alpha · dense + (1 − alpha) · sparse. Bruch et al. (TOIS 2023) find a tuned convex
-  combination beats reciprocal-rank fusion.
-* ``rrf``: reciprocal-rank fusion, fused = alpha / (RRF_K + dense rank) + (1 − alpha) / (RRF_K + sparse rank),
-  ranks from 1, a missing candidate contributing 0 (at alpha = 0.5, half of Cormack et al.'s RRF).
+* ``convex`` (default): fused = alpha · dense + (1 − alpha) · BM25 / bound, where bound is the most BM25
+  can score for the query: the sum of its terms' idf, since BM25's term-frequency factor stays below 1.
+  Both parts are functions of the query and the passage alone, so the fused scores order all passages
+  in one way: a candidate ranks the same whatever else was retrieved, and a query-time fraction, a
+  physical subsample and a deeper search agree. Bruch et al. (TOIS 2023) find a convex combination of
+  scores normalised by their theoretical range the better fusion, ahead of reciprocal-rank fusion.
+* ``rrf``: alpha / (RRF_K + dense rank) + (1 − alpha) / (RRF_K + BM25 rank), ranks counted from 1 in the
+  two lists and a candidate missing from a list adding 0 for it (at alpha = 0.5, half of Cormack et al.'s
+  RRF). It depends on the lists retrieved.
 
-Ties go to the list with the larger weight (its rank, then the other's), so alpha = 1 ranks exactly as
-the dense list and alpha = 0 exactly as the sparse one.
+Ties go to the smaller passage id: alpha = 1 ranks by exact dense score, alpha = 0 by BM25.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ RRF_K = 60
 
 @dataclass(frozen=True)
 class Fused:
-    """Top candidates per query: fused scores and ids (-inf, -1 pad), and each one's dense and sparse scores (nan where absent)."""
+    """Top candidates per query: fused scores and ids (-inf, -1 pad), and each one's dense and BM25 scores (nan where not scored)."""
 
     scores: np.ndarray
     ids: np.ndarray
@@ -34,40 +37,42 @@ class Fused:
     sparse: np.ndarray
 
 
-def _normalised(scores: np.ndarray) -> np.ndarray:
-    low, high = float(scores.min()), float(scores.max())
-    return np.ones_like(scores) if high <= low else (scores - low) / (high - low)
+def candidates(dense_ids: np.ndarray, sparse_ids: np.ndarray) -> np.ndarray:
+    """The union of each query's two candidate lists, ids ascending, -1 padded to the longest."""
+    rows = [np.unique(np.concatenate([d[d >= 0], s[s >= 0]])) for d, s in zip(dense_ids, sparse_ids, strict=True)]
+    out = np.full((len(rows), max([len(r) for r in rows] + [1])), -1, dtype=np.int64)
+    for q, row in enumerate(rows):
+        out[q, : len(row)] = row
+    return out
 
 
-def fuse(dense: tuple[np.ndarray, np.ndarray], sparse: tuple[np.ndarray, np.ndarray], k: int, alpha: float,
-         method: str = "convex") -> Fused:
-    """The top-``k`` fused candidates of each query from its dense and sparse (scores, ids) lists (id -1 pads either)."""
+def _ranks(ids: np.ndarray, listed: np.ndarray) -> np.ndarray:
+    """The 1-based rank of each of ``ids`` (one row per query) in that query's ``listed`` row; inf where absent."""
+    out = np.full(ids.shape, np.inf)
+    for q in range(len(ids)):
+        where = {int(i): r for r, i in enumerate(listed[q], 1) if i >= 0}
+        out[q] = [where.get(int(i), np.inf) for i in ids[q]]
+    return out
+
+
+def fuse(dense_list: tuple[np.ndarray, np.ndarray], sparse_list: tuple[np.ndarray, np.ndarray], ids: np.ndarray, dense: np.ndarray,
+         sparse: np.ndarray, bound: np.ndarray, k: int, alpha: float, method: str = "convex") -> Fused:
+    """The top-``k`` of candidates ``ids`` (``candidates`` of the two (scores, ids) lists) by fused score.
+
+    ``dense`` and ``sparse`` are every candidate's scores from both retrievers, ``bound`` each query's BM25 bound.
+    """
     assert method in FUSIONS, method
     assert 0 <= alpha <= 1, alpha
-    nq = len(dense[1])
-    out = Fused(np.full((nq, k), -np.inf), np.full((nq, k), -1, dtype=np.int64), np.full((nq, k), np.nan), np.full((nq, k), np.nan))
-    for q in range(nq):
-        lists = []
-        for scores, ids in (dense, sparse):
-            keep = ids[q] >= 0
-            lists.append((ids[q][keep], scores[q][keep].astype(np.float64)))
-        union = np.unique(np.concatenate([lists[0][0], lists[1][0]]))
-        if not len(union):
-            continue
-        raw = np.full((2, len(union)), np.nan)
-        rank = np.full((2, len(union)), np.inf)
-        part = np.zeros((2, len(union)))
-        for side, (ids, scores) in enumerate(lists):
-            if not len(ids):
-                continue
-            at = np.searchsorted(union, ids)
-            raw[side, at] = scores
-            rank[side, at] = np.arange(1, len(ids) + 1)
-            part[side, at] = _normalised(scores) if method == "convex" else 1.0 / (RRF_K + rank[side, at])
-        fused = alpha * part[0] + (1 - alpha) * part[1]
-        first, second = (rank[0], rank[1]) if alpha >= 0.5 else (rank[1], rank[0])
-        order = np.lexsort((second, first, -fused))[:k]
-        n = len(order)
-        out.scores[q, :n], out.ids[q, :n] = fused[order], union[order]
-        out.dense[q, :n], out.sparse[q, :n] = raw[0, order], raw[1, order]
-    return out
+    if method == "convex":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            normalised = np.where(bound[:, None] > 0, sparse / bound[:, None], 0.0)
+        fused = alpha * dense + (1 - alpha) * normalised
+    else:
+        fused = alpha / (RRF_K + _ranks(ids, dense_list[1])) + (1 - alpha) / (RRF_K + _ranks(ids, sparse_list[1]))
+    fused = np.where(ids >= 0, fused, -np.inf)
+    order = np.lexsort((ids, -fused), axis=-1)[:, :k]  # per query: best fused score first, then the smaller id
+
+    def pick(a: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(a, order, axis=1)
+
+    return Fused(pick(fused), pick(ids), pick(np.where(ids >= 0, dense, np.nan)), pick(sparse))

@@ -1,7 +1,8 @@
 """Search with options: shard selection, candidate retrieval that grows until enough hits survive, post-processing.
 
 One batch of queries is embedded once and searched together (``Datastore.search_vectors`` fans out
-over the shards in parallel). Options that drop hits (``fraction``, ``decontaminate``, ``dedup``)
+over the shards in parallel), in the dense index, the BM25 index (``Datastore.search_sparse``) or both
+fused (``massiveds.store.fusion``), as ``mode`` says. Options that drop hits (``fraction``, ``decontaminate``, ``dedup``)
 retrieve more candidates than asked; when fewer than needed survive, the queries short of hits are
 searched again with a larger candidate count, until each has enough or its reachable candidates are
 exhausted. The post-processing order is subsample -> decontaminate -> dedup -> MMR (or top ``k``)
@@ -20,7 +21,7 @@ import numpy as np
 
 from massiveds.core.errors import MassiveDSError, ShardsUnavailableError
 from massiveds.encode.embed import Embedder
-from massiveds.store.fusion import FUSIONS, Fused, fuse
+from massiveds.store.fusion import FUSIONS, Fused, candidates, fuse
 from massiveds.store.postprocess import (
     GoldIndex,
     attach_continuations,
@@ -59,6 +60,12 @@ class Searchable(Protocol):
     def has_sparse(self) -> bool: ...
 
     def search_sparse(self, queries: Sequence[str], k: int = 10) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def sparse_scores(self, queries: Sequence[str], ids: np.ndarray) -> np.ndarray: ...
+
+    def sparse_bound(self, queries: Sequence[str]) -> np.ndarray: ...
+
+    def dense_scores(self, queries: np.ndarray, ids: np.ndarray) -> np.ndarray: ...
 
     def passages(self, ids: list[int]) -> list[dict[str, Any]]: ...
 
@@ -260,11 +267,14 @@ def _retrieve(view: Searchable, mode: str, texts: list[str], vectors: np.ndarray
         return Fused(scores, ids, scores, np.full(scores.shape, np.nan))
     depth = max(fetch, HYBRID_DEPTH_FACTOR * options.k, HYBRID_MIN_DEPTH)
     dense = view.search_vectors(vectors, k=depth, nprobe=options.nprobe, rerank=options.rerank)
-    return fuse(dense, view.search_sparse(texts, depth), fetch, options.alpha, options.fusion)
+    sparse = view.search_sparse(texts, depth)
+    ids = candidates(dense[1], sparse[1])
+    return fuse(dense, sparse, ids, view.dense_scores(vectors, ids), view.sparse_scores(texts, ids), view.sparse_bound(texts), fetch,
+                options.alpha, options.fusion)
 
 
 def _hits(ds: Searchable, found: Fused, row: int, mode: str) -> list[Hit]:
-    """Row ``row``'s candidates as hits: ``score``, and in hybrid mode ``dense_score`` and ``sparse_score`` (None: not retrieved)."""
+    """Row ``row``'s candidates as hits: ``score``, and in hybrid mode ``dense_score`` and ``sparse_score`` (BM25, 0: no term)."""
     valid = np.nonzero(found.ids[row] >= 0)[0]
     hits = ds.passages([int(found.ids[row][j]) for j in valid])
     for hit, j in zip(hits, valid, strict=True):

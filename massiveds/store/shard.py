@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import faiss
 import numpy as np
@@ -13,7 +12,7 @@ import numpy as np
 from massiveds.core.errors import DatastoreError
 from massiveds.core.passages import PassageFile
 from massiveds.encode.index import read_index
-from massiveds.encode.sparse import load_shard
+from massiveds.encode.sparse import ShardBM25
 
 
 @dataclass
@@ -32,7 +31,7 @@ class Shard:
     _index: faiss.Index | None = field(default=None, repr=False)
     _passages: PassageFile | None = field(default=None, repr=False)
     _vectors: np.ndarray | None = field(default=None, repr=False)
-    _sparse: Any = field(default=None, repr=False)
+    _sparse: ShardBM25 | None = field(default=None, repr=False)
 
     @property
     def index(self) -> faiss.Index:
@@ -47,10 +46,10 @@ class Shard:
         return self._passages
 
     @property
-    def sparse(self) -> Any:
-        """The shard's BM25 index (a ``bm25s.BM25``, arrays memory-mapped); its rows are passage ids minus ``id_start``."""
+    def sparse(self) -> ShardBM25:
+        """The shard's BM25 index (arrays memory-mapped); its rows are passage ids minus ``id_start``."""
         if self._sparse is None:
-            self._sparse = load_shard(self.folder)
+            self._sparse = ShardBM25.load(self.folder)
         return self._sparse
 
     @property
