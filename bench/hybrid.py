@@ -6,7 +6,9 @@ Builds the named files of ``../shared/data/jsonl`` with the example's filters an
 index on, then asks QA sets made from the same shared text, each query with its gold document:
 
 * ``faq``: a perlfaq question (the row's title, which the passages do not hold) -> the row that answers it;
-* ``news``: a sentence of 10+ words of a news page's ``gold_text``, a quarter of its words dropped -> that page;
+* ``news``: a sentence of 10+ words of a news page's ``gold_text``, a quarter of its words dropped -> that page
+  (few: the shared news pages are few);
+* ``python-docs``: the same from a passage of a Python documentation page -> that page;
 * ``wiki``: the same from a wiki row's text -> that row.
 
 The queries are split in two halves (seeded). ``alpha`` is chosen on the first (the grid 0, 0.1, ..., 1,
@@ -20,6 +22,7 @@ bm25s index of the same passages against ``massiveds.encode.sparse``'s three pas
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import tempfile
@@ -55,15 +58,22 @@ def sentence_query(text: str, rng: np.random.Generator, drop: float = 0.25) -> s
 
 def qa_sets(ds: Datastore, n: int, seed: int) -> dict[str, list[tuple[str, str, str]]]:
     """Per slice: (query, gold source, gold doc_id) of documents the datastore kept."""
-    kept = {(p["source"], p["doc_id"]) for s in ds.shards for p in s.passages.read_all().select(["source", "doc_id"]).to_pylist()}
+    passages = [p for s in ds.shards for p in s.passages.read_all().select(["source", "doc_id", "text"]).to_pylist()]
+    kept = {(p["source"], p["doc_id"]) for p in passages}
     rng = np.random.default_rng(seed)
-    out: dict[str, list[tuple[str, str, str]]] = {"faq": [], "news": [], "wiki": []}
+    out: dict[str, list[tuple[str, str, str]]] = {"faq": [], "news": [], "python-docs": [], "wiki": []}
     for row in shared_rows("qa_forum"):
         if row["source"] == "perlfaq" and ("qa_forum", str(row["id"])) in kept and row["title"].rstrip().endswith("?"):
             out["faq"].append((row["title"], "qa_forum", str(row["id"])))
+    news = set()
     for row in shared_rows("web_html"):
-        if row.get("gold_text") and ("web_html", str(row["id"])) in kept and (q := sentence_query(row["gold_text"], rng)):
-            out["news"].append((q, "web_html", str(row["id"])))
+        if row.get("gold_text"):
+            news.add(str(row["id"]))
+            if ("web_html", str(row["id"])) in kept and (q := sentence_query(row["gold_text"], rng)):
+                out["news"].append((q, "web_html", str(row["id"])))
+    for p in passages:
+        if p["source"] == "web_html" and p["doc_id"] not in news and (q := sentence_query(p["text"], rng)):
+            out["python-docs"].append((q, "web_html", p["doc_id"]))
     for row in shared_rows("wiki"):
         if ("wiki", str(row["id"])) in kept and (q := sentence_query(row["text"], rng)):
             out["wiki"].append((q, "wiki", str(row["id"])))
@@ -79,7 +89,7 @@ def recalls(ds: Datastore, qa: list[tuple[str, str, str]], ks: tuple[int, ...], 
 
 def choose_alpha(ds: Datastore, tuning: dict[str, list[tuple[str, str, str]]]) -> tuple[float, dict[float, float]]:
     """The alpha of the grid with the best mean recall@10 over the slices of ``tuning`` (ties: the one nearest 0.5)."""
-    score = {a: float(np.mean([recalls(ds, qa, (10,), alpha=a)[10] for qa in tuning.values()])) for a in ALPHAS}
+    score = {a: float(np.mean([recalls(ds, qa, (10,), alpha=a)[10] for qa in tuning.values()])) for a in ALPHAS}  # slices weigh alike
     best = max(score.values())
     return min((a for a, s in score.items() if s == best), key=lambda a: abs(a - 0.5)), score
 
@@ -134,15 +144,20 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=400, help="queries per slice, before the split in halves")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
+    parser.add_argument("--work", type=Path, help="build here and keep it (a datastore there is reused); default: a temporary folder")
     args = parser.parse_args()
     example = yaml.safe_load(EXAMPLE.read_text())
     console = Console(width=200)
-    work = Path(tempfile.mkdtemp(prefix="massiveds-hybrid-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="massiveds-hybrid-"))
+    work.mkdir(parents=True, exist_ok=True)
     try:
         settings = {"filters": example["filters"], "chunk": example["chunk"], "embed": {"model": args.model}, "sparse": {"enabled": True},
                     "shards": {"target_passages": 4096}}
-        manifest, _, _ = make_inputs(work, 1, 0.0, args.sources.split(","), settings)
-        seconds, catalog = build(manifest, work / "ds")
+        if (work / "ds" / "datastore.json").is_file():
+            seconds, catalog = 0.0, json.loads((work / "ds" / "datastore.json").read_text())
+        else:
+            manifest, _, _ = make_inputs(work, 1, 0.0, args.sources.split(","), settings)
+            seconds, catalog = build(manifest, work / "ds")
         ds = Datastore.open(work / "ds")
         stage = catalog["build"]["stage_seconds"]
         n = ds.num_passages
@@ -152,25 +167,29 @@ def main() -> None:
         held = {name: qa[len(qa) // 2 :] for name, qa in sets.items()}
         alpha, grid = choose_alpha(ds, tuning)
         console.print(table(f"mean recall@10 over the slices on the tuning half, by alpha: chosen {alpha}", ["alpha", "recall@10"],
-                            [(a, round(s, 3)) for a, s in grid.items()]))
+                            [(f"{a:.1f}", f"{s:.3f}") for a, s in grid.items()]))
         result = []
         for name, qa in held.items():
             for mode, options in MODES.items():
                 r = recalls(ds, qa, (10, 100), **(options | ({"alpha": alpha} if mode.startswith("hybrid") else {})))
-                result.append((name, len(qa), mode, round(r[10], 3), round(r[100], 3)))
+                result.append((name, len(qa), mode, f"{r[10]:.3f}", f"{r[100]:.3f}"))
         console.print(table(f"recall of the gold document on the held-out half (hybrid alpha {alpha})",
                             ["slice", "queries", "mode", "recall@10", "recall@100"], result))
         console.print(table("BM25 build cost next to the embed stage (the build, Ray, 2 cores)", ["stage", "seconds", "ms/passage"],
-                            [(s, round(stage[s], 1), round(stage[s] / n * 1000, 3)) for s in ("sparse", "embed")]))
+                            [(s, f"{stage[s]:.1f}", f"{stage[s] / n * 1000:.3f}") for s in ("sparse", "embed")]))
         console.print(table("BM25 index of the same passages in this process", ["index", "passages/s", "bytes/passage"],
-                            [(w, round(r, 2 if "/" in w else 0), round(b, 2 if "/" in w else 0)) for w, r, b in bare_vs_ours(ds, work)]))
+                            [(w, f"{r:,.2f}" if "/" in w else f"{r:,.0f}", f"{b:.3f}" if "/" in w else f"{b:,.0f}")
+                             for w, r, b in bare_vs_ours(ds, work)]))
         queries = [q for qa in held.values() for q, _, _ in qa][:200]
         console.print(table("search latency (k 10)", ["mode", "p50 ms (single)", "queries/s (batch)"],
-                            [(m, round(p, 1), round(q, 1)) for m, p, q in latency(ds, queries)]))
+                            [(m, f"{p:.1f}", f"{q:,.1f}") for m, p, q in latency(ds, queries)]))
         console.print(f"command: python bench/hybrid.py --sources {args.sources} --queries {args.queries} --seed {args.seed} "
                       f"--model {args.model}; load after {load_average()}")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        for scratch in ("bare", "ours", "count", "df.parquet"):
+            shutil.rmtree(work / scratch, ignore_errors=True) if (work / scratch).is_dir() else (work / scratch).unlink(missing_ok=True)
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

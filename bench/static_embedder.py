@@ -103,7 +103,7 @@ def main() -> None:
             rate = bare_rate(model, texts)
             rows.append((name, catalog["embedder"]["dim"], round(b["embed_passages_per_s"], 1), round(b["embed_tokens_per_s"]),
                          round(rate, 1)))
-            quality_rows.append((name, catalog["index"]["factory"], *(round(v, 3) for v in quality(ds, queries, gold).values())))
+            quality_rows.append((name, catalog["index"]["factory"], *(f"{v:.3f}" for v in quality(ds, queries, gold).values())))
     ratio = [f"{rows[1][i] / rows[0][i]:.1f}x" for i in (2, 3, 4)]
     rows.append(("static / transformer", "", *ratio))
     console = Console(width=180)

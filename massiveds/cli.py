@@ -120,7 +120,7 @@ def search(
         help="dense, sparse (BM25) or hybrid (both fused); default: hybrid where the datastore has a BM25 index, else dense")] = None,
     alpha: Annotated[float | None, typer.Option(
         help="hybrid: weight of the dense list, 1 = dense only, 0 = BM25 only (default: the measured one, docs/search.md)")] = None,
-    fusion: Annotated[str, typer.Option(help="hybrid: 'convex' (normalised scores) or 'rrf' (reciprocal ranks)")] = "convex",
+    fusion: Annotated[str, typer.Option(help="hybrid: 'convex' (dense + BM25 over its bound) or 'rrf' (reciprocal ranks)")] = "convex",
     as_json: Annotated[bool, typer.Option("--json", help="print hits as JSON")] = False,
 ) -> None:
     """Search a datastore with its own embedder (and its BM25 index) and print ranked passages."""

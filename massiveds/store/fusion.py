@@ -63,13 +63,14 @@ def fuse(dense_list: tuple[np.ndarray, np.ndarray], sparse_list: tuple[np.ndarra
     """
     assert method in FUSIONS, method
     assert 0 <= alpha <= 1, alpha
+    valid = ids >= 0
     if method == "convex":
         with np.errstate(divide="ignore", invalid="ignore"):
             normalised = np.where(bound[:, None] > 0, sparse / bound[:, None], 0.0)
-        fused = alpha * dense + (1 - alpha) * normalised
+        fused = alpha * np.where(valid, dense, 0.0) + (1 - alpha) * np.where(valid, normalised, 0.0)
     else:
         fused = alpha / (RRF_K + _ranks(ids, dense_list[1])) + (1 - alpha) / (RRF_K + _ranks(ids, sparse_list[1]))
-    fused = np.where(ids >= 0, fused, -np.inf)
+    fused = np.where(valid, fused, -np.inf)
     order = np.lexsort((ids, -fused), axis=-1)[:, :k]  # per query: best fused score first, then the smaller id
 
     def pick(a: np.ndarray) -> np.ndarray:

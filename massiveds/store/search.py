@@ -81,7 +81,7 @@ MMR_POOL_FACTOR, MMR_MIN_POOL = 4, 20
 RERANK_MODES = ("exact",)
 #: Search modes: the dense index, the BM25 index, or both fused (``massiveds.store.fusion``).
 MODES = ("dense", "sparse", "hybrid")
-#: Hybrid's weight of the dense list (docs/search.md, hybrid retrieval).
+#: Hybrid's weight of the dense score: the best of 0, 0.1, ..., 1 on a QA set (BENCHMARKS.md, "Hybrid retrieval").
 DEFAULT_ALPHA = 0.5
 #: Hybrid takes at least this many candidates from each list, and at least ``HYBRID_DEPTH_FACTOR`` × k.
 HYBRID_MIN_DEPTH, HYBRID_DEPTH_FACTOR = 100, 4
