@@ -248,7 +248,7 @@ def run_size(n: int, work: Path, model: Path, sparse: bool = False) -> dict[str,
         manifest.write_text(yaml.safe_dump(yaml.safe_load((corpus / "scale.yaml").read_text()) | {"sparse": {"enabled": True}}))
     shutil.rmtree(ds, ignore_errors=True)
     load_before = load_average()
-    out.print(f"[bold]build {n:,}[/] (log: {work / f'build-{n}.log'})")
+    out.print(f"[bold]build {n:,}[/] (log: {work / f'build-{tag}.log'})")
     wall, sampler = build_measured(manifest, ds, work / f"build-{tag}.log")
     catalog = json.loads((ds / "datastore.json").read_text())
     b = catalog["build"]
