@@ -503,15 +503,16 @@ def plan(
     With manifests, also the build's size and embedding GPU-hours; an IVF-PQ plan is shown beside exact Flat search.
     """
     from massiveds.core.manifest import Index, load_manifest
+    from massiveds.encode.embed import declared_dimension
     from massiveds.encode.index import flat_report, plan_report
     from massiveds.ops.estimate import H100_EMBED_PASSAGES_PER_S, build_estimate, estimate
     from massiveds.ops.index_report import KNOWN_DIMS, build_table, parse_count, plan_table
 
     try:
-        spec, model = Index(), None
+        spec, model, folder = Index(), None, None
         loaded = [load_manifest(m) for m in manifests or []]
         if loaded:
-            spec, model = loaded[0].manifest.index, loaded[0].manifest.embed.model
+            spec, model, folder = loaded[0].manifest.index, loaded[0].manifest.embed.model, loaded[0].path.parent
         sources = [e for lm in loaded for e in estimate(lm)]
         if vectors is None:
             total = sum(e.passages or 0 for e in sources)
@@ -519,9 +520,9 @@ def plan(
                 raise MassiveDSError("give the number of vectors with --vectors N (e.g. --vectors 100M), or manifests with estimated sizes")
             vectors = str(total)
         if dim is None:
-            if model is not None and model not in KNOWN_DIMS:
-                raise MassiveDSError(f"the dimension of {model!r} is not known here; give it with --dim")
-            dim = KNOWN_DIMS.get(model or "", 384)
+            dim = 384 if model is None else KNOWN_DIMS.get(model) or declared_dimension(model, folder)
+            if dim is None:
+                raise MassiveDSError(f"the dimension of {model!r} is not known here (not a local model folder); give it with --dim")
         reports = [plan_report(parse_count(v), dim, spec, memory_gb) for v in vectors.split(",") if v.strip()]
     except MassiveDSError as exc:
         _fail(str(exc))

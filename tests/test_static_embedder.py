@@ -12,7 +12,7 @@ import pytest
 import massiveds
 from massiveds.core.catalog import EmbedderRecord, read_catalog
 from massiveds.core.errors import MassiveDSError
-from massiveds.encode.embed import PROBE_DIMS, Embedder, declared_kind, differences
+from massiveds.encode.embed import PROBE_DIMS, Embedder, declared_dimension, declared_kind, differences
 from tests.helpers import EXAMPLE
 from tests.helpers import massiveds as cli
 
@@ -117,3 +117,15 @@ def test_a_single_short_document_builds_and_searches(tmp_path: Path) -> None:
     assert recall is not None and recall.status == "skipped"
     hits = massiveds.open(tmp_path / "ds").search("a dictionary of programmer slang", k=3)
     assert [h["doc_id"] for h in hits] == ["jargon"]
+
+
+def test_plan_reads_a_local_models_dimension_from_its_files(static_model: Path, tmp_path: Path) -> None:
+    assert declared_dimension(str(static_model)) == 256 and declared_dimension("all-MiniLM-L6-v2") == 384  # the packaged model's folder
+    assert declared_dimension(str(tmp_path / "missing")) is None
+    manifest = tmp_path / "static.yaml"
+    manifest.write_text(f"name: s\ndomain: wiki\nsources:\n  - uri: x.jsonl\nembed: {{model: {static_model}}}\n")
+    report = json.loads(cli("plan", str(manifest), "--vectors", "1000000", "--json").stdout)
+    assert report["plans"][0]["plan"]["dim"] == 256
+    manifest.write_text("name: s\ndomain: wiki\nsources:\n  - uri: x.jsonl\nembed: {model: some-org/unknown-model}\n")
+    proc = cli("plan", str(manifest), "--vectors", "1000000", check=False)
+    assert proc.returncode == 2 and "give it with --dim" in proc.stderr

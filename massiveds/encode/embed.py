@@ -58,6 +58,41 @@ def resolve_model(name: str, base_dir: Path | None = None) -> str:
     return name
 
 
+def declared_dimension(model: str, base_dir: Path | None = None) -> int | None:
+    """The vector size a local sentence-transformers folder declares, read from its files without loading it (None: not readable here).
+
+    The last module that sets it wins: a ``Transformer``'s hidden size, a ``StaticEmbedding``'s table width
+    (from its safetensors header), a ``Pooling``'s word dimension times its pooling modes, a ``Dense``'s output.
+    """
+    root = Path(resolve_model(model, base_dir))
+    try:
+        modules = json.loads((root / "modules.json").read_text())
+        dim = None
+        for module in modules:
+            kind, folder = str(module["type"]).rsplit(".", 1)[-1], root / str(module.get("path", ""))
+            config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+            if kind == "Transformer":
+                dim = int(config["hidden_size"])
+            elif kind == "StaticEmbedding":
+                dim = _safetensors_width(folder / "model.safetensors")
+            elif kind == "Pooling":
+                modes = sum(bool(v) for k, v in config.items() if k.startswith("pooling_mode_"))
+                dim = int(config["word_embedding_dimension"]) * max(modes, 1)
+            elif kind == "Dense":
+                dim = int(config["out_features"])
+        return dim
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _safetensors_width(path: Path) -> int:
+    """The second dimension of the first 2-D tensor of a safetensors file, from its JSON header (8-byte length, then JSON)."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    return next(int(t["shape"][1]) for name, t in header.items() if name != "__metadata__" and len(t["shape"]) == 2)
+
+
 def declared_kind(model: str, base_dir: Path | None = None) -> EmbedderKind:
     """The kind a model declares in its ``modules.json`` (first module a ``StaticEmbedding``: static), without loading it.
 
