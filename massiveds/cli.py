@@ -73,6 +73,8 @@ def build(
     rows += [(f"dropped {reason}", n) for reason, n in b.dropped.items()]
     rows += [("documents kept", b.documents_kept), ("passages", catalog.num_passages), ("shards", len(catalog.shards)),
              ("index", catalog.index.factory), *_recall_row(catalog.recall)]
+    if (sp := catalog.sparse) is not None:
+        rows.append(("BM25 index", f"{sp.terms:,} terms, {sp.bytes / max(catalog.num_passages, 1):,.0f} bytes/passage"))
     if nodes := {node for steps in b.nodes.values() for per_node in steps.values() for node in per_node}:
         rows.append(("ray nodes", len(nodes)))
     console.print(table("datastore", ["", "count"], rows))
@@ -88,7 +90,8 @@ def _recall_row(recall: RecallRecord | None) -> list[tuple[str, str]]:
     if recall.status != "measured":
         return [("recall", f"skipped: {recall.reason}")]
     extra, k = recall.model_extra or {}, recall.k
-    return [(f"recall@{k} (with exact rerank)", f"{extra.get(f'recall_at_{k}')} ({extra.get(f'recall_at_{k}_rerank')})")]
+    figures = f"{extra.get(f'recall_at_{k}')} ({extra.get(f'recall_at_{k}_rerank')})"
+    return [(f"recall@{k} (with exact rerank of {recall.rerank_depth})", figures)]
 
 
 def _print_domains(title: str, catalog: Catalog) -> None:

@@ -101,6 +101,7 @@ def test_second_build_does_no_work(example_datastore: Path) -> None:
     assert after == before
     assert proc.stderr.count("skipped (done)") == 10  # extract dedup near_dedup chunk shard sparse embed train index catalog
     assert "│ ran " not in proc.stderr.split("build of")[1].split("datastore")[0]  # the status column
+    assert "BM25 index" in proc.stderr and "recall@10 (with exact rerank of 100)" in proc.stderr  # the summary, from the catalog
 
 
 def test_user_errors_exit_non_zero_with_one_line(tmp_path: Path, example_datastore: Path) -> None:
