@@ -161,7 +161,7 @@ def search(
         out.rule(f"[bold]{q}")
         for rank, hit in enumerate(hits, 1):
             title = f" · {hit['title']}" if hit.get("title") else ""
-            parts = "" if "dense_score" not in hit else f" [dim](dense {_score(hit['dense_score'])}, bm25 {_score(hit['sparse_score'])})[/]"
+            parts = "" if "dense_score" not in hit else f" [dim](dense {hit['dense_score']:.4f}, bm25 {hit['sparse_score']:.4f})[/]"
             head = f"[bold]{rank:>2}.[/] [cyan]{hit['score']:.4f}[/]{parts} [magenta]{hit['domain']}[/] {hit['doc_id']}{title}"
             out.print(head, highlight=False)
             text = " ".join(hit["text"].split())
@@ -169,11 +169,6 @@ def search(
             if hit.get("continuation"):
                 cont = " ".join(hit["continuation"]["text"].split())
                 out.print(f"    [dim]↳ {cont[:300]}{'…' if len(cont) > 300 else ''}[/]", highlight=False, soft_wrap=True)
-
-
-def _score(value: float | None) -> str:
-    """A component score of a hybrid hit: four decimals, or a dash when its list did not retrieve it."""
-    return "–" if value is None else f"{value:.4f}"
 
 
 def _read_gold(value: str) -> str:
@@ -470,8 +465,9 @@ def merge(
     from massiveds.ops.merge import sparse_note
 
     try:
-        note = sparse_note([(d, open_catalog(d)) for d in datastores], copy)
-        total = sum(len(open_catalog(d).shards) for d in datastores)
+        catalogs = [(d, open_catalog(d)) for d in datastores]
+        note = sparse_note(catalogs, copy)
+        total = sum(len(c.shards) for _, c in catalogs)
         with progress() as bar:
             task = bar.add_task("merge", total=total, rate="")
             catalog = run_merge(list(datastores), out, copy=copy, on_shard=lambda _: bar.update(task, advance=1))

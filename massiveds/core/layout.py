@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 CATALOG = "datastore.json"
 TRAINED_INDEX = "trained.faiss"
 FORMAT_VERSION = 1
@@ -46,10 +48,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+def write_json(path: str | Path, obj: Any, indent: int | None = 2, ensure_ascii: bool = True) -> None:
+    """Write ``obj`` as JSON (indented unless ``indent`` is None), atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(obj, indent=indent, ensure_ascii=ensure_ascii) + ("\n" if indent is not None else ""), encoding="utf-8")
+
+
+def write_array(path: str | Path, array: np.ndarray) -> None:
+    """Write ``array`` as a ``.npy`` file (no pickles), atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
 
 
 def read_json(path: str | Path) -> Any:

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from massiveds.core.errors import DatastoreError
-from massiveds.core.layout import atomic_path
+from massiveds.core.layout import atomic_path, write_array, write_json
 from massiveds.core.manifest import Sparse, SparseTokenizer
 
 #: bm25s's file names, prefixed so they sit beside the shard's other files (the catalog checksums a shard's files).
@@ -125,8 +125,7 @@ def count_shard(texts: Iterable[Sequence[str]], spec: SparseTokenizer, out: Coun
             lengths.append(np.fromiter((len(d) for d in docs), dtype=np.int32, count=len(docs)))
             sink.write(np.fromiter((t for d in docs for t in d), dtype=np.int32, count=int(lengths[-1].sum())).tobytes())
     length = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32)
-    with atomic_path(out.lengths) as tmp, open(tmp, "wb") as f:
-        np.save(f, length, allow_pickle=False)
+    write_array(out.lengths, length)
     vocab = tok.get_vocab_dict()
     terms = [""] * len(vocab)
     for term, i in vocab.items():
@@ -246,11 +245,10 @@ def index_shard(counts: CountFiles, partition_files: Sequence[Path], stats: Corp
         data.flush()
         indices.flush()
         del data, indices
-    for name, array in ((FILES["indptr_name"], indptr), (IDF_FILE, idf)):
-        with atomic_path(folder / name) as tmp, open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-    _write_json(folder / FILES["vocab_name"], {t: i for i, t in enumerate(terms)})
-    _write_json(folder / FILES["params_name"], bm25s_params(spec, len(lengths)))
+    write_array(folder / FILES["indptr_name"], indptr)
+    write_array(folder / IDF_FILE, idf)
+    write_json(folder / FILES["vocab_name"], {t: i for i, t in enumerate(terms)}, indent=None, ensure_ascii=False)
+    write_json(folder / FILES["params_name"], bm25s_params(spec, len(lengths)), indent=None, ensure_ascii=False)
     return sum((folder / name).stat().st_size for name in SHARD_FILES)
 
 
@@ -274,29 +272,26 @@ def subset_shard(src: Path, dst: Path, mask: np.ndarray) -> None:
     assert len(indptr) >= 1 and indptr[-1] == len(data) == len(indices), f"{src}: BM25 arrays of different lengths"
     new_row = np.cumsum(mask, dtype=np.int64) - 1
     kept_per_term = np.zeros(len(indptr) - 1, dtype=np.int64)
-    pieces = []
+    scores: list[np.ndarray] = [np.zeros(0, np.float32)]
+    rows_kept: list[np.ndarray] = [np.zeros(0, np.int32)]
     for lo in range(0, len(data), BLOCK_TOKENS):
         hi = min(len(data), lo + BLOCK_TOKENS)
         rows = np.asarray(indices[lo:hi])
         keep = mask[rows]
         terms = np.searchsorted(indptr, np.arange(lo, hi)[keep], side="right") - 1
         kept_per_term += np.bincount(terms, minlength=len(kept_per_term))
-        pieces.append((np.asarray(data[lo:hi])[keep], new_row[rows[keep]].astype(np.int32)))
+        scores.append(np.asarray(data[lo:hi])[keep])
+        rows_kept.append(new_row[rows[keep]].astype(np.int32))
     new_indptr = np.zeros_like(indptr)
     np.cumsum(kept_per_term, out=new_indptr[1:])
-    for name, array in (("data_name", [p[0] for p in pieces]), ("indices_name", [p[1] for p in pieces]), ("indptr_name", [new_indptr])):
-        with atomic_path(dst / FILES[name]) as tmp, open(tmp, "wb") as f:
-            np.save(f, np.concatenate(array) if array else np.zeros(0, np.float32), allow_pickle=False)
+    write_array(dst / FILES["data_name"], np.concatenate(scores))
+    write_array(dst / FILES["indices_name"], np.concatenate(rows_kept))
+    write_array(dst / FILES["indptr_name"], new_indptr)
     params = json.loads((src / FILES["params_name"]).read_text(encoding="utf-8")) | {"num_docs": int(mask.sum())}
-    _write_json(dst / FILES["params_name"], params)
+    write_json(dst / FILES["params_name"], params, indent=None, ensure_ascii=False)
     for name in (FILES["vocab_name"], IDF_FILE):
         with atomic_path(dst / name) as tmp:
             tmp.write_bytes((src / name).read_bytes())
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
 
 
 def catalog_record(spec: Sparse, stats: CorpusStats, terms: int, size: int) -> dict[str, Any]:

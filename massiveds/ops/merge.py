@@ -63,13 +63,13 @@ def check_sparse(catalogs: list[tuple[Path, Catalog]]) -> Sparse | None:
     if any(cat.sparse is None for _, cat in catalogs):
         return None
     assert first.sparse is not None
-    spec = Sparse(enabled=True, k1=first.sparse.k1, b=first.sparse.b, tokenizer=first.sparse.tokenizer)
+    settings = (first.sparse.method, first.sparse.k1, first.sparse.b, first.sparse.tokenizer)
     for path, cat in rest:
         assert cat.sparse is not None
-        if (cat.sparse.method, cat.sparse.k1, cat.sparse.b, cat.sparse.tokenizer) != (first.sparse.method, spec.k1, spec.b, spec.tokenizer):
+        if (cat.sparse.method, cat.sparse.k1, cat.sparse.b, cat.sparse.tokenizer) != settings:
             raise MassiveDSError(f"cannot merge {first_path} and {path}: their BM25 indexes differ (k1, b or tokenizer); rebuild one with "
                                  "the other's sparse section")
-    return spec
+    return Sparse(enabled=True, k1=first.sparse.k1, b=first.sparse.b, tokenizer=first.sparse.tokenizer)
 
 
 def sparse_note(catalogs: list[tuple[Path, Catalog]], copy: bool) -> str | None:

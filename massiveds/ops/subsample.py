@@ -31,7 +31,7 @@ from massiveds.core.catalog import (
     write_catalog,
 )
 from massiveds.core.errors import MassiveDSError
-from massiveds.core.layout import DatastoreLayout, atomic_path, sha256_file, write_json
+from massiveds.core.layout import DatastoreLayout, sha256_file, write_array, write_json
 from massiveds.core.passages import PassageFile, write_passages
 from massiveds.encode.index import list_balance, read_index, write_index
 from massiveds.encode.sparse import subset_shard
@@ -117,8 +117,7 @@ def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.nda
     write_passages(dst_dir / "passages.arrow", _kept_batches(passages, mask, first_id))
     if (src_dir / "vectors.npy").is_file():
         vectors = np.load(src_dir / "vectors.npy", mmap_mode="r", allow_pickle=False)
-        with atomic_path(dst_dir / "vectors.npy") as tmp, tmp.open("wb") as f:
-            np.save(f, np.ascontiguousarray(vectors[mask]), allow_pickle=False)
+        write_array(dst_dir / "vectors.npy", np.ascontiguousarray(vectors[mask]))
     index = subset_index(read_index(src_dir / "index.faiss", mmap=False), read_index(trained, mmap=False),
                          lambda ids: new_rows[ids - shard.stored_id_start])
     write_index(index, dst_dir / "index.faiss")

@@ -76,4 +76,4 @@ def fuse(dense_list: tuple[np.ndarray, np.ndarray], sparse_list: tuple[np.ndarra
     def pick(a: np.ndarray) -> np.ndarray:
         return np.take_along_axis(a, order, axis=1)
 
-    return Fused(pick(fused), pick(ids), pick(np.where(ids >= 0, dense, np.nan)), pick(sparse))
+    return Fused(pick(fused), pick(ids), pick(np.where(valid, dense, np.nan)), pick(sparse))

@@ -279,9 +279,8 @@ def _hits(ds: Searchable, found: Fused, row: int, mode: str) -> list[Hit]:
     hits = ds.passages([int(found.ids[row][j]) for j in valid])
     for hit, j in zip(hits, valid, strict=True):
         hit["score"] = float(found.scores[row][j])
-        if mode == "hybrid":
-            hit["dense_score"] = None if np.isnan(found.dense[row][j]) else float(found.dense[row][j])
-            hit["sparse_score"] = None if np.isnan(found.sparse[row][j]) else float(found.sparse[row][j])
+        if mode == "hybrid":  # every candidate was scored by both retrievers
+            hit["dense_score"], hit["sparse_score"] = float(found.dense[row][j]), float(found.sparse[row][j])
     return hits
 
 

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from massiveds.core.catalog import EmbedderRecord
 from massiveds.core.errors import MassiveDSError
-from massiveds.core.layout import atomic_path, read_json, write_json
+from massiveds.core.layout import atomic_path, read_json, write_array, write_json
 from massiveds.core.manifest import Embed as EmbedSpec
 from massiveds.core.passages import PassageFile
 from massiveds.encode.embed import DEFAULT_BATCH, Embedder, EmbedderKind, declared_kind
@@ -228,8 +228,7 @@ class GatherVectors:
         if len(uniq) != len(expected) or not np.array_equal(uniq, expected):
             raise RuntimeError(f"shard {shard.name}: embeddings cover {len(uniq)} of {shard.count} passages")
         vectors = np.concatenate(vec_list)[first]
-        with atomic_path(self.paths[shard.name]) as tmp, open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(vectors, dtype=np.float16), allow_pickle=False)
+        write_array(self.paths[shard.name], np.ascontiguousarray(vectors, dtype=np.float16))
         return VectorsResult(unit=shard.name, vectors=len(vectors))
 
 
