@@ -279,7 +279,8 @@ def cached_pools(folder: Path, domains: list[str], workers: int) -> dict[str, Do
     stale = [(d, folder / f"{d}.jsonl.zst") for d in domains if not _pool_is_fresh(d, folder / f"{d}.jsonl.zst")]
     if stale:
         console.print(f"[dim]plain-text pool of {', '.join(d for d, _ in stale)} from {SHARED_JSONL} into {folder} (once)")
-        with multiprocessing.Pool(max(1, min(workers, len(stale)))) as pool:
+        # spawn, not fork: a caller that has started threads (torch, Ray, a test run) can fork a child holding a lock
+        with multiprocessing.get_context("spawn").Pool(max(1, min(workers, len(stale)))) as pool:
             pool.starmap(build_pool, stale)
     return {d: load_pool(folder / f"{d}.jsonl.zst") for d in domains}
 
