@@ -242,6 +242,30 @@ class Datastore:
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
+    def shard_rows(self, ids: np.ndarray) -> list[tuple[Shard, np.ndarray, np.ndarray]]:
+        """The valid ids of ``ids`` (≥ 0) grouped by shard: (shard, where in ``ids``, rows in the shard), in shard order."""
+        ids = np.asarray(ids, dtype=np.int64)
+        shard_of = np.searchsorted(self._starts, ids, side="right") - 1
+        groups = []
+        for s in np.unique(shard_of[ids >= 0]):
+            where = np.nonzero((ids >= 0) & (shard_of == s))[0]
+            groups.append((self.shards[int(s)], where, ids[where] - self.shards[int(s)].id_start))
+        return groups
+
+    def column_of(self, ids: np.ndarray, name: str) -> np.ndarray:
+        """Passage column ``name`` at each id of a 1-d ``ids`` (None where the id is -1), from whole-shard columns read once."""
+        out = np.full(len(ids), None, dtype=object)
+        for shard, where, rows in self.shard_rows(ids):
+            out[where] = shard.column(name)[rows]
+        return out
+
+    def sample_positions(self, ids: np.ndarray, seed: int) -> np.ndarray:
+        """The nested-sample position of each id's document for ``seed`` (kept at fraction p iff below p; inf for id -1)."""
+        out = np.full(len(ids), np.inf)
+        for shard, where, rows in self.shard_rows(ids):
+            out[where] = shard.sample_positions(seed)[rows]
+        return out
+
     def passages(self, ids: list[int]) -> list[dict[str, Any]]:
         """The passages with the given ids (with their shard name), in the order asked."""
         out = []

@@ -7,7 +7,7 @@ what datastore-scaling curves need; and a query-time filter agrees exactly with 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 import numpy as np
 import xxhash
@@ -29,7 +29,13 @@ def doc_hash(doc_id: str, seed: int) -> float:
     return xxhash.xxh3_64_intdigest(f"{seed}\x00{doc_id}".encode()) / _SCALE
 
 
-def keep_mask(doc_ids: Iterable[str], fraction: float, seed: int) -> np.ndarray:
+def doc_positions(doc_ids: Sequence[str], seed: int) -> np.ndarray:
+    """Each document's position in [0, 1) for ``seed`` (kept at fraction p iff below p); repeated ids hashed once."""
+    unique, inverse = np.unique(np.asarray(doc_ids, dtype=object), return_inverse=True)
+    return np.array([doc_hash(d, seed) for d in unique.tolist()], dtype=np.float64)[inverse.reshape(-1)]
+
+
+def keep_mask(doc_ids: Sequence[str], fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of the documents kept at ``fraction`` with ``seed``."""
     check_fraction(fraction)
-    return np.array([doc_hash(d, seed) < fraction for d in doc_ids], dtype=bool)
+    return doc_positions(doc_ids, seed) < fraction

@@ -199,19 +199,12 @@ def check_queries(queries: Sequence[str]) -> None:
 def run_search(ds: Searchable, queries: list[str], options: SearchOptions) -> SearchResult:
     """Search ``queries`` in ``ds`` with ``options`` (see the module docstring)."""
     check_queries(queries)
-    shards = ds.select_shards(options.domains)
-    usable, skipped = ds.usable_shards(shards, strict=options.strict)
+    view, reachable, skipped = searchable_view(ds, options)
     if not queries:
         return SearchResult([], skipped)
-    if not usable:
-        where = f"domain {', '.join(options.domains)}" if options.domains else f"datastore {ds.name}"
-        reasons = "; ".join(f"{n}: {r}" for n, r in skipped.items())
-        raise ShardsUnavailableError(f"no shard of {where} can be searched ({reasons})")
-    view = ds.subset(usable)
     mode = search_mode(ds, options)
     gold = GoldIndex(options.decontaminate) if options.decontaminate else None
     vectors = None if mode == "sparse" else ds.embedder.encode_queries(queries)
-    reachable = sum(s.count for s in usable)
     need = options.pool
     kept: list[list[Hit]] = [[] for _ in queries]
     candidates = [0] * len(queries)
@@ -220,18 +213,16 @@ def run_search(ds: Searchable, queries: list[str], options: SearchOptions) -> Se
     fetch = options.first_fetch()
     while pending:
         fetch = min(fetch, reachable, MAX_CANDIDATES)
-        found = _retrieve(view, mode, [queries[q] for q in pending], None if vectors is None else vectors[pending], fetch, options)
+        found = retrieve(view, mode, [queries[q] for q in pending], None if vectors is None else vectors[pending], fetch, options)
         short = []
         for row, q in enumerate(pending):
             hits = _hits(ds, found, row, mode)
-            kept[q], dropped[q] = _filter(hits, options, gold)
+            kept[q], dropped[q] = filter_hits(hits, options, gold)
             candidates[q] = len(hits)
-            exhausted = len(hits) < fetch or fetch >= min(reachable, MAX_CANDIDATES)
-            if len(kept[q]) < need and not exhausted:
+            if len(kept[q]) < need and not exhausted(len(hits), fetch, reachable):
                 short.append(q)
         if short:
-            worst = min(len(kept[q]) for q in short)
-            fetch = max(2 * fetch, math.ceil(fetch * need / max(worst, 1) * 1.2))
+            fetch = deeper(fetch, need, min(len(kept[q]) for q in short))
         pending = short
     results = []
     for q in range(len(queries)):
@@ -256,7 +247,31 @@ def search_mode(ds: Searchable, options: SearchOptions) -> str:
     return options.mode
 
 
-def _retrieve(view: Searchable, mode: str, texts: list[str], vectors: np.ndarray | None, fetch: int, options: SearchOptions) -> Fused:
+def searchable_view(ds: Searchable, options: SearchOptions) -> tuple[Searchable, int, dict[str, str]]:
+    """The view over the shards a search with ``options`` reads, how many passages it can reach, and the shards skipped.
+
+    Raises ShardsUnavailableError when no shard of the ones asked can be searched.
+    """
+    shards = ds.select_shards(options.domains)
+    usable, skipped = ds.usable_shards(shards, strict=options.strict)
+    if not usable:
+        where = f"domain {', '.join(options.domains)}" if options.domains else f"datastore {ds.name}"
+        reasons = "; ".join(f"{n}: {r}" for n, r in skipped.items())
+        raise ShardsUnavailableError(f"no shard of {where} can be searched ({reasons})")
+    return ds.subset(usable), sum(s.count for s in usable), skipped
+
+
+def exhausted(found: int, fetch: int, reachable: int) -> bool:
+    """Whether a query that got ``found`` of ``fetch`` candidates asked has seen every candidate it can reach."""
+    return found < fetch or fetch >= min(reachable, MAX_CANDIDATES)
+
+
+def deeper(fetch: int, need: int, worst: int) -> int:
+    """The next candidate count when a query kept only ``worst`` of the ``need`` hits it needs from ``fetch`` candidates."""
+    return max(2 * fetch, math.ceil(fetch * need / max(worst, 1) * 1.2))
+
+
+def retrieve(view: Searchable, mode: str, texts: list[str], vectors: np.ndarray | None, fetch: int, options: SearchOptions) -> Fused:
     """The top ``fetch`` candidates of each query in ``mode``: fused scores, ids, and the dense and sparse scores behind them."""
     if mode == "sparse":
         scores, ids = view.search_sparse(texts, fetch)
@@ -284,7 +299,7 @@ def _hits(ds: Searchable, found: Fused, row: int, mode: str) -> list[Hit]:
     return hits
 
 
-def _filter(hits: list[Hit], options: SearchOptions, gold: GoldIndex | None) -> tuple[list[Hit], dict[str, int]]:
+def filter_hits(hits: list[Hit], options: SearchOptions, gold: GoldIndex | None) -> tuple[list[Hit], dict[str, int]]:
     """Apply the dropping options in order; returns the survivors and how many each option dropped."""
     dropped: dict[str, int] = {}
     if options.fraction is not None:

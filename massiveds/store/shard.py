@@ -13,6 +13,7 @@ from massiveds.core.errors import DatastoreError
 from massiveds.core.passages import PassageFile
 from massiveds.encode.index import read_index
 from massiveds.encode.sparse import ShardBM25
+from massiveds.store.sampling import doc_positions
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Shard:
     _passages: PassageFile | None = field(default=None, repr=False)
     _vectors: np.ndarray | None = field(default=None, repr=False)
     _sparse: ShardBM25 | None = field(default=None, repr=False)
+    _columns: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def index(self) -> faiss.Index:
@@ -68,6 +70,24 @@ class Shard:
                 raise DatastoreError(f"{path}: shape {vectors.shape} does not match the shard's {self.count} passages")
             self._vectors = vectors
         return self._vectors
+
+
+    def column(self, name: str) -> np.ndarray:
+        """A passage column of the whole shard (row = passage_id - id_start), read once: per-passage lookups for evaluation."""
+        if name not in self._columns:
+            self._columns[name] = np.asarray(self.passages.column(name), dtype=object if name in STRING_COLUMNS else None)
+        return self._columns[name]
+
+    def sample_positions(self, seed: int) -> np.ndarray:
+        """Each passage's document position in the nested sample of ``seed`` (kept at fraction p iff below p)."""
+        key = f"sample:{seed}"
+        if key not in self._columns:
+            self._columns[key] = doc_positions(self.column("doc_id").tolist(), seed)
+        return self._columns[key]
+
+
+#: Passage columns read as Python strings (the others as NumPy numbers).
+STRING_COLUMNS = ("doc_id", "domain", "source", "url", "title", "text")
 
 
 def check_shard(shard: Shard) -> str | None:
