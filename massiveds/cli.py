@@ -700,6 +700,12 @@ def eval_command(
             columns, rows = table_rows(report, eval_set.name, kind)
             title = f"{eval_set.name}: {kind} recall and MRR ({eval_set.items} queries; ± half the 95% bootstrap interval)"
             console.print(table(title, columns, rows))
+    hit_domains = sorted({d for p in report.points for d in p.first_hit_domains})
+    if len(hit_domains) > 1:
+        shares = [(p.datastore, p.eval_set, p.setting, f"{p.fraction:g}", *(f"{p.first_hit_domains.get(d, 0.0):.0%}" for d in hit_domains))
+                  for p in report.points]
+        console.print(table("where first hits come from (share of queries per domain)",
+                            ["datastore", "eval set", "setting", "fraction", *hit_domains], shares))
     if json_file is not None:
         from massiveds.core.layout import atomic_path
 

@@ -172,6 +172,22 @@ def test_cli_compares_datastores_and_writes_json_and_plot(example_datastore: Pat
     assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and "<table>" in page
 
 
+def test_eval_sets_read_through_fsspec_with_compression(tmp_path: Path) -> None:
+    import gzip
+
+    path = tmp_path / "qa.jsonl.gz"
+    lines = b'{"q": "what is a kludge", "a": "kludge", "d": ["jargon:kludge", 7]}\n\n{"q": "hack", "a": ["x", "y"], "d": "z"}\n'
+    path.write_bytes(gzip.compress(lines))
+    got = read_eval_set(f"file://{path}", EvalFields(query="q", answers="a", gold_doc="d"))
+    assert got.name == "qa" and got.kinds == ("answer", "doc") and len(got.items) == 2
+    assert got.items[0].answers == ("kludge",) and got.items[0].gold_docs == ("jargon:kludge", "7") and got.items[1].answers == ("x", "y")
+    assert read_eval_set(str(path), EvalFields(query="q", answers=None, gold_doc="d")).kinds == ("doc",)
+    with pytest.raises(MassiveDSError, match="evaluation file not found"):
+        read_eval_set(str(tmp_path / "missing.jsonl"), EvalFields())
+    with pytest.raises(MassiveDSError, match="no gold to evaluate against"):
+        read_eval_set(str(path), EvalFields(query="q", answers=None))
+
+
 @pytest.mark.parametrize(("lines", "message"), [
     ('{"question": "what is a kludge", "answers": ["kludge"]}\n{"answers": ["x"]}\n', "line 2: the query field 'question' is missing"),
     ('{"question": "   ", "answers": ["x"]}\n', "line 1: the query is empty"),

@@ -17,9 +17,7 @@ from massiveds.store.postprocess import (
     dedup_hits,
     mmr,
     near_duplicate_pairs,
-    subsample_hits,
 )
-from massiveds.store.sampling import keep_mask
 from tests.helpers import REPO, head_rows
 
 JARGON = REPO / "manifests" / "examples" / "data" / "jargon"
@@ -59,19 +57,6 @@ def jaccard(a: str, b: str) -> float:
     hasher = MinHasher()
     hashes, offsets = hasher.shingles([a, b])
     return true_jaccard(hashes[offsets[0] : offsets[1]], hashes[offsets[1] : offsets[2]])
-
-
-def test_subsample_keeps_exactly_the_sampled_documents(entries: list[dict[str, Any]]) -> None:
-    hits = make_hits(entries, 60)
-    kept = subsample_hits(hits, 0.3, seed=7)
-    mask = keep_mask([h["doc_id"] for h in hits], 0.3, 7)
-    assert [h["passage_id"] for h in kept] == [h["passage_id"] for h, m in zip(hits, mask, strict=True) if m]
-    assert 0 < len(kept) < len(hits)
-    # nested: the 0.3 sample is inside the 0.6 one, and fraction 1 keeps everything
-    assert {h["passage_id"] for h in kept} <= {h["passage_id"] for h in subsample_hits(hits, 0.6, 7)}
-    assert subsample_hits(hits, 1.0, 7) == hits
-    with pytest.raises(MassiveDSError, match="fraction"):
-        subsample_hits(hits, 0.0, 7)
 
 
 def test_dedup_keeps_the_best_scored_copy(entries: list[dict[str, Any]]) -> None:

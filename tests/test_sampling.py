@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from massiveds.core.errors import MassiveDSError
-from massiveds.store.sampling import check_fraction, keep_mask
+from massiveds.store.sampling import check_fraction, doc_hash, doc_positions, keep_mask
 from tests.planted_corpus import abstracts
 
 
@@ -29,3 +29,11 @@ def test_samples_are_nested_and_close_to_the_fraction() -> None:
 def test_fraction_outside_unit_interval_is_refused(bad: float) -> None:
     with pytest.raises(MassiveDSError, match=r"fraction must be in \(0, 1\]"):
         check_fraction(bad)
+
+
+def test_document_positions_are_the_per_document_hash_and_repeat_per_passage() -> None:
+    ids = [r["id"] for r in abstracts(min_words=1, max_words=100_000)][:50]
+    passages = [d for d in ids for _ in range(3)]  # three passages per document
+    positions = doc_positions(passages, seed=5)
+    assert positions.tolist() == [doc_hash(d, 5) for d in passages]
+    assert (keep_mask(passages, 0.3, 5) == (positions < 0.3)).all() and len(doc_positions([], 5)) == 0

@@ -232,7 +232,7 @@ class Ranked:
 
     def kept(self, fraction: float, seed: int, need: int) -> list[Hit]:
         """The first ``need`` candidates of documents sampled at (``fraction``, ``seed``) that the dropping options keep."""
-        if seed not in self._positions:
+        if seed not in self._positions:  # once per seed, then one comparison per fraction
             self._positions[seed] = self.ds.sample_positions(self.ids, seed)
         sampled = np.nonzero(self._positions[seed] < fraction)[0]
         if not self.filtering:

@@ -3,10 +3,8 @@
 A *hit* is a dict with at least ``passage_id``, ``doc_id``, ``score`` and ``text`` (see
 ``Datastore.search``); a hit list is ranked best first. Every function here returns a new list and
 leaves its input untouched (continuations are attached to copies), so the functions compose in any
-order; ``massiveds.store.search`` applies them as subsample -> decontaminate -> dedup -> MMR -> continuation.
+order; ``massiveds.store.search`` applies them after sampling by id, as decontaminate -> dedup -> MMR -> continuation.
 
-* ``subsample_hits``: keep hits whose document is in the nested hash sample (``massiveds.store.sampling``),
-  so a query-time fraction agrees exactly with a datastore physically subsampled at the same seed.
 * ``decontaminate_hits``: drop hits that overlap gold texts by word 13-gram containment or by a long
   common word run (``massiveds.clean.decontaminate``, the build-time criteria, per passage).
 * ``dedup_hits``: greedy near-duplicate removal in rank order (MinHash over word 5-gram shingles from
@@ -26,7 +24,6 @@ from massiveds.clean.decontaminate import EvalIndex, build_index, scan_texts
 from massiveds.clean.minhash import MinHasher, estimate_jaccard, true_jaccard
 from massiveds.clean.ngrams import words
 from massiveds.core.errors import MassiveDSError
-from massiveds.store.sampling import check_fraction, keep_mask
 
 Hit = dict[str, Any]
 
@@ -36,15 +33,6 @@ DEDUP_THRESHOLD, DEDUP_NGRAM = 0.8, 5
 #: Signature agreement below ``threshold - margin`` cannot be a pair at ``threshold`` (6 standard deviations at k=112).
 _SIGNATURE_MARGIN = 0.25
 _BLOCK = 64
-
-
-def subsample_hits(hits: Sequence[Hit], fraction: float, seed: int) -> list[Hit]:
-    """The hits whose document is kept at ``fraction`` with ``seed`` (the datastore's nested sample)."""
-    check_fraction(fraction)
-    if not hits:
-        return []
-    mask = keep_mask([h["doc_id"] for h in hits], fraction, seed)
-    return [h for h, keep in zip(hits, mask.tolist(), strict=True) if keep]
 
 
 class GoldIndex:

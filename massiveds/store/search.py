@@ -5,8 +5,9 @@ over the shards in parallel), in the dense index, the BM25 index (``Datastore.se
 fused (``massiveds.store.fusion``), as ``mode`` says. Options that drop hits (``fraction``, ``decontaminate``, ``dedup``)
 retrieve more candidates than asked; when fewer than needed survive, the queries short of hits are
 searched again with a larger candidate count, until each has enough or its reachable candidates are
-exhausted. The post-processing order is subsample -> decontaminate -> dedup -> MMR (or top ``k``)
--> continuation; the steps themselves are the pure functions of ``massiveds.store.postprocess``.
+exhausted. The post-processing order is subsample (by passage id, before any passage is read) ->
+decontaminate -> dedup -> MMR (or top ``k``) -> continuation; the steps over hit lists are the pure
+functions of ``massiveds.store.postprocess``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from massiveds.store.postprocess import (
     decontaminate_hits,
     dedup_hits,
     mmr,
-    subsample_hits,
 )
 from massiveds.store.sampling import check_fraction
 from massiveds.store.shard import Shard
@@ -68,6 +68,8 @@ class Searchable(Protocol):
     def dense_scores(self, queries: np.ndarray, ids: np.ndarray) -> np.ndarray: ...
 
     def passages(self, ids: list[int]) -> list[dict[str, Any]]: ...
+
+    def sample_positions(self, ids: np.ndarray, seed: int) -> np.ndarray: ...
 
     def passage_vectors(self, hits: Sequence[dict[str, Any]]) -> np.ndarray: ...
 
@@ -216,10 +218,13 @@ def run_search(ds: Searchable, queries: list[str], options: SearchOptions) -> Se
         found = retrieve(view, mode, [queries[q] for q in pending], None if vectors is None else vectors[pending], fetch, options)
         short = []
         for row, q in enumerate(pending):
-            hits = _hits(ds, found, row, mode)
-            kept[q], dropped[q] = filter_hits(hits, options, gold)
-            candidates[q] = len(hits)
-            if len(kept[q]) < need and not exhausted(len(hits), fetch, reachable):
+            valid = np.nonzero(found.ids[row] >= 0)[0]
+            sampled = valid[in_sample(ds, found.ids[row][valid], options.fraction, options.seed)]
+            kept[q], dropped[q] = filter_hits(_hits(ds, found, row, sampled, mode), options, gold)
+            if options.fraction is not None:
+                dropped[q] = {"fraction": len(valid) - len(sampled)} | dropped[q]
+            candidates[q] = len(valid)
+            if len(kept[q]) < need and not exhausted(len(valid), fetch, reachable):
                 short.append(q)
         if short:
             fetch = deeper(fetch, need, min(len(kept[q]) for q in short))
@@ -288,11 +293,20 @@ def retrieve(view: Searchable, mode: str, texts: list[str], vectors: np.ndarray 
                 options.alpha, options.fusion)
 
 
-def _hits(ds: Searchable, found: Fused, row: int, mode: str) -> list[Hit]:
-    """Row ``row``'s candidates as hits: ``score``, and in hybrid mode ``dense_score`` and ``sparse_score`` (BM25, 0: no term)."""
-    valid = np.nonzero(found.ids[row] >= 0)[0]
-    hits = ds.passages([int(found.ids[row][j]) for j in valid])
-    for hit, j in zip(hits, valid, strict=True):
+def in_sample(ds: Searchable, ids: np.ndarray, fraction: float | None, seed: int) -> np.ndarray:
+    """Which of ``ids`` (valid passage ids) belong to documents of the nested sample at (``fraction``, ``seed``); all without a fraction.
+
+    Decided by id, before any passage is read: a search at fraction 0.01 looks at ~100 times more candidates than it keeps.
+    """
+    if fraction is None:
+        return np.ones(len(ids), dtype=bool)
+    return ds.sample_positions(ids, seed) < fraction
+
+
+def _hits(ds: Searchable, found: Fused, row: int, columns: np.ndarray, mode: str) -> list[Hit]:
+    """Row ``row``'s candidates at ``columns`` as hits: ``score``; in hybrid mode ``dense_score`` and ``sparse_score`` (0: no term)."""
+    hits = ds.passages([int(found.ids[row][j]) for j in columns])
+    for hit, j in zip(hits, columns, strict=True):
         hit["score"] = float(found.scores[row][j])
         if mode == "hybrid":  # every candidate was scored by both retrievers
             hit["dense_score"], hit["sparse_score"] = float(found.dense[row][j]), float(found.sparse[row][j])
@@ -300,10 +314,8 @@ def _hits(ds: Searchable, found: Fused, row: int, mode: str) -> list[Hit]:
 
 
 def filter_hits(hits: list[Hit], options: SearchOptions, gold: GoldIndex | None) -> tuple[list[Hit], dict[str, int]]:
-    """Apply the dropping options in order; returns the survivors and how many each option dropped."""
+    """Apply the dropping options that read passages, in order; returns the survivors and how many each option dropped."""
     dropped: dict[str, int] = {}
-    if options.fraction is not None:
-        hits = _counted(dropped, "fraction", hits, subsample_hits(hits, options.fraction, options.seed))
     if gold is not None:
         hits = _counted(dropped, "decontaminate", hits, decontaminate_hits(hits, gold))
     if options.dedup:
