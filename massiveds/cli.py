@@ -237,6 +237,11 @@ def inspect(
                     [_shard_row(s) for s in stats.shards]))
     if cat.build.dropped:
         out.print(table("dropped at build", ["stage:reason", "documents"], sorted(cat.build.dropped.items())))
+    if cat.deletions:
+        pending = sum(s.deleted for s in cat.shards)
+        out.print(table(f"deletions ({pending:,} deleted passages still in the files: massiveds compact removes them)",
+                        ["when", "by", "reason", "selection", "documents", "passages", "table"],
+                        [(d.at, d.by, d.reason, d.selection, d.documents, d.passages, d.table) for d in cat.deletions]))
     if cat.recall is not None:
         out.print(f"recall: {json.dumps(cat.recall.as_json())}")
     if cat.sparse is not None:
@@ -716,6 +721,64 @@ def eval_command(
         write_plot(report, plot, plot_k)
         console.print(f"plot: {plot}", highlight=False)
     console.print(f"{total:,} rankings scored in {report.seconds:.1f} s", highlight=False)
+
+
+@app.command()
+def delete(
+    datastore: Annotated[Path, typer.Argument(help="datastore directory")],
+    doc_ids: Annotated[Path | None, typer.Option(help="file of document ids to delete, one per line")] = None,
+    source: Annotated[str | None, typer.Option(help="delete every document of this source")] = None,
+    match_eval: Annotated[Path | None, typer.Option(help="delete documents containing an item of this eval file (JSONL/Parquet)")] = None,
+    fields: Annotated[str, typer.Option(help="--match-eval: comma-separated fields whose text makes an item")] = "question,answer",
+    reason: Annotated[str, typer.Option(help="why (kept in the catalog's audit record)")] = "unspecified",
+) -> None:
+    """Delete documents (all their passages) from every shard at once: searches never return them; `compact` removes them from the files."""
+    import time
+
+    from massiveds.ops.delete import Selection, delete_documents
+
+    given = [(how, str(v)) for how, v in (("doc-ids", doc_ids), ("source", source), ("match-eval", match_eval)) if v is not None]
+    clock = time.perf_counter()
+    try:
+        if len(given) != 1:
+            raise MassiveDSError("name exactly one of --doc-ids FILE, --source NAME, --match-eval FILE")
+        record, found = delete_documents(datastore, Selection(*given[0], tuple(f for f in fields.split(",") if f)), reason)
+    except MassiveDSError as exc:
+        _fail(str(exc))
+        return
+    rows = [("documents deleted", f"{len(found.documents):,}"), ("passages deleted", f"{found.passages:,}"),
+            ("shards touched", f"{len(found.rows):,}"), ("passages deleted before", f"{found.already:,}"),
+            ("seconds", f"{time.perf_counter() - clock:.1f}")]
+    console.print(table(f"delete {given[0][0]} {given[0][1]}", ["", "value"], rows))
+    if record is None:
+        console.print("nothing new to delete", highlight=False)
+        return
+    console.print(f"searches of {datastore} no longer return them (record: {record.table}); `massiveds compact {datastore}` removes them "
+                  "from the files", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def compact(
+    datastore: Annotated[Path, typer.Argument(help="datastore directory")],
+    threshold: Annotated[float, typer.Option(help="rewrite shards with more than this share deleted (0: every one with any)")] = 0.0,
+) -> None:
+    """Remove deleted passages from the files: shards rewritten without them (ids kept), disk reclaimed, `verify` clean."""
+    from massiveds.core.report import progress
+    from massiveds.ops.compact import compact as compact_datastore
+    from massiveds.ops.index_report import human_bytes
+
+    try:
+        with progress() as bar:
+            task = bar.add_task("compact", total=None, rate="shards")
+            reports = compact_datastore(datastore, threshold, lambda _, total: bar.update(task, advance=1, total=total))
+    except MassiveDSError as exc:
+        _fail(str(exc))
+        return
+    rows = [(r.shard, f"{r.passages_before:,}", f"{r.passages_after:,}", human_bytes(r.bytes_before), human_bytes(r.bytes_after))
+            for r in reports]
+    console.print(table(f"compacted {len(reports)} shards", ["shard", "passages before", "after", "bytes before", "after"], rows))
+    if not reports:
+        console.print(f"no shard has more than {threshold:.0%} of its passages deleted: nothing to rewrite", highlight=False)
 
 
 @app.command("merge-index")

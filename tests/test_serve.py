@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -50,13 +51,13 @@ class Client:
         return self.request("POST", "/search", body, {"Content-Type": "application/json"})
 
 
-@pytest.fixture(scope="module")
-def server(example_datastore: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+@contextlib.contextmanager
+def running_server(datastore: Path, log: Path) -> Iterator[Client]:
+    """``massiveds serve datastore`` in a subprocess on a free port, up and healthy; stopped (SIGTERM, exit 0) after."""
     port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "stderr.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "massiveds.cli", "serve", str(example_datastore), "--port", str(port), "--batch-wait-ms", "50"],
+            [sys.executable, "-m", "massiveds.cli", "serve", str(datastore), "--port", str(port), "--batch-wait-ms", "50"],
             stdout=subprocess.DEVNULL, stderr=err, env=os.environ | {"COLUMNS": "200"},
         )
     client = Client(port)
@@ -72,7 +73,7 @@ def server(example_datastore: Path, tmp_path_factory: pytest.TempPathFactory) ->
                 pass
             assert time.monotonic() < deadline, f"server not up after 300 s:\n{log.read_text()}"
             time.sleep(0.5)
-        assert body["status"] == "ok" and body["passages"] == massiveds.open(example_datastore).num_passages
+        assert body["status"] == "ok" and body["passages"] == massiveds.open(datastore).num_passages
         assert f"http://127.0.0.1:{port}" in log.read_text()
         yield client
     finally:
@@ -82,6 +83,12 @@ def server(example_datastore: Path, tmp_path_factory: pytest.TempPathFactory) ->
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(example_datastore: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    with running_server(example_datastore, tmp_path_factory.mktemp("serve") / "stderr.log") as client:
+        yield client
 
 
 def test_single_query_has_the_massiveds_shape(server: Client, example_datastore: Path) -> None:

@@ -147,6 +147,16 @@ class ShardRecord(Record):
     #: The shard's default nprobe (a merge keeps each source's); absent: the catalog's.
     nprobe: int | None = None
     merged_from: ShardOrigin | None = None
+    #: Passages deleted (``massiveds delete``) but still in the shard's files: rows listed in its ``deleted.npy``.
+    deleted: int = 0
+    #: Ids the shard covers, ``[id_start, id_start + id_span)``, when ``massiveds compact`` left gaps (its rows' ids are in
+    #: ``ids.npy``); absent: ``count``, every id of the range is a row.
+    id_span: int | None = None
+
+    @property
+    def id_end(self) -> int:
+        """One past the shard's last passage id."""
+        return self.id_start + (self.id_span if self.id_span is not None else self.count)
 
     def folder_rel(self) -> str:
         """The shard's folder relative to the datastore: ``shards/<name>``, or the ``folder`` it references (names checked)."""
@@ -277,6 +287,22 @@ class SubsampleRecord(Record):
     previous: SubsampleRecord | None = None
 
 
+class DeletionRecord(Record):
+    """One ``massiveds delete``: when, by whom, why, what was selected and how much went; the ids are in ``table``."""
+
+    at: str
+    by: str
+    reason: str
+    #: how the documents were chosen: ``doc-ids FILE``, ``source NAME`` or ``match-eval FILE``
+    selection: str
+    documents: int
+    passages: int
+    shards: list[str]
+    #: the deleted documents (doc_id, source, reason; no text), relative to the datastore
+    table: str
+    file: FileRecord
+
+
 class MergedIndexRecord(Record):
     """The merged on-disk index (``massiveds merge-index``) and the shards it was made from."""
 
@@ -328,6 +354,8 @@ class Catalog(Record):
     sparse: SparseRecord | None = None
     subsample: SubsampleRecord | None = None
     merged: MergedIndexRecord | None = None
+    #: every ``massiveds delete``, oldest first
+    deletions: list[DeletionRecord] = []
 
     @property
     def shards_by_id(self) -> list[ShardRecord]:
@@ -393,6 +421,7 @@ def catalog_files(catalog: Catalog) -> list[Expected]:
     for shard in catalog.shards:
         folder = shard.folder_rel()
         out += [Expected(f"{folder}/{check_name(name, 'shard file')}", rec.bytes, rec.sha256) for name, rec in sorted(shard.files.items())]
+    out += [Expected(d.table, d.file.bytes, d.file.sha256) for d in catalog.deletions]
     return out
 
 
@@ -433,6 +462,8 @@ def check_paths(root: Path, catalog: Catalog, listing: dict[str, Any] | None) ->
         trained = [catalog.trained_index] if catalog.trained_index else []
         for rec in trained + catalog.trained_indexes:
             safe_join(root, rec.file, f"{CATALOG} trained index")
+        for deletion in catalog.deletions:
+            safe_join(root, deletion.table, f"{CATALOG} deletion table")
         if catalog.merged is not None:
             safe_join(root, catalog.merged.index, f"{CATALOG} merged index")
             safe_join(root, catalog.merged.ivfdata, f"{CATALOG} merged ivfdata")

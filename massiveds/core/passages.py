@@ -63,6 +63,10 @@ class PassageFile:
             return 0
         return (batches - 1) * self.batch_rows + self.read_batch(batches - 1).num_rows
 
+    @property
+    def num_batches(self) -> int:
+        return int(self._reader.num_record_batches)
+
     def read_batch(self, i: int) -> pa.RecordBatch:
         """Record batch ``i`` (rows ``i*batch_rows`` onwards), cached: search hits cluster in few batches."""
         if i not in self._cache:

@@ -192,10 +192,13 @@ def rank(ds: Datastore, items: Sequence[EvalItem], vectors: np.ndarray | None, o
             short, fewest = [], need
             for row, q in enumerate(pending):
                 valid = found.ids[row] >= 0
+                seen = int(valid.sum())
+                if ds.has_deletions:
+                    valid[valid] = ~ds.deleted(found.ids[row][valid])
                 ranked = Ranked(ds, found.ids[row][valid], found.scores[row][valid], _gold(items[q], plan), options)
                 kept = {(f, s): ranked.kept(frac, seed, need) for f, frac in enumerate(plan.fractions) for s, seed in enumerate(plan.seeds)}
                 worst = min(len(v) for v in kept.values())
-                if worst < need and not exhausted(int(valid.sum()), fetch, reachable):
+                if worst < need and not exhausted(seen, fetch, reachable):
                     short.append(q)
                     fewest = min(fewest, worst)
                 else:

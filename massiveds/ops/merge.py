@@ -133,7 +133,7 @@ def merge(sources: list[Path], out: Path, copy: bool = False, on_shard: Callable
             name = shard_name(shard.domain, per_domain[shard.domain])
             per_domain[shard.domain] += 1
             shards.append(_add_shard(i, path, catalog, shard, dst, name, next_id, copy))
-            next_id += shards[-1].count
+            next_id = shards[-1].id_end
             if on_shard:
                 on_shard(name)
     shutil.copyfile(dst.root / shards[0].trained, dst.trained_index)

@@ -33,6 +33,7 @@ class ShardStats:
             "name": self.record.name,
             "domain": self.record.domain,
             "passages": self.record.count,
+            "deleted": self.record.deleted,
             "tokens": self.record.tokens,
             "bytes": self.bytes,
             "max_list": None if balance is None else balance.max_list,
@@ -71,6 +72,7 @@ class DatastoreStats:
             "subsample": None if cat.subsample is None else cat.subsample.as_json(),
             "merged_from": None if cat.merged_from is None else [m.as_json() for m in cat.merged_from],
             "dropped": cat.build.dropped,
+            "deletions": [d.as_json() for d in cat.deletions],
             "domains": {name: d.totals.as_json() | {"bytes": d.bytes} for name, d in self.domains.items()},
             "shards": [s.to_dict() for s in self.shards],
         }

@@ -37,6 +37,7 @@ from massiveds.encode.index import list_balance, read_index, write_index
 from massiveds.encode.sparse import subset_shard
 from massiveds.ops.verify import require_catalog_files
 from massiveds.store.sampling import check_fraction, keep_mask
+from massiveds.store.shard import ROW_IDS, Shard, deleted_mask
 
 
 def _ivf_entries(ivf: faiss.IndexIVF, list_no: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,17 +83,20 @@ def subset_index(index: faiss.Index, empty: faiss.Index, new_id: Callable[[np.nd
     return empty
 
 
-def _kept_batches(passages: PassageFile, mask: np.ndarray, first_id: int) -> Iterator[pa.Table]:
+def _kept_batches(passages: PassageFile, mask: np.ndarray, first_id: int | None) -> Iterator[pa.Table]:
+    """The rows of ``mask``, batch by batch, renumbered from ``first_id`` (None: ids kept)."""
     next_id = first_id
     b = passages.batch_rows
     for i in range(-(-len(mask) // b)):
         batch = pa.Table.from_batches([passages.read_batch(i)])
         keep = mask[i * b : i * b + batch.num_rows]
         kept = batch.filter(pa.array(keep))
-        if kept.num_rows:
+        if kept.num_rows and next_id is not None:
             ids = pa.array(np.arange(next_id, next_id + kept.num_rows, dtype=np.int64))
             next_id += kept.num_rows
-            yield kept.set_column(kept.schema.get_field_index("passage_id"), "passage_id", ids)
+            kept = kept.set_column(kept.schema.get_field_index("passage_id"), "passage_id", ids)
+        if kept.num_rows:
+            yield kept
 
 
 def folder_files(folder: Path) -> dict[str, FileRecord]:
@@ -101,25 +105,35 @@ def folder_files(folder: Path) -> dict[str, FileRecord]:
             if p.is_file() and not p.name.startswith(".") and p.name != "shard.json"}
 
 
-def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.ndarray, first_id: int, trained: Path,
+def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.ndarray, first_id: int | None, trained: Path,
                   name: str | None = None, bm25: bool = False) -> ShardRecord:
     """Copy the rows of a shard selected by ``mask`` into ``dst_dir`` with ids from ``first_id`` on; returns its record.
 
-    Passages, fp16 vectors, index entries and BM25 scores are copied (never re-embedded, re-encoded or re-scored); ``trained``
-    is the empty trained index the shard was built from; ``bm25``: the BM25 index too (its scores kept). Used by
-    subsample (a mask) and merge (all rows; a merge scores BM25 again itself).
-    The new shard is self-contained: a merged-in-place record's ``folder`` and ``id_offset`` are dropped.
+    Deleted passages (``massiveds delete``) are left out. Passages, fp16 vectors, index entries and BM25 scores are
+    copied (never re-embedded, re-encoded or re-scored); ``trained`` is the empty trained index the shard was built
+    from; ``bm25``: the BM25 index too (its scores kept). Used by subsample (a mask), merge (all rows; a merge
+    scores BM25 again itself) and compact (``first_id`` None: ids kept, ``ids.npy`` maps rows to ids where they
+    leave gaps). The new shard is self-contained: a merged-in-place record's ``folder`` and ``id_offset`` are dropped.
     """
+    assert first_id is not None or shard.id_offset == 0, "ids are kept only in a shard that stores its own ids"
     passages = PassageFile(src_dir / "passages.arrow")
+    mask = mask & ~deleted_mask(src_dir, len(mask))  # deleted passages never leave their datastore
     kept = int(mask.sum())
-    new_rows = np.full(len(mask), -1, dtype=np.int64)
-    new_rows[mask] = np.arange(first_id, first_id + kept)
+    source = Shard(shard.name, shard.domain, shard.id_start, shard.count, src_dir, shard.id_offset, span=shard.id_span)
+    old_ids = source.ids_of(np.arange(shard.count))
+    new_ids = np.full(len(mask), -1, dtype=np.int64)
+    new_ids[mask] = old_ids[mask] if first_id is None else np.arange(first_id, first_id + kept)
+    id_start = shard.id_start if first_id is None else first_id
+    span: dict[str, int] = {}
+    if first_id is None and kept != shard.id_end - shard.id_start:
+        write_array(dst_dir / ROW_IDS, new_ids[mask])
+        span = {"id_span": shard.id_end - shard.id_start}
     write_passages(dst_dir / "passages.arrow", _kept_batches(passages, mask, first_id))
     if (src_dir / "vectors.npy").is_file():
         vectors = np.load(src_dir / "vectors.npy", mmap_mode="r", allow_pickle=False)
         write_array(dst_dir / "vectors.npy", np.ascontiguousarray(vectors[mask]))
     index = subset_index(read_index(src_dir / "index.faiss", mmap=False), read_index(trained, mmap=False),
-                         lambda ids: new_rows[ids - shard.stored_id_start])
+                         lambda ids: new_ids[source.rows_of(ids + shard.id_offset)])
     write_index(index, dst_dir / "index.faiss")
     if bm25:
         subset_shard(src_dir, dst_dir, mask)
@@ -127,9 +141,9 @@ def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.nda
     tokens = int(np.asarray(passages.column("n_tokens"), dtype=np.int64)[mask].sum())
     documents = int((mask & (np.asarray(passages.column("char_start")) == 0)).sum())  # a document's first passage starts at 0
     record = shard.but(
-        drop=["files", "count", "id_start", "tokens", "list_balance", "folder", "id_offset"],
-        name=name or shard.name, id_start=first_id, count=kept, tokens=tokens, documents=documents, list_balance=list_balance(index),
-        files=files,
+        drop=["files", "count", "id_start", "tokens", "list_balance", "folder", "id_offset", "deleted", "id_span"],
+        name=name or shard.name, id_start=id_start, count=kept, tokens=tokens, documents=documents, list_balance=list_balance(index),
+        files=files, **span,
     )
     write_json(dst_dir / "shard.json", record.as_json())
     return record
@@ -138,7 +152,7 @@ def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.nda
 def _subsample_shard(src: Path, dst: DatastoreLayout, shard: ShardRecord, fraction: float, seed: int,
                      first_id: int, bm25: bool) -> ShardRecord | None:
     src_dir = src / shard.folder_rel()
-    mask = keep_mask(PassageFile(src_dir / "passages.arrow").column("doc_id"), fraction, seed)
+    mask = keep_mask(PassageFile(src_dir / "passages.arrow").column("doc_id"), fraction, seed) & ~deleted_mask(src_dir, shard.count)
     if not mask.any():
         return None
     return rewrite_shard(src_dir, dst.shard(shard.name), shard, mask, first_id, src / shard.trained_rel(), bm25=bm25)

@@ -15,6 +15,7 @@ Search options (domains, subsampling, dedup, decontamination, MMR, continuations
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import warnings
@@ -28,7 +29,7 @@ import numpy as np
 
 from massiveds.core.catalog import Catalog, EmbedderRecord, ShardRecord, SparseRecord, open_catalog
 from massiveds.core.errors import DatastoreError, MassiveDSError, ShardSkippedWarning
-from massiveds.core.layout import FORMAT_VERSION, DatastoreLayout
+from massiveds.core.layout import CATALOG, FORMAT_VERSION, DatastoreLayout
 from massiveds.encode.embed import Embedder, differences
 from massiveds.encode.index import as_float32, set_nprobe
 from massiveds.encode.sparse import query_terms
@@ -45,7 +46,7 @@ def base_rerank_depth(k: int) -> int:
 def _shard(root: Path, record: ShardRecord, nprobe: int | None) -> Shard:
     """The shard of a catalog record, in the datastore at ``root`` whose default nprobe is ``nprobe``."""
     return Shard(record.name, record.domain, record.id_start, record.count, root / record.folder_rel(), record.id_offset,
-                 record.nprobe_or(nprobe))
+                 record.nprobe_or(nprobe), record.id_span)
 
 
 class Datastore:
@@ -61,6 +62,7 @@ class Datastore:
         self._merged: faiss.Index | None = None
         #: Search the merged index when the catalog records one (False: always fan out over the shards).
         self.use_merged = True
+        self._stamp = self._catalog_stamp()
 
     @classmethod
     def open(cls, path: str | Path) -> Datastore:
@@ -74,6 +76,35 @@ class Datastore:
     @property
     def name(self) -> str:
         return self.catalog.name
+
+    def _catalog_stamp(self) -> tuple[tuple[int, int, int], ...]:
+        """Identity of the catalogs this view depends on: its own and those of the datastores its merged-in-place shards live in."""
+        roots = {self.root} | {(self.root / s.folder_rel()).parent.parent for s in self.catalog.shards if s.folder is not None}
+        stamps = []
+        for root in sorted(roots):
+            try:
+                st = (root / CATALOG).stat()
+            except OSError:
+                stamps.append((0, 0, 0))
+                continue
+            stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(stamps)
+
+    def refresh(self) -> bool:
+        """Reopen the datastore when a catalog it depends on was rewritten (a delete, a compact); True when it did.
+
+        A long-lived reader (``serve``) calls it before each search, so a deletion holds from the moment the command
+        returns. Searches already running keep the shards they started with: their files stay readable.
+        """
+        if self._catalog_stamp() == self._stamp:
+            return False
+        fresh = Datastore.open(self.root)
+        fresh.use_merged = self.use_merged
+        if self._embedder is not None and not differences(fresh.catalog.embedder, self.catalog.embedder):
+            fresh._embedder = self._embedder
+        self.__dict__.clear()  # cached properties too
+        self.__dict__.update(fresh.__dict__)
+        return True
 
     @property
     def num_passages(self) -> int:
@@ -154,7 +185,7 @@ class Datastore:
 
         def one(shard: Shard) -> tuple[np.ndarray, np.ndarray]:
             scores, rows = shard.sparse.topk(terms, k)
-            return scores, np.where(rows >= 0, rows + shard.id_start, -1)
+            return scores, shard.ids_of(rows)
 
         return self._fan_out(one, k)
 
@@ -166,7 +197,7 @@ class Datastore:
         for s in np.unique(shard_of[ids >= 0]):
             shard = self.shards[int(s)]
             mine = (ids >= 0) & (shard_of == s)
-            scored = shard.sparse.scores_at(terms, np.where(mine, ids - shard.id_start, -1))
+            scored = shard.sparse.scores_at(terms, np.where(mine, shard.rows_of(ids), -1))
             out[mine] = scored[mine]
         return out
 
@@ -207,7 +238,7 @@ class Datastore:
         for s in np.unique(shard_of[valid]):
             shard = self.shards[int(s)]
             q_idx, col = np.nonzero(valid & (shard_of == s))
-            rows = ids[q_idx, col] - shard.id_start
+            rows = shard.rows_of(ids[q_idx, col])
             uniq, inverse = np.unique(rows, return_inverse=True)
             vectors = np.asarray(shard.vectors[uniq], dtype=np.float32)  # sorted rows: near-sequential reads of the mmap
             for lo in range(0, len(rows), block):
@@ -249,7 +280,7 @@ class Datastore:
         groups = []
         for s in np.unique(shard_of[ids >= 0]):
             where = np.nonzero((ids >= 0) & (shard_of == s))[0]
-            groups.append((self.shards[int(s)], where, ids[where] - self.shards[int(s)].id_start))
+            groups.append((self.shards[int(s)], where, self.shards[int(s)].rows_of(ids[where])))
         return groups
 
     def column_of(self, ids: np.ndarray, name: str) -> np.ndarray:
@@ -257,6 +288,18 @@ class Datastore:
         out = np.full(len(ids), None, dtype=object)
         for shard, where, rows in self.shard_rows(ids):
             out[where] = shard.column(name)[rows]
+        return out
+
+    @functools.cached_property
+    def has_deletions(self) -> bool:
+        """Whether some shard has deleted passages (else searches skip the check)."""
+        return any(s.deleted.any() for s in self.shards)
+
+    def deleted(self, ids: np.ndarray) -> np.ndarray:
+        """Whether each of ``ids`` (valid passage ids) was deleted (``massiveds delete``): never a search hit."""
+        out = np.zeros(len(ids), dtype=bool)
+        for shard, where, rows in self.shard_rows(ids):
+            out[where] = shard.deleted[rows]
         return out
 
     def sample_positions(self, ids: np.ndarray, seed: int) -> np.ndarray:
@@ -271,13 +314,14 @@ class Datastore:
         out = []
         for pid in ids:
             s = int(np.searchsorted(self._starts, pid, side="right")) - 1
-            if s < 0 or pid >= self.shards[s].id_start + self.shards[s].count:
+            r = int(self.shards[s].rows_of(np.array([pid]))[0]) if s >= 0 else -1
+            if r < 0:
                 raise DatastoreError(f"passage id {pid} is not in datastore {self.name}")
             shard = self.shards[s]
-            row = shard.passages.rows([pid - shard.id_start])[0]
+            row = shard.passages.rows([r])[0]
             if row["passage_id"] + shard.id_offset != pid:
                 raise DatastoreError(
-                    f"shard {shard.name}: row {pid - shard.id_start} holds passage {row['passage_id']}, the catalog expects "
+                    f"shard {shard.name}: row {r} holds passage {row['passage_id']}, the catalog expects "
                     f"{pid - shard.id_offset}; its files changed since the catalog was written (run massiveds verify)"
                 )
             row["passage_id"] = pid
@@ -304,7 +348,8 @@ class Datastore:
         return results[0] if single else results
 
     def search_batch(self, queries: Sequence[str], options: SearchOptions) -> SearchResult:
-        """Search a batch of queries with ``options``; the result carries the hits and the skipped shards."""
+        """Search a batch of queries with ``options`` (after ``refresh``); the result carries the hits and the skipped shards."""
+        self.refresh()
         return run_search(self, list(queries), options)
 
     @property
@@ -358,11 +403,10 @@ class Datastore:
         return view
 
     def has_passage(self, pid: int) -> bool:
-        """Whether ``pid`` is a passage id of a shard that can be read."""
+        """Whether ``pid`` is a passage id, not deleted, of a shard that can be read."""
         s = int(np.searchsorted(self._starts, pid, side="right")) - 1
-        if s < 0 or pid >= self.shards[s].id_start + self.shards[s].count:
-            return False
-        return self.shard_error(self.shards[s]) is None
+        row = int(self.shards[s].rows_of(np.array([pid]))[0]) if s >= 0 else -1
+        return row >= 0 and self.shard_error(self.shards[s]) is None and not self.shards[s].deleted[row]
 
     def passage_vectors(self, hits: Sequence[dict[str, Any]]) -> np.ndarray:
         """Vectors of hits: the shard's stored fp16 ``vectors.npy`` rows, else the hit texts re-embedded."""
@@ -375,7 +419,7 @@ class Datastore:
             if stored is None:
                 missing.append(i)
             else:
-                out[i] = stored[pid - shard.id_start]
+                out[i] = stored[int(shard.rows_of(np.array([pid]))[0])]
         if missing:
             out[missing] = self.embedder.encode_passages([hits[i]["text"] for i in missing])
         return out

@@ -65,7 +65,7 @@ def stored_vectors(ds: Datastore, ids: np.ndarray) -> np.ndarray:
     for s in np.unique(shard_of):
         mask = shard_of == s
         shard = ds.shards[int(s)]
-        out[mask] = shard.vectors[ids[mask] - shard.id_start]
+        out[mask] = shard.vectors[shard.rows_of(ids[mask])]
     return out
 
 
@@ -78,7 +78,7 @@ def sample_query_ids(ds: Datastore, n: int, seed: int = 0) -> np.ndarray:
     ends = np.cumsum(counts)
     shard = np.searchsorted(ends, ranks, side="right")
     before = ends - counts
-    return np.array([ds.shards[s].id_start for s in shard], dtype=np.int64) + ranks - before[shard]
+    return np.concatenate([ds.shards[s].ids_of(ranks[shard == s] - before[s]) for s in np.unique(shard)]).astype(np.int64)
 
 
 def exact_topk(ds: Datastore, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -96,10 +96,11 @@ def exact_topk(ds: Datastore, queries: np.ndarray, k: int, exclude: np.ndarray |
         for lo in range(0, shard.count, block):
             hi = min(shard.count, lo + block)
             scores = queries @ np.asarray(vectors[lo:hi], dtype=np.float32).T
-            ids = np.arange(shard.id_start + lo, shard.id_start + hi, dtype=np.int64)
+            ids = shard.ids_of(np.arange(lo, hi, dtype=np.int64))
             if exclude is not None:
-                rows = np.nonzero((exclude >= ids[0]) & (exclude <= ids[-1]))[0]
-                scores[rows, exclude[rows] - ids[0]] = -np.inf
+                rows = shard.rows_of(exclude)
+                mine = np.nonzero((rows >= lo) & (rows < hi))[0]
+                scores[mine, rows[mine] - lo] = -np.inf
             all_s = np.concatenate([best_s, scores], axis=1)
             all_i = np.concatenate([best_i, np.broadcast_to(ids, scores.shape)], axis=1)
             top = np.argpartition(-all_s, k - 1, axis=1)[:, :k] if all_s.shape[1] > k else np.arange(all_s.shape[1])[None].repeat(nq, 0)

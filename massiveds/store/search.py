@@ -71,6 +71,11 @@ class Searchable(Protocol):
 
     def sample_positions(self, ids: np.ndarray, seed: int) -> np.ndarray: ...
 
+    @property
+    def has_deletions(self) -> bool: ...
+
+    def deleted(self, ids: np.ndarray) -> np.ndarray: ...
+
     def passage_vectors(self, hits: Sequence[dict[str, Any]]) -> np.ndarray: ...
 
     def has_passage(self, pid: int) -> bool: ...
@@ -219,10 +224,11 @@ def run_search(ds: Searchable, queries: list[str], options: SearchOptions) -> Se
         short = []
         for row, q in enumerate(pending):
             valid = np.nonzero(found.ids[row] >= 0)[0]
-            sampled = valid[in_sample(ds, found.ids[row][valid], options.fraction, options.seed)]
+            live = valid[~ds.deleted(found.ids[row][valid])] if ds.has_deletions else valid
+            sampled = live[in_sample(ds, found.ids[row][live], options.fraction, options.seed)]
             kept[q], dropped[q] = filter_hits(_hits(ds, found, row, sampled, mode), options, gold)
             if options.fraction is not None:
-                dropped[q] = {"fraction": len(valid) - len(sampled)} | dropped[q]
+                dropped[q] = {"fraction": len(live) - len(sampled)} | dropped[q]
             candidates[q] = len(valid)
             if len(kept[q]) < need and not exhausted(len(valid), fetch, reachable):
                 short.append(q)

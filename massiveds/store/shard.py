@@ -29,11 +29,15 @@ class Shard:
     id_offset: int = 0
     #: nprobe used when the search gives none (a merged datastore keeps each source's own).
     nprobe: int | None = None
+    #: ids covered, ``[id_start, id_start + span)``: ``count`` unless compaction left gaps (then ``ids.npy`` maps rows to ids)
+    span: int | None = None
+    _ids: np.ndarray | None = field(default=None, repr=False)
     _index: faiss.Index | None = field(default=None, repr=False)
     _passages: PassageFile | None = field(default=None, repr=False)
     _vectors: np.ndarray | None = field(default=None, repr=False)
     _sparse: ShardBM25 | None = field(default=None, repr=False)
     _columns: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _deleted: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def index(self) -> faiss.Index:
@@ -72,6 +76,47 @@ class Shard:
         return self._vectors
 
 
+    @property
+    def id_end(self) -> int:
+        """One past the shard's last passage id."""
+        return self.id_start + (self.span if self.span is not None else self.count)
+
+    @property
+    def stored_ids(self) -> np.ndarray | None:
+        """The ids (as stored in the shard's files) of its rows when compaction left gaps (``ids.npy``), else None."""
+        if self.span is None or self.span == self.count:
+            return None
+        if self._ids is None:
+            ids = np.load(self.folder / ROW_IDS, mmap_mode="r", allow_pickle=False)
+            if ids.shape != (self.count,):
+                raise DatastoreError(f"{self.folder / ROW_IDS}: {ids.shape[0]} ids for {self.count} rows; run massiveds verify")
+            self._ids = ids
+        return self._ids
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """The row of each passage id (datastore ids), -1 for an id the shard does not hold."""
+        ids = np.asarray(ids, dtype=np.int64)
+        stored = self.stored_ids
+        if stored is None:
+            inside = (ids >= self.id_start) & (ids < self.id_start + self.count)
+            return np.where(inside, ids - self.id_start, -1)
+        pos = np.minimum(np.searchsorted(stored, ids - self.id_offset), len(stored) - 1)
+        return np.where(stored[pos] == ids - self.id_offset, pos, -1)
+
+    def ids_of(self, rows: np.ndarray) -> np.ndarray:
+        """The passage id (datastore ids) of each row (-1 stays -1)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        stored = self.stored_ids
+        ids = rows + self.id_start if stored is None else np.asarray(stored)[np.maximum(rows, 0)] + self.id_offset
+        return np.where(rows >= 0, ids, -1)
+
+    @property
+    def deleted(self) -> np.ndarray:
+        """Per row, whether ``massiveds delete`` deleted it (its ``deleted.npy``; read once, all False without one)."""
+        if self._deleted is None:
+            self._deleted = deleted_mask(self.folder, self.count)
+        return self._deleted
+
     def column(self, name: str) -> np.ndarray:
         """A passage column of the whole shard (row = passage_id - id_start), read once: per-passage lookups for evaluation."""
         if name not in self._columns:
@@ -84,6 +129,24 @@ class Shard:
         if key not in self._columns:
             self._columns[key] = doc_positions(self.column("doc_id").tolist(), seed)
         return self._columns[key]
+
+
+#: A compacted shard's row -> passage id map (sorted int64 ids as stored), written by ``massiveds compact``.
+ROW_IDS = "ids.npy"
+#: A shard's deleted rows (sorted int64 row numbers), written by ``massiveds delete``, removed by ``massiveds compact``.
+DELETED = "deleted.npy"
+
+
+def deleted_mask(folder: Path, count: int) -> np.ndarray:
+    """Per row of the shard in ``folder`` (``count`` rows), whether it is listed in the shard's ``deleted.npy``."""
+    mask = np.zeros(count, dtype=bool)
+    path = folder / DELETED
+    if path.is_file():
+        rows = np.load(path, allow_pickle=False)
+        if rows.ndim != 1 or (len(rows) and (rows.min() < 0 or rows.max() >= count)):
+            raise DatastoreError(f"{path}: not a list of row numbers below {count}; run massiveds verify")
+        mask[rows] = True
+    return mask
 
 
 #: Passage columns read as Python strings (the others as NumPy numbers).

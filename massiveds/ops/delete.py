@@ -1,0 +1,211 @@
+"""Delete documents from a built datastore: every passage of them, in every shard, without a rebuild; audited.
+
+**Selection.** Documents by id (a file, one id per line), a whole source, or decontamination against an
+eval file by the build's rules (``massiveds.clean.decontaminate``: an item's word 13-grams ≥ 0.8 contained
+in the document, or a common run of ≥ 32 words), each document reassembled from its passages' character
+spans. Every passage of a selected document goes.
+
+**Tombstones.** A shard with deleted passages holds ``deleted.npy``, its deleted rows (sorted int64), which
+every reader (search, eval, subsample, merge, serve) excludes; ``massiveds compact`` then removes them
+from the files. The tombstones are written shard by shard (each atomically), then the catalog: the
+shards' ``deleted`` counts and file records, and a ``deletions`` record (when, by whom, why, what was
+selected, counts) pointing at ``deletions/<n>.parquet``, the deleted documents' ids and sources (never
+their text). Readers take the tombstones they find, so a crash between the two leaves more deleted,
+never less; the same command run again completes the record.
+"""
+
+from __future__ import annotations
+
+import datetime
+import getpass
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from massiveds.clean.decontaminate import EvalIndex, build_index, read_eval_items, scan_texts
+from massiveds.core.catalog import CHECKSUMS, Catalog, DeletionRecord, FileRecord, ShardRecord, open_catalog, write_catalog
+from massiveds.core.errors import DatastoreError, MassiveDSError
+from massiveds.core.layout import atomic_path, write_array
+from massiveds.core.manifest import Decontaminate
+from massiveds.core.passages import PassageFile
+from massiveds.core.schema import DROPPED
+from massiveds.store.shard import DELETED, deleted_mask
+
+#: The ways to select documents, as the command line names them.
+SELECTIONS = ("doc-ids", "source", "match-eval")
+#: Documents reassembled and scanned together when matching an eval file.
+SCAN_BATCH = 512
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What to delete: ``how`` (one of ``SELECTIONS``) and its argument (a file, or a source name)."""
+
+    how: str
+    value: str
+    #: match-eval: the fields of an eval item whose text is matched
+    fields: tuple[str, ...] = ("question", "answer")
+
+    def describe(self) -> str:
+        return f"{self.how} {self.value}"
+
+
+@dataclass
+class Deleted:
+    """What one deletion did: per shard, the rows newly deleted; the documents (id, source) they belong to."""
+
+    rows: dict[str, np.ndarray]
+    documents: list[tuple[str, str]]
+    already: int
+
+    @property
+    def passages(self) -> int:
+        return sum(len(r) for r in self.rows.values())
+
+
+def delete_documents(root: Path, selection: Selection, reason: str) -> tuple[DeletionRecord | None, Deleted]:
+    """Delete the documents ``selection`` names from the datastore at ``root``; the catalog's new record (None: nothing new)."""
+    catalog = open_catalog(root)
+    for shard in catalog.shards:
+        if shard.folder is not None:
+            raise MassiveDSError(f"shard {shard.name} of {root} lives in another datastore ({shard.folder}, merged in place): delete "
+                                 "there (this datastore sees it), or merge with --copy")
+    wanted = _wanted_documents(root, catalog, selection)
+    found = find_rows(root, catalog, wanted)
+    if not found.documents:
+        return None, found
+    shards = {s.name: s for s in catalog.shards}
+    changed = {}
+    for name, rows in found.rows.items():
+        folder = root / shards[name].folder_rel()
+        union = np.union1d(np.flatnonzero(deleted_mask(folder, shards[name].count)), rows).astype(np.int64)
+        write_array(folder / DELETED, union)
+        changed[name] = shards[name].but(deleted=len(union), files=shards[name].files | {DELETED: FileRecord.of(folder / DELETED)})
+    number = len(catalog.deletions) + 1
+    table = f"deletions/{number:05d}.parquet"
+    _write_table(root / table, found.documents, reason, selection)
+    record = DeletionRecord(at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), by=_who(), reason=reason,
+                            selection=selection.describe(), documents=len(found.documents), passages=found.passages,
+                            shards=sorted(changed), table=table, file=FileRecord.of(root / table))
+    write_catalog(root, catalog.but(shards=[changed.get(s.name, s) for s in catalog.shards], deletions=[*catalog.deletions, record]))
+    (root / CHECKSUMS).unlink(missing_ok=True)  # it lists the files as published; this copy no longer is that
+    return record, found
+
+
+def _wanted_documents(root: Path, catalog: Catalog, selection: Selection) -> set[str] | str:
+    """The document ids to delete, or (``source``) the source name whose documents all go."""
+    if selection.how not in SELECTIONS:
+        raise MassiveDSError(f"unknown selection {selection.how!r}; use one of {', '.join(SELECTIONS)}")
+    if selection.how == "source":
+        sources = {v for s in catalog.shards for v in np.unique(_column(root, s, "source")).tolist()}
+        if selection.value not in sources:
+            raise MassiveDSError(f"{root} has no source {selection.value!r}; its sources are {', '.join(sorted(sources))}")
+        return selection.value
+    path = Path(selection.value)
+    if not path.is_file():
+        wanted = "document ids, one per line" if selection.how == "doc-ids" else "eval items"
+        raise MassiveDSError(f"{path}: no such file; give the {wanted}")
+    if selection.how == "doc-ids":
+        ids = {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+        if not ids:
+            raise MassiveDSError(f"{path}: no document id in it (one per line)")
+        return ids
+    return _matching_documents(root, catalog, path, selection.fields)
+
+
+def find_rows(root: Path, catalog: Catalog, wanted: set[str] | str) -> Deleted:
+    """Per shard, the rows of the wanted documents (by id set, or every row of a source) not deleted before."""
+    rows: dict[str, np.ndarray] = {}
+    documents: dict[str, str] = {}
+    already = 0
+    for shard in catalog.shards:
+        doc_ids = _column(root, shard, "doc_id")
+        sources = _column(root, shard, "source")
+        hit = sources == wanted if isinstance(wanted, str) else np.isin(doc_ids, list(wanted))
+        gone = deleted_mask(root / shard.folder_rel(), shard.count)
+        already += int((hit & gone).sum())
+        new = np.flatnonzero(hit & ~gone)
+        if len(new):
+            rows[shard.name] = new
+            documents.update(zip(doc_ids[new].tolist(), sources[new].tolist(), strict=True))
+    if isinstance(wanted, set) and not documents and not already:
+        raise MassiveDSError(f"none of the {len(wanted)} document ids given is a document of {root}; check the file (one doc_id per line)")
+    return Deleted(rows, sorted(documents.items()), already)
+
+
+def _column(root: Path, shard: ShardRecord, name: str) -> np.ndarray:
+    return np.asarray(PassageFile(root / shard.folder_rel() / "passages.arrow").column(name), dtype=object)
+
+
+def _matching_documents(root: Path, catalog: Catalog, path: Path, fields: tuple[str, ...]) -> set[str]:
+    """The documents that contain an item of the eval file at ``path``, by the build's decontamination rules."""
+    rules = Decontaminate()
+    spec = {"paths": [str(path)], "format": "parquet" if path.suffix == ".parquet" else "jsonl", "fields": list(fields), "id_field": None}
+    items = [("eval", i, t) for i, t in read_eval_items(spec) if t.strip()]
+    if not items:
+        raise MassiveDSError(f"{path}: no item has text in fields {', '.join(fields)}; name the right --fields")
+    index = EvalIndex(*build_index(items, rules.ngram), rules.ngram)
+    matched: set[str] = set()
+    batch: list[tuple[str, str]] = []
+    for doc in _documents(root, catalog):
+        batch.append(doc)
+        if len(batch) == SCAN_BATCH:
+            matched |= _scan(batch, index, rules)
+            batch = []
+    return matched | _scan(batch, index, rules)
+
+
+def _scan(docs: list[tuple[str, str]], index: EvalIndex, rules: Decontaminate) -> set[str]:
+    matches = scan_texts([text for _, text in docs], index, rules.threshold, rules.min_run)
+    return {doc for (doc, _), found in zip(docs, matches, strict=True) if found}
+
+
+def _documents(root: Path, catalog: Catalog) -> Iterator[tuple[str, str]]:
+    """(doc_id, text) of every document, reassembled from its passages' character spans, in passage id order."""
+    current, text = None, ""
+    for shard in catalog.shards_by_id:
+        passages = PassageFile(root / shard.folder_rel() / "passages.arrow")
+        for i in range(passages.num_batches):
+            batch = passages.read_batch(i)
+            for doc, start, part in zip(*(batch.column(c).to_pylist() for c in ("doc_id", "char_start", "text")), strict=True):
+                if doc != current:
+                    if current is not None:
+                        yield current, text
+                    current, text = doc, ""
+                text = text.ljust(start) + part[max(0, len(text) - start):]  # chunks may overlap or skip whitespace
+    if current is not None:
+        yield current, text
+
+
+def _write_table(path: Path, documents: list[tuple[str, str]], reason: str, selection: Selection) -> None:
+    """The deleted documents as drop records (the build's ``dropped`` schema): ids and sources, no text."""
+    n = len(documents)
+    table = pa.table({"doc_id": [d for d, _ in documents], "source": [s for _, s in documents], "stage": ["delete"] * n,
+                      "reason": [reason] * n, "duplicate_of": pa.nulls(n, pa.string()), "detail": [selection.describe()] * n},
+                     schema=DROPPED)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def _who() -> str:
+    """user@host of the process deleting (the audit record's ``by``)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def require_recorded_deletions(root: Path, catalog: Catalog) -> None:
+    """Refuse a catalog whose recorded deletions disagree with the tombstones on disk (a crash between them: run delete again)."""
+    for shard in catalog.shards:
+        on_disk = int(deleted_mask(root / shard.folder_rel(), shard.count).sum())
+        if on_disk != shard.deleted:
+            raise DatastoreError(f"shard {shard.name}: {on_disk} passages deleted on disk, the catalog records {shard.deleted}; "
+                                 "a delete was interrupted: run it again")
