@@ -180,7 +180,7 @@ def rank(ds: Datastore, items: Sequence[EvalItem], vectors: np.ndarray | None, o
     """Every query's ranked hits at every fraction and seed, from one candidate list per query (deepened when short)."""
     view, reachable, _ = searchable_view(ds, options)
     need = options.pool
-    first = dataclasses.replace(options, fraction=min(plan.fractions)).first_fetch()
+    first = dataclasses.replace(options, fraction=min(plan.fractions)).first_fetch(ds.deleted_share)
     if plan.decontaminate_with_gold and not options.dedup:
         first *= 2  # first_fetch doubles for the dropping options it knows of
     out: Lists = [{} for _ in items]
@@ -193,7 +193,7 @@ def rank(ds: Datastore, items: Sequence[EvalItem], vectors: np.ndarray | None, o
             for row, q in enumerate(pending):
                 valid = found.ids[row] >= 0
                 seen = int(valid.sum())
-                if ds.has_deletions:
+                if ds.deleted_share:
                     valid[valid] = ~ds.deleted(found.ids[row][valid])
                 ranked = Ranked(ds, found.ids[row][valid], found.scores[row][valid], _gold(items[q], plan), options)
                 kept = {(f, s): ranked.kept(frac, seed, need) for f, frac in enumerate(plan.fractions) for s, seed in enumerate(plan.seeds)}

@@ -291,16 +291,23 @@ class Datastore:
         return out
 
     @functools.cached_property
-    def has_deletions(self) -> bool:
-        """Whether some shard has deleted passages (else searches skip the check)."""
-        return any(s.deleted.any() for s in self.shards)
+    def _deleted_ids(self) -> np.ndarray:
+        """Every deleted passage id, sorted (read from the shards' tombstones once per opening)."""
+        parts = [s.ids_of(np.flatnonzero(s.deleted)) for s in self.shards]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
+    @property
+    def deleted_share(self) -> float:
+        """The share of the stored passages that are deleted (0: none, and searches skip the check)."""
+        return len(self._deleted_ids) / max(self.num_passages, 1)
 
     def deleted(self, ids: np.ndarray) -> np.ndarray:
-        """Whether each of ``ids`` (valid passage ids) was deleted (``massiveds delete``): never a search hit."""
-        out = np.zeros(len(ids), dtype=bool)
-        for shard, where, rows in self.shard_rows(ids):
-            out[where] = shard.deleted[rows]
-        return out
+        """Whether each of ``ids`` (passage ids, any shape) was deleted (``massiveds delete``): never a search hit."""
+        dead = self._deleted_ids
+        if not len(dead):
+            return np.zeros(np.shape(ids), dtype=bool)
+        pos = np.minimum(np.searchsorted(dead, ids), len(dead) - 1)
+        return dead[pos] == ids
 
     def sample_positions(self, ids: np.ndarray, seed: int) -> np.ndarray:
         """The nested-sample position of each id's document for ``seed`` (kept at fraction p iff below p; inf for id -1)."""

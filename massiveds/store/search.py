@@ -72,7 +72,7 @@ class Searchable(Protocol):
     def sample_positions(self, ids: np.ndarray, seed: int) -> np.ndarray: ...
 
     @property
-    def has_deletions(self) -> bool: ...
+    def deleted_share(self) -> float: ...
 
     def deleted(self, ids: np.ndarray) -> np.ndarray: ...
 
@@ -176,9 +176,11 @@ class SearchOptions:
         """Hits each query needs after filtering: ``k``, or the MMR candidate pool."""
         return max(MMR_POOL_FACTOR * self.k, MMR_MIN_POOL) if self.mmr is not None else self.k
 
-    def first_fetch(self) -> int:
-        """Candidates to retrieve on the first try."""
+    def first_fetch(self, deleted_share: float = 0.0) -> int:
+        """Candidates to retrieve on the first try, in a datastore with ``deleted_share`` of its passages deleted."""
         fetch = self.pool
+        if deleted_share:
+            fetch = math.ceil(fetch / (1 - deleted_share) * 1.2) + 4
         if self.fraction is not None and self.fraction < 1:
             fetch = math.ceil(fetch / self.fraction * 1.2) + 4
         if self.dedup or self.decontaminate:
@@ -217,16 +219,17 @@ def run_search(ds: Searchable, queries: list[str], options: SearchOptions) -> Se
     candidates = [0] * len(queries)
     dropped: list[dict[str, int]] = [{} for _ in queries]
     pending = list(range(len(queries)))
-    fetch = options.first_fetch()
+    fetch = options.first_fetch(ds.deleted_share)
     while pending:
         fetch = min(fetch, reachable, MAX_CANDIDATES)
         found = retrieve(view, mode, [queries[q] for q in pending], None if vectors is None else vectors[pending], fetch, options)
         short = []
         for row, q in enumerate(pending):
             valid = np.nonzero(found.ids[row] >= 0)[0]
-            live = valid[~ds.deleted(found.ids[row][valid])] if ds.has_deletions else valid
+            live = valid[~ds.deleted(found.ids[row][valid])] if ds.deleted_share else valid
             sampled = live[in_sample(ds, found.ids[row][live], options.fraction, options.seed)]
-            kept[q], dropped[q] = filter_hits(_hits(ds, found, row, sampled, mode), options, gold)
+            reading = sampled if gold is not None or options.dedup else sampled[:need]  # no later step drops any: read no more
+            kept[q], dropped[q] = filter_hits(_hits(ds, found, row, reading, mode), options, gold)
             if options.fraction is not None:
                 dropped[q] = {"fraction": len(live) - len(sampled)} | dropped[q]
             candidates[q] = len(valid)
