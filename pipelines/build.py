@@ -1,8 +1,9 @@
 """``massiveds build``: one manifest or several into a datastore, stage by stage (``STAGES``), resumably.
 
 The orchestrator checks the inputs, claims the output directory and its lock, then hands each stage of ``STAGES``
-that applies to the executor, which skips a finished stage, runs the others and keeps their records;
-later stages read earlier stages' records from the build context.
+that applies to the executor as soon as the stages it needs are done, several at once (the BM25 stage beside the
+embed stage); the executor skips a finished stage, runs the others and keeps their records; later stages read
+earlier stages' records from the build context.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import shutil
 import socket
 from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from massiveds.core.report import progress
 from pipelines.executor import Executor, LocalExecutor, StageReport
 from pipelines.manifest_set import ManifestSet
 from pipelines.ray_executor import RayExecutor
-from pipelines.stage import BuildContext, Stage, input_items
+from pipelines.stage import BuildContext, Stage, StageRecord, input_items
 from pipelines.stages.catalog import CatalogStage
 from pipelines.stages.chunk import Chunk
 from pipelines.stages.decontaminate import DecontaminateStage
@@ -39,7 +41,8 @@ from pipelines.stages.sparse import Sparse
 from pipelines.stages.train import Train
 
 #: The stages of a build, in order: download -> extract -> dedup -> near_dedup -> decontaminate -> chunk -> shard -> sparse
-#: -> embed -> train -> index -> catalog (each applies only where the manifests ask for it).
+#: -> embed -> train -> index -> catalog (each applies only where the manifests ask for it); sparse and embed need only
+#: shard, so they run at the same time.
 STAGES: tuple[Stage, ...] = (
     Download(), Extract(), ExactDedup(), NearDedupStage(), DecontaminateStage(),
     Chunk(), Shard(), Sparse(), Embed(), Train(), Index(), CatalogStage(),
@@ -92,12 +95,64 @@ def claim_directory(layout: DatastoreLayout, manifests: ManifestSet) -> None:
     write_json(path, {"manifest": ", ".join(p.path.name for p in manifests.parts), "manifest_sha256": manifests.sha256})
 
 
+def stage_needs(stages: Sequence[Stage]) -> dict[str, set[str]]:
+    """The names of the stages each stage needs (all those before it, when it declares none); each must come before it."""
+    needs = {}
+    for n, stage in enumerate(stages):
+        earlier = [s.name for s in stages[:n]]
+        declared = earlier if stage.needs is None else stage.needs
+        if unknown := [name for name in declared if name not in earlier]:
+            raise ValueError(f"stage {stage.name} needs {', '.join(unknown)}: not a stage before it")
+        needs[stage.name] = set(declared)
+    return needs
+
+
 def run_stages(ctx: BuildContext, executor: Executor, stages: Sequence[Stage]) -> None:
-    """Every stage that applies to this build, in order, through ``executor``."""
-    for stage in stages:
-        if stage.applies(ctx):
-            ctx.records[stage.name] = executor.run_stage(stage, ctx)
-            ctx.stages.append(stage)
+    """Every stage that applies to this build through ``executor``, each in its own thread once the stages it needs are done.
+
+    ``ctx.records`` and ``ctx.stages`` keep the order of ``stages`` whatever order stages finish in. After a failure
+    nothing more starts; the stages running finish (what they did is kept for the re-run), then the first failure is raised.
+    """
+    needs, names = stage_needs(stages), [s.name for s in stages]
+    waiting = list(stages)
+    settled: set[str] = set()  # the stages done, and those that do not apply to this build
+    records: dict[str, StageRecord] = {}
+    running: dict[Future[StageRecord], Stage] = {}
+    failure: Exception | None = None
+    threads = ThreadPoolExecutor(max_workers=len(stages), thread_name_prefix="stage")
+    try:
+        while True:
+            while failure is None and (stage := next((s for s in waiting if needs[s.name] <= settled), None)):
+                waiting.remove(stage)
+                try:
+                    if stage.applies(ctx):
+                        if not executor.done(stage):
+                            executor.started()  # here: Ray's processes die with the thread that started them
+                        running[threads.submit(executor.run_stage, stage, ctx)] = stage
+                    else:
+                        settled.add(stage.name)
+                except Exception as exc:
+                    failure = exc
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in [f for f in running if f in done]:
+                stage = running.pop(future)
+                try:
+                    records[stage.name] = future.result()
+                    settled.add(stage.name)
+                except Exception as exc:
+                    failure = failure or exc
+            ctx.records = {name: records[name] for name in names if name in records}
+            ctx.stages = [s for s in stages if s.name in records]
+    except BaseException:  # Ctrl-C: the running stages stop after their current unit (on Ray, at once)
+        executor.interrupted.set()
+        raise
+    finally:
+        threads.shutdown()  # waits for the stages still running
+    if failure is not None:
+        raise failure
+    executor.reports.sort(key=lambda r: names.index(r.name))  # the summary table in pipeline order
 
 
 def build(

@@ -1,9 +1,10 @@
 """Executors run stages: scheduling, resume markers, retries, progress, fault injection and failure reporting.
 
-``Executor`` holds everything that is the same wherever units run; ``LocalExecutor`` runs them one
-after the other in this process (``--engine local``: debugging, tests, measuring Ray's overhead), and
+``Executor`` holds everything that is the same wherever units run; ``LocalExecutor`` runs a stage's
+units one after the other in this process (``--engine local``: debugging, tests, measuring Ray's overhead), and
 ``pipelines.ray_executor.RayExecutor`` runs them as Ray tasks and actors. Stages see only ``map``
-(a step over its items) and ``pool`` (a model step over its calls).
+(a step over its items) and ``pool`` (a model step over its calls). Stages that run at the same time
+(``pipelines.build.run_stages``) each call the executor from their own thread.
 
 Resume: a finished stage leaves ``build/<stage>/_SUCCESS.json`` (its record) and is skipped by a
 re-run; a finished unit leaves ``build/<stage>/units[/<step>]/<unit>.json`` (its result) and is not
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -99,21 +101,30 @@ class Tally:
         self.progress.update(self.task, advance=amount, rate=rate)
 
 
+class Running(threading.local):
+    """The stage that runs in this thread and the units (or amounts) per Ray node of its steps: concurrent stages each have their own."""
+
+    def __init__(self) -> None:
+        self.stage = ""
+        self.nodes: dict[str, dict[str, int]] = {}
+
+
 class Executor(ABC):
-    """Runs a build's stages; subclasses say where units and pool calls run (``_units``, ``_pool``)."""
+    """Runs a build's stages, several at once from their threads; subclasses say where units and pool calls run (``_units``, ``_pool``)."""
 
     def __init__(self, build: Path, progress: Progress) -> None:
         self.build, self.progress = build, progress
         self.reports: list[StageReport] = []
-        self._stage = ""
-        self._nodes: dict[str, dict[str, int]] = {}
+        #: set when the build is interrupted (Ctrl-C): the running stages stop after the unit each is waiting for
+        self.interrupted = threading.Event()
+        self._running = Running()
 
     # -- what a stage calls ---------------------------------------------------------------------
 
     def map(self, step: Step[Item, Result], items: Sequence[Item]) -> list[Result]:
         """``step.run`` over every item, skipping units already done; results in item order."""
-        markers = self.build / self._stage / "units"
-        if step.name != self._stage:
+        markers = self.build / self._running.stage / "units"
+        if step.name != self._running.stage:
             markers = markers / step.name
         tally = Tally(self.progress, step.name, len(items), step.rates)
         results: dict[str, Result] = {}
@@ -132,7 +143,8 @@ class Executor(ABC):
                 results[result.unit] = result
                 tally.add(result)
                 crash_if_asked(step.name, len(results))
-        self._nodes[step.name] = tally.nodes
+                self._stop_if_interrupted()
+        self._running.nodes[step.name] = tally.nodes
         return [results[i.unit] for i in items]
 
     def pool(self, step: PoolStep[Item, Result], calls: Sequence[Item], total: int) -> list[Result]:
@@ -148,19 +160,25 @@ class Executor(ABC):
                 results.append(result)
                 tally.add(result)
                 crash_if_asked(step.name, len(results))
-        self._nodes[step.name] = tally.nodes
+                self._stop_if_interrupted()
+        self._running.nodes[step.name] = tally.nodes
         return results
+
+    def _stop_if_interrupted(self) -> None:
+        """End this stage's thread, its last unit kept, when the build was interrupted (Ctrl-C reaches only the main thread)."""
+        if self.interrupted.is_set():
+            raise KeyboardInterrupt
 
     # -- what the orchestrator calls --------------------------------------------------------------
 
     def run_stage(self, stage: Stage, ctx: BuildContext) -> StageRecord:
         """Run ``stage`` unless its completion marker says it is done; keep its record as the marker."""
         folder = self.build / stage.name
-        if (folder / DONE_MARKER).is_file():
+        if self.done(stage):
             record = stage.record.model_validate(read_json(folder / DONE_MARKER))
             self.reports.append(StageReport(stage.name, "skipped (done)", 0.0, record.summary))
             return record
-        self._stage, self._nodes = stage.name, {}
+        self._running.stage, self._running.nodes = stage.name, {}
         clock = time.perf_counter()
         try:
             record = stage.run(ctx, self)
@@ -169,14 +187,21 @@ class Executor(ABC):
         except Exception as exc:
             raise self._one_line(stage.name, exc) from None
         record.seconds = time.perf_counter() - clock
-        record.nodes = {step: nodes for step, nodes in self._nodes.items() if nodes}
+        record.nodes = {step: nodes for step, nodes in self._running.nodes.items() if nodes}
         mark_done(folder, record.model_dump(mode="json", exclude_unset=True))  # nested catalog records keep their own fields
         self.reports.append(StageReport(stage.name, "ran", record.seconds, record.summary))
         return record
 
+    def done(self, stage: Stage) -> bool:
+        """Whether ``stage`` finished in an earlier run (its completion marker is there)."""
+        return (self.build / stage.name / DONE_MARKER).is_file()
+
     @abstractmethod
     def started(self) -> None:
-        """Start what units need, before the first one runs (Ray, for the Ray executor)."""
+        """Start what units need (Ray, for the Ray executor): from the main thread before a stage not done starts, then a no-op.
+
+        ``map`` and ``pool`` call it too (steps run without the orchestrator, in tests); two stages may call it at once.
+        """
 
     @abstractmethod
     def close(self) -> None:
@@ -220,7 +245,7 @@ def _existing(path: Path) -> Path:
 
 
 class LocalExecutor(Executor):
-    """Units one after the other in this process; a pool of one worker with torch's default threads."""
+    """A stage's units one after the other in this process (in its thread); a pool of one worker with torch's default threads."""
 
     def started(self) -> None:
         """Nothing to start: units run in this process."""

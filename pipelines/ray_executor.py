@@ -1,11 +1,15 @@
 """The Ray executor: units as Ray tasks, model pools as Ray actors. All of the build's Ray wiring is here.
 
-Ray starts when the first unit has work to do (a fully resumed build never starts it): a new local
-Ray instance by default, or the cluster at ``--address`` / ``RAY_ADDRESS``. A unit is one task with
+Ray starts before the first stage not done in an earlier run (a fully resumed build never starts it),
+in the build's main thread (its processes die with the thread that starts them): a new local Ray
+instance by default, or the cluster at ``--address`` / ``RAY_ADDRESS``. A unit is one task with
 its step's resources and ``WORKER_RETRIES`` retries; the driver submits a bounded number ahead and
 blocks in ``ray.wait`` between results, taking no CPU from the units. A pool is a fixed set of actors
 (one per GPU, else one per 8 CPUs, CPUs shared out as torch threads), each taking the next call when
-free; a dead actor is restarted and its call retried.
+free; a dead actor is restarted and its call retried. Stages that run at the same time share the
+cluster through Ray's resources: the BM25 stage's tasks take the CPUs that the embed pool's actors
+(one CPU each) leave. Their threads wake every ``POLL_S`` to stop at once when the build is
+interrupted (Ctrl-C reaches only the main thread).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +41,8 @@ PASS_THROUGH_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "SENTEN
 WORKER_RETRIES = int(os.environ.get("MASSIVEDS_WORKER_RETRIES", "3"))
 #: Ray's errors for a worker, actor, node or object lost, rather than an exception raised by our code.
 WORKER_DEATHS = ("ActorDiedError", "RayActorError", "WorkerCrashedError", "OutOfMemoryError", "NodeDiedError", "ObjectLostError")
+#: Seconds a stage waits on Ray before it checks whether the build was interrupted.
+POLL_S = 1.0
 
 
 def worker_death(exc: BaseException) -> str | None:
@@ -125,12 +132,12 @@ def plan_pool(device: str, workers: int | str, node_cpus: list[int], gpus: int) 
     return actors, 0, threads
 
 
-def _as_completed(refs: Iterable[Any], in_flight: int, stage: str) -> Iterator[Any]:
+def _as_completed(refs: Iterable[Any], in_flight: int, stage: str, interrupted: threading.Event) -> Iterator[Any]:
     """The results of Ray tasks as each finishes, submitting (iterating ``refs``) no more than ``in_flight`` ahead.
 
-    The driver blocks in ``ray.wait`` between results. When one fails, nothing more is submitted, the
-    units already submitted (at most ``in_flight``) are let finish and their results yielded (their work
-    stays done for the re-run), then the failure is raised.
+    The driver blocks in ``ray.wait`` between results, and raises KeyboardInterrupt once ``interrupted`` is
+    set. When one fails, nothing more is submitted, the units already submitted (at most ``in_flight``)
+    are let finish and their results yielded (their work stays done for the re-run), then the failure is raised.
     """
     import ray
 
@@ -138,7 +145,11 @@ def _as_completed(refs: Iterable[Any], in_flight: int, stage: str) -> Iterator[A
 
     def next_result() -> Iterator[Any]:
         nonlocal pending
-        ready, pending = ray.wait(pending, num_returns=1)
+        ready: list[Any] = []
+        while not ready:
+            if interrupted.is_set():
+                raise KeyboardInterrupt
+            ready, pending = ray.wait(pending, num_returns=1, timeout=POLL_S)
         try:
             yield ray.get(ready[0])
         except Exception as exc:
@@ -163,11 +174,13 @@ class RayExecutor(Executor):
         super().__init__(build, progress)
         self.address = address
         self._ray: contextlib.ExitStack | None = None
+        self._starting = threading.Lock()
 
     def started(self) -> None:
-        if self._ray is None:
-            self._ray = contextlib.ExitStack()
-            self._ray.enter_context(ray_runtime(self.address))
+        with self._starting:
+            if self._ray is None:
+                self._ray = contextlib.ExitStack()
+                self._ray.enter_context(ray_runtime(self.address))
 
     def close(self) -> None:
         if self._ray is not None:
@@ -185,7 +198,7 @@ class RayExecutor(Executor):
         shared = ray.put(step)  # once, not once per unit
         # enough queued that a freed CPU never waits on the driver, few enough that 10^5 units are not all specs at once
         in_flight = max(2, int(2 * ray.cluster_resources().get("CPU", 1) / max(res.cpus, 0.01)))
-        yield from _as_completed((task.remote(shared, item) for item in items), in_flight, self._stage)
+        yield from _as_completed((task.remote(shared, item) for item in items), in_flight, self._running.stage, self.interrupted)
 
     def _pool(self, step: PoolStep[Item, Result], calls: Sequence[Item]) -> Iterator[Result]:
         import ray
@@ -195,10 +208,17 @@ class RayExecutor(Executor):
         actors, gpus, threads = plan_pool(step.device, step.workers, node_cpus, int(ray.cluster_resources().get("GPU", 0)))
         remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=WORKER_RETRIES, max_task_retries=WORKER_RETRIES)(_PoolActor)
         handles: list[Any] = [remote.remote(step, threads) for _ in range(actors)]
+        pool = ActorPool(handles)
         try:
-            yield from ActorPool(handles).map_unordered(lambda actor, call: actor.call.remote(call), list(calls))
+            for call in calls:
+                pool.submit(lambda actor, c: actor.call.remote(c), call)
+            while pool.has_next():
+                try:
+                    yield pool.get_next_unordered(timeout=POLL_S)
+                except TimeoutError:
+                    self._stop_if_interrupted()
         except Exception as exc:
-            raise unwrapped(exc, self._stage) from None
+            raise unwrapped(exc, self._running.stage) from None
         finally:
             for handle in handles:  # the models' memory and GPUs go back before the next stages
                 ray.kill(handle)

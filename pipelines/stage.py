@@ -6,7 +6,8 @@ file, a shard, a hash partition each) that reads and writes files and returns a 
 declares what one unit reserves (``Resources``). A stage plans its items from the ``BuildContext``
 (the manifests, the build folder, the records of earlier stages), runs its steps through an
 ``Executor`` (``pipelines.executor``) and summarises their results into its ``StageRecord``, which
-the executor keeps as the stage's completion marker and later stages read back.
+the executor keeps as the stage's completion marker and later stages read back. It names the
+earlier stages it reads (``needs``): the build runs stages whose needs are done at the same time.
 
 The stage knows nothing of where its units run: the executor owns scheduling (this process or Ray
 tasks), resume markers, retries, progress, fault injection and failure reporting.
@@ -32,7 +33,7 @@ from pipelines.manifest_set import ManifestSet
 
 @dataclass(frozen=True)
 class Resources:
-    """What one unit of a step reserves where it runs (Ray's scheduling; the local executor runs one unit at a time)."""
+    """What one unit of a step reserves where it runs (Ray's scheduling; the local executor runs one unit of a stage at a time)."""
 
     cpus: float = 1.0
     gpus: float = 0.0
@@ -126,9 +127,9 @@ class BuildContext:
 
     manifests: ManifestSet
     layout: DatastoreLayout
-    #: records of the stages that ran (or had run) before, by name, in order
+    #: records of the stages that finished (in this run or before), by name, in the order of the build's stages
     records: dict[str, StageRecord] = field(default_factory=dict)
-    #: the stages those records come from
+    #: the stages those records come from, in the same order
     stages: list[Stage] = field(default_factory=list)
 
     @property
@@ -176,10 +177,13 @@ class StepRunner(Protocol):
 
 
 class Stage(ABC):
-    """One stage of the build: a name, the record type it keeps, whether it applies, and how it runs."""
+    """One stage of the build: a name, the record type it keeps, the stages it needs, whether it applies, and how it runs."""
 
     name: ClassVar[str]
     record: ClassVar[type[StageRecord]]
+    #: the earlier stages whose records or outputs it reads: it starts once they are done (or do not apply), beside any
+    #: other stage whose needs are done; None: every stage before it
+    needs: ClassVar[tuple[str, ...] | None] = None
     #: a clean-up stage whose removed ``_ord``s later stages leave out (its key in ``pipelines.parts.REMOVED``)
     removes: ClassVar[str | None] = None
 

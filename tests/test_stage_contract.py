@@ -1,4 +1,5 @@
-"""The stage contract and the executors: a new stage is one module plus its place in the list; failures end in one line."""
+"""The stage contract and the executors: a new stage is one module plus its place in the list; stages start once the stages they
+need are done, at the same time as others; failures end in one line."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import collections
 import errno
 import json
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow.compute as pc
 import pytest
@@ -18,11 +21,11 @@ from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import DatastoreLayout
 from massiveds.core.manifest import load_manifest
 from massiveds.core.passages import PassageFile
-from pipelines.build import STAGES, build
+from pipelines.build import STAGES, build, run_stages, stage_needs
 from pipelines.executor import Executor, LocalExecutor
 from pipelines.manifest_set import ManifestSet
 from pipelines.ray_executor import RayExecutor
-from pipelines.stage import BuildContext, StageRecord, Step, UnitResult, UnitStage
+from pipelines.stage import BuildContext, Resources, StageRecord, Step, UnitResult, UnitStage, WorkItem
 from pipelines.stages.shard import ShardItem, ShardRecord
 from tests.helpers import local
 
@@ -150,3 +153,179 @@ def test_a_user_error_in_a_unit_stays_its_own_line(small_manifest: Path, tmp_pat
     with pytest.raises(MassiveDSError, match=r"^source 'x': no file$"):
         LocalExecutor(tmp_path / "b", Progress(disable=True)).run_stage(Boom(MassiveDSError("source 'x': no file")),
                                                                        _context(small_manifest, tmp_path))
+
+
+#: Seconds a toy unit waits for another stage's unit before it concludes the two did not run at the same time.
+WAIT_S = 20.0
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A toy unit: marks its start in ``folder``, waits for the marks ``waits``, marks its end (or fails, if ``fails``, until ``fixed``)."""
+
+    folder: Path
+    waits: tuple[str, ...]
+    fails: bool
+
+    def __call__(self, item: WorkItem) -> UnitResult:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"{item.unit}.started").touch()
+        deadline = time.monotonic() + WAIT_S
+        while missing := [w for w in self.waits if not (self.folder / w).exists()]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{item.unit} waited {WAIT_S:.0f} s for {', '.join(missing)}: the stages ran one after the other")
+            time.sleep(0.02)
+        if self.fails and not (self.folder / "fixed").exists():
+            (self.folder / f"{item.unit}.failed").touch()
+            raise RuntimeError("a bug in one of two stages running at the same time")
+        (self.folder / f"{item.unit}.done").touch()
+        return UnitResult(unit=item.unit)
+
+
+class Toy(UnitStage[WorkItem, UnitResult]):
+    """A toy stage of ``units`` units of ``Mark`` (named ``<stage><n>``), each waiting for the marks ``waits``."""
+
+    record = StageRecord
+    units: ClassVar[int] = 1
+    waits: ClassVar[tuple[str, ...]] = ()
+    fails: ClassVar[bool] = False
+
+    def plan(self, ctx: BuildContext) -> list[WorkItem]:
+        return [WorkItem(unit=f"{self.name}{n}") for n in range(self.units)]
+
+    def step(self, ctx: BuildContext) -> Step[WorkItem, UnitResult]:
+        return Step(self.name, Mark(ctx.build / "marks", self.waits, self.fails), UnitResult, Resources(cpus=0.25))
+
+    def summarize(self, ctx: BuildContext, items: Sequence[WorkItem], results: Sequence[UnitResult]) -> StageRecord:
+        return StageRecord(summary=f"{len(results)} units")
+
+
+class Base(Toy):
+    name = "base"
+
+
+class Absent(Toy):
+    """A stage this build does not have: what needs it does not wait for it."""
+
+    name = "absent"
+
+    def applies(self, ctx: BuildContext) -> bool:
+        return False
+
+
+class Left(Toy):
+    """Runs beside ``right`` (it waits for right's unit to start) and ends after it."""
+
+    name = "left"
+    needs = ("base", "absent")
+    waits = ("right0.started", "right0.done")
+
+
+class Right(Toy):
+    name = "right"
+    needs = ("base",)
+    waits = ("left0.started",)
+
+
+class AfterLeft(Toy):
+    name = "after_left"
+    needs = ("left",)
+
+
+class Last(Toy):
+    """Declares no needs: it starts once every stage before it is done."""
+
+    name = "last"
+
+
+def _executor(engine: str, build_dir: Path) -> Executor:
+    return local(build_dir) if engine == "local" else RayExecutor(build_dir, Progress(disable=True))
+
+
+def _started_after(marks: Path, unit: str, build_dir: Path, stages: Sequence[str]) -> bool:
+    """Whether ``unit`` started after each of ``stages`` had left its completion marker."""
+    started = (marks / f"{unit}.started").stat().st_mtime_ns
+    return all(started >= (build_dir / s / "_SUCCESS.json").stat().st_mtime_ns for s in stages)
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_stages_whose_needs_are_done_run_at_the_same_time_and_the_others_wait(engine: str, small_manifest: Path,
+                                                                              tmp_path: Path) -> None:
+    ctx = _context(small_manifest, tmp_path / "out")
+    stages = (Base(), Absent(), Left(), Right(), AfterLeft(), Last())
+    executor = _executor(engine, ctx.build)
+    try:
+        run_stages(ctx, executor, stages)  # left and right each wait for the other's unit: one after the other, they time out
+    finally:
+        executor.close()
+    marks = ctx.build / "marks"
+    assert (marks / "right0.done").stat().st_mtime_ns <= (marks / "left0.done").stat().st_mtime_ns  # right finished first
+    assert _started_after(marks, "left0", ctx.build, ["base"]) and _started_after(marks, "right0", ctx.build, ["base"])
+    assert _started_after(marks, "after_left0", ctx.build, ["left"])
+    assert _started_after(marks, "last0", ctx.build, ["base", "left", "right", "after_left"])
+    order = ["base", "left", "right", "after_left", "last"]  # the order of the list, not the order they finished in
+    assert list(ctx.records) == order and [s.name for s in ctx.stages] == order
+    assert [r.name for r in executor.reports] == order
+
+
+class Boomer(Toy):
+    """Fails once ``steady`` runs beside it."""
+
+    name = "boomer"
+    needs = ("base",)
+    waits = ("steady0.started",)
+    fails = True
+
+
+class Steady(Toy):
+    """Runs beside ``boomer``; its second unit runs on after boomer failed."""
+
+    name = "steady"
+    needs = ("base",)
+    units = 2
+    waits = ("boomer0.started", "boomer0.failed")
+
+
+class AfterBoth(Toy):
+    name = "after_both"
+    needs = ("boomer", "steady")
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_a_failure_beside_a_running_stage_lets_it_finish_starts_nothing_and_resumes(engine: str, small_manifest: Path,
+                                                                                    tmp_path: Path) -> None:
+    stages = (Base(), Boomer(), Steady(), AfterBoth())
+    ctx = _context(small_manifest, tmp_path / "out")
+    executor = _executor(engine, ctx.build)
+    try:
+        with pytest.raises(MassiveDSError) as failed:
+            run_stages(ctx, executor, stages)
+    finally:
+        executor.close()
+    assert re.fullmatch(r"stage boomer failed \(step boomer, unit boomer0\): RuntimeError: a bug in one of two stages running at the "
+                        r"same time; traceback in \S+boomer\.log; finished work is kept: re-run the same command to resume",
+                        str(failed.value)), str(failed.value)
+    marks = ctx.build / "marks"
+    assert (marks / "steady1.done").is_file()  # it waited for boomer's failure: steady ran on after it
+    assert (ctx.build / "steady" / "units" / "steady1.json").is_file() and (ctx.build / "steady" / "_SUCCESS.json").is_file()
+    assert not (ctx.build / "boomer" / "_SUCCESS.json").exists() and not (marks / "after_both0.started").exists()
+
+    (marks / "fixed").touch()
+    again, executor = _context(small_manifest, tmp_path / "out"), _executor(engine, ctx.build)
+    try:
+        run_stages(again, executor, stages)
+    finally:
+        executor.close()
+    assert {r.name: r.status for r in executor.reports} == {"base": "skipped (done)", "boomer": "ran", "steady": "skipped (done)",
+                                                            "after_both": "ran"}
+    assert list(again.records) == ["base", "boomer", "steady", "after_both"]
+
+
+def test_a_stage_needs_only_stages_before_it() -> None:
+    needs = stage_needs(STAGES)
+    assert needs["sparse"] == needs["embed"] == {"shard"}  # so they run at the same time
+    assert needs["catalog"] == {s.name for s in STAGES[:-1]}  # no needs declared: every stage before it
+    with pytest.raises(ValueError, match=r"^stage after_left needs left: not a stage before it$"):
+        stage_needs((Base(), Absent(), AfterLeft(), Left()))
+    with pytest.raises(ValueError, match=r"^stage right needs base: not a stage before it$"):
+        stage_needs((Right(),))

@@ -253,6 +253,7 @@ class EmbedRecord(StageRecord):
 class Embed(Stage):
     name = "embed"
     record = EmbedRecord
+    needs = ("shard",)
 
     def run(self, ctx: BuildContext, executor: StepRunner) -> StageRecord:
         shards = ctx.record("shard", ShardRecord).shards

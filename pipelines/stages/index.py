@@ -50,6 +50,7 @@ class IndexRecord(StageRecord):
 class Index(UnitStage[ShardItem, AddResult]):
     name = "index"
     record = IndexRecord
+    # needs every stage before it (the default): shard.json lists the files each of them left in the shard (sparse.*, vectors.npy)
 
     def plan(self, ctx: BuildContext) -> list[ShardItem]:
         return ctx.record("shard", ShardRecord).shards

@@ -8,8 +8,8 @@
     sparse-index   per shard       the shard's bm25s index with the datastore's N, avgdl and df:
                                    shards/<shard>/sparse.*
 
-It needs no model and runs before the embed stage; the index stage's ``shard.json`` then records
-its files with the rest of the shard's.
+It needs no model and only the shards, so it runs beside the embed stage (Ray tasks on CPUs while
+the model pool holds the GPUs); the index stage's ``shard.json`` then records its files with the rest of the shard's.
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ class SparseRecord(StageRecord):
 class Sparse(Stage):
     name = "sparse"
     record = SparseRecord
+    needs = ("shard",)
 
     def applies(self, ctx: BuildContext) -> bool:
         return ctx.manifests.sparse.enabled

@@ -53,6 +53,7 @@ class TrainRecord(StageRecord):
 class Train(UnitStage[WorkItem, TrainResult]):
     name = "train"
     record = TrainRecord
+    needs = ("shard", "embed")
 
     def plan(self, ctx: BuildContext) -> list[WorkItem]:
         return [WorkItem(unit="trained")]
