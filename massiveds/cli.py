@@ -781,6 +781,28 @@ def compact(
         console.print(f"no shard has more than {threshold:.0%} of its passages deleted: nothing to rewrite", highlight=False)
 
 
+@app.command()
+def retrain(
+    datastore: Annotated[Path, typer.Argument(help="datastore directory with an IVF index and stored vectors")],
+    sample: Annotated[int | None, typer.Option(min=1, help="vectors to train on (default: the index plan's train_sample)")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the training sample")] = 0,
+) -> None:
+    """Train the quantizer again on the datastore's own stored vectors and re-add every shard (no re-embedding), one shard at a time."""
+    from massiveds.core.report import progress
+    from massiveds.ops.retrain import retrain as retrain_datastore
+
+    try:
+        with progress() as bar:
+            task = bar.add_task("retrain", total=None, rate="shards")
+            done = retrain_datastore(datastore, sample, seed, lambda _, total: bar.update(task, advance=1, total=total))
+    except MassiveDSError as exc:
+        _fail(str(exc))
+        return
+    rows = [("trained index", done.trained), ("training sample", f"{done.sample:,}"), ("shards re-added", done.shards),
+            ("recall@10 before", done.recall_before), ("recall@10 after", done.recall_after)]
+    console.print(table("retrain", ["", "value"], rows))
+
+
 @app.command("merge-index")
 def merge_index_command(datastore: Annotated[Path, typer.Argument(help="datastore directory with an IVF index")]) -> None:
     """Merge the shards' IVF lists into one memory-mapped on-disk index (merged/), searched instead of the fan-out."""

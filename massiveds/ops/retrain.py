@@ -1,0 +1,103 @@
+"""Retrain a datastore's quantizer on a fresh sample of its stored vectors and re-add every shard, without re-embedding.
+
+An IVF-PQ quantizer trained on the data of the build ages as the datastore changes (appends, deletions,
+merges of separately trained builds); ``retrain`` trains the catalog's index plan again on a seeded
+uniform sample of the live (not deleted) stored fp16 vectors, writes it as ``trained/retrain-<n>.faiss``
+(recorded in the catalog before any shard uses it), then rebuilds each shard's ``index.faiss`` from its
+stored vectors with the new quantizer and switches that shard in the catalog, one shard at a time: a
+crash leaves every shard searchable with the quantizer its record names. At the end the recall is
+measured again (and the rerank depth calibrated) and trained indexes no shard uses are removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from massiveds.core.catalog import CHECKSUMS, Catalog, FileRecord, ListBalance, TrainedIndexRecord, open_catalog, write_catalog
+from massiveds.core.errors import MassiveDSError
+from massiveds.encode.index import IndexPlan, add_vectors, list_balance, read_index, train_index, write_index
+from massiveds.ops.verify import require_catalog_files
+from massiveds.store.datastore import Datastore
+from massiveds.store.recall import recall_summary
+
+#: Stored vectors re-added at once (bounds the float32 copy).
+ADD_BLOCK = 65536
+
+
+@dataclass
+class Retrained:
+    """What a retrain did: the new trained index, the sample it was trained on, recall@10 before and after."""
+
+    trained: str
+    sample: int
+    shards: int
+    recall_before: float | None
+    recall_after: float | None
+
+
+def retrain(root: Path, sample: int | None = None, seed: int = 0, on_shard: Callable[[str, int], None] | None = None) -> Retrained:
+    """Retrain the quantizer of the datastore at ``root`` on ``sample`` stored vectors (default: the plan's) and re-add every shard."""
+    catalog = open_catalog(root)
+    plan = IndexPlan.model_validate(catalog.index.but(drop=["merged_plans"]).as_json())
+    if plan.type == "flat":
+        raise MassiveDSError(f"{root} has a Flat index ({plan.factory}): exact search has no quantizer to retrain")
+    if any(s.folder is not None for s in catalog.shards):
+        raise MassiveDSError(f"{root} references shards of other datastores in place: retrain those, or merge with --copy")
+    require_catalog_files(root, catalog, "retrain")
+    ds = Datastore(root, catalog)
+    ds.require_vectors()
+    vectors = _sample(ds, sample or plan.train_sample, seed)
+    rel = next(r for n in range(1, 10_000) if not (root / (r := f"trained/retrain-{n:03d}.faiss")).exists())
+    write_index(train_index(plan, vectors), root / rel)
+    catalog = catalog.but(trained_indexes=[*catalog.trained_indexes, TrainedIndexRecord.of(root, rel)])
+    write_catalog(root, catalog)
+    before = _recall(catalog)
+    for shard in ds.shards:
+        index = read_index(root / rel, mmap=False)
+        for lo in range(0, shard.count, ADD_BLOCK):
+            rows = np.arange(lo, min(shard.count, lo + ADD_BLOCK))
+            add_vectors(index, np.asarray(shard.vectors[rows], dtype=np.float32), shard.ids_of(rows))
+        write_index(index, shard.folder / "index.faiss")
+        balance = list_balance(index)
+        records = [s.but(trained=rel, files=s.files | {"index.faiss": FileRecord.of(shard.folder / "index.faiss")},
+                         list_balance=None if balance is None else ListBalance.model_validate(balance)) if s.name == shard.name else s
+                   for s in catalog.shards]
+        catalog = catalog.but(shards=records)
+        write_catalog(root, catalog)
+        if on_shard is not None:
+            on_shard(shard.name, len(ds.shards))
+    (root / CHECKSUMS).unlink(missing_ok=True)  # it lists the files as published; this copy no longer is that
+    old = {r.file for r in [catalog.trained_index, *catalog.trained_indexes] if r is not None} - {rel}
+    catalog = catalog.but(trained_index=TrainedIndexRecord.of(root, rel), trained_indexes=[])
+    catalog = catalog.but(recall=recall_summary(root, catalog=catalog))
+    write_catalog(root, catalog)
+    for file in old:
+        (root / file).unlink(missing_ok=True)
+    return Retrained(rel, len(vectors), len(ds.shards), before, _recall(catalog))
+
+
+def _sample(ds: Datastore, n: int, seed: int) -> np.ndarray:
+    """``n`` live stored vectors (float32) drawn uniformly without replacement across the shards (all when fewer)."""
+    live = [np.flatnonzero(~s.deleted) for s in ds.shards]
+    total = sum(len(rows) for rows in live)
+    picks = np.sort(np.random.default_rng(seed).choice(total, size=min(n, total), replace=False))
+    pieces, offset = [], 0
+    for shard, rows in zip(ds.shards, live, strict=True):
+        mine = picks[(picks >= offset) & (picks < offset + len(rows))] - offset
+        if len(mine):
+            pieces.append(np.asarray(shard.vectors[rows[mine]], dtype=np.float32))
+        offset += len(rows)
+    return np.concatenate(pieces)
+
+
+def _recall(catalog: Catalog) -> float | None:
+    """The catalog's measured recall@k without rerank, or None when it has none."""
+    record: Any = catalog.recall
+    if record is None or record.status != "measured":
+        return None
+    return float((record.model_extra or {}).get(f"recall_at_{record.k}", 0.0) or 0.0) or None
