@@ -83,6 +83,58 @@ def build(
     console.print(f"datastore ready: {out}")
 
 
+@app.command()
+def append(
+    datastore: Annotated[Path, typer.Argument(help="datastore directory to add to")],
+    manifests: Annotated[list[Path], typer.Argument(help="YAML manifest(s) of the new data")],
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="drop an unfinished append of other manifests and start this one")] = False,
+    engine: Annotated[Engine, typer.Option(help="ray: stages on Ray (default); local: everything in this process")] = Engine.ray,
+) -> None:
+    """Add new data as new shards, without retraining: deduplicated against the datastore, its embedder and quantizer; resumable."""
+    from massiveds.core.catalog import read_catalog
+    from massiveds.core.manifest import load_manifest
+
+    try:
+        loaded = [load_manifest(m) for m in manifests]
+        from pipelines.append import append as run_append
+
+        result = run_append(datastore, loaded, address=address, engine=engine.value, force=force)
+    except MassiveDSError as exc:
+        _fail(str(exc))
+        return
+    catalog = read_catalog(datastore)
+    console.print(table(f"append to {catalog.name}", ["stage", "status", "seconds", "result"],
+                        [(r.name, r.status, r.seconds, r.detail) for r in result.reports]))
+    done = catalog.appends[-1]
+    rows: list[tuple[str, object]] = [("records read", done.records_read)]
+    rows += [(f"dropped {reason}", n) for reason, n in done.dropped.items()]
+    rows += [("documents added", done.documents), ("passages added", done.passages), ("shards added", len(done.shards)),
+             ("passages now", catalog.num_passages), ("recall@10 before", done.recall_before), ("recall@10 after", done.recall_after)]
+    console.print(table("appended", ["", "count"], rows))
+    if warning := recall_warning(catalog, datastore):
+        console.print(f"[bold yellow]{warning}[/]", highlight=False)
+    console.print(f"datastore updated: {datastore} (drop records: {done.table})", highlight=False)
+
+
+#: A fall in recall@10 since the quantizer was trained beyond which inspect and append suggest ``massiveds retrain``.
+RECALL_DROP_WARNING = 0.05
+
+
+def recall_warning(catalog: Catalog, root: Path) -> str | None:
+    """A line suggesting ``massiveds retrain`` when recall@10 fell by over ``RECALL_DROP_WARNING`` across appends with one quantizer."""
+    trained = catalog.trained_index.file if catalog.trained_index else None
+    since = [a for a in catalog.appends if a.trained == trained and a.recall_before is not None and a.recall_after is not None]
+    if not since:
+        return None
+    first, last = since[0].recall_before, since[-1].recall_after
+    assert first is not None and last is not None
+    if first - last <= RECALL_DROP_WARNING:
+        return None
+    return (f"recall@10 fell from {first:.3f} to {last:.3f} over {len(since)} append(s) with the same quantizer: the data drifted from "
+            f"what it was trained on: run massiveds retrain {root}")
+
+
 def _recall_row(recall: RecallRecord | None) -> list[tuple[str, str]]:
     """The build summary's line on the recall measured at the end of the build: the figures, or why it was skipped."""
     if recall is None:
@@ -242,8 +294,14 @@ def inspect(
         out.print(table(f"deletions ({pending:,} deleted passages still in the files: massiveds compact removes them)",
                         ["when", "by", "reason", "selection", "documents", "passages", "table"],
                         [(d.at, d.by, d.reason, d.selection, d.documents, d.passages, d.table) for d in cat.deletions]))
+    if cat.appends:
+        out.print(table("appends", ["when", "by", "manifests", "documents", "passages", "shards", "dropped", "recall@10 before", "after"],
+                        [(a.at, a.by, ", ".join(m.path for m in a.manifests), a.documents, a.passages, len(a.shards),
+                          sum(a.dropped.values()), a.recall_before, a.recall_after) for a in cat.appends]))
     if cat.recall is not None:
         out.print(f"recall: {json.dumps(cat.recall.as_json())}")
+    if warning := recall_warning(cat, datastore):
+        out.print(f"[bold yellow]{warning}[/]", highlight=False)
     if cat.sparse is not None:
         sp, rate = cat.sparse, (cat.build.model_extra or {}).get("sparse_passages_per_s")
         out.print(f"BM25 ({sp.library}, k1 {sp.k1}, b {sp.b}, {json.dumps(sp.tokenizer.model_dump())}): {sp.terms:,} terms, "

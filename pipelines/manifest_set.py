@@ -34,6 +34,8 @@ class ManifestSet:
     """The manifests of one build, in priority order, checked to be buildable into one datastore."""
 
     parts: tuple[LoadedManifest, ...]
+    #: the number of the first manifest's first source: an append's sources come after the datastore's documents (source 0)
+    first_source: int = 0
 
     def __post_init__(self) -> None:
         if not self.parts:
@@ -41,7 +43,7 @@ class ManifestSet:
         paths = [p.path.resolve() for p in self.parts]
         if len(set(paths)) != len(paths):
             raise ManifestError("a manifest is named twice; name each manifest once")
-        sources = sum(len(p.manifest.sources) for p in self.parts)
+        sources = self.first_source + sum(len(p.manifest.sources) for p in self.parts)
         if sources > 1 << SOURCE_BITS:
             raise ManifestError(f"{sources} sources in one build; at most {1 << SOURCE_BITS}: build in groups and `massiveds merge` them")
         _same("embed", [(p, _embed_key(p)) for p in self.parts])
@@ -52,9 +54,9 @@ class ManifestSet:
               [(p, p.manifest.decontaminate.model_dump(exclude={"eval_sets"})) for p in self.parts if p.manifest.decontaminate.eval_sets])
 
     @classmethod
-    def of(cls, loaded: LoadedManifest | list[LoadedManifest]) -> ManifestSet:
-        """A set of one manifest or of several."""
-        return cls(tuple(loaded) if isinstance(loaded, list) else (loaded,))
+    def of(cls, loaded: LoadedManifest | list[LoadedManifest], first_source: int = 0) -> ManifestSet:
+        """A set of one manifest or of several (their sources numbered from ``first_source``)."""
+        return cls(tuple(loaded) if isinstance(loaded, list) else (loaded,), first_source)
 
     @property
     def first(self) -> LoadedManifest:
@@ -118,7 +120,7 @@ class ManifestSet:
 
     def source_offsets(self) -> list[int]:
         """Global index of each manifest's first source (sources are numbered across the set, in order)."""
-        offsets, total = [], 0
+        offsets, total = [], self.first_source
         for p in self.parts:
             offsets.append(total)
             total += len(p.manifest.sources)

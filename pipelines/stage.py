@@ -26,8 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from massiveds.core.layout import DatastoreLayout
 from massiveds.core.manifest import Manifest
+from massiveds.core.schema import ordinal
 from massiveds.ingest.sources.files import InputFile, resolve_inputs
 from massiveds.ingest.sources.plan import download_cache
+from pipelines.existing import Existing
 from pipelines.manifest_set import ManifestSet
 
 
@@ -131,6 +133,8 @@ class BuildContext:
     records: dict[str, StageRecord] = field(default_factory=dict)
     #: the stages those records come from, in the same order
     stages: list[Stage] = field(default_factory=list)
+    #: the datastore an append adds to (None: a build)
+    existing: Existing | None = None
 
     @property
     def build(self) -> Path:
@@ -150,11 +154,34 @@ class BuildContext:
         """The clean-up stages that ran, in order: later stages leave their removals out (``pipelines.parts.REMOVED``)."""
         return [s.removes for s in self.stages if s.removes is not None]
 
+    @property
+    def reference(self) -> list[InputItem]:
+        """Documents parts the dedup stages compare against but never remove: an append's datastore documents (``ReferenceRecord``)."""
+        rec = self.records.get("reference")
+        return list(rec.items) if isinstance(rec, ReferenceRecord) else []
+
+    @property
+    def protected_below(self) -> int:
+        """Dedup never removes a document whose ``_ord`` is below this: the datastore's own documents (source 0) in an append."""
+        return 0 if self.existing is None else ordinal(1, 0, 0)
+
+    @property
+    def first_id(self) -> int:
+        """The first passage id of this build's shards: after the datastore's last in an append."""
+        return 0 if self.existing is None else self.existing.first_id
+
     def record(self, stage: str, kind: type[Record]) -> Record:
         """The record of an earlier stage, as its type."""
         rec = self.records[stage]
         assert isinstance(rec, kind), f"stage {stage} recorded a {type(rec).__name__}, not a {kind.__name__}"
         return rec
+
+
+class ReferenceRecord(StageRecord):
+    """What the reference stage of an append wrote: one documents part per shard of the datastore, never chunked again."""
+
+    items: list[InputItem]
+    documents: int
 
 
 def input_items(manifests: ManifestSet, cache: Path | None = None) -> list[InputItem]:

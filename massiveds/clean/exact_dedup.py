@@ -42,10 +42,11 @@ def partition_keys(docs: pa.Table, partitions: int) -> dict[int, pa.Table]:
     return {int(b): keys.filter(pa.array(bucket == b)) for b in np.unique(bucket)}
 
 
-def find_duplicates(keys: pa.Table) -> pa.Table:
+def find_duplicates(keys: pa.Table, keep_below: int = 0) -> pa.Table:
     """For one partition's keys, the rows that are not the first of their hash, with the survivor's doc id.
 
-    Output is sorted by ``_ord`` so that each input part can read back just its own range.
+    Rows with an ``_ord`` below ``keep_below`` are never duplicates (an append's datastore documents: they
+    only make later copies duplicates). Output is sorted by ``_ord`` so that each input part can read back just its own range.
     """
     if keys.num_rows == 0:
         return DUPLICATES.empty_table()
@@ -54,7 +55,7 @@ def find_duplicates(keys: pa.Table) -> pa.Table:
     first = np.ones(len(hashes), dtype=bool)
     first[1:] = hashes[1:] != hashes[:-1]
     survivor_idx = np.maximum.accumulate(np.where(first, np.arange(len(hashes)), 0))
-    dup = ~first
+    dup = ~first & (keys.column("_ord").to_numpy() >= keep_below)
     doc_ids = keys.column("doc_id")
     mask = pa.array(dup)
     table = pa.table(

@@ -303,6 +303,31 @@ class DeletionRecord(Record):
     file: FileRecord
 
 
+class AppendRecord(Record):
+    """One ``massiveds append``: when, by whom, from which manifests, what it added and dropped, and the index's recall around it."""
+
+    at: str
+    by: str
+    manifests: list[ManifestRecord]
+    #: documents read from the manifests' sources, and kept
+    records_read: int
+    documents: int
+    passages: int
+    tokens: int
+    shards: list[str]
+    #: documents dropped, by ``stage:reason`` (``dedup:exact_duplicate`` against the datastore's own documents too)
+    dropped: dict[str, int]
+    #: the drop records (the build's ``dropped`` schema: ``duplicate_of`` names the document kept), relative to the datastore
+    table: str
+    file: FileRecord
+    #: the trained quantizer the new shards were indexed with, relative to the datastore
+    trained: str
+    #: recall@10 at the default nprobe before and after (null: not measured)
+    recall_before: Measure | None
+    recall_after: Measure | None
+    seconds: Measure
+
+
 class MergedIndexRecord(Record):
     """The merged on-disk index (``massiveds merge-index``) and the shards it was made from."""
 
@@ -328,6 +353,10 @@ class SparseRecord(Record):
     #: distinct terms over the datastore
     terms: int
     bytes: int
+    #: True when shards were scored with different statistics (after an append): search then computes each query term's idf
+    #: from the shards' own term counts, N = the passages of all the shards, and scales each shard's stored scores for that
+    #: term by idf_now / idf_stored (``massiveds.encode.sparse``, live idf); absent: every shard was scored with ``passages``.
+    live_idf: bool = False
 
 
 class Catalog(Record):
@@ -356,6 +385,8 @@ class Catalog(Record):
     merged: MergedIndexRecord | None = None
     #: every ``massiveds delete``, oldest first
     deletions: list[DeletionRecord] = []
+    #: every ``massiveds append``, oldest first
+    appends: list[AppendRecord] = []
 
     @property
     def shards_by_id(self) -> list[ShardRecord]:
@@ -422,6 +453,7 @@ def catalog_files(catalog: Catalog) -> list[Expected]:
         folder = shard.folder_rel()
         out += [Expected(f"{folder}/{check_name(name, 'shard file')}", rec.bytes, rec.sha256) for name, rec in sorted(shard.files.items())]
     out += [Expected(d.table, d.file.bytes, d.file.sha256) for d in catalog.deletions]
+    out += [Expected(a.table, a.file.bytes, a.file.sha256) for a in catalog.appends]
     return out
 
 
@@ -464,6 +496,8 @@ def check_paths(root: Path, catalog: Catalog, listing: dict[str, Any] | None) ->
             safe_join(root, rec.file, f"{CATALOG} trained index")
         for deletion in catalog.deletions:
             safe_join(root, deletion.table, f"{CATALOG} deletion table")
+        for appended in catalog.appends:
+            safe_join(root, appended.table, f"{CATALOG} append table")
         if catalog.merged is not None:
             safe_join(root, catalog.merged.index, f"{CATALOG} merged index")
             safe_join(root, catalog.merged.ivfdata, f"{CATALOG} merged ivfdata")

@@ -20,6 +20,14 @@ Each stored score is then the one a single bm25s index over all the passages hol
 with ``bm25s.BM25.load`` (memory-mapped). Scores go to a term-major (CSC) matrix by a counting sort:
 a term's column length is its document frequency in the shard, known from pass 1, so passages are
 placed block by block into memory-mapped arrays without sorting the whole shard at once.
+
+Live idf. Shards added to a datastore later (``massiveds append``) are scored with the statistics of
+all the shards then (N and df; avgdl stays the first build's), and the shards already there keep
+their files, so their stored scores carry a stale idf. The catalog's ``sparse.live_idf`` says so:
+search then takes each query term's df from the shards' own columns (``ShardBM25.df_of``), its idf
+(``lucene_idf``) with N the passages of all the shards, and weighs each shard's column of the term by
+that idf over the one the shard was scored with (``ShardBM25.scores(terms, weights)``). The tf part
+of a stored score does not depend on N or df, so the weighted sums are the scores one index holds.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import json
 import math
 import shutil
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,16 +134,32 @@ def count_shard(texts: Iterable[Sequence[str]], spec: SparseTokenizer, out: Coun
             sink.write(np.fromiter((t for d in docs for t in d), dtype=np.int32, count=int(lengths[-1].sum())).tobytes())
     length = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32)
     write_array(out.lengths, length)
-    vocab = tok.get_vocab_dict()
+    terms = _by_id(tok.get_vocab_dict())
+    write_vocab(out.vocab, terms, _shard_df(out.read_tokens(), length, len(terms)))
+    return ShardCounts(passages=len(length), tokens=int(length.sum()), terms=len(terms))
+
+
+def _by_id(vocab: dict[str, int]) -> list[str]:
+    """The terms of a vocabulary (term -> id, ids 0..n-1) by id."""
     terms = [""] * len(vocab)
     for term, i in vocab.items():
         terms[i] = term
-    df = _shard_df(out.read_tokens(), length, len(terms))
+    return terms
+
+
+def write_vocab(out: Path, terms: Sequence[str], df: np.ndarray) -> None:
+    """A shard's vocabulary table as pass 2 reads it: each term (by local id), its id, its df in the shard and its hash."""
     table = pa.table({"term": pa.array(terms, pa.string()), "id": pa.array(np.arange(len(terms), dtype=np.int32)),
-                      "df": pa.array(df), "hash": pa.array(term_hash(terms))})
-    with atomic_path(out.vocab) as tmp:
+                      "df": pa.array(np.asarray(df, dtype=np.int64)), "hash": pa.array(term_hash(terms))})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-    return ShardCounts(passages=len(length), tokens=int(length.sum()), terms=len(terms))
+
+
+def shard_vocabulary(folder: Path) -> tuple[list[str], np.ndarray]:
+    """An indexed shard's terms by local id and their df in it (column lengths), read off its BM25 files: no passage tokenized again."""
+    vocab = json.loads((folder / FILES["vocab_name"]).read_text(encoding="utf-8"))
+    return _by_id(vocab), np.diff(np.load(folder / FILES["indptr_name"], allow_pickle=False))
 
 
 def _blocks(lengths: np.ndarray) -> Iterable[tuple[int, int, int, int]]:
@@ -215,14 +239,19 @@ def df_partitions(vocab_bytes: int) -> int:
     return max(1, math.ceil(vocab_bytes / DF_PARTITION_BYTES))
 
 
+def lucene_idf(passages: int, df: np.ndarray) -> np.ndarray:
+    """Each term's idf (float32) among ``passages`` passages given its document frequency: the formula of the module docstring."""
+    with np.errstate(divide="ignore"):
+        return np.log(1 + (passages - df + 0.5) / (df + 0.5)).astype(np.float32)
+
+
 def index_shard(counts: CountFiles, partition_files: Sequence[Path], stats: CorpusStats, spec: Sparse, folder: Path) -> int:
     """Pass 3: one shard's bm25s index, scored with the datastore's statistics, written into ``folder``; returns its bytes."""
     terms, shard_df, whole_df = global_df(counts.vocab, partition_files)
     tokens = counts.read_tokens()
     lengths = np.load(counts.lengths, allow_pickle=False)
     vocab = len(terms)
-    with np.errstate(divide="ignore"):
-        idf = np.log(1 + (stats.passages - whole_df + 0.5) / (whole_df + 0.5)).astype(np.float32)
+    idf = lucene_idf(stats.passages, whole_df)
     indptr = np.zeros(vocab + 1, dtype=np.int64)
     np.cumsum(shard_df, out=indptr[1:])
     with atomic_path(folder / FILES["data_name"]) as data_tmp, atomic_path(folder / FILES["indices_name"]) as indices_tmp:
@@ -302,6 +331,14 @@ def catalog_record(spec: Sparse, stats: CorpusStats, terms: int, size: int) -> d
             "passages": stats.passages, "avg_length": stats.avg_length, "terms": terms, "bytes": size}
 
 
+def index_shards(counts: Sequence[CountFiles], folders: Sequence[Path], vocabs: Sequence[Path], stats: CorpusStats, spec: Sparse,
+                 work: Path) -> tuple[int, int]:
+    """Passes 2 and 3 here: ``counts`` scored into ``folders`` with ``stats`` and df over ``vocabs`` (theirs, others'); (terms, bytes)."""
+    parts = [work / "df" / f"p{p:04d}.parquet" for p in range(df_partitions(sum(v.stat().st_size for v in vocabs)))]
+    terms = sum(sum_partition(vocabs, len(parts), p, out) for p, out in enumerate(parts))
+    return terms, sum(index_shard(c, parts, stats, spec, folder) for c, folder in zip(counts, folders, strict=True))
+
+
 def rescore(shards: Sequence[tuple[Path, Path]], spec: Sparse, work: Path) -> dict[str, Any]:
     """The three passes, in this process, over shards given as (passages file, folder): their BM25 files rewritten with the
     statistics of all of them (what a merge does); returns the catalog record. ``work`` holds the passes' files, deleted after.
@@ -311,10 +348,8 @@ def rescore(shards: Sequence[tuple[Path, Path]], spec: Sparse, work: Path) -> di
     files = [CountFiles(work / "count" / str(i)) for i in range(len(shards))]
     counts = [count_shard(PassageFile(passages).iter_column("text"), spec.tokenizer, f)
               for (passages, _), f in zip(shards, files, strict=True)]
-    parts = [work / "df" / f"p{p:04d}.parquet" for p in range(df_partitions(sum(f.vocab.stat().st_size for f in files)))]
-    terms = sum(sum_partition([f.vocab for f in files], len(parts), p, out) for p, out in enumerate(parts))
     stats = CorpusStats.of(counts)
-    size = sum(index_shard(f, parts, stats, spec, folder) for f, (_, folder) in zip(files, shards, strict=True))
+    terms, size = index_shards(files, [folder for _, folder in shards], [f.vocab for f in files], stats, spec, work)
     shutil.rmtree(work, ignore_errors=True)
     return catalog_record(spec, stats, terms, size)
 
@@ -346,22 +381,41 @@ class ShardBM25:
         return int(self.retriever.scores["num_docs"])
 
     def idf_of(self, term: str) -> float | None:
-        """The term's idf (over the whole datastore), or None when no passage of this shard holds it."""
+        """The idf the term's scores were stored with (over the datastore then), or None when no passage of this shard holds it."""
         i = self.retriever.vocab_dict.get(term)
         return None if i is None else float(self.idf[i])
 
-    def scores(self, terms: Sequence[str]) -> np.ndarray | None:
-        """Every passage's BM25 score for one query's terms (repeated terms count again, as bm25s counts them), or None if none is here."""
-        ids = self.retriever.get_tokens_ids(list(terms))
-        return self.retriever.get_scores_from_ids(ids) if ids else None
+    def df_of(self, term: str) -> int:
+        """Passages of this shard holding the term (its column's length; 0 when none does): what live idf sums over the shards."""
+        i = self.retriever.vocab_dict.get(term)
+        indptr = self.retriever.scores["indptr"]
+        return 0 if i is None else int(indptr[i + 1] - indptr[i])
 
-    def topk(self, terms: Sequence[Sequence[str]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, terms: Sequence[str], weights: Mapping[str, float] | None = None) -> np.ndarray | None:
+        """Every passage's BM25 score for one query's terms (repeated terms count again, as bm25s counts them), or None if none is here.
+
+        ``weights``: each of the shard's terms' column is multiplied by its weight (live idf), summed in float32 as bm25s sums.
+        """
+        present = [t for t in terms if t in self.retriever.vocab_dict]
+        if not present:
+            return None
+        if weights is None:
+            return self.retriever.get_scores_from_ids(self.retriever.get_tokens_ids(present))
+        data, indices, indptr = (self.retriever.scores[key] for key in ("data", "indices", "indptr"))
+        out = np.zeros(self.passages, dtype=np.float32)
+        for term in present:
+            i = self.retriever.vocab_dict[term]
+            lo, hi = int(indptr[i]), int(indptr[i + 1])
+            out[indices[lo:hi]] += (data[lo:hi] * weights[term]).astype(np.float32)  # a term's rows are distinct: no np.add.at
+        return out
+
+    def topk(self, terms: Sequence[Sequence[str]], k: int, weights: Mapping[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (scores, rows) per query's terms, best first, ties in row order; a passage matching no term is no hit (row -1)."""
         n, k_eff = self.passages, min(k, self.passages)
         scores = np.full((len(terms), k), -np.inf, dtype=np.float32)
         rows = np.full((len(terms), k), -1, dtype=np.int64)
         for q, words in enumerate(terms):
-            every = self.scores(words)
+            every = self.scores(words, weights)
             if every is None or not k_eff:
                 continue
             top = np.argpartition(-every, k_eff - 1)[:k_eff] if k_eff < n else np.arange(n)
@@ -371,11 +425,11 @@ class ShardBM25:
             rows[q, : len(top)] = top
         return scores, rows
 
-    def scores_at(self, terms: Sequence[Sequence[str]], rows: np.ndarray) -> np.ndarray:
+    def scores_at(self, terms: Sequence[Sequence[str]], rows: np.ndarray, weights: Mapping[str, float] | None = None) -> np.ndarray:
         """The BM25 score of each passage of ``rows`` (one row of rows per query; -1 pads, scored nan) for its query's terms."""
         out = np.where(rows >= 0, 0.0, np.nan)
         for q, words in enumerate(terms):
             here = rows[q] >= 0
-            if here.any() and (every := self.scores(words)) is not None:
+            if here.any() and (every := self.scores(words, weights)) is not None:
                 out[q, here] = every[rows[q][here]]
         return out

@@ -16,11 +16,6 @@ never less; the same command run again completes the record.
 
 from __future__ import annotations
 
-import datetime
-import getpass
-import os
-import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +24,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from massiveds.clean.decontaminate import EvalIndex, build_index, read_eval_items, scan_texts
+from massiveds.core.audit import utc_now, who
 from massiveds.core.catalog import CHECKSUMS, Catalog, DeletionRecord, FileRecord, ShardRecord, open_catalog, write_catalog
 from massiveds.core.errors import DatastoreError, MassiveDSError
 from massiveds.core.layout import atomic_path, write_array
 from massiveds.core.manifest import Decontaminate
 from massiveds.core.passages import PassageFile
 from massiveds.core.schema import DROPPED
+from massiveds.store.documents import documents
 from massiveds.store.shard import DELETED, deleted_mask
 
 #: The ways to select documents, as the command line names them.
@@ -90,7 +87,7 @@ def delete_documents(root: Path, selection: Selection, reason: str) -> tuple[Del
     number = len(catalog.deletions) + 1
     table = f"deletions/{number:05d}.parquet"
     _write_table(root / table, found.documents, reason, selection)
-    record = DeletionRecord(at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), by=_who(), reason=reason,
+    record = DeletionRecord(at=utc_now(), by=who(), reason=reason,
                             selection=selection.describe(), documents=len(found.documents), passages=found.passages,
                             shards=sorted(changed), table=table, file=FileRecord.of(root / table))
     write_catalog(root, catalog.but(shards=[changed.get(s.name, s) for s in catalog.shards], deletions=[*catalog.deletions, record]))
@@ -153,8 +150,8 @@ def _matching_documents(root: Path, catalog: Catalog, path: Path, fields: tuple[
     index = EvalIndex(*build_index(items, rules.ngram), rules.ngram)
     matched: set[str] = set()
     batch: list[tuple[str, str]] = []
-    for doc in _documents(root, catalog):
-        batch.append(doc)
+    for doc in documents(root, catalog.shards_by_id):
+        batch.append((doc.doc_id, doc.text))
         if len(batch) == SCAN_BATCH:
             matched |= _scan(batch, index, rules)
             batch = []
@@ -166,23 +163,6 @@ def _scan(docs: list[tuple[str, str]], index: EvalIndex, rules: Decontaminate) -
     return {doc for (doc, _), found in zip(docs, matches, strict=True) if found}
 
 
-def _documents(root: Path, catalog: Catalog) -> Iterator[tuple[str, str]]:
-    """(doc_id, text) of every document, reassembled from its passages' character spans, in passage id order."""
-    current, text = None, ""
-    for shard in catalog.shards_by_id:
-        passages = PassageFile(root / shard.folder_rel() / "passages.arrow")
-        for i in range(passages.num_batches):
-            batch = passages.read_batch(i)
-            for doc, start, part in zip(*(batch.column(c).to_pylist() for c in ("doc_id", "char_start", "text")), strict=True):
-                if doc != current:
-                    if current is not None:
-                        yield current, text
-                    current, text = doc, ""
-                text = text.ljust(start) + part[max(0, len(text) - start):]  # chunks may overlap or skip whitespace
-    if current is not None:
-        yield current, text
-
-
 def _write_table(path: Path, documents: list[tuple[str, str]], reason: str, selection: Selection) -> None:
     """The deleted documents as drop records (the build's ``dropped`` schema): ids and sources, no text."""
     n = len(documents)
@@ -191,15 +171,6 @@ def _write_table(path: Path, documents: list[tuple[str, str]], reason: str, sele
                      schema=DROPPED)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-
-
-def _who() -> str:
-    """user@host of the process deleting (the audit record's ``by``)."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
 
 
 def require_recorded_deletions(root: Path, catalog: Catalog) -> None:

@@ -73,6 +73,7 @@ class DatastoreStats:
             "merged_from": None if cat.merged_from is None else [m.as_json() for m in cat.merged_from],
             "dropped": cat.build.dropped,
             "deletions": [d.as_json() for d in cat.deletions],
+            "appends": [a.as_json() for a in cat.appends],
             "domains": {name: d.totals.as_json() | {"bytes": d.bytes} for name, d in self.domains.items()},
             "shards": [s.to_dict() for s in self.shards],
         }

@@ -32,7 +32,7 @@ from massiveds.core.errors import DatastoreError, MassiveDSError, ShardSkippedWa
 from massiveds.core.layout import CATALOG, FORMAT_VERSION, DatastoreLayout
 from massiveds.encode.embed import Embedder, differences
 from massiveds.encode.index import as_float32, set_nprobe
-from massiveds.encode.sparse import query_terms
+from massiveds.encode.sparse import has_sparse, lucene_idf, query_terms
 from massiveds.store.merged import merged_matches, read_merged
 from massiveds.store.search import SearchOptions, SearchResult, run_search
 from massiveds.store.shard import Shard, check_shard
@@ -56,6 +56,8 @@ class Datastore:
         self.root = root
         self.catalog = catalog
         self.shards = [_shard(root, s, catalog.index.nprobe) for s in catalog.shards_by_id]
+        #: Every shard, also in a view over some (``subset``): live idf counts the whole datastore, whatever a search reads.
+        self._all_shards = self.shards
         self._starts = np.array([s.id_start for s in self.shards], dtype=np.int64)
         self._embedder: Embedder | None = None
         self._shard_errors: dict[str, str | None] = {}
@@ -179,12 +181,29 @@ class Datastore:
             raise MassiveDSError(f"{self.name} has no BM25 index, so only search mode 'dense' works; rebuild with sparse.enabled: true")
         return self.catalog.sparse
 
+    def _live_idf(self, terms: Sequence[Sequence[str]]) -> dict[str, float] | None:
+        """Each distinct term's idf now, over every shard with a BM25 index (None unless the catalog's ``live_idf``: stored idf holds)."""
+        if not self._bm25().live_idf:
+            return None
+        indexes = [s.sparse for s in self._all_shards if has_sparse(s.folder)]
+        distinct = sorted({t for words in terms for t in words})
+        df = np.array([sum(index.df_of(t) for index in indexes) for t in distinct], dtype=np.int64)
+        return dict(zip(distinct, lucene_idf(sum(index.passages for index in indexes), df).tolist(), strict=True))
+
+    @staticmethod
+    def _weights(shard: Shard, idf: dict[str, float] | None) -> dict[str, float] | None:
+        """Per term of the shard, its live idf over the idf its scores were stored with (None: the stored scores as they are)."""
+        if idf is None:
+            return None
+        return {t: now / stored for t, now in idf.items() if (stored := shard.sparse.idf_of(t)) is not None}
+
     def search_sparse(self, queries: Sequence[str], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (BM25 scores, passage ids) per query text over all shards, best first; a passage matching no term is no hit."""
         terms = query_terms(self._bm25().tokenizer, queries)
+        idf = self._live_idf(terms)
 
         def one(shard: Shard) -> tuple[np.ndarray, np.ndarray]:
-            scores, rows = shard.sparse.topk(terms, k)
+            scores, rows = shard.sparse.topk(terms, k, self._weights(shard, idf))
             return scores, shard.ids_of(rows)
 
         return self._fan_out(one, k)
@@ -192,21 +211,25 @@ class Datastore:
     def sparse_scores(self, queries: Sequence[str], ids: np.ndarray) -> np.ndarray:
         """The BM25 score of each passage of ``ids`` (one row per query; id -1 scores nan) for its query."""
         terms = query_terms(self._bm25().tokenizer, queries)
+        idf = self._live_idf(terms)
         out = np.where(ids >= 0, 0.0, np.nan)
         shard_of = np.searchsorted(self._starts, ids, side="right") - 1
         for s in np.unique(shard_of[ids >= 0]):
             shard = self.shards[int(s)]
             mine = (ids >= 0) & (shard_of == s)
-            scored = shard.sparse.scores_at(terms, np.where(mine, shard.rows_of(ids), -1))
+            scored = shard.sparse.scores_at(terms, np.where(mine, shard.rows_of(ids), -1), self._weights(shard, idf))
             out[mine] = scored[mine]
         return out
 
     def sparse_bound(self, queries: Sequence[str]) -> np.ndarray:
         """Per query, the most BM25 can score: the sum of its terms' idf (a term no passage holds adds 0), what hybrid divides by."""
+        terms = query_terms(self._bm25().tokenizer, queries)
+        live = self._live_idf(terms)
         bounds = np.zeros(len(queries))
-        for q, words in enumerate(query_terms(self._bm25().tokenizer, queries)):
+        for q, words in enumerate(terms):
             for word in words:
-                bounds[q] += next((idf for s in self.shards if (idf := s.sparse.idf_of(word)) is not None), 0.0)
+                stored = next((idf for s in self.shards if (idf := s.sparse.idf_of(word)) is not None), None)
+                bounds[q] += 0.0 if stored is None else stored if live is None else live[word]
         return bounds
 
     def dense_scores(self, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:

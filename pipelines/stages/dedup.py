@@ -59,11 +59,13 @@ class FindDuplicates:
     """dedup (reduce): the duplicates within one hash partition, written by ``_ord``, with their drop records."""
 
     build: Path
+    #: documents with a smaller ``_ord`` are never removed (``BuildContext.protected_below``)
+    keep_below: int = 0
 
     def __call__(self, item: PartitionItem) -> ReduceResult:
         name = f"p{item.partition:04d}"
         keys = read_folder(self.build / "dedup" / "keys" / name, KEYS)
-        dups = find_duplicates(keys)
+        dups = find_duplicates(keys, self.keep_below)
         write_table(self.build / "dedup" / "duplicates" / f"{name}.parquet", dups, row_group_size=65536)
         columns = [dups.column(c).to_pylist() for c in ("doc_id", "source", "duplicate_of")]
         dropped = dropped_table([{"doc_id": d, "source": s, "stage": "dedup", "reason": "exact_duplicate", "duplicate_of": o}
@@ -83,14 +85,18 @@ class DedupRecord(StageRecord):
 
 
 def exact_items(ctx: BuildContext) -> list[InputItem]:
-    return [i for i in ctx.inputs if i.manifest in ctx.manifests.exact_dedup]
+    """The documents parts exact dedup reads: an append's datastore documents first, then the manifests' that ask for it."""
+    return ctx.reference + [i for i in ctx.inputs if i.manifest in ctx.manifests.exact_dedup]
 
 
-def run_exact_dedup(executor: StepRunner, items: list[InputItem], build: Path) -> DedupRecord:
-    """Exact dedup over the documents parts ``items``: map into one hash partition per part (at most 64), then reduce."""
+def run_exact_dedup(executor: StepRunner, items: list[InputItem], build: Path, keep_below: int = 0) -> DedupRecord:
+    """Exact dedup over the documents parts ``items``: map into one hash partition per part (at most 64), then reduce.
+
+    Documents with an ``_ord`` below ``keep_below`` are never removed.
+    """
     partitions = max(1, min(MAX_DEDUP_PARTITIONS, len(items)))
     executor.map(Step("dedup-map", HashDocuments(build, partitions), MapResult), items)
-    reduced = executor.map(Step("dedup", FindDuplicates(build), ReduceResult), partition_items(partitions))
+    reduced = executor.map(Step("dedup", FindDuplicates(build, keep_below), ReduceResult), partition_items(partitions))
     dups = sum(r.duplicates for r in reduced)
     shutil.rmtree(build / "dedup" / "keys", ignore_errors=True)
     return DedupRecord(duplicates=dups, partitions=partitions, summary=f"{dups:,} exact duplicates in {partitions} hash partitions")
@@ -105,5 +111,5 @@ class ExactDedup(Stage):
         return bool(exact_items(ctx))
 
     def run(self, ctx: BuildContext, executor: StepRunner) -> StageRecord:
-        return run_exact_dedup(executor, exact_items(ctx), ctx.build)
+        return run_exact_dedup(executor, exact_items(ctx), ctx.build, ctx.protected_below)
 

@@ -195,6 +195,8 @@ class NearConfig:
     build: Path
     near: NearDedup
     partitions: int
+    #: documents with a smaller ``_ord`` are never removed, whatever their cluster (``BuildContext.protected_below``)
+    keep_below: int = 0
 
     def path(self, *names: str) -> Path:
         """A path in the near-dedup folder of the build."""
@@ -467,6 +469,8 @@ class Clusters:
         c, p = self.config, item.partition
         rows = c.table(f"cc/s{self.step:03d}", p, ARCS)
         member, centre = star_members(rows.column("node").to_numpy(), rows.column("nbr").to_numpy())
+        kept = member >= c.keep_below
+        member, centre = member[kept], centre[kept]
         with c.scatter("clusters", f"from-p{p:04d}", CLUSTERS, len(self.parts)) as out:
             out.write(pa.table([pa.array(member, pa.int64()), pa.array(centre, pa.int64())], schema=CLUSTERS),
                       np.searchsorted(np.array(self.parts, np.int64), member >> ROW_BITS))
@@ -587,6 +591,6 @@ class NearDedupStage(Stage):
     def run(self, ctx: BuildContext, executor: StepRunner) -> StageRecord:
         parts, near = ctx.manifests.near_dedup
         assert near is not None
-        items = [i for i in ctx.inputs if i.manifest in parts]
-        config = NearConfig(ctx.build, near, near_partitions(ctx.build, items))
+        items = ctx.reference + [i for i in ctx.inputs if i.manifest in parts]
+        config = NearConfig(ctx.build, near, near_partitions(ctx.build, items), ctx.protected_below)
         return run_near_dedup(executor, items, config, tuple(ctx.removed))

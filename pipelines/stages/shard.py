@@ -87,9 +87,10 @@ class Shard(UnitStage[ShardPlan, WriteResult]):
     def plan(self, ctx: BuildContext) -> list[ShardPlan]:
         chunk = ctx.record("chunk", ChunkRecord)
         planned: list[PlannedShard] = []
+        existing = ctx.existing
         for part, m in enumerate(ctx.manifest_list):  # ids run on across manifests; shard numbers run on within a domain
-            first_id = sum(s.count for s in planned)
-            numbered = sum(s.domain == m.domain for s in planned)
+            first_id = ctx.first_id + sum(s.count for s in planned)
+            numbered = (existing.first_number(m.domain) if existing else 0) + sum(s.domain == m.domain for s in planned)
             parts = [(p.part, p.rows) for p in chunk.parts if p.manifest == part]
             planned += plan_shards(parts, m.domain, m.shards.target_passages, first_id=first_id, first_number=numbered)
         return [ShardPlan.of(s) for s in planned]

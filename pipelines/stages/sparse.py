@@ -8,6 +8,12 @@
     sparse-index   per shard       the shard's bm25s index with the datastore's N, avgdl and df:
                                    shards/<shard>/sparse.*
 
+In an append, ``sparse-base`` first writes each of the datastore's shards' vocabulary (its terms and their
+document frequency in the shard, read off the BM25 index it holds: no passage is tokenized again) where
+sparse-df sums it with the new shards': the new shards are scored with N and df over the whole datastore
+and the datastore's average length, and search rescales the older shards' scores to the same statistics
+(``live_idf`` in the catalog, ``massiveds.encode.sparse``).
+
 It needs no model and only the shards, so it runs beside the embed stage (Ray tasks on CPUs while
 the model pool holds the GPUs); the index stage's ``shard.json`` then records its files with the rest of the shard's.
 """
@@ -21,8 +27,19 @@ from typing import Any
 
 from massiveds.core.manifest import Sparse as SparseSpec
 from massiveds.core.passages import PassageFile
-from massiveds.encode.sparse import CorpusStats, CountFiles, ShardCounts, count_shard, df_partitions, index_shard, sum_partition
-from pipelines.stage import BuildContext, Stage, StageRecord, Step, StepRunner, UnitResult
+from massiveds.encode.sparse import (
+    CorpusStats,
+    CountFiles,
+    ShardBM25,
+    ShardCounts,
+    count_shard,
+    df_partitions,
+    index_shard,
+    shard_vocabulary,
+    sum_partition,
+    write_vocab,
+)
+from pipelines.stage import BuildContext, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
 from pipelines.stages.dedup import PartitionItem, partition_items
 from pipelines.stages.shard import ShardItem, ShardRecord
 
@@ -34,6 +51,17 @@ class CountResult(UnitResult):
     vocab_bytes: int
 
 
+class BaseItem(WorkItem):
+    """A shard of the datastore an append adds to (``unit``: ``base-<name>``), by its folder relative to the datastore."""
+
+    folder: str
+
+
+class BaseResult(UnitResult):
+    passages: int
+    vocab_bytes: int
+
+
 class SumResult(UnitResult):
     terms: int
 
@@ -41,6 +69,11 @@ class SumResult(UnitResult):
 class IndexResult(UnitResult):
     passages: int
     bytes: int
+
+
+def base_items(ctx: BuildContext) -> list[BaseItem]:
+    """The shards of the datastore an append adds to, as sparse-base items (none in a build)."""
+    return [BaseItem(unit=f"base-{s.name}", folder=s.folder_rel()) for s in ctx.existing.shards] if ctx.existing else []
 
 
 def count_files(build: Path, shard: str) -> CountFiles:
@@ -67,6 +100,20 @@ class CountShard:
         counts = count_shard(texts, self.spec.tokenizer, out)
         return CountResult(unit=shard.name, passages=counts.passages, tokens=counts.tokens, terms=counts.terms,
                            vocab_bytes=out.vocab.stat().st_size)
+
+
+@dataclass(frozen=True)
+class BaseVocab:
+    """sparse-base: one shard of the datastore an append adds to, its vocabulary and document frequencies as sparse-count writes them."""
+
+    build: Path
+    root: Path
+
+    def __call__(self, item: BaseItem) -> BaseResult:
+        folder, out = self.root / item.folder, count_files(self.build, item.unit).vocab
+        terms, df = shard_vocabulary(folder)
+        write_vocab(out, terms, df)
+        return BaseResult(unit=item.unit, passages=ShardBM25.load(folder).passages, vocab_bytes=out.stat().st_size)
 
 
 @dataclass(frozen=True)
@@ -117,20 +164,26 @@ class Sparse(Stage):
     def run(self, ctx: BuildContext, executor: StepRunner) -> StageRecord:
         spec, build, shards_dir = ctx.manifests.sparse, ctx.build, ctx.layout.shards
         shards = ctx.record("shard", ShardRecord).shards
+        base = base_items(ctx)
+        based = executor.map(Step("sparse-base", BaseVocab(build, ctx.existing.root), BaseResult), base) if ctx.existing else []
         counted = executor.map(Step("sparse-count", CountShard(build, shards_dir, spec), CountResult, rates=("passages",)), shards)
-        partitions = df_partitions(sum(c.vocab_bytes for c in counted))
+        partitions = df_partitions(sum(c.vocab_bytes for c in counted) + sum(b.vocab_bytes for b in based))
         outputs = tuple(df_files(build, partitions))
-        vocab_files = tuple(count_files(build, s.name).vocab for s in shards)
+        vocab_files = tuple(count_files(build, s.unit).vocab for s in [*base, *shards])
         summed = executor.map(Step("sparse-df", SumDf(vocab_files, outputs), SumResult, rates=("terms",)),
                               partition_items(partitions, "sparse-"))
         stats = CorpusStats.of([ShardCounts(c.passages, c.tokens, c.terms) for c in counted])
         passages, tokens = stats.passages, sum(c.tokens for c in counted)
+        if ctx.existing is not None:  # N over the whole datastore, and its length normalisation (fixed at its build)
+            assert ctx.existing.catalog.sparse is not None
+            stats = CorpusStats(passages + sum(b.passages for b in based), ctx.existing.catalog.sparse.avg_length)
         indexed = executor.map(Step("sparse-index", IndexShard(build, shards_dir, spec, stats, outputs), IndexResult, rates=("passages",)),
                                shards)
         shutil.rmtree(build / "sparse", ignore_errors=True)
         terms, size = sum(s.terms for s in summed), sum(r.bytes for r in indexed)
-        return SparseRecord(passages=passages, tokens=tokens, terms=terms, partitions=partitions, avg_length=stats.avg_length, bytes=size,
-                            summary=f"BM25 over {passages:,} passages, {terms:,} terms, {size / max(passages, 1):,.0f} bytes/passage")
+        per = size / max(passages, 1)
+        return SparseRecord(passages=stats.passages, tokens=tokens, terms=terms, partitions=partitions, avg_length=stats.avg_length,
+                            bytes=size, summary=f"BM25 over {passages:,} passages, {terms:,} terms, {per:,.0f} bytes/passage")
 
     def catalog_entries(self, record: StageRecord) -> dict[str, Any]:
         if not isinstance(record, SparseRecord) or not record.seconds:

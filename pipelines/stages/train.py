@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from massiveds.core.layout import atomic_path
 from massiveds.encode.index import IndexPlan, plan_index, train_index, write_index
-from pipelines.stage import BuildContext, StageRecord, Step, UnitResult, UnitStage, WorkItem
+from pipelines.stage import BuildContext, Stage, StageRecord, Step, StepRunner, UnitResult, UnitStage, WorkItem
 from pipelines.stages.embed import vectors_paths
 from pipelines.stages.shard import ShardItem, ShardRecord
 
@@ -68,3 +70,19 @@ class Train(UnitStage[WorkItem, TrainResult]):
     def summarize(self, ctx: BuildContext, items: Sequence[WorkItem], results: Sequence[TrainResult]) -> TrainRecord:
         [trained] = results
         return TrainRecord(plan=trained.plan, summary=f"{trained.plan.factory} ({trained.plan.reason})")
+
+
+class ExistingQuantizer(Stage):
+    """train, in an append: the datastore's trained quantizer, linked into the build as the index stage's starting point."""
+
+    name = "train"
+    record = TrainRecord
+    needs = ()
+
+    def run(self, ctx: BuildContext, executor: StepRunner) -> StageRecord:
+        existing = ctx.existing
+        assert existing is not None, "the existing quantizer is an append's"
+        with atomic_path(ctx.layout.trained_index) as tmp:
+            shutil.copyfile(existing.root / existing.trained, tmp)
+        plan = IndexPlan.from_dict(existing.catalog.index.as_json())
+        return TrainRecord(plan=plan, summary=f"{plan.factory}: the datastore's {existing.trained}, not retrained")

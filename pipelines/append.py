@@ -1,0 +1,85 @@
+"""``massiveds append``: new manifests built into new shards of an existing datastore, with its embedder and quantizer.
+
+The stages are the build's, with three changes (``APPEND_STAGES``): ``reference`` lays the datastore's
+documents beside the new ones so that exact and near dedup drop new copies of them (never them), the
+datastore's trained quantizer stands in for training, and ``commit`` replaces the catalog stage. The
+work happens in ``<datastore>/build/append/``, a build folder of its own with the same resume markers:
+killed anywhere, the datastore is unchanged (and searchable) until ``commit`` writes its catalog, and the
+same command resumes. New passage ids follow the datastore's largest; no existing shard file is written.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+from massiveds.core.catalog import open_catalog
+from massiveds.core.errors import MassiveDSError
+from massiveds.core.layout import DatastoreLayout, read_json, write_json
+from massiveds.core.manifest import LoadedManifest
+from massiveds.core.report import progress
+from pipelines.build import BuildResult, build_lock, run_stages
+from pipelines.executor import LocalExecutor
+from pipelines.existing import Existing
+from pipelines.manifest_set import ManifestSet
+from pipelines.ray_executor import RayExecutor
+from pipelines.stage import BuildContext, Stage, input_items
+from pipelines.stages.chunk import Chunk
+from pipelines.stages.commit import Commit
+from pipelines.stages.decontaminate import DecontaminateStage
+from pipelines.stages.dedup import ExactDedup
+from pipelines.stages.download import Download
+from pipelines.stages.embed import Embed
+from pipelines.stages.extract import Extract
+from pipelines.stages.index import Index
+from pipelines.stages.near_dedup import NearDedupStage
+from pipelines.stages.reference import Reference
+from pipelines.stages.shard import Shard
+from pipelines.stages.sparse import Sparse
+from pipelines.stages.train import ExistingQuantizer
+
+#: The stages of an append, in order; ``reference`` runs beside download and extract.
+APPEND_STAGES: tuple[Stage, ...] = (
+    Download(), Extract(), Reference(), ExactDedup(), NearDedupStage(), DecontaminateStage(),
+    Chunk(), Shard(), Sparse(), Embed(), ExistingQuantizer(), Index(), Commit(),
+)
+
+
+def work_layout(root: Path) -> DatastoreLayout:
+    """Where an append of ``root`` works: a build folder and new shards of its own, inside the datastore's build folder."""
+    return DatastoreLayout(root / "build" / "append")
+
+
+def claim(work: DatastoreLayout, manifests: ManifestSet, appends: int) -> None:
+    """Take the append folder for these manifests: new, or an unfinished append of the same ones (which resumes)."""
+    path = work.build / "build.json"
+    if path.is_file():
+        previous = read_json(path)
+        if previous.get("manifest_sha256") != manifests.sha256:
+            raise MassiveDSError(f"{work.root} holds an unfinished append of other manifests ({previous.get('manifest')}); "
+                                 "run that one again to finish it, or add --force to drop it and start this one")
+        return
+    write_json(path, {"manifest": ", ".join(p.path.name for p in manifests.parts), "manifest_sha256": manifests.sha256,
+                      "append_id": f"{appends + 1:05d}-{uuid.uuid4().hex[:8]}"})
+
+
+def append(root: Path, manifests: list[LoadedManifest], address: str | None = None, engine: str = "ray",
+           force: bool = False) -> BuildResult:
+    """Build ``manifests`` into new shards of the datastore at ``root``, then into its catalog (``force``: drop an unfinished append)."""
+    existing = Existing(root, open_catalog(root))
+    mset = ManifestSet.of(manifests, first_source=1)
+    existing.check(mset)
+    input_items(mset)  # missing local sources fail before anything is written
+    work = work_layout(root)
+    if force and work.root.exists():
+        shutil.rmtree(work.root)
+    with build_lock(work.build), progress() as bar:
+        claim(work, mset, len(existing.catalog.appends))
+        executor = LocalExecutor(work.build, bar) if engine == "local" else RayExecutor(work.build, bar, address)
+        try:
+            run_stages(BuildContext(mset, work, existing=existing), executor, APPEND_STAGES)
+        finally:
+            executor.close()
+    shutil.rmtree(work.root, ignore_errors=True)
+    return BuildResult(DatastoreLayout(root), executor.reports)

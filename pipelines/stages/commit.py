@@ -1,0 +1,156 @@
+"""commit: an append's new shards moved into the datastore and the catalog switched to include them, last.
+
+Until the catalog is written the datastore is the one the append started from: the new shard folders
+moved under ``shards/`` are not in its catalog, so no reader sees them, and the same append run again
+moves what is left and writes the catalog. The catalog gains the new shards, their domains' totals, the
+BM25 statistics over all shards (``live_idf``: search rescales the older shards' scores), the index's
+recall measured again on every shard, and an ``appends`` record: who, when, the manifests, counts, drops
+(``appends/<n>.parquet``) and recall before and after.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from massiveds.core.audit import utc_now, who
+from massiveds.core.catalog import (
+    AppendRecord,
+    Catalog,
+    DomainTotals,
+    FileRecord,
+    ManifestRecord,
+    read_catalog,
+    write_catalog,
+)
+from massiveds.core.catalog import ShardRecord as CatalogShard
+from massiveds.core.errors import MassiveDSError
+from massiveds.core.layout import TRAINED_INDEX, DatastoreLayout, atomic_path, read_json
+from massiveds.core.schema import DROPPED
+from massiveds.encode.embed import differences
+from massiveds.store.recall import recall_summary
+from pipelines.stage import BuildContext, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
+from pipelines.stages.catalog import dropped_counts
+from pipelines.stages.chunk import ChunkRecord
+from pipelines.stages.embed import EmbedRecord
+from pipelines.stages.extract import ExtractRecord
+from pipelines.stages.shard import ShardItem, ShardRecord
+from pipelines.stages.sparse import SparseRecord
+
+
+class CommitRecord(StageRecord):
+    append: AppendRecord
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Move a new shard's folder into the datastore (again after a crash: a half-moved folder there is not in the catalog)."""
+    if src.is_dir():
+        if dst.exists():
+            shutil.rmtree(dst)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+    elif not dst.is_dir():
+        raise MassiveDSError(f"new shard {src.name} is neither in {src.parent} nor in {dst.parent}; run the append again with --force")
+
+
+def _shard_record(folder: Path, shard: ShardItem, trained: str) -> CatalogShard:
+    info = read_json(folder / "shard.json")
+    record = {k: info[k] for k in ("name", "domain", "id_start", "count", "list_balance", "files")} | {"tokens": shard.tokens}
+    return CatalogShard.model_validate(record | ({"trained": trained} if trained != TRAINED_INDEX else {}))
+
+
+def _domains(catalog: Catalog, ctx: BuildContext, shards: list[ShardItem]) -> dict[str, DomainTotals]:
+    """The catalog's domain totals plus the new documents, passages, tokens and shards."""
+    chunk = ctx.record("chunk", ChunkRecord)
+    added: dict[str, dict[str, int]] = {}
+    for part, m in enumerate(ctx.manifest_list):
+        entry = added.setdefault(m.domain, {"documents": 0, "passages": 0, "tokens": 0, "shards": 0})
+        entry["documents"] += sum(p.documents for p in chunk.parts if p.manifest == part)
+    for s in shards:
+        entry = added[s.domain]
+        entry["passages"] += s.count
+        entry["tokens"] += s.tokens
+        entry["shards"] += 1
+    out = dict(catalog.domains)
+    for domain, totals in added.items():
+        new = DomainTotals.model_validate(totals)
+        out[domain] = out[domain] + new if domain in out else new
+    return out
+
+
+def _recall(catalog: Catalog) -> float | None:
+    value = catalog.recall.model_dump().get("recall_at_10") if catalog.recall is not None else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+class MoveResult(UnitResult):
+    dropped: dict[str, int]
+
+
+@dataclass(frozen=True)
+class MoveShards:
+    """The commit step: the new shards moved under the datastore's ``shards/`` and the append's drop records written there.
+
+    Nothing of it is seen before the catalog names it, so a crash after it leaves the datastore as it was.
+    """
+
+    work: DatastoreLayout
+    root: Path
+    shards: tuple[str, ...]
+    table: str
+
+    def __call__(self, item: WorkItem) -> MoveResult:
+        for name in self.shards:
+            _move(self.work.shard(name), self.root / "shards" / name)
+        files = sorted(self.work.dropped.rglob("*.parquet"))
+        drops = pa.concat_tables([pq.read_table(f, schema=DROPPED) for f in files]) if files else DROPPED.empty_table()
+        with atomic_path(self.root / self.table) as tmp:
+            pq.write_table(drops, tmp, compression="zstd")
+        return MoveResult(unit=item.unit, dropped=dropped_counts(self.work))
+
+
+class Commit(Stage):
+    name = "commit"
+    record = CommitRecord
+
+    def run(self, ctx: BuildContext, executor: StepRunner) -> StageRecord:
+        existing = ctx.existing
+        assert existing is not None, "commit ends an append"
+        root, started = existing.root, existing.catalog
+        table = f"appends/{read_json(ctx.build / 'build.json')['append_id']}.parquet"
+        catalog = read_catalog(root)  # as it is now: a delete may have come in the meantime
+        if done := [a for a in catalog.appends if a.table == table]:  # a crash after the catalog was written
+            return CommitRecord(append=done[0], summary=f"{root}: already committed")
+        if catalog.trained_index != started.trained_index or existing.first_id != max((s.id_end for s in catalog.shards), default=0):
+            raise MassiveDSError(f"{root} was retrained or appended to while this append ran; run it again with --force")
+        embed = ctx.record("embed", EmbedRecord)
+        if diff := differences(catalog.embedder, embed.embedder):
+            raise MassiveDSError(f"the model the manifests name is not the one {root} was embedded with ({'; '.join(diff)}); "
+                                 "append with the datastore's embedder")
+        shards = ctx.record("shard", ShardRecord).shards
+        [moved] = executor.map(Step("commit", MoveShards(ctx.layout, root, tuple(s.name for s in shards), table), MoveResult),
+                               [WorkItem(unit="commit")])
+        records = [_shard_record(root / "shards" / s.name, s, existing.trained) for s in shards]
+        chunk, extract = ctx.record("chunk", ChunkRecord), ctx.record("extract", ExtractRecord)
+        changes: dict[str, Any] = {"shards": [*catalog.shards, *records], "domains": _domains(catalog, ctx, shards)}
+        sparse = ctx.records.get("sparse")
+        if isinstance(sparse, SparseRecord) and catalog.sparse is not None:
+            changes["sparse"] = catalog.sparse.but(passages=sparse.passages, terms=sparse.terms, bytes=catalog.sparse.bytes + sparse.bytes,
+                                                   live_idf=True)
+        new = catalog.but(**changes)
+        recall = recall_summary(root, catalog=new)
+        record = AppendRecord(
+            at=utc_now(), by=who(), manifests=[ManifestRecord.model_validate(m) for m in ctx.manifests.records()],
+            records_read=extract.read, documents=chunk.documents, passages=chunk.passages, tokens=chunk.tokens,
+            shards=[s.name for s in shards], dropped=moved.dropped, table=table, file=FileRecord.of(root / table), trained=existing.trained,
+            recall_before=_recall(catalog), recall_after=_recall(new.but(recall=recall)),
+            seconds=round(sum(r.seconds for r in ctx.records.values()), 2),
+        )
+        write_catalog(root, new.but(recall=recall, appends=[*catalog.appends, record]))
+        return CommitRecord(append=record, summary=f"{len(shards)} shards, {chunk.passages:,} passages added to {root}")
