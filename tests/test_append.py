@@ -154,6 +154,21 @@ def test_bm25_after_an_append_scores_as_if_every_shard_had_the_datastores_statis
     np.testing.assert_allclose(live.sparse_bound(queries), rescored.sparse_bound(queries), rtol=1e-5)
 
 
+def test_a_subsample_after_an_append_ranks_as_the_query_time_fraction_does(appended: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    """The copy stores the older shards' scores rescaled to the parent's statistics now, so it needs no live idf of its own."""
+    parent_path, _ = appended
+    cli("subsample", str(parent_path), "--fraction", "0.5", "--seed", "3", "--out", str(tmp_path / "sub"))
+    parent, sub = Datastore.open(parent_path), Datastore.open(tmp_path / "sub")
+    assert sub.catalog.sparse is not None and not sub.catalog.sparse.live_idf and sub.catalog.appends == parent.catalog.appends
+    for query in ["a program so badly written that nobody can maintain it", "hacker humour", "mumble frotz"]:
+        for mode in ("sparse", "hybrid"):
+            physical = sub.search(query, k=10, mode=mode)
+            at_query = parent.search(query, k=10, mode=mode, fraction=0.5, seed=3)
+            assert [(h["doc_id"], h["char_start"]) for h in physical] == [(h["doc_id"], h["char_start"]) for h in at_query], (query, mode)
+            np.testing.assert_allclose([h["score"] for h in physical], [h["score"] for h in at_query], rtol=1e-5)
+    assert ": ok" in cli("verify", str(tmp_path / "sub")).stderr
+
+
 def test_append_refuses_another_embedder_in_one_line(base: Path, new_manifest: Path, tmp_path: Path) -> None:
     ds = Path(shutil.copytree(base, tmp_path / "ds"))
     other = tmp_path / "other.yaml"

@@ -289,16 +289,45 @@ def bm25s_params(spec: Sparse, passages: int) -> dict[str, Any]:
             "num_docs": passages, "version": bm25s.__version__, "backend": "numpy"}
 
 
-def subset_shard(src: Path, dst: Path, mask: np.ndarray) -> None:
+@dataclass(frozen=True)
+class LiveStats:
+    """A datastore's BM25 statistics now: N and each term's df summed over its shards (what ``live_idf`` search uses)."""
+
+    passages: int
+    df: dict[str, int]
+
+    @classmethod
+    def of(cls, folders: Sequence[Path]) -> LiveStats:
+        """The statistics of the shards in ``folders`` (their vocabularies held at once: one dict of every term)."""
+        df: dict[str, int] = {}
+        passages = 0
+        for folder in folders:
+            terms, counts = shard_vocabulary(folder)
+            for term, n in zip(terms, counts.tolist(), strict=True):
+                df[term] = df.get(term, 0) + n
+            passages += int(json.loads((folder / FILES["params_name"]).read_text(encoding="utf-8"))["num_docs"])
+        return cls(passages, df)
+
+    def idf(self, terms: Sequence[str]) -> np.ndarray:
+        """Each term's idf with these statistics."""
+        return lucene_idf(self.passages, np.array([self.df.get(t, 0) for t in terms], dtype=np.int64))
+
+
+def subset_shard(src: Path, dst: Path, mask: np.ndarray, live: LiveStats | None = None) -> None:
     """The BM25 index of the passages of ``src`` selected by ``mask``, renumbered from 0, written into ``dst``.
 
     Scores are copied, not recomputed: the subset keeps the statistics it was scored with, so it ranks
     its passages exactly as the whole index does (a physical subsample agrees with query-time ``fraction``).
+    With ``live`` (a ``live_idf`` datastore's statistics now), each term's scores are rescaled to them first,
+    as its searches rescale them: the subset's files then hold the scores its parent searches with.
     """
     indptr = np.load(src / FILES["indptr_name"], allow_pickle=False)
     data = np.load(src / FILES["data_name"], mmap_mode="r", allow_pickle=False)
     indices = np.load(src / FILES["indices_name"], mmap_mode="r", allow_pickle=False)
     assert len(indptr) >= 1 and indptr[-1] == len(data) == len(indices), f"{src}: BM25 arrays of different lengths"
+    idf = np.load(src / IDF_FILE, allow_pickle=False)
+    now = idf if live is None else live.idf(shard_vocabulary(src)[0])
+    scale = np.divide(now, idf, out=np.ones_like(idf), where=idf != 0).astype(np.float32)
     new_row = np.cumsum(mask, dtype=np.int64) - 1
     kept_per_term = np.zeros(len(indptr) - 1, dtype=np.int64)
     scores: list[np.ndarray] = [np.zeros(0, np.float32)]
@@ -309,7 +338,7 @@ def subset_shard(src: Path, dst: Path, mask: np.ndarray) -> None:
         keep = mask[rows]
         terms = np.searchsorted(indptr, np.arange(lo, hi)[keep], side="right") - 1
         kept_per_term += np.bincount(terms, minlength=len(kept_per_term))
-        scores.append(np.asarray(data[lo:hi])[keep])
+        scores.append(np.asarray(data[lo:hi])[keep] if live is None else np.asarray(data[lo:hi])[keep] * scale[terms])
         rows_kept.append(new_row[rows[keep]].astype(np.int32))
     new_indptr = np.zeros_like(indptr)
     np.cumsum(kept_per_term, out=new_indptr[1:])
@@ -318,9 +347,9 @@ def subset_shard(src: Path, dst: Path, mask: np.ndarray) -> None:
     write_array(dst / FILES["indptr_name"], new_indptr)
     params = json.loads((src / FILES["params_name"]).read_text(encoding="utf-8")) | {"num_docs": int(mask.sum())}
     write_json(dst / FILES["params_name"], params, indent=None, ensure_ascii=False)
-    for name in (FILES["vocab_name"], IDF_FILE):
-        with atomic_path(dst / name) as tmp:
-            tmp.write_bytes((src / name).read_bytes())
+    write_array(dst / IDF_FILE, now.astype(np.float32))
+    with atomic_path(dst / FILES["vocab_name"]) as tmp:
+        tmp.write_bytes((src / FILES["vocab_name"]).read_bytes())
 
 
 def catalog_record(spec: Sparse, stats: CorpusStats, terms: int, size: int) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -231,15 +232,31 @@ def _retrying(what: str, fn: Callable[[], None], policy: RetryPolicy) -> None:
             time.sleep(policy.delay(attempt))
 
 
+class _Skipped(Exception):
+    """An item not started because another failed first."""
+
+
 def _run(items: list[T], fn: Callable[[T], bool], workers: int) -> list[tuple[T, bool]]:
-    """Run ``fn`` over the items on a thread pool (stopping at the first error); results in order."""
+    """Run ``fn`` over the items on a thread pool, starting none after the first error (then raised); results in order."""
+    failed = threading.Event()
+
+    def guarded(item: T) -> bool:
+        if failed.is_set():  # a worker that is already running picks up no more items once one has failed
+            raise _Skipped
+        try:
+            return fn(item)
+        except BaseException:
+            failed.set()
+            raise
+
     with cf.ThreadPoolExecutor(max(1, workers)) as pool:
-        futures = [pool.submit(fn, p) for p in items]
+        futures = [pool.submit(guarded, p) for p in items]
         try:
             return [(p, f.result()) for p, f in zip(items, futures, strict=True)]
-        except BaseException:
+        except BaseException as exc:
             pool.shutdown(wait=True, cancel_futures=True)
-            raise
+            errors = [f.exception() for f in futures if f.done() and not f.cancelled()]
+            raise next((e for e in errors if e is not None and not isinstance(e, _Skipped)), exc) from None
 
 
 def part_size_for(dest: str) -> int | None:

@@ -34,7 +34,7 @@ from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import DatastoreLayout, sha256_file, write_array, write_json
 from massiveds.core.passages import PassageFile, write_passages
 from massiveds.encode.index import list_balance, read_index, write_index
-from massiveds.encode.sparse import subset_shard
+from massiveds.encode.sparse import LiveStats, subset_shard
 from massiveds.ops.verify import require_catalog_files
 from massiveds.store.sampling import check_fraction, keep_mask
 from massiveds.store.shard import ROW_IDS, Shard, deleted_mask
@@ -106,14 +106,15 @@ def folder_files(folder: Path) -> dict[str, FileRecord]:
 
 
 def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.ndarray, first_id: int | None, trained: Path,
-                  name: str | None = None, bm25: bool = False) -> ShardRecord:
+                  name: str | None = None, bm25: bool = False, live: LiveStats | None = None) -> ShardRecord:
     """Copy the rows of a shard selected by ``mask`` into ``dst_dir`` with ids from ``first_id`` on; returns its record.
 
     Deleted passages (``massiveds delete``) are left out. Passages, fp16 vectors, index entries and BM25 scores are
     copied (never re-embedded, re-encoded or re-scored); ``trained`` is the empty trained index the shard was built
-    from; ``bm25``: the BM25 index too (its scores kept). Used by subsample (a mask), merge (all rows; a merge
-    scores BM25 again itself) and compact (``first_id`` None: ids kept, ``ids.npy`` maps rows to ids where they
-    leave gaps). The new shard is self-contained: a merged-in-place record's ``folder`` and ``id_offset`` are dropped.
+    from; ``bm25``: the BM25 index too (its scores kept, or rescaled to ``live``: a ``live_idf`` parent's statistics).
+    Used by subsample (a mask), merge (all rows; a merge scores BM25 again itself) and compact (``first_id`` None:
+    ids kept, ``ids.npy`` maps rows to ids where they leave gaps). The new shard is self-contained: a merged-in-place
+    record's ``folder`` and ``id_offset`` are dropped.
     """
     assert first_id is not None or shard.id_offset == 0, "ids are kept only in a shard that stores its own ids"
     passages = PassageFile(src_dir / "passages.arrow")
@@ -136,7 +137,7 @@ def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.nda
                          lambda ids: new_ids[source.rows_of(ids + shard.id_offset)])
     write_index(index, dst_dir / "index.faiss")
     if bm25:
-        subset_shard(src_dir, dst_dir, mask)
+        subset_shard(src_dir, dst_dir, mask, live)
     files = folder_files(dst_dir)
     tokens = int(np.asarray(passages.column("n_tokens"), dtype=np.int64)[mask].sum())
     documents = int((mask & (np.asarray(passages.column("char_start")) == 0)).sum())  # a document's first passage starts at 0
@@ -150,12 +151,12 @@ def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.nda
 
 
 def _subsample_shard(src: Path, dst: DatastoreLayout, shard: ShardRecord, fraction: float, seed: int,
-                     first_id: int, bm25: bool) -> ShardRecord | None:
+                     first_id: int, bm25: bool, live: LiveStats | None) -> ShardRecord | None:
     src_dir = src / shard.folder_rel()
     mask = keep_mask(PassageFile(src_dir / "passages.arrow").column("doc_id"), fraction, seed) & ~deleted_mask(src_dir, shard.count)
     if not mask.any():
         return None
-    return rewrite_shard(src_dir, dst.shard(shard.name), shard, mask, first_id, src / shard.trained_rel(), bm25=bm25)
+    return rewrite_shard(src_dir, dst.shard(shard.name), shard, mask, first_id, src / shard.trained_rel(), bm25=bm25, live=live)
 
 
 def _domains(shards: list[ShardRecord]) -> dict[str, DomainTotals]:
@@ -179,10 +180,17 @@ def subsample(source: Path, out: Path, fraction: float, seed: int, on_shard: Cal
     for rel in {src.trained_index.name} | {s.trained for s in catalog.shards}:
         (dst.root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src.root / rel, dst.root / rel)
+    for rel in [d.table for d in catalog.deletions] + [a.table for a in catalog.appends]:  # the parent's history, with its files
+        (dst.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src.root / rel, dst.root / rel)
+    sparse, live = catalog.sparse, None
+    if sparse is not None and sparse.live_idf:  # the scores the parent searches with, stored: the copy ranks as the parent does
+        live = LiveStats.of([src.root / s.folder_rel() for s in catalog.shards])
+        sparse = sparse.but(drop=["live_idf"], passages=live.passages)
     shards: list[ShardRecord] = []
     next_id = 0
     for shard in catalog.shards_by_id:
-        record = _subsample_shard(src.root, dst, shard, fraction, seed, next_id, catalog.sparse is not None)
+        record = _subsample_shard(src.root, dst, shard, fraction, seed, next_id, catalog.sparse is not None, live)
         if record is not None:
             shards.append(record)
             next_id += record.count
@@ -194,7 +202,7 @@ def subsample(source: Path, out: Path, fraction: float, seed: int, on_shard: Cal
     parent = CatalogRef(name=catalog.name, catalog_sha256=sha256_file(src.catalog))
     new = catalog.but(
         drop=["merged"],  # the parent's merged index is not copied: searches fan out
-        shards=shards, domains=_domains(shards), trained_index=TrainedIndexRecord.of(dst.root, dst.trained_index.name),
+        shards=shards, domains=_domains(shards), trained_index=TrainedIndexRecord.of(dst.root, dst.trained_index.name), sparse=sparse,
         subsample=SubsampleRecord(fraction=fraction, seed=seed, parent=parent, previous=catalog.subsample))
     write_catalog(dst.root, new)
     return new
