@@ -59,9 +59,14 @@ def new_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Real entries the datastore lacks, and a copy of one it holds (id ``planted-copy``): the manifest of an append."""
     folder = tmp_path_factory.mktemp("append-new")
     rows = read_jsonl_zst(REPO / "manifests/examples/data/jargon/jargon-2.jsonl.zst")[:NEW_RECORDS]
-    old = next(r for r in read_jsonl_zst(REPO / "manifests/examples/data/jargon/jargon-0.jsonl.zst") if len(r["text"].split()) > 150)
+    long = [r for r in read_jsonl_zst(REPO / "manifests/examples/data/jargon/jargon-0.jsonl.zst") if len(r["text"].split()) > 150]
+    old, near = long[0], long[1]
+    words = near["text"].split(" ")
+    words[len(words) // 2] = "indeed"  # one word changed: a near copy, not an exact one
     (folder / "new.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / "planted.jsonl").write_text(json.dumps(old | {"id": "planted-copy"}) + "\n")
+    planted = [old | {"id": "planted-copy"}, near | {"id": "planted-near-copy", "text": " ".join(words)}]
+    (folder / "planted.jsonl").write_text("".join(json.dumps(r) + "\n" for r in planted))
+    (folder / "near-copied-of").write_text(near["id"])
     manifest = folder / "more.yaml"
     manifest.write_text(
         "name: more\ndomain: wiki\nsources:\n"
@@ -100,11 +105,15 @@ def test_append_adds_new_documents_beside_old_ones_and_drops_copies_of_them(appe
     assert all(a.id_end == b.id_start for a, b in itertools.pairwise(added))
     (record,) = new.appends
     assert record.shards == [s.name for s in added] and record.passages == sum(s.count for s in added)
-    assert record.dropped.get("dedup:exact_duplicate") == 1 and record.recall_after is not None
-    drops = pq.read_table(ds_path / record.table).to_pylist()
+    assert record.dropped.get("dedup:exact_duplicate") == 1 and record.dropped.get("near_dedup:near_duplicate") == 1
+    assert record.recall_after is not None
+    drops = {d["doc_id"]: d for d in pq.read_table(ds_path / record.table).to_pylist()}
     copied_of = (new_manifest.parent / "copied-of").read_text()
-    assert {"doc_id": "planted-copy", "source": "planted", "stage": "dedup", "reason": "exact_duplicate", "duplicate_of": copied_of,
-            "detail": None} in drops
+    assert drops["planted-copy"] == {"doc_id": "planted-copy", "source": "planted", "stage": "dedup", "reason": "exact_duplicate",
+                                     "duplicate_of": copied_of, "detail": None}
+    near = drops["planted-near-copy"]
+    assert (near["stage"], near["reason"], near["duplicate_of"]) == ("near_dedup", "near_duplicate",
+                                                                     (new_manifest.parent / "near-copied-of").read_text())
 
     def texts(shards: list[Any]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -181,6 +190,28 @@ def test_append_refuses_another_embedder_in_one_line(base: Path, new_manifest: P
     assert failed.returncode != 0 and "embed.model" in failed.stderr and "Traceback" not in failed.stderr
     assert len(failed.stderr.strip().splitlines()) == 1
     assert (ds / "datastore.json").read_bytes() == before and not (ds / "build" / "append").exists()
+
+
+def test_append_refuses_to_skip_an_eval_set_the_datastore_was_cleaned_of(base: Path, new_manifest: Path, tmp_path: Path) -> None:
+    ds = Path(shutil.copytree(base, tmp_path / "ds"))
+    catalog = read_catalog(ds)
+    write_catalog(ds, catalog.but(build=catalog.build.but(decontamination={"squad-dev": {"items": 3}})))
+    failed = cli("append", str(ds), str(new_manifest), check=False)
+    assert failed.returncode != 0 and "squad-dev" in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+
+
+def test_recall_warning_after_appends_with_one_quantizer(appended: tuple[Path, dict[str, str]]) -> None:
+    """inspect's warning: recall@10 fell by more than the margin over the appends encoded with the current quantizer."""
+    from massiveds.cli import RECALL_DROP_WARNING, recall_warning
+
+    ds_path, _ = appended
+    catalog = read_catalog(ds_path)
+    (done,) = catalog.appends
+    assert recall_warning(catalog, ds_path) is None
+    fallen = catalog.but(appends=[done.but(recall_before=0.95, recall_after=0.95 - 2 * RECALL_DROP_WARNING)])
+    assert f"massiveds retrain {ds_path}" in (recall_warning(fallen, ds_path) or "")
+    retrained = fallen.but(trained_index=fallen.trained_index.but(file="trained/retrain-1.faiss") if fallen.trained_index else None)
+    assert recall_warning(retrained, ds_path) is None  # a retrain since: those appends no longer count
 
 
 #: Kill points of an append in order (``--engine local``: each lands after exactly n units): the reference documents, exact
