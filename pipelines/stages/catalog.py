@@ -6,6 +6,7 @@ import collections
 import datetime as dt
 import importlib.metadata
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from pipelines.stages.chunk import ChunkRecord
 from pipelines.stages.decontaminate import DecontaminateRecord
 from pipelines.stages.embed import EmbedRecord
 from pipelines.stages.extract import ExtractRecord
-from pipelines.stages.shard import ShardRecord
+from pipelines.stages.shard import ShardItem, ShardRecord
 from pipelines.stages.sparse import SparseRecord
 from pipelines.stages.train import TrainRecord
 
@@ -87,6 +88,21 @@ class CatalogStage(Stage):
         return CatalogStageRecord(catalog=catalog, summary=str(ctx.layout.catalog))
 
 
+def domain_totals(ctx: BuildContext, shards: Sequence[ShardItem]) -> dict[str, dict[str, int]]:
+    """Documents (kept by chunk), passages, tokens and shards per domain of this build's ``shards``."""
+    chunk = ctx.record("chunk", ChunkRecord)
+    domains: dict[str, dict[str, int]] = {}
+    for part, m in enumerate(ctx.manifest_list):
+        entry = domains.setdefault(m.domain, {"documents": 0, "passages": 0, "tokens": 0, "shards": 0})
+        entry["documents"] += sum(p.documents for p in chunk.parts if p.manifest == part)
+    for s in shards:
+        entry = domains[s.domain]
+        entry["passages"] += s.count
+        entry["tokens"] += s.tokens
+        entry["shards"] += 1
+    return domains
+
+
 def assemble(ctx: BuildContext) -> Catalog:
     """The catalog of a finished build (without its recall, measured on the datastore it describes)."""
     layout, manifests = ctx.layout, ctx.manifest_list
@@ -98,15 +114,6 @@ def assemble(ctx: BuildContext) -> Catalog:
     for s in shards:
         info = read_json(layout.shard(s.name) / "shard.json")
         records.append({k: info[k] for k in ("name", "domain", "id_start", "count", "list_balance", "files")} | {"tokens": s.tokens})
-    domains: dict[str, dict[str, Any]] = {}
-    for part, m in enumerate(manifests):
-        entry = domains.setdefault(m.domain, {"documents": 0, "passages": 0, "tokens": 0, "shards": 0})
-        entry["documents"] += sum(p.documents for p in chunk.parts if p.manifest == part)
-    for s in shards:
-        entry = domains[s.domain]
-        entry["passages"] += s.count
-        entry["tokens"] += s.tokens
-        entry["shards"] += 1
     return parse_catalog({
         "format_version": FORMAT_VERSION,
         "name": ctx.manifests.name,
@@ -116,7 +123,7 @@ def assemble(ctx: BuildContext) -> Catalog:
         "chunk": manifests[0].chunk.model_dump(),
         "trained_index": TrainedIndexRecord.of(layout.root, TRAINED_INDEX).as_json(),
         "shards": records,
-        "domains": domains,
+        "domains": domain_totals(ctx, shards),
         "build": {
             "records_read": extract.read,
             "documents_kept": chunk.documents,

@@ -36,7 +36,7 @@ from massiveds.core.schema import DROPPED
 from massiveds.encode.embed import differences
 from massiveds.store.recall import recall_summary
 from pipelines.stage import BuildContext, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
-from pipelines.stages.catalog import dropped_counts
+from pipelines.stages.catalog import domain_totals, dropped_counts
 from pipelines.stages.chunk import ChunkRecord
 from pipelines.stages.embed import EmbedRecord
 from pipelines.stages.extract import ExtractRecord
@@ -67,18 +67,8 @@ def _shard_record(folder: Path, shard: ShardItem, trained: str) -> CatalogShard:
 
 def _domains(catalog: Catalog, ctx: BuildContext, shards: list[ShardItem]) -> dict[str, DomainTotals]:
     """The catalog's domain totals plus the new documents, passages, tokens and shards."""
-    chunk = ctx.record("chunk", ChunkRecord)
-    added: dict[str, dict[str, int]] = {}
-    for part, m in enumerate(ctx.manifest_list):
-        entry = added.setdefault(m.domain, {"documents": 0, "passages": 0, "tokens": 0, "shards": 0})
-        entry["documents"] += sum(p.documents for p in chunk.parts if p.manifest == part)
-    for s in shards:
-        entry = added[s.domain]
-        entry["passages"] += s.count
-        entry["tokens"] += s.tokens
-        entry["shards"] += 1
     out = dict(catalog.domains)
-    for domain, totals in added.items():
+    for domain, totals in domain_totals(ctx, shards).items():
         new = DomainTotals.model_validate(totals)
         out[domain] = out[domain] + new if domain in out else new
     return out

@@ -85,8 +85,9 @@ class DedupRecord(StageRecord):
 
 
 def exact_items(ctx: BuildContext) -> list[InputItem]:
-    """The documents parts exact dedup reads: an append's datastore documents first, then the manifests' that ask for it."""
-    return ctx.reference + [i for i in ctx.inputs if i.manifest in ctx.manifests.exact_dedup]
+    """The documents parts exact dedup reads: the manifests' that ask for it, after an append's datastore documents (none if none asks)."""
+    asking = [i for i in ctx.inputs if i.manifest in ctx.manifests.exact_dedup]
+    return ctx.reference + asking if asking else []
 
 
 def run_exact_dedup(executor: StepRunner, items: list[InputItem], build: Path, keep_below: int = 0) -> DedupRecord:
