@@ -446,35 +446,46 @@ def serve(
     datastore: Annotated[Path, typer.Argument(help="datastore directory")],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="port (0 picks a free one)")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="processes serving the same socket, each with its own embedder")] = 1,
     max_k: Annotated[int, typer.Option("--max-k", min=1, max=10_000, help="largest n_docs a request may ask for")] = 1000,
     max_queries: Annotated[int, typer.Option(min=1, help="most queries in one request")] = 256,
     max_body: Annotated[int, typer.Option(min=1024, help="largest request body in bytes")] = 1 << 20,
+    max_queue: Annotated[int, typer.Option(min=1, help="most searches waiting per worker; more are answered 503")] = 1024,
     batch_wait_ms: Annotated[float, typer.Option(min=0.0, help="how long the search thread waits to coalesce requests")] = 2.0,
     strict: Annotated[bool, typer.Option("--strict", help="refuse to start when a shard is missing or unreadable")] = False,
     access_log: Annotated[bool, typer.Option("--access-log", help="log every request on stderr")] = False,
 ) -> None:
-    """Serve a datastore over HTTP: POST /search (MassiveDS-compatible), GET /health, GET /stats."""
+    """Serve a datastore over HTTP: POST /search (MassiveDS-compatible), GET /health, /stats, /docs (OpenAPI) and a search page at /."""
     import warnings
 
     from massiveds.core.errors import ShardSkippedWarning
-    from massiveds.store.serve import ServeConfig, make_server, open_for_serving, run
+    from massiveds.serve.app import create_app
+    from massiveds.serve.engine import ServeConfig, check_for_serving, open_for_serving
+    from massiveds.serve.run import bind, serve_workers
+    from massiveds.serve.run import serve as serve_app
 
-    config = ServeConfig(max_k=max_k, max_queries=max_queries, max_body=max_body, batch_wait_s=batch_wait_ms / 1000,
-                         access_log=access_log)
+    config = ServeConfig(max_k=max_k, max_queries=max_queries, max_body=max_body, max_queue=max_queue, batch_wait_s=batch_wait_ms / 1000)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ShardSkippedWarning)  # reported below, once, on stderr
-            ds = open_for_serving(datastore, strict=strict)
-        server = make_server(ds, host, port, config)
+            # with several workers each opens and warms up its own; here only the check
+            ds = open_for_serving(datastore, strict=strict) if workers == 1 else check_for_serving(datastore, strict=strict)
+            app_ = create_app(ds, config) if workers == 1 else None
+            sock = bind(host, port)
     except MassiveDSError as exc:
         _fail(str(exc))
         return
     _, skipped = ds.usable_shards(ds.shards)
     for name, reason in skipped.items():
         console.print(f"[bold yellow]warning:[/] shard {name} skipped: {reason}", soft_wrap=True, highlight=False)
-    console.print(f"serving {ds.name} ({ds.num_passages:,} passages, {len(ds.shards) - len(skipped)} shards) at "
-                  f"http://{host}:{server.server_port}  POST /search · GET /health · GET /stats", soft_wrap=True, highlight=False)
-    run(server)
+    where = f"http://{host}:{sock.getsockname()[1]}"
+    console.print(f"serving {ds.name} ({ds.num_passages:,} passages, {len(ds.shards) - len(skipped)} shards, {workers} worker"
+                  f"{'s' if workers > 1 else ''}) at {where}  POST /search · GET /health · GET /stats · page {where}/ · API {where}/docs",
+                  soft_wrap=True, highlight=False)
+    if app_ is not None:
+        serve_app(app_, sock, access_log)
+    else:
+        serve_workers(str(datastore), strict, config, sock, workers, access_log)
 
 
 @app.command()
