@@ -79,3 +79,28 @@ def running_server(datastore: Path, log: Path, *extra: str) -> Iterator[Client]:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+@contextlib.contextmanager
+def serving_in_thread(datastore: Path) -> Iterator[Client]:
+    """The app over ``datastore`` on uvicorn in a thread of this process (a free port), for the duration of the block."""
+    import threading
+
+    import uvicorn
+
+    from massiveds.serve.app import create_app
+    from massiveds.serve.engine import ServeConfig, open_for_serving
+    from massiveds.serve.run import bind
+
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(create_app(open_for_serving(datastore), ServeConfig()), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        yield Client(sock.getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()

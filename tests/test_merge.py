@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,8 @@ from massiveds.ops.merge import merge
 from massiveds.ops.publish import publish, pull
 from massiveds.ops.subsample import subsample
 from massiveds.ops.verify import present_files, verify
-from massiveds.store.serve import make_server, open_for_serving
 from tests.helpers import massiveds as cli
-from tests.test_serve import Client
+from tests.serving import serving_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -129,14 +127,8 @@ def test_merge_in_place_searches_like_copy_and_leaves_sources_alone(example_data
     assert verify(sub_ref) == [] and not any("folder" in s for s in json.loads((sub_ref / "datastore.json").read_text())["shards"])
     same_search(sub_ref, sub_copy, mode="dense")
 
-    server = make_server(open_for_serving(ref), port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        status, body = Client(server.server_address[1]).search({"query": QUERIES, "n_docs": 5})
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving_in_thread(ref) as client:
+        status, body = client.search({"query": QUERIES, "n_docs": 5})
     assert status == 200 and body["skipped_shards"] == {}
     assert body["results"]["IDs"] == [[h["passage_id"] for h in hits] for hits in merged.search(QUERIES, k=5)]
     assert {src: digests(src) for src in (example_datastore, half)} == before

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import swagger_ui
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -71,7 +71,7 @@ def create_app(ds: Datastore, config: ServeConfig) -> FastAPI:
     @app.post("/search", response_model=SearchResponse, response_model_exclude_unset=True, responses=ERRORS,
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                   "schema": {"$ref": "#/components/schemas/SearchRequest"}}}}})
-    async def search(request: Request) -> dict[str, Any]:
+    async def search(request: Request) -> Response:
         """Ranked passages for one query or a list of them (any Content-Type; the body is JSON)."""
         start = time.perf_counter()
         parsed = parse_search(await read_body(request, config.max_body), ds, config.max_k, config.max_queries)
@@ -88,7 +88,8 @@ def create_app(ds: Datastore, config: ServeConfig) -> FastAPI:
             raise ApiError(str(exc)) from None
         took = (time.perf_counter() - start) * 1000
         counters.answered(len(parsed.queries), took)
-        return search_response(parsed, result, took, ds.name)
+        reply = SearchResponse.model_validate(search_response(parsed, result, took, ds.name))  # checked, then written by pydantic-core
+        return Response(reply.model_dump_json(exclude_unset=True), media_type="application/json")
 
     @app.get("/health", response_model=Health, responses={503: {"model": Health}})
     def health() -> Any:
