@@ -110,11 +110,17 @@ def append(
     rows: list[tuple[str, object]] = [("records read", done.records_read)]
     rows += [(f"dropped {reason}", n) for reason, n in done.dropped.items()]
     rows += [("documents added", done.documents), ("passages added", done.passages), ("shards added", len(done.shards)),
-             ("passages now", catalog.num_passages), ("recall@10 before", done.recall_before), ("recall@10 after", done.recall_after)]
+             ("passages now", catalog.num_passages), ("recall@10 before", _figure(done.recall_before)),
+             ("recall@10 after", _figure(done.recall_after))]
     console.print(table("appended", ["", "count"], rows))
     if warning := recall_warning(catalog, datastore):
         console.print(f"[bold yellow]{warning}[/]", highlight=False)
     console.print(f"datastore updated: {datastore} (drop records: {done.table})", highlight=False)
+
+
+def _figure(value: float | None) -> str:
+    """A measured share as printed in summaries: four decimals (the tables print other floats to one), or "-"."""
+    return "-" if value is None else f"{value:.4f}"
 
 
 #: A fall in recall@10 since the quantizer was trained beyond which inspect and append suggest ``massiveds retrain``.
@@ -297,7 +303,7 @@ def inspect(
     if cat.appends:
         out.print(table("appends", ["when", "by", "manifests", "documents", "passages", "shards", "dropped", "recall@10 before", "after"],
                         [(a.at, a.by, ", ".join(m.path for m in a.manifests), a.documents, a.passages, len(a.shards),
-                          sum(a.dropped.values()), a.recall_before, a.recall_after) for a in cat.appends]))
+                          sum(a.dropped.values()), _figure(a.recall_before), _figure(a.recall_after)) for a in cat.appends]))
     if cat.recall is not None:
         out.print(f"recall: {json.dumps(cat.recall.as_json())}")
     if warning := recall_warning(cat, datastore):
@@ -868,7 +874,7 @@ def retrain(
         _fail(str(exc))
         return
     rows = [("trained index", done.trained), ("training sample", f"{done.sample:,}"), ("shards re-added", done.shards),
-            ("recall@10 before", done.recall_before), ("recall@10 after", done.recall_after)]
+            ("recall@10 before", _figure(done.recall_before)), ("recall@10 after", _figure(done.recall_after))]
     console.print(table("retrain", ["", "value"], rows))
 
 
