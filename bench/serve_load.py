@@ -1,15 +1,18 @@
-"""Load on `massiveds serve`: N keep-alive clients for T seconds, against references measured in the same run.
+"""Load on `massiveds serve`: N keep-alive clients for T seconds, for each server, against references measured in the same run.
 
-    python bench/serve_load.py [DATASTORE] [--clients 16] [--seconds 30] [-k 10]
+    python bench/serve_load.py [DATASTORE] [--clients 16,64] [--seconds 30] [-k 10] [--servers asgi,asgi-2]
 
-Starts `massiveds serve DATASTORE --port 0` on 127.0.0.1 in its own process (DATASTORE defaults to
-demo-datastore, built from the shipped example when absent) and measures: in-process
-`Datastore.search` of one query (the reference: embedding + search, no HTTP) and one HTTP client
-sending one query at a time, interleaved query by query so both see the same load; then N
-concurrent clients (each a thread with its own keep-alive `http.client` connection) for T seconds;
-then one request of 32 queries. Prints requests, errors (the run fails unless 0), QPS and
-p50/p95/p99 latency of each, their ratios, the server's coalescing counters, the machine and its
-load average.
+For each server, one after the other on 127.0.0.1 in its own process (DATASTORE defaults to
+demo-datastore, built from the shipped example when absent): `asgi` is `massiveds serve` (FastAPI on
+uvicorn), `asgi-N` is `massiveds serve --workers N`. (The former server on the standard library's
+ThreadingHTTPServer, `stdlib`, was compared in this script up to commit 87b5978; its figures are in
+BENCHMARKS.md.) Each is measured the same way:
+in-process `Datastore.search` of one query (the reference: embedding + search, no HTTP) and one HTTP
+client sending one query at a time, interleaved query by query so both see the same load; then N
+concurrent clients (each a thread with its own keep-alive `http.client` connection) for T seconds, for
+each N; then one request of 32 queries. Prints requests, errors (the run fails unless 0), QPS and
+p50/p95/p99 latency of each, their ratios to the in-process reference and to the first server, the
+servers' coalescing counters, the machine and its load average.
 """
 
 from __future__ import annotations
@@ -67,11 +70,17 @@ class Run:
             self.errors.append(error)
 
 
-def start_server(datastore: Path, batch_wait_ms: float) -> tuple[subprocess.Popen[str], int]:
-    """`massiveds serve` on a free port of 127.0.0.1; returns the process and its port once /health answers."""
+def server_command(name: str, datastore: Path, batch_wait_ms: float) -> list[str]:
+    """The command line of server ``name``: asgi or asgi-N (N worker processes)."""
+    workers = name.partition("-")[2] or "1"
+    return [sys.executable, "-m", "massiveds.cli", "serve", str(datastore), "--port", "0", "--batch-wait-ms", str(batch_wait_ms),
+            "--workers", workers]
+
+
+def start_server(command: list[str]) -> tuple[subprocess.Popen[str], int]:
+    """A server on a free port of 127.0.0.1; returns the process and its port once /health answers."""
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "300"}
-    proc = subprocess.Popen([sys.executable, "-m", "massiveds.cli", "serve", str(datastore), "--port", "0",
-                             "--batch-wait-ms", str(batch_wait_ms)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     assert proc.stderr is not None
     for line in proc.stderr:  # "serving NAME (... passages, ... shards) at http://127.0.0.1:PORT ..."
         if m := re.search(r"at http://127\.0\.0\.1:(\d+)", line):
@@ -80,7 +89,7 @@ def start_server(datastore: Path, batch_wait_ms: float) -> tuple[subprocess.Pope
     else:
         raise SystemExit(f"server exited (status {proc.wait()}) before listening")
     threading.Thread(target=proc.stderr.read, daemon=True).start()  # drain, so the server never blocks on stderr
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)  # workers load their model before they accept
     conn.request("GET", "/health")
     if conn.getresponse().status != 200:
         raise SystemExit("server is up but /health is not 200")
@@ -142,7 +151,7 @@ def in_process(datastore: Path, k: int) -> Callable[[int], str | None]:
     in the warmed-up main thread were far slower than in a second thread (860 ms against 42 ms at
     load 5), so any other pattern would not compare.
     """
-    from massiveds.store.serve import open_for_serving
+    from massiveds.serve.engine import open_for_serving
 
     ds = open_for_serving(datastore)
     pool = ThreadPoolExecutor(1)
@@ -156,34 +165,24 @@ def in_process(datastore: Path, k: int) -> Callable[[int], str | None]:
     return lambda i: pool.submit(search, i).result()
 
 
-def main() -> None:
-    """Build or open the datastore, serve it, measure and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("datastore", nargs="?", type=Path, default=REPO / "demo-datastore")
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--sequential", type=int, default=60, help="queries of the single-client and in-process runs (interleaved)")
-    parser.add_argument("--batch-wait-ms", type=float, default=2.0, help="the server's coalescing wait")
-    args = parser.parse_args()
-    if not (args.datastore / "datastore.json").is_file():
-        print(f"building the shipped example into {args.datastore} ...", flush=True)
-        build(EXAMPLE, args.datastore)
-    load_before = os.getloadavg()
-    reference_search = in_process(args.datastore, args.k)
-    proc, port = start_server(args.datastore, args.batch_wait_ms)
+def measure(name: str, command: list[str], reference_search: Callable[[int], str | None], args: argparse.Namespace,
+            ) -> tuple[list[Run], Run, dict[str, int]]:
+    """Every run against one server: the interleaved in-process reference and single client, the loads, the batch."""
+    proc, port = start_server(command)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        for q in QUERIES:  # warm up the server the same way
+        for q in QUERIES * args.workers_warmup:  # warm up the server (every worker) the same way
             post(conn, q, args.k)
-        reference, single = Run("in-process Datastore.search"), Run("1 client, 1 query at a time")
+        reference, single = Run(f"{name}: in-process Datastore.search"), Run(f"{name}: 1 client, 1 query at a time")
         for i in range(args.sequential):  # interleaved, so both see the same load on a shared machine
             reference.time(lambda i=i: reference_search(i))
             single.time(lambda i=i: post(conn, QUERIES[i % len(QUERIES)], args.k))
         conn.close()
-        concurrent = load(port, args.clients, args.seconds, args.k)
+        loads = [load(port, clients, args.seconds, args.k) for clients in args.clients]
+        for run in loads:
+            run.name = f"{name}: {run.name}"
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)  # the server closes connections idle that long
-        batch = Run("1 request of 32 queries")
+        batch = Run(f"{name}: 1 request of 32 queries")
         for _ in range(5):
             batch.time(lambda: post(conn, (QUERIES * 3)[:32], args.k))
         conn.request("GET", "/stats")
@@ -191,26 +190,56 @@ def main() -> None:
         conn.close()
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
+    return [single, *loads, batch], reference, stats
+
+
+def main() -> None:
+    """Build or open the datastore, serve it with each server in turn, measure and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("datastore", nargs="?", type=Path, default=REPO / "demo-datastore")
+    parser.add_argument("--clients", type=lambda v: [int(c) for c in v.split(",")], default=[16, 64], help="comma-separated")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--servers", default="asgi,asgi-2", help="comma-separated: asgi, asgi-N (N workers)")
+    parser.add_argument("--sequential", type=int, default=60, help="queries of the single-client and in-process runs (interleaved)")
+    parser.add_argument("--batch-wait-ms", type=float, default=2.0, help="the servers' coalescing wait")
+    args = parser.parse_args()
+    args.workers_warmup = 4  # several passes, so that each worker of asgi-N has loaded and run its model
+    if not (args.datastore / "datastore.json").is_file():
+        print(f"building the shipped example into {args.datastore} ...", flush=True)
+        build(EXAMPLE, args.datastore)
+    load_before = os.getloadavg()
+    reference_search = in_process(args.datastore, args.k)
+    results = {}
+    for name in args.servers.split(","):
+        print(f"measuring {name} ...", flush=True)
+        results[name] = measure(name, server_command(name, args.datastore, args.batch_wait_ms), reference_search, args)
     load_after = os.getloadavg()
 
-    runs = [reference, single, concurrent, batch]
-    rows = [(r.name, len(r.latencies), len(r.errors), f"{r.qps:.1f}", f"{r.pct(0.5):.1f}", f"{r.pct(0.95):.1f}", f"{r.pct(0.99):.1f}",
-             f"{r.pct(0.5) / reference.pct(0.5):.2f}") for r in runs]
+    first = next(iter(results))
+    base_runs, base_reference, _ = results[first]
+    rows = []
+    for runs, reference, _ in results.values():
+        for r, b in zip([reference, *runs], [base_reference, *base_runs], strict=True):  # the same run against the first server
+            rows.append((r.name, len(r.latencies), len(r.errors), f"{r.qps:.1f}", f"{r.pct(0.5):.1f}", f"{r.pct(0.95):.1f}",
+                         f"{r.pct(0.99):.1f}", f"{r.pct(0.5) / reference.pct(0.5):.2f}", f"{r.qps / b.qps:.2f}"))
     console = Console()
     console.print(table(f"massiveds serve under load: {args.datastore.name} ({machine()})",
-                        ["run", "requests", "errors", "QPS", "p50 ms", "p95 ms", "p99 ms", "p50 / in-process p50"], rows))
-    print(f"HTTP overhead, 1 client: p50 {single.pct(0.5) - reference.pct(0.5):+.1f} ms ({single.pct(0.5) / reference.pct(0.5):.2f}x)")
-    print(f"{args.clients} clients vs 1: {concurrent.qps / single.qps:.2f}x the QPS, p50 {concurrent.pct(0.5) / single.pct(0.5):.2f}x")
-    print(f"32 queries in one request: {batch.pct(0.5) / 32:.1f} ms per query ({reference.pct(0.5) / (batch.pct(0.5) / 32):.2f}x "
-          f"the in-process single-query rate)")
-    print(f"server: {stats['requests']} requests in {stats['search_calls']} search calls, up to {stats['max_requests_per_call']} "
-          f"coalesced into one; client errors {stats['client_errors']}, server errors {stats['server_errors']}")
+                        ["run", "requests", "errors", "QPS", "p50 ms", "p95 ms", "p99 ms", "p50 / in-process p50", f"QPS / {first}"], rows))
+    for name, (runs, reference, stats) in results.items():
+        single = runs[0]
+        print(f"{name}: HTTP overhead, 1 client: p50 {single.pct(0.5) - reference.pct(0.5):+.1f} ms "
+              f"({single.pct(0.5) / reference.pct(0.5):.2f}x; {single.pct(0.5) - base_runs[0].pct(0.5):+.1f} ms vs {first}); "
+              f"{stats['requests']} requests in {stats['search_calls']} search calls, "
+              f"up to {stats['max_requests_per_call']} coalesced into one; client errors {stats['client_errors']}, "
+              f"server errors {stats['server_errors']}")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); {time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"command: python bench/serve_load.py {args.datastore} --clients {args.clients} --seconds {args.seconds:g} -k {args.k}")
-    errors = sum(len(r.errors) for r in runs)
+    print(f"command: python bench/serve_load.py {args.datastore} --clients {','.join(map(str, args.clients))} --seconds {args.seconds:g} "
+          f"-k {args.k} --servers {args.servers}")
+    errors = [e for runs, _, _ in results.values() for r in runs for e in r.errors]
     if errors:
-        print(f"FAILED: {errors} errors, first: {(concurrent.errors or single.errors or batch.errors)[0]}")
+        print(f"FAILED: {len(errors)} errors, first: {errors[0]}")
         raise SystemExit(1)
 
 
