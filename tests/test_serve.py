@@ -175,6 +175,9 @@ def test_protocol_errors_get_4xx_and_the_server_keeps_answering(server: Client) 
         assert status == 404 and body["error"], path
     assert server.request("GET", "/passages/abc/context") == (400, {"error": "'passage_id': Input should be a valid integer, "
                                                                            "unable to parse string as an integer, got 'abc'"})
+    for path in ("/passages/-1/context", "/passages/" + "9" * 30 + "/context"):
+        status, body = server.request("GET", path)
+        assert status == 400 and "'passage_id': Input should be" in body["error"], path
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:  # no Content-Length: an empty body (RFC 9112)
         s.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         reply = read_until_closed(s)

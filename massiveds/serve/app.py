@@ -18,16 +18,17 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from http import HTTPStatus
-from pathlib import Path
-from typing import Any
+from pathlib import Path as FilePath
+from typing import Annotated, Any
 
 import swagger_ui
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from massiveds.core.errors import MassiveDSError, ShardsUnavailableError
 from massiveds.ops.stats import datastore_stats, list_sizes, write_plot
@@ -45,8 +46,10 @@ from massiveds.serve.models import (
 )
 from massiveds.store.datastore import Datastore
 
-STATIC = Path(__file__).parent / "static"
-SWAGGER = Path(swagger_ui.__file__).parent / "static"
+STATIC = FilePath(__file__).parent / "static"
+SWAGGER = FilePath(swagger_ui.__file__).parent / "static"
+#: Passage ids are int64.
+MAX_ID = 2**63 - 1
 ROUTES = "POST /search, GET /health, GET /stats, GET / (the search page), GET /docs"
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 404, 405, 413, 503)}
 
@@ -119,9 +122,9 @@ def create_app(ds: Datastore, config: ServeConfig) -> FastAPI:
         }
 
     @app.get("/passages/{passage_id}/context", response_model=Context, responses=ERRORS)
-    def context(passage_id: int) -> dict[str, Any]:
+    def context(passage_id: Annotated[int, Path(ge=0, le=MAX_ID)]) -> dict[str, Any]:
         """A passage with the passages before and after it when they are of the same document (RETRO's continuation, both ways)."""
-        if passage_id < 0 or not ds.has_passage(passage_id):
+        if not ds.has_passage(passage_id):
             raise ApiError(f"no passage {passage_id} in {ds.name}", HTTPStatus.NOT_FOUND)
         ids = [p for p in (passage_id - 1, passage_id, passage_id + 1) if p >= 0 and ds.has_passage(p)]
         found = dict(zip(ids, ds.passages(ids), strict=True))
@@ -141,7 +144,7 @@ def create_app(ds: Datastore, config: ServeConfig) -> FastAPI:
     @functools.cache
     def plot() -> str:
         with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "inspect.html"
+            out = FilePath(tmp) / "inspect.html"
             write_plot(datastore_stats(ds.root), list_sizes(ds.root), out)
             return out.read_text()
 
@@ -186,11 +189,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(f"body of {declared} bytes is over the {limit}-byte limit", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(f"body is over the {limit}-byte limit", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(f"body is over the {limit}-byte limit", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client's fault, not the server's (and no one reads the reply)
+        raise ApiError("the client went away before sending its whole body") from None
     if not size:
         raise ApiError("the body is empty; send a JSON object with at least 'query'")
     return b"".join(chunks)
