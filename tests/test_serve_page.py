@@ -7,6 +7,7 @@ to ``tests/artifacts/`` (printed), for a person to look at.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -66,12 +67,14 @@ def browser(chromium: None) -> Iterator[object]:
 
 
 def screenshot(driver: object, name: str) -> Path:
-    """A full-page PNG of the current view in ``tests/artifacts/``."""
+    """A PNG of the page down to the end of its content (Chrome's own capture beyond the window) in ``tests/artifacts/``."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    height = driver.execute_script("return document.documentElement.scrollHeight")  # type: ignore[attr-defined]
-    driver.set_window_size(1280, max(900, min(int(height) + 40, 6000)))  # type: ignore[attr-defined]
-    assert driver.save_screenshot(str(path))  # type: ignore[attr-defined]
+    bottom = "return Math.ceil(Math.max(...[...document.body.children].map(e => e.getBoundingClientRect().bottom)) + window.scrollY)"
+    height = min(int(driver.execute_script(bottom)) + 24, 8000)  # type: ignore[attr-defined]
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {  # type: ignore[attr-defined]
+        "format": "png", "captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1}})
+    path.write_bytes(base64.b64decode(shot["data"]))
     print(f"screenshot: {path}")
     return path
 
@@ -119,6 +122,7 @@ def test_search_context_overview_and_errors_by_keyboard(server: Client, browser:
     assert toggle.get_attribute("aria-expanded") == "true"
     _, around = server.request("GET", f"/passages/{ids[0]}/context")
     assert around["next"] is not None and around["next"]["text"][:40] in context.find_element(By.CLASS_NAME, "next").text
+    assert around["previous"] is not None or "the document starts here" in context.text
     screenshot(driver, "2-context")
 
     k = driver.find_element(By.ID, "k")  # type: ignore[attr-defined]

@@ -102,10 +102,10 @@ async function toggleContext(toggle, box, passageId, words) {
   box.textContent = "Loading the passages around it…";
   try {
     const ctx = await api(`/passages/${passageId}/context`);
-    const part = (title, passage, cls) => [el("h4", {}, title),
-      passage ? el("p", {class: `passage ${cls}`}, highlighted(passage.text, words)) : el("p", {class: "none"}, "none: the document starts or ends here")];
-    box.replaceChildren(...part("Previous passage", ctx.previous, "prev"), ...part("This passage", ctx.passage, "this"),
-                        ...part("Next passage", ctx.next, "next"));
+    const part = (title, passage, cls, none) => [el("h4", {}, title),
+      passage ? el("p", {class: `passage ${cls}`}, highlighted(passage.text, words)) : el("p", {class: "none"}, none)];
+    box.replaceChildren(...part("Previous passage", ctx.previous, "prev", "none: the document starts here"),
+                        ...part("This passage", ctx.passage, "this"), ...part("Next passage", ctx.next, "next", "none: the document ends here"));
     box.dataset.loaded = "1";
   } catch (err) {
     box.replaceChildren(el("p", {class: "error", role: "alert"}, `Request failed — ${err.message}`));
