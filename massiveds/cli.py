@@ -17,6 +17,7 @@ from massiveds.core.report import console, table
 if TYPE_CHECKING:
     from massiveds.core.catalog import Catalog, RecallRecord
     from massiveds.ops.stats import ShardStats
+    from pipelines.executor import StageReport
 
 
 class Engine(str, enum.Enum):
@@ -61,8 +62,7 @@ def build(
         _fail(str(exc))
         return
     catalog = read_catalog(out)
-    console.print(table(f"build of {catalog.name}", ["stage", "status", "seconds", "result"],
-                        [(r.name, r.status, r.seconds, r.detail) for r in result.reports]))
+    _print_stages(f"build of {catalog.name}", result.reports)
     b = catalog.build
     per_source = [
         (name, c["read"], c["kept"], c["read"] - c["kept"], ", ".join(f"{k.split(':')[1]} {v:,}" for k, v in c.items() if ":" in k))
@@ -104,8 +104,7 @@ def append(
         _fail(str(exc))
         return
     catalog = read_catalog(datastore)
-    console.print(table(f"append to {catalog.name}", ["stage", "status", "seconds", "result"],
-                        [(r.name, r.status, r.seconds, r.detail) for r in result.reports]))
+    _print_stages(f"append to {catalog.name}", result.reports)
     done = catalog.appends[-1]
     rows: list[tuple[str, object]] = [("records read", done.records_read)]
     rows += [(f"dropped {reason}", n) for reason, n in done.dropped.items()]
@@ -139,6 +138,11 @@ def recall_warning(catalog: Catalog, root: Path) -> str | None:
         return None
     return (f"recall@10 fell from {first:.3f} to {last:.3f} over {len(since)} append(s) with the same quantizer: the data drifted from "
             f"what it was trained on: run massiveds retrain {root}")
+
+
+def _print_stages(title: str, reports: list[StageReport]) -> None:
+    """What each stage of a build or an append did in this run."""
+    console.print(table(title, ["stage", "status", "seconds", "result"], [(r.name, r.status, r.seconds, r.detail) for r in reports]))
 
 
 def _recall_row(recall: RecallRecord | None) -> list[tuple[str, str]]:

@@ -15,11 +15,10 @@ import uuid
 from pathlib import Path
 
 from massiveds.core.catalog import open_catalog
-from massiveds.core.errors import MassiveDSError
-from massiveds.core.layout import DatastoreLayout, read_json, write_json
+from massiveds.core.layout import DatastoreLayout, write_json
 from massiveds.core.manifest import LoadedManifest
 from massiveds.core.report import progress
-from pipelines.build import BuildResult, build_lock, run_stages
+from pipelines.build import BuildResult, build_lock, claim_record, resumes, run_stages
 from pipelines.executor import LocalExecutor
 from pipelines.existing import Existing
 from pipelines.manifest_set import ManifestSet
@@ -53,15 +52,9 @@ def work_layout(root: Path) -> DatastoreLayout:
 
 def claim(work: DatastoreLayout, manifests: ManifestSet, appends: int) -> None:
     """Take the append folder for these manifests: new, or an unfinished append of the same ones (which resumes)."""
-    path = work.build / "build.json"
-    if path.is_file():
-        previous = read_json(path)
-        if previous.get("manifest_sha256") != manifests.sha256:
-            raise MassiveDSError(f"{work.root} holds an unfinished append of other manifests ({previous.get('manifest')}); "
-                                 "run that one again to finish it, or add --force to drop it and start this one")
-        return
-    write_json(path, {"manifest": ", ".join(p.path.name for p in manifests.parts), "manifest_sha256": manifests.sha256,
-                      "append_id": f"{appends + 1:05d}-{uuid.uuid4().hex[:8]}"})
+    if not resumes(work, manifests, "{root} holds an unfinished append of other manifests ({manifest}); "
+                                    "run that one again to finish it, or add --force to drop it and start this one"):
+        write_json(work.build / "build.json", claim_record(manifests) | {"append_id": f"{appends + 1:05d}-{uuid.uuid4().hex[:8]}"})
 
 
 def append(root: Path, manifests: list[LoadedManifest], address: str | None = None, engine: str = "ray",

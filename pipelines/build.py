@@ -81,18 +81,30 @@ def build_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def resumes(layout: DatastoreLayout, manifests: ManifestSet, other: str) -> bool:
+    """Whether ``layout`` holds a build of these manifests to resume; ``other`` (``{root}``, ``{manifest}``) refuses one of others."""
+    path = layout.build / "build.json"
+    if not path.is_file():
+        return False
+    previous = read_json(path)
+    if previous.get("manifest_sha256") != manifests.sha256:
+        raise MassiveDSError(other.format(root=layout.root, manifest=previous.get("manifest")))
+    return True
+
+
+def claim_record(manifests: ManifestSet) -> dict[str, str]:
+    """What ``build/build.json`` records of the manifests a build folder belongs to."""
+    return {"manifest": ", ".join(p.path.name for p in manifests.parts), "manifest_sha256": manifests.sha256}
+
+
 def claim_directory(layout: DatastoreLayout, manifests: ManifestSet) -> None:
     """Take ``layout.root`` for this build: new or empty, or a build of these same manifests (which resumes)."""
-    path = layout.build / "build.json"
-    if path.is_file():
-        previous = read_json(path)
-        if previous.get("manifest_sha256") != manifests.sha256:
-            raise MassiveDSError(f"{layout.root} holds a build of another manifest ({previous.get('manifest')}, changed since?); "
-                                 "use a new --out, or --force to start this one over")
+    if resumes(layout, manifests, "{root} holds a build of another manifest ({manifest}, changed since?); "
+                                  "use a new --out, or --force to start this one over"):
         return
     if layout.root.exists() and any(layout.root.iterdir()):
         raise MassiveDSError(f"{layout.root} exists and is not a massiveds build; choose an empty or new --out")
-    write_json(path, {"manifest": ", ".join(p.path.name for p in manifests.parts), "manifest_sha256": manifests.sha256})
+    write_json(layout.build / "build.json", claim_record(manifests))
 
 
 def stage_needs(stages: Sequence[Stage]) -> dict[str, set[str]]:
