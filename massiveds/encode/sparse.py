@@ -156,6 +156,11 @@ def write_vocab(out: Path, terms: Sequence[str], df: np.ndarray) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
+def indexed_passages(folder: Path) -> int:
+    """The passages an indexed shard's BM25 index holds (its params file: the index itself is not loaded)."""
+    return int(json.loads((folder / FILES["params_name"]).read_text(encoding="utf-8"))["num_docs"])
+
+
 def shard_vocabulary(folder: Path) -> tuple[list[str], np.ndarray]:
     """An indexed shard's terms by local id and their df in it (column lengths), read off its BM25 files: no passage tokenized again."""
     vocab = json.loads((folder / FILES["vocab_name"]).read_text(encoding="utf-8"))
@@ -305,7 +310,7 @@ class LiveStats:
             terms, counts = shard_vocabulary(folder)
             for term, n in zip(terms, counts.tolist(), strict=True):
                 df[term] = df.get(term, 0) + n
-            passages += int(json.loads((folder / FILES["params_name"]).read_text(encoding="utf-8"))["num_docs"])
+            passages += indexed_passages(folder)
         return cls(passages, df)
 
     def idf(self, terms: Sequence[str]) -> np.ndarray:
@@ -338,7 +343,7 @@ def subset_shard(src: Path, dst: Path, mask: np.ndarray, live: LiveStats | None 
         keep = mask[rows]
         terms = np.searchsorted(indptr, np.arange(lo, hi)[keep], side="right") - 1
         kept_per_term += np.bincount(terms, minlength=len(kept_per_term))
-        scores.append(np.asarray(data[lo:hi])[keep] if live is None else np.asarray(data[lo:hi])[keep] * scale[terms])
+        scores.append(np.asarray(data[lo:hi])[keep] * scale[terms])  # scale 1 without ``live``: the scores as they are
         rows_kept.append(new_row[rows[keep]].astype(np.int32))
     new_indptr = np.zeros_like(indptr)
     np.cumsum(kept_per_term, out=new_indptr[1:])

@@ -10,6 +10,7 @@ recall measured again on every shard, and an ``appends`` record: who, when, the 
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 from dataclasses import dataclass
@@ -32,11 +33,12 @@ from massiveds.core.catalog import (
 from massiveds.core.catalog import ShardRecord as CatalogShard
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import TRAINED_INDEX, DatastoreLayout, atomic_path, read_json
-from massiveds.core.schema import DROPPED
+from massiveds.core.schema import DROPPED, count_drops
 from massiveds.encode.embed import differences
 from massiveds.store.recall import recall_summary
+from pipelines.existing import Existing
 from pipelines.stage import BuildContext, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
-from pipelines.stages.catalog import domain_totals, dropped_counts
+from pipelines.stages.catalog import domain_totals
 from pipelines.stages.chunk import ChunkRecord
 from pipelines.stages.embed import EmbedRecord
 from pipelines.stages.extract import ExtractRecord
@@ -102,7 +104,9 @@ class MoveShards:
         drops = pa.concat_tables([pq.read_table(f, schema=DROPPED) for f in files]) if files else DROPPED.empty_table()
         with atomic_path(self.root / self.table) as tmp:
             pq.write_table(drops, tmp, compression="zstd")
-        return MoveResult(unit=item.unit, dropped=dropped_counts(self.work))
+        counts: collections.Counter[str] = collections.Counter()
+        count_drops(drops, counts)
+        return MoveResult(unit=item.unit, dropped=dict(sorted(counts.items())))
 
 
 class Commit(Stage):
@@ -117,7 +121,7 @@ class Commit(Stage):
         catalog = read_catalog(root)  # as it is now: a delete may have come in the meantime
         if done := [a for a in catalog.appends if a.table == table]:  # a crash after the catalog was written
             return CommitRecord(append=done[0], summary=f"{root}: already committed")
-        if catalog.trained_index != started.trained_index or existing.first_id != max((s.id_end for s in catalog.shards), default=0):
+        if catalog.trained_index != started.trained_index or Existing(root, catalog).first_id != existing.first_id:
             raise MassiveDSError(f"{root} was retrained or appended to while this append ran; run it again with --force")
         embed = ctx.record("embed", EmbedRecord)
         if diff := differences(catalog.embedder, embed.embedder):
@@ -134,13 +138,13 @@ class Commit(Stage):
             changes["sparse"] = catalog.sparse.but(passages=sparse.passages, terms=sparse.terms, bytes=catalog.sparse.bytes + sparse.bytes,
                                                    live_idf=True)
         new = catalog.but(**changes)
-        recall = recall_summary(root, catalog=new)
+        new = new.but(recall=recall_summary(root, catalog=new))
         record = AppendRecord(
             at=utc_now(), by=who(), manifests=[ManifestRecord.model_validate(m) for m in ctx.manifests.records()],
             records_read=extract.read, documents=chunk.documents, passages=chunk.passages, tokens=chunk.tokens,
             shards=[s.name for s in shards], dropped=moved.dropped, table=table, file=FileRecord.of(root / table), trained=existing.trained,
-            recall_before=_recall(catalog), recall_after=_recall(new.but(recall=recall)),
+            recall_before=_recall(catalog), recall_after=_recall(new),
             seconds=round(sum(r.seconds for r in ctx.records.values()), 2),
         )
-        write_catalog(root, new.but(recall=recall, appends=[*catalog.appends, record]))
+        write_catalog(root, new.but(appends=[*catalog.appends, record]))
         return CommitRecord(append=record, summary=f"{len(shards)} shards, {chunk.passages:,} passages added to {root}")

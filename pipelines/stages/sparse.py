@@ -30,11 +30,11 @@ from massiveds.core.passages import PassageFile
 from massiveds.encode.sparse import (
     CorpusStats,
     CountFiles,
-    ShardBM25,
     ShardCounts,
     count_shard,
     df_partitions,
     index_shard,
+    indexed_passages,
     shard_vocabulary,
     sum_partition,
     write_vocab,
@@ -113,7 +113,7 @@ class BaseVocab:
         folder, out = self.root / item.folder, count_files(self.build, item.unit).vocab
         terms, df = shard_vocabulary(folder)
         write_vocab(out, terms, df)
-        return BaseResult(unit=item.unit, passages=ShardBM25.load(folder).passages, vocab_bytes=out.stat().st_size)
+        return BaseResult(unit=item.unit, passages=indexed_passages(folder), vocab_bytes=out.stat().st_size)
 
 
 @dataclass(frozen=True)

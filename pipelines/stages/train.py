@@ -73,7 +73,7 @@ class Train(UnitStage[WorkItem, TrainResult]):
 
 
 class ExistingQuantizer(Stage):
-    """train, in an append: the datastore's trained quantizer, linked into the build as the index stage's starting point."""
+    """train, in an append: the datastore's trained quantizer, copied into the build as the index stage's starting point."""
 
     name = "train"
     record = TrainRecord
