@@ -74,11 +74,15 @@ def test_a_running_server_stops_returning_deleted_passages(ds_path: Path, tmp_pa
     with running_server(ds_path, tmp_path / "serve.log") as client:
         status, body = client.search({"query": QUERIES[0], "n_docs": 5})
         first = body["results"]["hits"][0][0]["doc_id"]
+        status, overview = client.request("GET", "/inspect")
+        assert status == 200 and sum(s["deleted"] for s in overview["shards"]) == 0 and overview["deletions"] == []
         (tmp_path / "ids.txt").write_text(first + "\n")
         cli("delete", str(ds_path), "--doc-ids", str(tmp_path / "ids.txt"))
         status, body = client.search({"query": QUERIES[0], "n_docs": 5})
         assert status == 200 and first not in [h["doc_id"] for h in body["results"]["hits"][0]]
         assert len(body["results"]["hits"][0]) == 5
+        status, overview = client.request("GET", "/inspect")  # the page's datastore view sees the deletion too
+        assert status == 200 and sum(s["deleted"] for s in overview["shards"]) > 0 and len(overview["deletions"]) == 1
 
 
 def test_compact_removes_deleted_passages_keeps_ids_and_results(ds_path: Path, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from massiveds.core.errors import MassiveDSError, ShardsUnavailableError
-from massiveds.ops.stats import datastore_stats, list_sizes, write_plot
+from massiveds.ops.stats import DatastoreStats, datastore_stats, list_sizes, write_plot
 from massiveds.serve.engine import Batcher, Counters, QueueFull, ServeConfig
 from massiveds.serve.models import (
     ApiError,
@@ -132,26 +132,27 @@ def create_app(ds: Datastore, config: ServeConfig) -> FastAPI:
         near = {p: found[p] if p in found and found[p]["doc_id"] == passage["doc_id"] else None for p in (passage_id - 1, passage_id + 1)}
         return {"passage": passage, "previous": near[passage_id - 1], "next": near[passage_id + 1]}
 
-    @functools.cache
-    def inspected() -> dict[str, Any]:
-        return datastore_stats(ds.root).to_dict()
+    # computed once per version of the catalog: a delete, append or compact while serving shows at the next request
+    @functools.lru_cache(maxsize=1)
+    def stats_of(stamp: tuple[tuple[int, int, int], ...]) -> DatastoreStats:
+        return datastore_stats(ds.root)
+
+    @functools.lru_cache(maxsize=1)
+    def plot_of(stamp: tuple[tuple[int, int, int], ...]) -> str:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = FilePath(tmp) / "inspect.html"
+            write_plot(stats_of(stamp), list_sizes(ds.root), out)
+            return out.read_text()
 
     @app.get("/inspect")
     def inspect() -> dict[str, Any]:
         """``massiveds inspect --json``: per domain and shard counts, bytes on disk, index, list balance, recall, drops."""
-        return inspected()
-
-    @functools.cache
-    def plot() -> str:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = FilePath(tmp) / "inspect.html"
-            write_plot(datastore_stats(ds.root), list_sizes(ds.root), out)
-            return out.read_text()
+        return stats_of(ds.catalog_stamp()).to_dict()
 
     @app.get("/inspect/plot", response_class=HTMLResponse)
     def inspect_plot() -> str:
         """``massiveds inspect --plot``: tokens per domain and inverted-list sizes, as an HTML page."""
-        return plot()
+        return plot_of(ds.catalog_stamp())
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

@@ -64,7 +64,7 @@ class Datastore:
         self._merged: faiss.Index | None = None
         #: Search the merged index when the catalog records one (False: always fan out over the shards).
         self.use_merged = True
-        self._stamp = self._catalog_stamp()
+        self._stamp = self.catalog_stamp()
 
     @classmethod
     def open(cls, path: str | Path) -> Datastore:
@@ -79,8 +79,8 @@ class Datastore:
     def name(self) -> str:
         return self.catalog.name
 
-    def _catalog_stamp(self) -> tuple[tuple[int, int, int], ...]:
-        """Identity of the catalogs this view depends on: its own and those of the datastores its merged-in-place shards live in."""
+    def catalog_stamp(self) -> tuple[tuple[int, int, int], ...]:
+        """Identity of the catalogs this view depends on, as they are on disk now: its own and its merged-in-place shards' datastores'."""
         roots = {self.root} | {(self.root / s.folder_rel()).parent.parent for s in self.catalog.shards if s.folder is not None}
         stamps = []
         for root in sorted(roots):
@@ -98,7 +98,7 @@ class Datastore:
         A long-lived reader (``serve``) calls it before each search, so a deletion holds from the moment the command
         returns. Searches already running keep the shards they started with: their files stay readable.
         """
-        if self._catalog_stamp() == self._stamp:
+        if self.catalog_stamp() == self._stamp:
             return False
         fresh = Datastore.open(self.root)
         fresh.use_merged = self.use_merged
