@@ -112,6 +112,8 @@ def append(
              ("passages now", catalog.num_passages), ("recall@10 before", _figure(done.recall_before)),
              ("recall@10 after", _figure(done.recall_after))]
     console.print(table("appended", ["", "count"], rows))
+    from massiveds.ops.stats import recall_warning
+
     if warning := recall_warning(catalog, datastore):
         console.print(f"[bold yellow]{warning}[/]", highlight=False)
     console.print(f"datastore updated: {datastore} (drop records: {done.table})", highlight=False)
@@ -120,24 +122,6 @@ def append(
 def _figure(value: float | None) -> str:
     """A measured share as printed in summaries: four decimals (the tables print other floats to one), or "-"."""
     return "-" if value is None else f"{value:.4f}"
-
-
-#: A fall in recall@10 since the quantizer was trained beyond which inspect and append suggest ``massiveds retrain``.
-RECALL_DROP_WARNING = 0.05
-
-
-def recall_warning(catalog: Catalog, root: Path) -> str | None:
-    """A line suggesting ``massiveds retrain`` when recall@10 fell by over ``RECALL_DROP_WARNING`` across appends with one quantizer."""
-    trained = catalog.trained_index.file if catalog.trained_index else None
-    since = [a for a in catalog.appends if a.trained == trained and a.recall_before is not None and a.recall_after is not None]
-    if not since:
-        return None
-    first, last = since[0].recall_before, since[-1].recall_after
-    assert first is not None and last is not None
-    if first - last <= RECALL_DROP_WARNING:
-        return None
-    return (f"recall@10 fell from {first:.3f} to {last:.3f} over {len(since)} append(s) with the same quantizer: the data drifted from "
-            f"what it was trained on: run massiveds retrain {root}")
 
 
 def _print_stages(title: str, reports: list[StageReport]) -> None:
@@ -273,7 +257,7 @@ def inspect(
     plot: Annotated[Path | None, typer.Option(help="also write an HTML page with tokens per domain and list sizes")] = None,
 ) -> None:
     """Per-domain and per-shard statistics: counts, bytes on disk, index, list balance, recall, drops."""
-    from massiveds.ops.stats import datastore_stats, list_sizes, write_plot
+    from massiveds.ops.stats import datastore_stats, list_sizes, recall_warning, write_plot
 
     try:
         stats = datastore_stats(datastore)

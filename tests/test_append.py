@@ -28,6 +28,7 @@ from massiveds.core.layout import sha256_file
 from massiveds.core.manifest import Sparse
 from massiveds.core.passages import PassageFile
 from massiveds.encode.sparse import CorpusStats, CountFiles, count_shard, index_shards
+from massiveds.ops.stats import RECALL_DROP_WARNING, recall_warning
 from massiveds.store.datastore import Datastore
 from tests.conftest import write_small_manifest
 from tests.helpers import REPO
@@ -202,8 +203,6 @@ def test_append_refuses_to_skip_an_eval_set_the_datastore_was_cleaned_of(base: P
 
 def test_recall_warning_after_appends_with_one_quantizer(appended: tuple[Path, dict[str, str]]) -> None:
     """inspect's warning: recall@10 fell by more than the margin over the appends encoded with the current quantizer."""
-    from massiveds.cli import RECALL_DROP_WARNING, recall_warning
-
     ds_path, _ = appended
     catalog = read_catalog(ds_path)
     (done,) = catalog.appends

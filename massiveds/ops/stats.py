@@ -56,6 +56,7 @@ class DomainStats:
 class DatastoreStats:
     """What ``massiveds inspect`` shows: the catalog, with per-domain and per-shard bytes on disk."""
 
+    root: Path
     catalog: Catalog
     domains: dict[str, DomainStats]
     shards: list[ShardStats]
@@ -74,9 +75,28 @@ class DatastoreStats:
             "dropped": cat.build.dropped,
             "deletions": [d.as_json() for d in cat.deletions],
             "appends": [a.as_json() for a in cat.appends],
+            "recall_warning": recall_warning(cat, self.root),
             "domains": {name: d.totals.as_json() | {"bytes": d.bytes} for name, d in self.domains.items()},
             "shards": [s.to_dict() for s in self.shards],
         }
+
+
+#: A fall in recall@10 since the quantizer was trained beyond which inspect and append suggest ``massiveds retrain``.
+RECALL_DROP_WARNING = 0.05
+
+
+def recall_warning(catalog: Catalog, root: str | Path) -> str | None:
+    """A line suggesting ``massiveds retrain`` when recall@10 fell by over ``RECALL_DROP_WARNING`` across appends with one quantizer."""
+    trained = catalog.trained_index.file if catalog.trained_index else None
+    since = [a for a in catalog.appends if a.trained == trained and a.recall_before is not None and a.recall_after is not None]
+    if not since:
+        return None
+    first, last = since[0].recall_before, since[-1].recall_after
+    assert first is not None and last is not None
+    if first - last <= RECALL_DROP_WARNING:
+        return None
+    return (f"recall@10 fell from {first:.3f} to {last:.3f} over {len(since)} append(s) with the same quantizer: the data drifted from "
+            f"what it was trained on: run massiveds retrain {root}")
 
 
 def datastore_stats(path: str | Path) -> DatastoreStats:
@@ -88,7 +108,7 @@ def datastore_stats(path: str | Path) -> DatastoreStats:
     for name, totals in catalog.domains.items():
         mine = [s for s in shards if s.record.domain == name]
         domains[name] = DomainStats(totals, {k: sum(s.bytes[k] for s in mine) for k in dict.fromkeys(FILE_KINDS.values())})
-    return DatastoreStats(catalog, domains, shards)
+    return DatastoreStats(root, catalog, domains, shards)
 
 
 def _shard_stats(root: Path, shard: ShardRecord) -> ShardStats:
