@@ -27,7 +27,7 @@ demo: setup
 	$(VENV)/bin/massiveds search demo-datastore "a program so badly written that nobody can maintain it" -k 5
 
 test: setup
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=25
 
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow"

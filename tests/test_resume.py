@@ -1,7 +1,7 @@
 """A build killed mid-way (all its processes, as a crash would) and re-run ends with the same datastore.
 
 Kill points (``MASSIVEDS_CRASH_AFTER=<step>:<n>``): extract, near dedup, chunk and index on Ray
-(``test_crash_inside_a_stage_then_resume``); download, exact dedup (map and reduce), shard, embed, vector
+(``test_crashed_inside_stages_on_ray_in_turn_then_resumed``); download, exact dedup (map and reduce), shard, embed, vector
 consolidation, train, index and catalog with ``--engine local`` (``test_killed_at_every_stage_in_turn_then_resumed``).
 Ray worker deaths (``MASSIVEDS_WORKER_EXIT``) while embedding and adding to the index, on Ray
 (``test_ray_worker_deaths_while_embedding_and_indexing_are_retried``).
@@ -129,14 +129,18 @@ def crash(manifest: Path, out: Path, point: str, *args: str) -> None:
     time.sleep(1)  # Ray's processes of the killed build are gone with its process group
 
 
-@pytest.mark.parametrize("point", ["extract:1", "near-map:1", "chunk:1", "index:2"])
-def test_crash_inside_a_stage_then_resume(point: str, small_manifest: Path, small_reference: Path, tmp_path: Path) -> None:
-    """SIGKILL of the whole build (driver and Ray) right after one unit of a stage is recorded, then the same command again."""
+#: Kill points on Ray, in build order: inside extract, near dedup, chunk and index.
+RAY_KILL_CHAIN = ["extract:1", "near-map:1", "chunk:1", "index:2"]
+
+
+def test_crashed_inside_stages_on_ray_in_turn_then_resumed(small_manifest: Path, small_reference: Path, tmp_path: Path) -> None:
+    """SIGKILL of the whole build (driver and Ray) right after one unit of a stage is recorded, at each point of
+    RAY_KILL_CHAIN in turn (each re-run resumes the last kill), then the same command again: the same datastore."""
     out = tmp_path / "crashed"
-    crash(small_manifest, out, point)
+    for point in RAY_KILL_CHAIN:
+        crash(small_manifest, out, point)
     cli("build", str(small_manifest), "--out", str(out))
     assert_same_datastore(out, small_reference)
-
 
 #: Kill points in build order, one per stage step; ``--engine local`` runs units one by one, so each lands
 #: after exactly n units (or, for embed, n embedding parts; for catalog, once all but datastore.json is written).
