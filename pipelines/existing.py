@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+from massiveds.clean.deleted import DeletedDocuments
 from massiveds.core.catalog import Catalog, ShardRecord
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.manifest import Sparse
+from massiveds.ops.delete import deleted_documents
 from pipelines.manifest_set import ManifestSet
 
 #: Embedder settings a manifest declares that the catalog records too.
@@ -42,6 +45,11 @@ class Existing:
         """The number of the next ``<domain>-<n>`` shard: after the highest the datastore has."""
         pattern = re.compile(rf"{re.escape(domain)}-(\d+)")
         return 1 + max((int(m.group(1)) for s in self.catalog.shards if (m := pattern.fullmatch(s.name))), default=-1)
+
+    @cached_property
+    def deleted(self) -> DeletedDocuments:
+        """The documents its deletions removed: new copies of them are dropped, not appended."""
+        return deleted_documents(self.root, self.catalog)
 
     @property
     def trained(self) -> str:

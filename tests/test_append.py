@@ -213,6 +213,40 @@ def test_recall_warning_after_appends_with_one_quantizer(appended: tuple[Path, d
     assert recall_warning(retrained, ds_path) is None  # a retrain since: those appends no longer count
 
 
+def test_documents_deleted_from_the_datastore_stay_out_of_an_append(base: Path, tmp_path: Path) -> None:
+    """A takedown holds through later appends: a copy of a deleted document under another id and source, and a new version of one
+    under its own source and id, are dropped as ``deleted`` (naming the deletion); a document that shares only an id is added."""
+    ds = Path(shutil.copytree(base, tmp_path / "ds"))
+    long = [r for r in read_jsonl_zst(REPO / "manifests/examples/data/jargon/jargon-0.jsonl.zst") if len(r["text"].split()) > 150]
+    copied, updated = long[2], long[3]
+    (tmp_path / "gone.txt").write_text(f"{copied['id']}\n{updated['id']}\n")
+    cli("delete", str(ds), "--doc-ids", str(tmp_path / "gone.txt"), "--reason", "takedown request")
+    more = read_jsonl_zst(REPO / "manifests/examples/data/jargon/jargon-2.jsonl.zst")
+    fresh, unseen = more[:3], more[3]
+    rows = {"mirror.jsonl": [copied | {"id": "mirrored"}, *fresh],  # the deleted text under another id and source
+            "update.jsonl": [updated | {"text": updated["text"] + " (Revised entry.)"}],  # the deleted id in its own source
+            "other.jsonl": [unseen | {"id": copied["id"]}]}  # the deleted id, in another source, with another text
+    for name, records in rows.items():
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+    manifest = tmp_path / "again.yaml"
+    manifest.write_text("name: again\ndomain: wiki\nsources:\n"
+                        "  - {uri: mirror.jsonl, name: mirror, id_field: id, title_field: title}\n"
+                        "  - {uri: update.jsonl, name: jargon, id_field: id, title_field: title}\n"
+                        "  - {uri: other.jsonl, name: other, id_field: id, title_field: title}\n"
+                        "chunk: {size: 96, min_size: 16}\nshards: {target_passages: 30}\nsparse: {enabled: true}\n")
+    cli("append", str(ds), str(manifest), "--engine", "local")
+    catalog = read_catalog(ds)
+    (record,) = catalog.appends
+    assert record.dropped.get("extract:deleted") == 2
+    drops = {(d["source"], d["doc_id"]): d for d in pq.read_table(ds / record.table).to_pylist() if d["reason"] == "deleted"}
+    assert drops.keys() == {("mirror", "mirrored"), ("jargon", updated["id"])}
+    assert drops[("mirror", "mirrored")]["duplicate_of"] == copied["id"]
+    assert {d["detail"] for d in drops.values()} == {"deletion 1: takedown request"}
+    added = {doc for s in catalog.shards[-len(record.shards):]
+             for doc in PassageFile(ds / "shards" / s.name / "passages.arrow").column("doc_id")}
+    assert added == {r["id"] for r in fresh} | {copied["id"]}  # the last: source 'other', another text
+
+
 #: Kill points of an append in order (``--engine local``: each lands after exactly n units): the reference documents, exact
 #: dedup, an embedding part, a shard index, and the commit step (new shards moved in, catalog not yet written).
 KILL_CHAIN = ["reference:1", "dedup:1", "embed:1", "index:1", "commit:1"]

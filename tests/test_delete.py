@@ -55,6 +55,7 @@ def test_delete_by_id_holds_at_once_for_an_open_datastore_eval_and_subsample(ds_
     assert sum(s["deleted"] for s in catalog["shards"] if "deleted" in s) == record["passages"] > 0
     table = pq.read_table(ds_path / record["table"])
     assert set(table.column("doc_id").to_pylist()) == gone and "text" not in table.column_names
+    assert all(len(digest) == 16 for digest in table.column("text_hash").to_pylist())  # what keeps them out of appends
     assert ": ok" in cli("verify", str(ds_path)).stderr
     rows = [{"question": q, "doc": d} for q, d in zip(QUERIES[:2], sorted(gone), strict=False)]
     (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

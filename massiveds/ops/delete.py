@@ -9,9 +9,10 @@ spans. Every passage of a selected document goes.
 every reader (search, eval, subsample, merge, serve) excludes; ``massiveds compact`` then removes them
 from the files. The tombstones are written shard by shard (each atomically), then the catalog: the
 shards' ``deleted`` counts and file records, and a ``deletions`` record (when, by whom, why, what was
-selected, counts) pointing at ``deletions/<n>.parquet``, the deleted documents' ids and sources (never
-their text). Readers take the tombstones they find, so a crash between the two leaves more deleted,
-never less; the same command run again completes the record.
+selected, counts) pointing at ``deletions/<n>.parquet``, the deleted documents' ids, sources and text
+digests (never their text), by which ``massiveds append`` keeps them out (``massiveds.clean.deleted``).
+Readers take the tombstones they find, so a crash between the two leaves more deleted, never less; the
+same command run again completes the record.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from massiveds.clean.decontaminate import EvalIndex, build_index, read_eval_items, scan_texts
+from massiveds.clean.deleted import DELETIONS, DeletedDocuments
+from massiveds.clean.exact_dedup import text_hashes
 from massiveds.core.audit import utc_now, who
 from massiveds.core.catalog import CHECKSUMS, Catalog, DeletionRecord, FileRecord, ShardRecord, open_catalog, write_catalog
 from massiveds.core.errors import DatastoreError, MassiveDSError
 from massiveds.core.layout import atomic_path, write_array
 from massiveds.core.manifest import Decontaminate
 from massiveds.core.passages import PassageFile
-from massiveds.core.schema import DROPPED
 from massiveds.store.documents import documents
 from massiveds.store.shard import DELETED, deleted_mask
 
@@ -86,7 +88,7 @@ def delete_documents(root: Path, selection: Selection, reason: str) -> tuple[Del
         changed[name] = shards[name].but(deleted=len(union), files=shards[name].files | {DELETED: FileRecord.of(folder / DELETED)})
     number = len(catalog.deletions) + 1
     table = f"deletions/{number:05d}.parquet"
-    _write_table(root / table, found.documents, reason, selection)
+    _write_table(root / table, found.documents, _text_digests(root, catalog, found), reason, selection)
     record = DeletionRecord(at=utc_now(), by=who(), reason=reason,
                             selection=selection.describe(), documents=len(found.documents), passages=found.passages,
                             shards=sorted(changed), table=table, file=FileRecord.of(root / table))
@@ -163,14 +165,39 @@ def _scan(docs: list[tuple[str, str]], index: EvalIndex, rules: Decontaminate) -
     return {doc for (doc, _), found in zip(docs, matches, strict=True) if found}
 
 
-def _write_table(path: Path, documents: list[tuple[str, str]], reason: str, selection: Selection) -> None:
-    """The deleted documents as drop records (the build's ``dropped`` schema): ids and sources, no text."""
+def _text_digests(root: Path, catalog: Catalog, found: Deleted) -> dict[str, bytes]:
+    """Each found document's text digest (as exact dedup hashes it), reassembled from the shards that hold its passages."""
+    shards = catalog.shards_by_id
+    position = {s.name: k for k, s in enumerate(shards)}
+    wanted = {doc_id for doc_id, _ in found.documents}
+    texts: dict[str, str] = {}
+    for k in sorted(position[name] for name in found.rows):
+        first = k - 1 if k > 0 and found.rows[shards[k].name][0] == 0 else k  # its first row may continue a document
+        texts |= {doc.doc_id: doc.text for doc in documents(root, shards, first, k + 1) if doc.doc_id in wanted}
+    ids = sorted(texts)
+    return dict(zip(ids, text_hashes([texts[i] for i in ids]).to_pylist(), strict=True))
+
+
+def _write_table(path: Path, documents: list[tuple[str, str]], digests: dict[str, bytes], reason: str, selection: Selection) -> None:
+    """The deleted documents as drop records (the build's ``dropped`` schema) with their text digests: no text."""
     n = len(documents)
     table = pa.table({"doc_id": [d for d, _ in documents], "source": [s for _, s in documents], "stage": ["delete"] * n,
-                      "reason": [reason] * n, "duplicate_of": pa.nulls(n, pa.string()), "detail": [selection.describe()] * n},
-                     schema=DROPPED)
+                      "reason": [reason] * n, "duplicate_of": pa.nulls(n, pa.string()), "detail": [selection.describe()] * n,
+                      "text_hash": [digests.get(d) for d, _ in documents]}, schema=DELETIONS)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+
+
+def deleted_documents(root: Path, catalog: Catalog) -> DeletedDocuments:
+    """Every document the deletions of the datastore at ``root`` removed (ids, sources, text digests): what an append keeps out."""
+    deleted = DeletedDocuments()
+    for n, record in enumerate(catalog.deletions, 1):
+        path = root / record.table
+        if not path.is_file():
+            raise DatastoreError(f"{path}: the table of deletion {n} is missing; restore it from a published copy "
+                                 "(`massiveds verify` lists what else is)")
+        deleted.add(pq.read_table(path), f"deletion {n}: {record.reason}")
+    return deleted
 
 
 def require_recorded_deletions(root: Path, catalog: Catalog) -> None:

@@ -1,5 +1,7 @@
 """extract: each input file read, mapped onto documents, normalised and filtered; one documents part per file.
 
+In an append, documents the datastore deleted are dropped here too (reason ``deleted``, ``massiveds.clean.deleted``).
+
 A file that breaks off mid-way (truncated, corrupt, a decompression bomb, binary) keeps the documents
 read before the break and records the unread rest as one dropped entry with its position, counted as
 one record read: ``read == kept + dropped`` for every file.
@@ -12,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from massiveds.clean.deleted import DeletedDocuments
 from massiveds.clean.normalize import normalize_and_filter
 from massiveds.core.manifest import Manifest
 from massiveds.core.schema import DOCUMENTS, DROPPED, count_drops, dropped_table
@@ -42,8 +45,8 @@ def _until_broken(records: Iterator[RawRecord], on_break: Callable[[Exception], 
         on_break(exc)
 
 
-def extract_file(item: InputItem, manifest: Manifest, build: Path) -> ExtractResult:
-    """Read one input file, map it to documents, normalise and filter; write its documents part and drops."""
+def extract_file(item: InputItem, manifest: Manifest, build: Path, deleted: DeletedDocuments | None = None) -> ExtractResult:
+    """Read one input file, map it to documents, normalise and filter (and drop ``deleted`` ones); write its documents part and drops."""
     inp = item.file
     limits = Limits.of(manifest.filters)
     docs_out = PartWriter(documents_path(build, item.unit), DOCUMENTS)
@@ -55,7 +58,8 @@ def extract_file(item: InputItem, manifest: Manifest, build: Path) -> ExtractRes
     def flush() -> None:
         docs, dropped = records_to_documents(buffer, inp, manifest.domain, limits.max_record_bytes)
         kept, filtered = normalize_and_filter(docs, manifest.filters)
-        for table in (dropped, filtered):
+        kept, denied = deleted.split(kept) if deleted else (kept, None)
+        for table in (dropped, filtered, *([denied] if denied is not None else [])):
             drops_out.write(table)
             count_drops(table, reasons)
         docs_out.write(kept)
@@ -88,13 +92,14 @@ def extract_file(item: InputItem, manifest: Manifest, build: Path) -> ExtractRes
 
 @dataclass(frozen=True)
 class ExtractFiles:
-    """The extract step: ``extract_file`` with the manifest each file comes from."""
+    """The extract step: ``extract_file`` with the manifest each file comes from (and, in an append, the deleted documents)."""
 
     manifests: list[Manifest]
     build: Path
+    deleted: DeletedDocuments | None = None
 
     def __call__(self, item: InputItem) -> ExtractResult:
-        return extract_file(item, self.manifests[item.manifest], self.build)
+        return extract_file(item, self.manifests[item.manifest], self.build, self.deleted)
 
 
 class ExtractRecord(StageRecord):
@@ -112,7 +117,8 @@ class Extract(UnitStage[InputItem, ExtractResult]):
         return ctx.inputs
 
     def step(self, ctx: BuildContext) -> Step[InputItem, ExtractResult]:
-        return Step("extract", ExtractFiles(ctx.manifest_list, ctx.build), ExtractResult, rates=("read",))
+        deleted = ctx.existing.deleted if ctx.existing is not None else None
+        return Step("extract", ExtractFiles(ctx.manifest_list, ctx.build, deleted), ExtractResult, rates=("read",))
 
     def summarize(self, ctx: BuildContext, items: Sequence[InputItem], results: Sequence[ExtractResult]) -> ExtractRecord:
         per_source: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
