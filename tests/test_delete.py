@@ -11,11 +11,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from massiveds.core.catalog import read_catalog
 from massiveds.core.errors import MassiveDSError
 from massiveds.evaluate.evalset import EvalFields, read_eval_set
 from massiveds.evaluate.experiment import EvalPlan, evaluate
 from massiveds.ops.compact import compact
-from massiveds.ops.delete import Selection, delete_documents
+from massiveds.ops.delete import Selection, delete_documents, deleted_documents
 from massiveds.store.datastore import Datastore
 from tests.helpers import massiveds as cli
 from tests.test_serve import running_server
@@ -178,3 +179,21 @@ def test_an_interrupted_compaction_is_put_back_then_finished(ds_path: Path, tmp_
     assert ": ok" in cli("verify", str(ds_path)).stderr
     assert doc not in {h["doc_id"] for hits in Datastore.open(ds_path).search(QUERIES, k=10) for h in hits}
     assert np.load(shards / name / "ids.npy").dtype == np.int64
+
+
+def test_a_merge_carries_its_sources_deletions(ds_path: Path, example_datastore: Path, tmp_path: Path) -> None:
+    """The merge keeps the audit trail, with shard names as it names them, and what keeps the deleted documents out of its appends."""
+    gone = {hits[0] for hits in top_docs(Datastore.open(ds_path))["dense"][:2]}
+    (tmp_path / "ids.txt").write_text("\n".join(sorted(gone)) + "\n")
+    cli("delete", str(ds_path), "--doc-ids", str(tmp_path / "ids.txt"), "--reason", "licence withdrawn")
+    cli("merge", str(example_datastore), str(ds_path), "--out", str(tmp_path / "merged"))
+    source, merged = read_catalog(ds_path), read_catalog(tmp_path / "merged")
+    (record,) = merged.deletions
+    assert record.reason == "licence withdrawn" and record.table == "deletions/00001.parquet"
+    assert len(record.shards) == len(source.deletions[0].shards)
+    offset = len(read_catalog(example_datastore).shards)  # the second source's shards come after the first's
+    second = merged.shards_by_id[offset:]
+    assert record.shards == [s.name for s in second if s.merged_from and s.merged_from.shard in source.deletions[0].shards]
+    deleted = deleted_documents(tmp_path / "merged", merged)
+    assert {doc for _, doc in deleted.by_id} == gone and len(deleted.by_hash) == len(gone)
+    assert ": ok" in cli("verify", str(tmp_path / "merged")).stderr

@@ -15,6 +15,9 @@ with ``copy``, when every source has one with the same settings (k1, b, tokenize
 again with the statistics of the merge (``massiveds.encode.sparse.rescore``); sources whose settings
 differ are refused. Shards referenced in place keep their files untouched, so that merge has no BM25
 index (``sparse_note`` says why).
+
+The sources' deletion records come along with their tables (ids, sources and text digests of what
+they deleted), so the merge's audit trail is theirs and an append to it keeps those documents out.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from massiveds.core.catalog import (
     BuildRecord,
     Catalog,
     CatalogRef,
+    DeletionRecord,
     DomainTotals,
     EmbedderRecord,
     ShardOrigin,
@@ -127,10 +131,11 @@ def merge(sources: list[Path], out: Path, copy: bool = False, on_shard: Callable
     dst.root.mkdir(parents=True, exist_ok=True)
     per_domain: collections.Counter[str] = collections.Counter()
     shards: list[ShardRecord] = []
+    renamed: dict[tuple[int, str], str] = {}
     next_id = 0
     for i, (path, catalog) in enumerate(catalogs):
         for shard in catalog.shards_by_id:
-            name = shard_name(shard.domain, per_domain[shard.domain])
+            name = renamed[(i, shard.name)] = shard_name(shard.domain, per_domain[shard.domain])
             per_domain[shard.domain] += 1
             shards.append(_add_shard(i, path, catalog, shard, dst, name, next_id, copy))
             next_id = shards[-1].id_end
@@ -143,11 +148,26 @@ def merge(sources: list[Path], out: Path, copy: bool = False, on_shard: Callable
         shards = [s.but(files=folder_files(dst.shard(s.name))) for s in shards]
         for s in shards:
             write_json(dst.shard(s.name) / "shard.json", s.as_json())
-    new = _merged_catalog(catalogs, embedder, shards, dst.root)
+    new = _merged_catalog(catalogs, embedder, shards, dst.root).but(deletions=_carry_deletions(catalogs, renamed, dst.root))
     if record is not None:
         new = new.but(sparse=record)
     write_catalog(dst.root, new)
     return new
+
+
+def _carry_deletions(catalogs: list[tuple[Path, Catalog]], renamed: dict[tuple[int, str], str], root: Path) -> list[DeletionRecord]:
+    """Every source's deletion records, their tables copied under ``root`` (numbered anew) and their shards named as in the merge.
+
+    The merge keeps the sources' audit trail, and its appends keep out what the sources deleted (the tables' text digests).
+    """
+    carried: list[DeletionRecord] = []
+    for i, (path, catalog) in enumerate(catalogs):
+        for record in catalog.deletions:
+            table = f"deletions/{len(carried) + 1:05d}.parquet"
+            (root / table).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path / record.table, root / table)
+            carried.append(record.but(table=table, shards=[renamed[(i, s)] for s in record.shards if (i, s) in renamed]))
+    return carried
 
 
 def _merged_catalog(catalogs: list[tuple[Path, Catalog]], embedder: EmbedderRecord, shards: list[ShardRecord], root: Path) -> Catalog:
