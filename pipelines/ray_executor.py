@@ -80,8 +80,12 @@ def ray_runtime(address: str | None = None) -> Iterator[None]:
     env = dict(WORKER_ENV) | {k: os.environ[k] for k in PASS_THROUGH_ENV if k in os.environ}
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, logging_level=logging.ERROR,
-                 log_to_driver=False, runtime_env={"env_vars": env})
+        target = address or os.environ.get("RAY_ADDRESS") or "local"
+        # Ray runs its workers at nice 15 by default, so any other load on the machine would starve the build's
+        # own workers; a cluster we join keeps its settings
+        own: dict[str, Any] = {"_system_config": {"worker_niceness": 0}} if target == "local" else {}
+        ray.init(address=target, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                 runtime_env={"env_vars": env}, **own)
     try:
         yield
     finally:
