@@ -22,7 +22,8 @@ def two_node_cluster() -> Iterator[tuple[str, set[str]]]:
     """A head and a worker node of one CPU each on this machine: (address, node ids); torn down even on failure."""
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                            "_system_config": {"worker_niceness": 0}})  # as docs/cluster.md advises
     try:
         worker = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
