@@ -148,7 +148,9 @@ def merge(sources: list[Path], out: Path, copy: bool = False, on_shard: Callable
         shards = [s.but(files=folder_files(dst.shard(s.name))) for s in shards]
         for s in shards:
             write_json(dst.shard(s.name) / "shard.json", s.as_json())
-    new = _merged_catalog(catalogs, embedder, shards, dst.root).but(deletions=_carry_deletions(catalogs, renamed, dst.root))
+    new = _merged_catalog(catalogs, embedder, shards, dst.root)
+    if deletions := _carry_deletions(catalogs, renamed, dst.root):
+        new = new.but(deletions=deletions)  # set only when there are any: a merge without keeps the catalog format
     if record is not None:
         new = new.but(sparse=record)
     write_catalog(dst.root, new)
