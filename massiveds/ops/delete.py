@@ -170,10 +170,16 @@ def _text_digests(root: Path, catalog: Catalog, found: Deleted) -> dict[str, byt
     shards = catalog.shards_by_id
     position = {s.name: k for k, s in enumerate(shards)}
     wanted = {doc_id for doc_id, _ in found.documents}
-    texts: dict[str, str] = {}
+    spans: list[list[int]] = []  # [first, last) shard positions, overlapping ones joined so that no shard is read twice
     for k in sorted(position[name] for name in found.rows):
         first = k - 1 if k > 0 and found.rows[shards[k].name][0] == 0 else k  # its first row may continue a document
-        texts |= {doc.doc_id: doc.text for doc in documents(root, shards, first, k + 1) if doc.doc_id in wanted}
+        if spans and first <= spans[-1][1]:
+            spans[-1][1] = k + 1
+        else:
+            spans.append([first, k + 1])
+    texts: dict[str, str] = {}
+    for first, last in spans:
+        texts |= {doc.doc_id: doc.text for doc in documents(root, shards, first, last) if doc.doc_id in wanted}
     ids = sorted(texts)
     return dict(zip(ids, text_hashes([texts[i] for i in ids]).to_pylist(), strict=True))
 

@@ -48,6 +48,7 @@ def _until_broken(records: Iterator[RawRecord], on_break: Callable[[Exception], 
 def extract_file(item: InputItem, manifest: Manifest, build: Path, deleted: DeletedDocuments | None = None) -> ExtractResult:
     """Read one input file, map it to documents, normalise and filter (and drop ``deleted`` ones); write its documents part and drops."""
     inp = item.file
+    deleted = deleted or DeletedDocuments()  # none: nothing is dropped for it
     limits = Limits.of(manifest.filters)
     docs_out = PartWriter(documents_path(build, item.unit), DOCUMENTS)
     drops_out = PartWriter(build / "dropped" / "extract" / f"{item.unit}.parquet", DROPPED)
@@ -58,8 +59,8 @@ def extract_file(item: InputItem, manifest: Manifest, build: Path, deleted: Dele
     def flush() -> None:
         docs, dropped = records_to_documents(buffer, inp, manifest.domain, limits.max_record_bytes)
         kept, filtered = normalize_and_filter(docs, manifest.filters)
-        kept, denied = deleted.split(kept) if deleted else (kept, None)
-        for table in (dropped, filtered, *([denied] if denied is not None else [])):
+        kept, denied = deleted.split(kept)
+        for table in (dropped, filtered, denied):
             drops_out.write(table)
             count_drops(table, reasons)
         docs_out.write(kept)
