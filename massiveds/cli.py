@@ -13,6 +13,7 @@ import typer
 
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.report import console, table
+from massiveds.core.writer_lock import DEFAULT_WAIT
 
 if TYPE_CHECKING:
     from massiveds.core.catalog import Catalog, RecallRecord
@@ -32,6 +33,26 @@ app = typer.Typer(
 )
 
 
+#: The ``--wait`` of every command that changes a datastore.
+Wait = Annotated[float, typer.Option("--wait", min=0.0, help="seconds to wait for another command changing the datastore "
+                                     "(delete, append, compact, ...) before giving up")]
+
+
+def _writer_waits(seconds: float) -> None:
+    """This command waits ``seconds`` at most for another writer of its datastore, saying whom it waits for."""
+    from massiveds.core.writer_lock import set_wait_policy
+
+    set_wait_policy(seconds, lambda line: console.print(f"[yellow]{line}[/]", highlight=False, soft_wrap=True))
+
+
+def _read_error(exc: Exception, datastore: Path) -> str:
+    """One line for a reader's failure: a file gone because a writer replaced it under the read says so (run it again)."""
+    if isinstance(exc, FileNotFoundError):
+        return (f"{exc.filename}: gone while this command read {datastore}: a writer (compact, retrain) replaced it; run the command "
+                "again (massiveds verify checks the datastore)")
+    return str(exc)
+
+
 def _fail(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)
     raise typer.Exit(code=2)
@@ -44,6 +65,7 @@ def build(
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")] = None,
     force: Annotated[bool, typer.Option("--force", help="delete a previous build in --out and start over")] = False,
     engine: Annotated[Engine, typer.Option(help="ray: stages on Ray (default); local: everything in this process")] = Engine.ray,
+    wait: Wait = DEFAULT_WAIT,
 ) -> None:
     """Build a datastore from manifests; re-running resumes and skips finished stages.
 
@@ -53,6 +75,7 @@ def build(
     from massiveds.core.catalog import read_catalog
     from massiveds.core.manifest import load_manifest
 
+    _writer_waits(wait)
     try:
         loaded = [load_manifest(m) for m in manifests]
         from pipelines.build import build as run_build
@@ -75,8 +98,8 @@ def build(
              ("index", catalog.index.factory), *_recall_row(catalog.recall)]
     if (sp := catalog.sparse) is not None:
         rows.append(("BM25 index", f"{sp.terms:,} terms, {sp.bytes / max(catalog.num_passages, 1):,.0f} bytes/passage"))
-    if nodes := {node for steps in b.nodes.values() for per_node in steps.values() for node in per_node}:
-        rows.append(("ray nodes", len(nodes)))
+    if result.nodes:
+        rows.append(("ray nodes (this run)", result.nodes))
     console.print(table("datastore", ["", "count"], rows))
     if len(catalog.domains) > 1:
         _print_domains("domains", catalog)
@@ -90,11 +113,13 @@ def append(
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")] = None,
     force: Annotated[bool, typer.Option("--force", help="drop an unfinished append of other manifests and start this one")] = False,
     engine: Annotated[Engine, typer.Option(help="ray: stages on Ray (default); local: everything in this process")] = Engine.ray,
+    wait: Wait = DEFAULT_WAIT,
 ) -> None:
     """Add new data as new shards, without retraining: deduplicated against the datastore, its embedder and quantizer; resumable."""
     from massiveds.core.catalog import read_catalog
     from massiveds.core.manifest import load_manifest
 
+    _writer_waits(wait)
     try:
         loaded = [load_manifest(m) for m in manifests]
         from pipelines.append import append as run_append
@@ -263,8 +288,8 @@ def inspect(
         stats = datastore_stats(datastore)
         if plot is not None:
             write_plot(stats, list_sizes(datastore), plot)
-    except MassiveDSError as exc:
-        _fail(str(exc))
+    except (MassiveDSError, FileNotFoundError) as exc:
+        _fail(_read_error(exc, datastore))
         return
     if as_json:
         sys.stdout.write(json.dumps(stats.to_dict(), indent=2) + "\n")
@@ -342,8 +367,8 @@ def subsample(
         with progress() as bar:
             task = bar.add_task("subsample", total=len(parent.shards), rate="")
             catalog = run_subsample(datastore, out, fraction, seed, on_shard=lambda _: bar.update(task, advance=1))
-    except MassiveDSError as exc:
-        _fail(str(exc))
+    except (MassiveDSError, FileNotFoundError) as exc:
+        _fail(_read_error(exc, datastore))
         return
     rows = [(d, parent.domains[d].documents, v.documents, parent.domains[d].passages, v.passages) for d, v in catalog.domains.items()]
     console.print(table(f"subsample {fraction} (seed {seed})", ["domain", "documents before", "after", "passages before", "after"], rows))
@@ -389,8 +414,8 @@ def publish(
             task = bar.add_task("publish", total=None, files="")
             report = run_publish(datastore, dest, include_build=include_build, workers=workers, part_size=size, storage_options=opts,
                                  on_bytes=lambda n: bar.advance(task, n))
-    except MassiveDSError as exc:
-        _fail(str(exc))
+    except (MassiveDSError, FileNotFoundError) as exc:
+        _fail(_read_error(exc, datastore))
         return
     _transfer_summary("publish", report, dest)
 
@@ -401,12 +426,14 @@ def pull(
     directory: Annotated[Path, typer.Argument(help="local directory to create or complete")],
     workers: Workers = 8,
     option: StorageOption = None,
+    wait: Wait = DEFAULT_WAIT,
 ) -> None:
     """Download a published datastore (resumable, every file verified against its sha256, datastore.json last)."""
     from massiveds.core.report import transfer_progress
     from massiveds.ops.publish import pull as run_pull
     from massiveds.ops.publish import storage_options_from
 
+    _writer_waits(wait)
     try:
         opts = storage_options_from(option or [])
         with transfer_progress() as bar:
@@ -794,6 +821,7 @@ def delete(
     match_eval: Annotated[Path | None, typer.Option(help="delete documents containing an item of this eval file (JSONL/Parquet)")] = None,
     fields: Annotated[str, typer.Option(help="--match-eval: comma-separated fields whose text makes an item")] = "question,answer",
     reason: Annotated[str, typer.Option(help="why (kept in the catalog's audit record)")] = "unspecified",
+    wait: Wait = DEFAULT_WAIT,
 ) -> None:
     """Delete documents (all their passages) from every shard at once: searches never return them; `compact` removes them from the files."""
     import time
@@ -802,6 +830,7 @@ def delete(
 
     given = [(how, str(v)) for how, v in (("doc-ids", doc_ids), ("source", source), ("match-eval", match_eval)) if v is not None]
     clock = time.perf_counter()
+    _writer_waits(wait)
     try:
         if len(given) != 1:
             raise MassiveDSError("name exactly one of --doc-ids FILE, --source NAME, --match-eval FILE")
@@ -813,23 +842,28 @@ def delete(
             ("shards touched", f"{len(found.rows):,}"), ("passages deleted before", f"{found.already:,}"),
             ("seconds", f"{time.perf_counter() - clock:.1f}")]
     console.print(table(f"delete {given[0][0]} {given[0][1]}", ["", "value"], rows))
+    if found.finished is not None:
+        console.print(f"finished an interrupted deletion first ({found.finished.selection}: {found.finished.documents:,} documents, "
+                      f"record: {found.finished.table})", highlight=False, soft_wrap=True)
     if record is None:
         console.print("nothing new to delete", highlight=False)
         return
-    console.print(f"searches of {datastore} no longer return them (record: {record.table}); `massiveds compact {datastore}` removes them "
-                  "from the files", highlight=False, soft_wrap=True)
+    console.print(f"searches of {datastore} no longer return them (record: {record.table}); their text stays in the shards' files and in "
+                  f"the build folder's parts until `massiveds compact {datastore}` removes it", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def compact(
     datastore: Annotated[Path, typer.Argument(help="datastore directory")],
     threshold: Annotated[float, typer.Option(help="rewrite shards with more than this share deleted (0: every one with any)")] = 0.0,
+    wait: Wait = DEFAULT_WAIT,
 ) -> None:
     """Remove deleted passages from the files: shards rewritten without them (ids kept), disk reclaimed, `verify` clean."""
     from massiveds.core.report import progress
     from massiveds.ops.compact import compact as compact_datastore
     from massiveds.ops.index_report import human_bytes
 
+    _writer_waits(wait)
     try:
         with progress() as bar:
             task = bar.add_task("compact", total=None, rate="shards")
@@ -849,11 +883,13 @@ def retrain(
     datastore: Annotated[Path, typer.Argument(help="datastore directory with an IVF index and stored vectors")],
     sample: Annotated[int | None, typer.Option(min=1, help="vectors to train on (default: the index plan's train_sample)")] = None,
     seed: Annotated[int, typer.Option(min=0, help="seed of the training sample")] = 0,
+    wait: Wait = DEFAULT_WAIT,
 ) -> None:
     """Train the quantizer again on the datastore's own stored vectors and re-add every shard (no re-embedding), one shard at a time."""
     from massiveds.core.report import progress
     from massiveds.ops.retrain import retrain as retrain_datastore
 
+    _writer_waits(wait)
     try:
         with progress() as bar:
             task = bar.add_task("retrain", total=None, rate="shards")
@@ -867,11 +903,14 @@ def retrain(
 
 
 @app.command("merge-index")
-def merge_index_command(datastore: Annotated[Path, typer.Argument(help="datastore directory with an IVF index")]) -> None:
+def merge_index_command(
+    datastore: Annotated[Path, typer.Argument(help="datastore directory with an IVF index")], wait: Wait = DEFAULT_WAIT
+) -> None:
     """Merge the shards' IVF lists into one memory-mapped on-disk index (merged/), searched instead of the fan-out."""
     from massiveds.ops.index_report import human_bytes
     from massiveds.ops.merge_index import merge_index
 
+    _writer_waits(wait)
     try:
         record = merge_index(datastore)
     except MassiveDSError as exc:

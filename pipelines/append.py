@@ -15,10 +15,11 @@ import uuid
 from pathlib import Path
 
 from massiveds.core.catalog import open_catalog
-from massiveds.core.layout import DatastoreLayout, write_json
+from massiveds.core.layout import DatastoreLayout, read_json, write_json
 from massiveds.core.manifest import LoadedManifest
-from massiveds.core.report import progress
-from pipelines.build import BuildResult, build_lock, claim_record, resumes, run_stages
+from massiveds.core.report import console, progress
+from massiveds.core.writer_lock import locks_datastore
+from pipelines.build import BuildResult, claim_record, resumes, run_stages
 from pipelines.executor import LocalExecutor
 from pipelines.existing import Existing
 from pipelines.manifest_set import ManifestSet
@@ -50,13 +51,28 @@ def work_layout(root: Path) -> DatastoreLayout:
     return DatastoreLayout(root / "build" / "append")
 
 
-def claim(work: DatastoreLayout, manifests: ManifestSet, appends: int) -> None:
-    """Take the append folder for these manifests: new, or an unfinished append of the same ones (which resumes)."""
-    if not resumes(work, manifests, "{root} holds an unfinished append of other manifests ({manifest}); "
-                                    "run that one again to finish it, or add --force to drop it and start this one"):
-        write_json(work.build / "build.json", claim_record(manifests) | {"append_id": f"{appends + 1:05d}-{uuid.uuid4().hex[:8]}"})
+def based_on(existing: Existing) -> dict[str, object]:
+    """What an append's work depends on of the datastore: the quantizer its shards are indexed with, the next id, the deletions."""
+    return {"trained": existing.trained, "first_id": existing.first_id, "deletions": len(existing.catalog.deletions)}
 
 
+def claim(work: DatastoreLayout, manifests: ManifestSet, existing: Existing) -> None:
+    """Take the append folder for these manifests: new, or an unfinished append of the same ones (which resumes).
+
+    An unfinished append whose datastore changed since (a retrain, a delete: other writers may run between a killed append
+    and its re-run) starts over: its new shards would be indexed with another quantizer, or keep deleted documents.
+    """
+    if resumes(work, manifests, "{root} holds an unfinished append of other manifests ({manifest}); "
+                                "run that one again to finish it, or add --force to drop it and start this one"):
+        if read_json(work.build / "build.json").get("based_on") == based_on(existing):
+            return
+        console.print(f"{work.root.parent.parent} changed since this append started: starting it over", highlight=False)
+        shutil.rmtree(work.root)
+    append_id = f"{len(existing.catalog.appends) + 1:05d}-{uuid.uuid4().hex[:8]}"
+    write_json(work.build / "build.json", claim_record(manifests) | {"append_id": append_id, "based_on": based_on(existing)})
+
+
+@locks_datastore("append")
 def append(root: Path, manifests: list[LoadedManifest], address: str | None = None, engine: str = "ray",
            force: bool = False) -> BuildResult:
     """Build ``manifests`` into new shards of the datastore at ``root``, then into its catalog (``force``: drop an unfinished append)."""
@@ -67,12 +83,12 @@ def append(root: Path, manifests: list[LoadedManifest], address: str | None = No
     work = work_layout(root)
     if force and work.root.exists():
         shutil.rmtree(work.root)
-    with build_lock(work.build), progress() as bar:
-        claim(work, mset, len(existing.catalog.appends))
+    with progress() as bar:
+        claim(work, mset, existing)
         executor = LocalExecutor(work.build, bar) if engine == "local" else RayExecutor(work.build, bar, address)
         try:
             run_stages(BuildContext(mset, work, existing=existing), executor, APPEND_STAGES)
         finally:
             executor.close()
     shutil.rmtree(work.root, ignore_errors=True)
-    return BuildResult(DatastoreLayout(root), executor.reports)
+    return BuildResult(DatastoreLayout(root), executor.reports, len(executor.cluster_nodes))

@@ -8,13 +8,9 @@ earlier stages' records from the build context.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import re
 import shutil
-import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +19,7 @@ from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import DatastoreLayout, read_json, write_json
 from massiveds.core.manifest import LoadedManifest
 from massiveds.core.report import progress
+from massiveds.core.writer_lock import LOCK_FILE, writer_lock
 from pipelines.executor import Executor, LocalExecutor, StageReport
 from pipelines.manifest_set import ManifestSet
 from pipelines.ray_executor import RayExecutor
@@ -58,27 +55,8 @@ class BuildResult:
 
     layout: DatastoreLayout
     reports: list[StageReport]
-
-
-@contextlib.contextmanager
-def build_lock(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder/lock`` for one builder; the OS releases it if the builder dies."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "lock", "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            raise MassiveDSError(f"{folder.parent} is being built by {holder}; wait for it to finish or stop it") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    #: The nodes of the Ray cluster this run used (0: it started none, every stage was done or ran locally).
+    nodes: int = 0
 
 
 def resumes(layout: DatastoreLayout, manifests: ManifestSet, other: str) -> bool:
@@ -102,7 +80,7 @@ def claim_directory(layout: DatastoreLayout, manifests: ManifestSet) -> None:
     if resumes(layout, manifests, "{root} holds a build of another manifest ({manifest}, changed since?); "
                                   "use a new --out, or --force to start this one over"):
         return
-    if layout.root.exists() and any(layout.root.iterdir()):
+    if layout.root.exists() and any(p.name != LOCK_FILE for p in layout.root.iterdir()):
         raise MassiveDSError(f"{layout.root} exists and is not a massiveds build; choose an empty or new --out")
     write_json(layout.build / "build.json", claim_record(manifests))
 
@@ -185,17 +163,19 @@ def build(
             "build there, then copy it to object storage with `massiveds publish`"
         )
     mset = ManifestSet.of(manifests)
-    if force and out.exists():
-        if not (out / "build" / "build.json").is_file() and any(out.iterdir()):
-            raise MassiveDSError(f"{out} is not a massiveds build; refusing to delete it with --force")
-        shutil.rmtree(out)
+    if force and out.exists() and not (out / "build" / "build.json").is_file() and any(p.name != LOCK_FILE for p in out.iterdir()):
+        raise MassiveDSError(f"{out} is not a massiveds build; refusing to delete it with --force")
     layout = DatastoreLayout(out)
     input_items(mset)  # missing local sources fail before anything is written
-    claim_directory(layout, mset)
-    with build_lock(layout.build), progress() as bar:
-        executor = LocalExecutor(layout.build, bar) if engine == "local" else RayExecutor(layout.build, bar, address)
-        try:
-            run_stages(BuildContext(mset, layout), executor, stages)
-        finally:
-            executor.close()
-    return BuildResult(layout, executor.reports)
+    with writer_lock(out, "build"):
+        if force:
+            for path in [p for p in out.iterdir() if p.name != LOCK_FILE]:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        claim_directory(layout, mset)
+        with progress() as bar:
+            executor = LocalExecutor(layout.build, bar) if engine == "local" else RayExecutor(layout.build, bar, address)
+            try:
+                run_stages(BuildContext(mset, layout), executor, stages)
+            finally:
+                executor.close()
+    return BuildResult(layout, executor.reports, len(executor.cluster_nodes))

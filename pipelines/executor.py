@@ -115,6 +115,8 @@ class Executor(ABC):
     def __init__(self, build: Path, progress: Progress) -> None:
         self.build, self.progress = build, progress
         self.reports: list[StageReport] = []
+        #: The Ray nodes this run's cluster had (alive when Ray started or closed); empty when no cluster was started.
+        self.cluster_nodes: set[str] = set()
         #: set when the build is interrupted (Ctrl-C): the running stages stop after the unit each is waiting for
         self.interrupted = threading.Event()
         self._running = Running()

@@ -93,6 +93,13 @@ def ray_runtime(address: str | None = None) -> Iterator[None]:
             ray.shutdown()
 
 
+def alive_nodes() -> set[str]:
+    """The ids of the cluster's nodes alive now."""
+    import ray
+
+    return {str(n["NodeID"]) for n in ray.nodes() if n["Alive"]}
+
+
 def current_node() -> str:
     """The id of the Ray node this code runs on."""
     import ray
@@ -185,9 +192,11 @@ class RayExecutor(Executor):
             if self._ray is None:
                 self._ray = contextlib.ExitStack()
                 self._ray.enter_context(ray_runtime(self.address))
+                self.cluster_nodes |= alive_nodes()
 
     def close(self) -> None:
         if self._ray is not None:
+            self.cluster_nodes |= alive_nodes()
             self._ray.close()
             self._ray = None
 

@@ -27,6 +27,7 @@ from massiveds.core.catalog import read_catalog, write_catalog
 from massiveds.core.layout import sha256_file
 from massiveds.core.manifest import Sparse
 from massiveds.core.passages import PassageFile
+from massiveds.core.writer_lock import writer_lock
 from massiveds.encode.sparse import CorpusStats, CountFiles, count_shard, index_shards
 from massiveds.ops.stats import RECALL_DROP_WARNING, recall_warning
 from massiveds.store.datastore import Datastore
@@ -151,7 +152,8 @@ def test_bm25_after_an_append_scores_as_if_every_shard_had_the_datastores_statis
         count_shard(PassageFile(ref / "shards" / s.name / "passages.arrow").iter_column("text"), spec.tokenizer, c)
     stats = CorpusStats(catalog.sparse.passages, catalog.sparse.avg_length)
     index_shards(counts, [ref / "shards" / s.name for s in catalog.shards], [c.vocab for c in counts], stats, spec, tmp_path / "work")
-    write_catalog(ref, catalog.but(sparse=catalog.sparse.but(live_idf=False)))
+    with writer_lock(ref, "test"):
+        write_catalog(ref, catalog.but(sparse=catalog.sparse.but(live_idf=False)))
     queries = ["a program so badly written that nobody can maintain it", "hacker humour", "mumble frotz", "the kernel of an OS"]
     live, rescored = Datastore.open(ds_path), Datastore.open(ref)
     (live_scores, live_ids), (ref_scores, ref_ids) = live.search_sparse(queries, 20), rescored.search_sparse(queries, 20)
@@ -196,7 +198,8 @@ def test_append_refuses_another_embedder_in_one_line(base: Path, new_manifest: P
 def test_append_refuses_to_skip_an_eval_set_the_datastore_was_cleaned_of(base: Path, new_manifest: Path, tmp_path: Path) -> None:
     ds = Path(shutil.copytree(base, tmp_path / "ds"))
     catalog = read_catalog(ds)
-    write_catalog(ds, catalog.but(build=catalog.build.but(decontamination={"squad-dev": {"items": 3}})))
+    with writer_lock(ds, "test"):
+        write_catalog(ds, catalog.but(build=catalog.build.but(decontamination={"squad-dev": {"items": 3}})))
     failed = cli("append", str(ds), str(new_manifest), check=False)
     assert failed.returncode != 0 and "squad-dev" in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
 

@@ -14,6 +14,7 @@ from bench.vectorstore import clustered_vectors, write_vector_datastore
 from massiveds.core.catalog import DomainTotals, ShardRecord, catalog_text, open_catalog, read_catalog, write_catalog
 from massiveds.core.errors import DatastoreError
 from massiveds.core.manifest import Index
+from massiveds.core.writer_lock import writer_lock
 from massiveds.encode.index import plan_index
 from massiveds.ops.merge import merge
 from massiveds.ops.merge_index import merge_index
@@ -127,7 +128,8 @@ def test_a_changed_record_keeps_its_order() -> None:
 def test_write_catalog_writes_what_it_read(tmp_path: Path) -> None:
     root = make_datastore(tmp_path / "ds")
     raw = (root / "datastore.json").read_text()
-    write_catalog(root, open_catalog(root))
+    with writer_lock(root, "test"):
+        write_catalog(root, open_catalog(root))
     assert (root / "datastore.json").read_text() == raw and verify(root) == []
 
 

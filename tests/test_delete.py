@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import zstandard
 
 from massiveds.core.catalog import read_catalog
 from massiveds.core.errors import MassiveDSError
@@ -18,6 +23,7 @@ from massiveds.evaluate.experiment import EvalPlan, evaluate
 from massiveds.ops.compact import compact
 from massiveds.ops.delete import Selection, delete_documents, deleted_documents
 from massiveds.store.datastore import Datastore
+from tests.helpers import EXAMPLE
 from tests.helpers import massiveds as cli
 from tests.test_serve import running_server
 
@@ -90,7 +96,6 @@ def test_a_running_server_stops_returning_deleted_passages(ds_path: Path, tmp_pa
 def test_compact_removes_deleted_passages_keeps_ids_and_results(ds_path: Path, tmp_path: Path) -> None:
     ds = Datastore.open(ds_path)
     victims = sorted({h["doc_id"] for hits in ds.search(QUERIES, k=3, mode="dense") for h in hits})
-    texts = [h["text"] for hits in ds.search(QUERIES, k=3, mode="dense") for h in hits]
     (tmp_path / "ids.txt").write_text("\n".join(victims))
     record, found = delete_documents(ds_path, Selection("doc-ids", str(tmp_path / "ids.txt")), "test")
     assert record is not None
@@ -105,12 +110,9 @@ def test_compact_removes_deleted_passages_keeps_ids_and_results(ds_path: Path, t
     assert ": ok" in cli("verify", str(ds_path)).stderr
     catalog = json.loads((ds_path / "datastore.json").read_text())
     assert catalog["domains"]["wiki"]["passages"] == ds.num_passages == sum(s["count"] for s in catalog["shards"])
-    for shard in catalog["shards"]:
-        assert "deleted" not in shard
-        raw = (ds_path / "shards" / shard["name"] / "passages.arrow").read_bytes()
-        assert not any(t.encode() in raw for t in texts if t)  # the deleted text is gone from the files
+    assert all("deleted" not in shard for shard in catalog["shards"])
     compacted = [s for s in catalog["shards"] if s["name"] in found.rows]
-    assert all(s["id_span"] > s["count"] and (ds_path / "shards" / s["name"] / "ids.npy").is_file() for s in compacted)
+    assert all(s["id_span"] > s["count"] and (ds_path / s["folder"] / "ids.npy").is_file() for s in compacted)
     assert Datastore.open(ds_path).has_passage(int(max(want["dense"][0])[0]))
     out = json.loads(cli("eval-recall", str(ds_path), "--queries", "50", "--k", "10", "--json").stdout)
     assert out["rows"][0]["recall"]["10"] > 0.9
@@ -135,6 +137,55 @@ def test_delete_by_source_and_by_eval_match(ds_path: Path, tmp_path: Path) -> No
     catalog = json.loads((ds_path / "datastore.json").read_text())
     assert [d["selection"].split()[0] for d in catalog["deletions"]] == ["source", "match-eval"]
     assert catalog["deletions"][1]["documents"] == 1
+
+
+def file_texts(root: Path) -> dict[str, str]:
+    """The text of every file under ``root``, read back as a reader of its format would: Parquet and Arrow tables (their
+    compressed columns decompressed), zstd and gzip streams decompressed, anything else as its bytes (UTF-8, lossy)."""
+    out = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        raw = path.read_bytes()
+        if raw.startswith(b"PAR1"):
+            tables = [pq.read_table(path)]
+        elif raw.startswith(b"ARROW1"):
+            tables = [pa.ipc.open_file(pa.BufferReader(raw)).read_all()]
+        else:
+            tables = []
+            if raw.startswith(b"\x28\xb5\x2f\xfd"):
+                raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read()
+            elif raw.startswith(b"\x1f\x8b"):
+                raw = gzip.decompress(raw)
+        text = "\n".join(str(v) for t in tables for c in t.columns for v in c.to_pylist()) if tables else raw.decode("utf-8", "replace")
+        out[str(path.relative_to(root))] = text
+    return out
+
+
+def holding(root: Path, needles: list[str]) -> set[str]:
+    """The files under ``root`` that hold any of ``needles``."""
+    return {rel for rel, text in file_texts(root).items() if any(n in text for n in needles)}
+
+
+def test_a_takedown_leaves_no_copy_of_the_text_anywhere_in_the_datastore_folder(ds_path: Path, tmp_path: Path) -> None:
+    """delete then compact: the deleted documents' text is in no file under the folder (build parts included), read back decompressed."""
+    ds = Datastore.open(ds_path)
+    hits = ds.search(QUERIES[:2], k=2, mode="dense")
+    victims = sorted({h["doc_id"] for q in hits for h in q})
+    needles = sorted({p["text"][:160] for s in ds.shards for p in s.passages.read_all().to_pylist()
+                      if p["doc_id"] in victims})  # the start of each passage as it stands in the document: found only where the text is
+    assert all(len(n) >= 100 for n in needles)
+    before = holding(ds_path, needles)
+    assert any(r.startswith("shards/") for r in before)  # the control: the same reader finds the text before the takedown
+    assert {"documents", "passages"} <= {Path(r).parts[1] for r in before if r.startswith("build/")}
+    (tmp_path / "ids.txt").write_text("\n".join(victims))
+    out = cli("delete", str(ds_path), "--doc-ids", str(tmp_path / "ids.txt"), "--reason", "takedown")
+    assert "their text stays in the shards' files and in the build folder's parts until" in " ".join(out.stderr.split())
+    assert holding(ds_path, needles)  # tombstoned, not yet removed: what delete says
+    cli("compact", str(ds_path))
+    assert holding(ds_path, needles) == set()
+    assert (ds_path / "build" / "build.json").is_file() and list((ds_path / "build" / "dropped").rglob("*.parquet"))
+    assert ": ok" in cli("verify", str(ds_path)).stderr
+    again = cli("build", str(EXAMPLE), "--out", str(ds_path))  # the build stays finished: nothing is redone from the purged parts
+    assert "skipped (done)" in again.stderr and not re.search(r"│\s*ran\s*│", again.stderr)
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -165,20 +216,26 @@ def test_ids_of_no_document_and_merged_in_place_shards_are_refused(ds_path: Path
     assert [h for h in hits if h["source"] == "foldoc"]  # the other source's copy of them stays
 
 
-def test_an_interrupted_compaction_is_put_back_then_finished(ds_path: Path, tmp_path: Path) -> None:
+def test_what_a_killed_compaction_leaves_is_removed_by_the_next(ds_path: Path, tmp_path: Path) -> None:
+    """Killed before its catalog switch: a staged folder and an installed one the catalog does not name; after: the old folder."""
     ds = Datastore.open(ds_path)
     doc = ds.search(QUERIES[0], k=1, mode="dense")[0]["doc_id"]
     (tmp_path / "ids.txt").write_text(doc + "\n")
     _, found = delete_documents(ds_path, Selection("doc-ids", str(tmp_path / "ids.txt")), "x")
     (name,) = found.rows
     shards = ds_path / "shards"
-    (shards / name).rename(shards / f".{name}.old")  # killed between the two renames
-    (shards / f".{name}.compact").mkdir()
+    shutil.copytree(shards / name, shards / f"{name}.v1")  # renamed into place, catalog not switched yet
+    (shards / f".{name}.v1.tmp").mkdir()  # and a staged one
+    before = ranked(Datastore.open(ds_path), mode="hybrid")
+    assert ranked(Datastore.open(ds_path), mode="hybrid") == before  # readers go by the catalog: the leftovers are not seen
     reports = compact(ds_path)
-    assert [r.shard for r in reports] == [name] and not list(shards.glob(".*"))
+    assert [r.shard for r in reports] == [name] and sorted(p.name for p in shards.iterdir() if name in p.name) == [f"{name}.v1"]
+    assert read_catalog(ds_path).shards[[s.name for s in read_catalog(ds_path).shards].index(name)].folder == f"shards/{name}.v1"
     assert ": ok" in cli("verify", str(ds_path)).stderr
     assert doc not in {h["doc_id"] for hits in Datastore.open(ds_path).search(QUERIES, k=10) for h in hits}
-    assert np.load(shards / name / "ids.npy").dtype == np.int64
+    assert np.load(shards / f"{name}.v1" / "ids.npy").dtype == np.int64
+    shutil.copytree(shards / f"{name}.v1", shards / name)  # killed after the switch, before the old folder went
+    assert compact(ds_path) == [] and not (shards / name).exists() and ": ok" in cli("verify", str(ds_path)).stderr
 
 
 def test_a_merge_carries_its_sources_deletions(ds_path: Path, example_datastore: Path, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import zstandard
 from massiveds.core.catalog import CHECKSUMS, FileRecord, catalog_text, open_catalog, read_catalog, write_catalog
 from massiveds.core.manifest import Sparse
 from massiveds.core.passages import PassageFile
+from massiveds.core.writer_lock import writer_lock
 from massiveds.encode.sparse import (
     CorpusStats,
     CountFiles,
@@ -105,7 +106,8 @@ def appended(example_datastore: Path, tmp_path_factory: pytest.TempPathFactory) 
     index_shards([counts[s.name] for s in new], [folders[s.name] for s in new], vocabs, CorpusStats(sparse.passages, sparse.avg_length),
                  spec, work / "new")
     records = [s.but(files={name: FileRecord.of(folders[s.name] / name) for name in s.files}) for s in catalog.shards]
-    write_catalog(root, catalog.but(shards=records, sparse=sparse.but(live_idf=True)))
+    with writer_lock(root, "test"):
+        write_catalog(root, catalog.but(shards=records, sparse=sparse.but(live_idf=True)))
     (root / CHECKSUMS).unlink(missing_ok=True)
     return root
 

@@ -17,6 +17,8 @@ and ``recall``.
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +41,11 @@ from massiveds.core.errors import DatastoreError
 from massiveds.core.layout import CATALOG, FORMAT_VERSION, TRAINED_INDEX, atomic_path, file_record
 from massiveds.core.manifest import SparseTokenizer
 from massiveds.core.safe_paths import UnsafePathError, check_name, check_relpath, inside, safe_join
+from massiveds.core.writer_lock import require_writer
 
 CHECKSUMS = "checksums.json"
+#: The folder of a shard ``massiveds compact`` rewrote: a new folder for every rewrite, so a reader never sees one half-swapped.
+COMPACTED = re.compile(r"shards/(.+)\.v([1-9][0-9]*)")
 
 #: A JSON number as written: an int stays an int (``1``, not ``1.0``), so a catalog written back is the same text.
 Measure: TypeAlias = int | float
@@ -138,7 +143,8 @@ class ShardRecord(Record):
     tokens: int = 0
     #: Documents whose first passage is in the shard (written by subsample and merge --copy).
     documents: int | None = None
-    #: Folder of a shard merged in place, relative to the datastore (may climb out of it); absent: ``shards/<name>``.
+    #: Folder of a shard merged in place, relative to the datastore (may climb out of it), or of a compacted shard
+    #: (``shards/<name>.v<n>``); absent: ``shards/<name>``.
     folder: str | None = None
     #: Added to the ids stored in the shard's files to give the datastore's (a shard merged in place keeps its source's ids).
     id_offset: int = 0
@@ -157,6 +163,17 @@ class ShardRecord(Record):
     def id_end(self) -> int:
         """One past the shard's last passage id."""
         return self.id_start + (self.id_span if self.id_span is not None else self.count)
+
+    @property
+    def generation(self) -> int:
+        """How many times ``massiveds compact`` rewrote the shard: its folder is ``shards/<name>.v<generation>`` (0: ``shards/<name>``)."""
+        found = COMPACTED.fullmatch(self.folder or "")
+        return int(found.group(2)) if found and found.group(1) == self.name else 0
+
+    @property
+    def elsewhere(self) -> bool:
+        """Whether the shard's folder is another datastore's (merged in place), not one of this datastore's ``shards/``."""
+        return self.folder is not None and not self.generation
 
     def folder_rel(self) -> str:
         """The shard's folder relative to the datastore: ``shards/<name>``, or the ``folder`` it references (names checked)."""
@@ -440,9 +457,21 @@ def catalog_text(catalog: Catalog) -> str:
 
 
 def write_catalog(root: Path, catalog: Catalog) -> None:
-    """Write ``catalog`` as ``root/datastore.json``, atomically."""
+    """Write ``catalog`` as ``root/datastore.json``, atomically; only under the datastore's writer lock."""
+    write_catalog_bytes(root, catalog_text(catalog).encode())
+
+
+def write_catalog_bytes(root: Path, raw: bytes) -> None:
+    """Write ``raw`` (a catalog as published) as ``root/datastore.json``, atomically; only under the datastore's writer lock."""
+    require_writer(root, f"writing {CATALOG}")
     with atomic_path(root / CATALOG) as tmp:
-        tmp.write_text(catalog_text(catalog))
+        tmp.write_bytes(raw)
+
+
+def install_catalog(staged: Path, root: Path) -> None:
+    """Move a catalog written elsewhere (a build's, a pull's) into place as ``root/datastore.json``; only under the writer lock."""
+    require_writer(root, f"writing {CATALOG}")
+    os.replace(staged, root / CATALOG)
 
 
 def catalog_files(catalog: Catalog) -> list[Expected]:
@@ -486,7 +515,7 @@ def check_paths(root: Path, catalog: Catalog, listing: dict[str, Any] | None) ->
     try:
         for shard in catalog.shards:
             folder = root / shard.folder_rel()  # checks the shard's name too
-            if shard.folder is None:
+            if not shard.elsewhere:
                 inside(folder, root, f"shard {shard.name}:")
             for name in shard.files:
                 inside(folder / check_name(name, f"shard {shard.name}: file name"), folder, f"shard {shard.name}: file")

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,28 @@ DONE_MARKER = "_SUCCESS.json"
 def tmp_name(path: Path) -> Path:
     """A unique temporary sibling of ``path`` (same folder, so the final rename is atomic)."""
     return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+
+
+TEMPORARY = re.compile(r"\..+\.tmp-[0-9a-f]{12}")
+
+
+def remove_temporaries(root: Path, skip: tuple[str, ...] = ("build",)) -> list[Path]:
+    """Remove what ``atomic_path`` left under ``root`` when its writer was killed (outside the folders ``skip``); those removed.
+
+    Only safe while no writer works there: a datastore's writer calls it holding the writer lock.
+    """
+    removed = []
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        if here == root:
+            dirs[:] = [d for d in dirs if d not in skip]
+        for name in [*dirs, *files]:
+            if TEMPORARY.fullmatch(name):
+                path = here / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                removed.append(path)
+        dirs[:] = [d for d in dirs if not TEMPORARY.fullmatch(d)]
+    return removed
 
 
 @contextlib.contextmanager

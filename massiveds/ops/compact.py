@@ -7,9 +7,12 @@ deletion left gaps, and its record's ``id_span`` keeps the ids it covered). The 
 in the datastore afterwards, except in shards under the threshold (``--threshold 0``, the default, leaves
 none).
 
-Each shard is written into ``shards/.<name>.compact``, swapped with its folder (the old one goes to
-``shards/.<name>.old``), and the catalog is rewritten after each shard; a crash between the two renames
-leaves the old folder aside, which the next ``compact`` puts back before anything else.
+Each shard is written into its next folder and the catalog switched to it, shard by shard
+(``massiveds.ops.shard_folders``): readers never see a shard half-swapped, and a killed compaction leaves only
+folders the next one removes.
+
+The takedown: a compaction also removes what the build folder keeps of the text (``purge_build_text``): its parts
+(documents, passages, downloaded inputs, work files), keeping its records and drop tables (ids and digests, no text).
 """
 
 from __future__ import annotations
@@ -23,8 +26,12 @@ import numpy as np
 
 from massiveds.core.catalog import CHECKSUMS, Catalog, DomainTotals, ShardRecord, open_catalog, write_catalog
 from massiveds.core.errors import MassiveDSError
+from massiveds.core.layout import CATALOG, DONE_MARKER, DatastoreLayout
 from massiveds.core.passages import PassageFile
+from massiveds.core.writer_lock import locks_datastore
 from massiveds.ops.delete import require_recorded_deletions
+from massiveds.ops.merge_index import remove_unnamed_merged
+from massiveds.ops.shard_folders import install, remove_replaced, staging
 from massiveds.ops.subsample import rewrite_shard
 from massiveds.ops.verify import require_catalog_files
 
@@ -42,48 +49,49 @@ class Compacted:
     bytes_after: int
 
 
+@locks_datastore("compact")
 def compact(root: Path, threshold: float = 0.0, on_shard: Callable[[Compacted, int], None] | None = None) -> list[Compacted]:
     """Rewrite every shard of ``root`` with more than ``threshold`` of its passages deleted (``on_shard``: each done, of how many)."""
     if not 0 <= threshold < 1:
         raise MassiveDSError(f"--threshold is the deleted share above which a shard is rewritten, in [0, 1); got {threshold}")
-    _restore_interrupted(root)
     catalog = open_catalog(root)
+    remove_replaced(root, catalog)
+    remove_unnamed_merged(root, catalog)
     require_recorded_deletions(root, catalog)
     due = [s for s in catalog.shards if s.deleted and s.deleted / s.count > threshold]
     for shard in due:
-        if shard.folder is not None:
+        if shard.elsewhere:
             raise MassiveDSError(f"shard {shard.name} lives in another datastore ({shard.folder}, merged in place): compact that one")
     require_catalog_files(root, catalog, "compact")
     done = []
     for shard in due:
         record, report = _compact_shard(root, shard, catalog.sparse is not None)
-        catalog = _with_shard(catalog, shard, record, report)
+        catalog = _with_shard(catalog, shard, record, report).but(drop=["merged"])  # its lists hold the removed passages
         write_catalog(root, catalog)
-        shutil.rmtree(root / "shards" / f".{shard.name}.old")
+        shutil.rmtree(root / shard.folder_rel())  # no reader opens it from here on: the catalog names the new one
         (root / CHECKSUMS).unlink(missing_ok=True)  # it lists the files as published; this copy no longer is that
         done.append(report)
         if on_shard is not None:
             on_shard(report, len(due))
+    remove_unnamed_merged(root, catalog)
+    if catalog.deletions:
+        purge_build_text(DatastoreLayout(root))
     return done
 
 
 def _compact_shard(root: Path, shard: ShardRecord, bm25: bool) -> tuple[ShardRecord | None, Compacted]:
-    """Write the shard without its deleted passages and swap it in; its new record (None: nothing was left)."""
+    """Write the shard without its deleted passages into its next folder; its new record (None: nothing was left)."""
     folder = root / shard.folder_rel()
-    staged, old = folder.parent / f".{shard.name}.compact", folder.parent / f".{shard.name}.old"
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir()
+    staged = staging(root, shard)
     keep = np.ones(shard.count, dtype=bool)  # rewrite_shard leaves the deleted rows out
     record = rewrite_shard(folder, staged, shard, keep, None, root / shard.trained_rel(), bm25=bm25)
     documents = count_documents(PassageFile(folder / "passages.arrow"))
     before, after = sum(f.bytes for f in shard.files.values()), sum(f.bytes for f in record.files.values()) if record.count else 0
     report = Compacted(shard.name, shard.count, record.count, documents, record.documents or 0, before, after)
-    folder.rename(old)
-    if record.count:
-        staged.rename(folder)
-        return record, report
-    shutil.rmtree(staged)
-    return None, report
+    if not record.count:
+        shutil.rmtree(staged)
+        return None, report
+    return install(root, staged, shard, record), report
 
 
 def _with_shard(catalog: Catalog, shard: ShardRecord, record: ShardRecord | None, report: Compacted) -> Catalog:
@@ -96,17 +104,33 @@ def _with_shard(catalog: Catalog, shard: ShardRecord, record: ShardRecord | None
     return catalog.but(shards=[s for s in shards if s is not None], domains=catalog.domains | {shard.domain: domain})
 
 
-def _restore_interrupted(root: Path) -> None:
-    """Put back a shard folder a crashed compaction left aside (``.<name>.old`` without ``<name>``)."""
-    shards = root / "shards"
-    for old in sorted(shards.glob(".*.old")) if shards.is_dir() else []:
-        name = old.name[1 : -len(".old")]
-        if not (shards / name).exists():
-            old.rename(shards / name)
-        else:
-            shutil.rmtree(old)
-    for staged in sorted(shards.glob(".*.compact")) if shards.is_dir() else []:
-        shutil.rmtree(staged)
+#: What a finished build folder keeps after a takedown: its records and drop tables (ids, reasons and digests; never text).
+BUILD_KEEPS = ("build.json", DONE_MARKER)
+
+
+def purge_build_text(layout: DatastoreLayout) -> list[Path]:
+    """Remove every file of a finished build's folder that may hold document text; the files removed.
+
+    Kept: ``build.json``, the stage and unit records (``_SUCCESS.json``: counts and settings), the drop tables under
+    ``build/dropped/`` (the build's ``dropped`` schema: ids, reasons, no text) and logs. The rest (documents and
+    passages parts, downloaded inputs, dedup and near-dedup work files, and whatever a later stage writes there) goes,
+    so a takedown leaves no copy of the text in the datastore folder. The build stays finished (its records say every
+    stage is done); ``build --force`` builds it again from the sources.
+    """
+    build = layout.build
+    if not (layout.root / CATALOG).is_file() or not build.is_dir():
+        return []
+    removed = []
+    for path in sorted(p for p in build.rglob("*") if p.is_file()):
+        rel = path.relative_to(build)
+        if path.name in BUILD_KEEPS or (rel.parts[0] in ("dropped", "logs") and path.suffix in (".parquet", ".log")):
+            continue
+        path.unlink()
+        removed.append(path)
+    for folder in sorted((p for p in build.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return removed
 
 
 def count_documents(passages: PassageFile) -> int:

@@ -7,12 +7,13 @@ spans. Every passage of a selected document goes.
 
 **Tombstones.** A shard with deleted passages holds ``deleted.npy``, its deleted rows (sorted int64), which
 every reader (search, eval, subsample, merge, serve) excludes; ``massiveds compact`` then removes them
-from the files. The tombstones are written shard by shard (each atomically), then the catalog: the
+from the files. A deletion writes its table first, ``deletions/<n>.parquet`` (the deleted documents' ids,
+sources and text digests, never their text, by which ``massiveds append`` keeps them out:
+``massiveds.clean.deleted``), then the tombstones shard by shard (each atomically), then the catalog: the
 shards' ``deleted`` counts and file records, and a ``deletions`` record (when, by whom, why, what was
-selected, counts) pointing at ``deletions/<n>.parquet``, the deleted documents' ids, sources and text
-digests (never their text), by which ``massiveds append`` keeps them out (``massiveds.clean.deleted``).
-Readers take the tombstones they find, so a crash between the two leaves more deleted, never less; the
-same command run again completes the record.
+selected, counts) naming the table. Readers take the tombstones they find, so a kill in between leaves more
+deleted, never less; the next delete (the same command run again, or any other) finds the table the catalog
+does not name yet and finishes that deletion first. It all runs under the datastore's writer lock.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from massiveds.core.errors import DatastoreError, MassiveDSError
 from massiveds.core.layout import atomic_path, write_array
 from massiveds.core.manifest import Decontaminate
 from massiveds.core.passages import PassageFile
+from massiveds.core.writer_lock import locks_datastore
 from massiveds.store.documents import documents
 from massiveds.store.shard import DELETED, deleted_mask
 
@@ -62,39 +64,75 @@ class Deleted:
     rows: dict[str, np.ndarray]
     documents: list[tuple[str, str]]
     already: int
+    #: An interrupted deletion this one finished first.
+    finished: DeletionRecord | None = None
 
     @property
     def passages(self) -> int:
         return sum(len(r) for r in self.rows.values())
 
 
+@locks_datastore("delete")
 def delete_documents(root: Path, selection: Selection, reason: str) -> tuple[DeletionRecord | None, Deleted]:
-    """Delete the documents ``selection`` names from the datastore at ``root``; the catalog's new record (None: nothing new)."""
+    """Delete the documents ``selection`` names from the datastore at ``root``; the catalog's new record (None: nothing new).
+
+    A deletion killed before its catalog was written is finished first (``Deleted.finished``), by whichever delete comes next.
+    """
     catalog = open_catalog(root)
     for shard in catalog.shards:
-        if shard.folder is not None:
+        if shard.elsewhere:
             raise MassiveDSError(f"shard {shard.name} of {root} lives in another datastore ({shard.folder}, merged in place): delete "
                                  "there (this datastore sees it), or merge with --copy")
+    catalog, finished = _finish_interrupted(root, catalog)
     wanted = _wanted_documents(root, catalog, selection)
     found = find_rows(root, catalog, wanted)
+    found.finished = finished
     if not found.documents:
         return None, found
+    table = _table_name(catalog)
+    _write_table(root / table, found.documents, _text_digests(root, catalog, found), reason, selection.describe())
+    return _commit(root, catalog, table, found.rows), found
+
+
+def _table_name(catalog: Catalog) -> str:
+    return f"deletions/{len(catalog.deletions) + 1:05d}.parquet"
+
+
+def _commit(root: Path, catalog: Catalog, table: str, rows: dict[str, np.ndarray]) -> DeletionRecord:
+    """Tombstone ``rows`` (per shard) and record the deletion whose table is written: the catalog, switched last."""
     shards = {s.name: s for s in catalog.shards}
     changed = {}
-    for name, rows in found.rows.items():
+    for name, new in rows.items():
         folder = root / shards[name].folder_rel()
-        union = np.union1d(np.flatnonzero(deleted_mask(folder, shards[name].count)), rows).astype(np.int64)
+        union = np.union1d(np.flatnonzero(deleted_mask(folder, shards[name].count)), new).astype(np.int64)
         write_array(folder / DELETED, union)
         changed[name] = shards[name].but(deleted=len(union), files=shards[name].files | {DELETED: FileRecord.of(folder / DELETED)})
-    number = len(catalog.deletions) + 1
-    table = f"deletions/{number:05d}.parquet"
-    _write_table(root / table, found.documents, _text_digests(root, catalog, found), reason, selection)
-    record = DeletionRecord(at=utc_now(), by=who(), reason=reason,
-                            selection=selection.describe(), documents=len(found.documents), passages=found.passages,
-                            shards=sorted(changed), table=table, file=FileRecord.of(root / table))
+    written = pq.read_table(root / table, columns=["doc_id", "reason", "detail"])
+    record = DeletionRecord(at=utc_now(), by=who(), reason=written["reason"][0].as_py(), selection=written["detail"][0].as_py(),
+                            documents=written.num_rows, passages=sum(len(r) for r in rows.values()), shards=sorted(changed), table=table,
+                            file=FileRecord.of(root / table))
     write_catalog(root, catalog.but(shards=[changed.get(s.name, s) for s in catalog.shards], deletions=[*catalog.deletions, record]))
     (root / CHECKSUMS).unlink(missing_ok=True)  # it lists the files as published; this copy no longer is that
-    return record, found
+    return record
+
+
+def _finish_interrupted(root: Path, catalog: Catalog) -> tuple[Catalog, DeletionRecord | None]:
+    """Finish a deletion killed after it wrote its table (the first thing it writes) and before its catalog: the catalog after.
+
+    Its documents were all live before it (a deletion lists only documents it newly deletes), so every row of them is its to
+    tombstone, whether the killed run got to it or not.
+    """
+    table = _table_name(catalog)
+    if not (root / table).is_file():
+        return catalog, None
+    ids = set(pq.read_table(root / table, columns=["doc_id"])["doc_id"].to_pylist())
+    rows = {}
+    for shard in catalog.shards:
+        hit = np.flatnonzero(np.isin(_column(root, shard, "doc_id"), list(ids)))
+        if len(hit):
+            rows[shard.name] = hit
+    record = _commit(root, catalog, table, rows)
+    return open_catalog(root), record
 
 
 def _wanted_documents(root: Path, catalog: Catalog, selection: Selection) -> set[str] | str:
@@ -184,11 +222,11 @@ def _text_digests(root: Path, catalog: Catalog, found: Deleted) -> dict[str, byt
     return dict(zip(ids, text_hashes([texts[i] for i in ids]).to_pylist(), strict=True))
 
 
-def _write_table(path: Path, documents: list[tuple[str, str]], digests: dict[str, bytes], reason: str, selection: Selection) -> None:
+def _write_table(path: Path, documents: list[tuple[str, str]], digests: dict[str, bytes], reason: str, selection: str) -> None:
     """The deleted documents as drop records (the build's ``dropped`` schema) with their text digests: no text."""
     n = len(documents)
     table = pa.table({"doc_id": [d for d, _ in documents], "source": [s for _, s in documents], "stage": ["delete"] * n,
-                      "reason": [reason] * n, "duplicate_of": pa.nulls(n, pa.string()), "detail": [selection.describe()] * n,
+                      "reason": [reason] * n, "duplicate_of": pa.nulls(n, pa.string()), "detail": [selection] * n,
                       "text_hash": [digests.get(d) for d, _ in documents]}, schema=DELETIONS)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")

@@ -46,6 +46,7 @@ from massiveds.core.catalog import (
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import DatastoreLayout, sha256_file, shard_name, write_json
 from massiveds.core.manifest import Sparse
+from massiveds.core.writer_lock import creating
 from massiveds.encode.embed import differences
 from massiveds.encode.sparse import rescore
 from massiveds.ops.subsample import folder_files, rewrite_shard
@@ -126,35 +127,33 @@ def merge(sources: list[Path], out: Path, copy: bool = False, on_shard: Callable
     for path, catalog in catalogs:
         require_catalog_files(path, catalog, "merge")
     dst = DatastoreLayout(out)
-    if dst.root.exists() and any(dst.root.iterdir()):
-        raise MassiveDSError(f"{out} exists and is not empty; choose a new --out")
-    dst.root.mkdir(parents=True, exist_ok=True)
-    per_domain: collections.Counter[str] = collections.Counter()
-    shards: list[ShardRecord] = []
-    renamed: dict[tuple[int, str], str] = {}
-    next_id = 0
-    for i, (path, catalog) in enumerate(catalogs):
-        for shard in catalog.shards_by_id:
-            name = renamed[(i, shard.name)] = shard_name(shard.domain, per_domain[shard.domain])
-            per_domain[shard.domain] += 1
-            shards.append(_add_shard(i, path, catalog, shard, dst, name, next_id, copy))
-            next_id = shards[-1].id_end
-            if on_shard:
-                on_shard(name)
-    shutil.copyfile(dst.root / shards[0].trained, dst.trained_index)
-    record = None
-    if sparse is not None:
-        record = rescore([(dst.shard(s.name) / "passages.arrow", dst.shard(s.name)) for s in shards], sparse, dst.root / ".sparse-work")
-        shards = [s.but(files=folder_files(dst.shard(s.name))) for s in shards]
-        for s in shards:
-            write_json(dst.shard(s.name) / "shard.json", s.as_json())
-    new = _merged_catalog(catalogs, embedder, shards, dst.root)
-    if deletions := _carry_deletions(catalogs, renamed, dst.root):
-        new = new.but(deletions=deletions)  # set only when there are any: a merge without keeps the catalog format
-    if record is not None:
-        new = new.but(sparse=record)
-    write_catalog(dst.root, new)
-    return new
+    with creating(dst.root, "merge"):
+        per_domain: collections.Counter[str] = collections.Counter()
+        shards: list[ShardRecord] = []
+        renamed: dict[tuple[int, str], str] = {}
+        next_id = 0
+        for i, (path, catalog) in enumerate(catalogs):
+            for shard in catalog.shards_by_id:
+                name = renamed[(i, shard.name)] = shard_name(shard.domain, per_domain[shard.domain])
+                per_domain[shard.domain] += 1
+                shards.append(_add_shard(i, path, catalog, shard, dst, name, next_id, copy))
+                next_id = shards[-1].id_end
+                if on_shard:
+                    on_shard(name)
+        shutil.copyfile(dst.root / shards[0].trained, dst.trained_index)
+        record = None
+        if sparse is not None:
+            record = rescore([(dst.shard(s.name) / "passages.arrow", dst.shard(s.name)) for s in shards], sparse, dst.root / ".sparse-work")
+            shards = [s.but(files=folder_files(dst.shard(s.name))) for s in shards]
+            for s in shards:
+                write_json(dst.shard(s.name) / "shard.json", s.as_json())
+        new = _merged_catalog(catalogs, embedder, shards, dst.root)
+        if deletions := _carry_deletions(catalogs, renamed, dst.root):
+            new = new.but(deletions=deletions)  # set only when there are any: a merge without keeps the catalog format
+        if record is not None:
+            new = new.but(sparse=record)
+        write_catalog(dst.root, new)
+        return new
 
 
 def _carry_deletions(catalogs: list[tuple[Path, Catalog]], renamed: dict[tuple[int, str], str], root: Path) -> list[DeletionRecord]:

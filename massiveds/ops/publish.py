@@ -49,10 +49,12 @@ from massiveds.core.catalog import (
     check_paths,
     open_catalog,
     parse_catalog,
+    write_catalog_bytes,
 )
 from massiveds.core.errors import DatastoreError, MassiveDSError
 from massiveds.core.layout import CATALOG, atomic_path, sha256_file, write_json
 from massiveds.core.safe_paths import no_symlink, safe_join
+from massiveds.core.writer_lock import writer_lock
 from massiveds.ingest.sources.fetch import DEFAULT_POLICY, FetchError, RetryPolicy, describe, fetch, is_transient
 from massiveds.ops.verify import present_files, verify
 
@@ -377,83 +379,83 @@ def pull(
     """
     import fsspec
 
-    clock = time.perf_counter()
-    root = Path(root)
-    fs, base = fsspec.core.url_to_fs(src, **(storage_options or {}))
-    base = base.rstrip("/")
-    raw_catalog, listing = _read_published(fs, base, src)
-    try:
-        data = json.loads(raw_catalog)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DatastoreError(f"{src}: {CATALOG} is not JSON ({exc})") from None
-    catalog = parse_catalog(data, f"{src}/{CATALOG}", "not a datastore catalog, or one this massiveds cannot read")
-    if any(s.folder is not None for s in catalog.shards):
-        raise DatastoreError(f"{src}: its {CATALOG} references shard folders outside the datastore; a published datastore is "
-                             f"self-contained, so no file outside {root} is read")
-    check_paths(root, catalog, listing)
-    check_agreement(root, catalog, listing, complete=True)
-    if _protocol(fs) == "file":
-        _check_local_source(base, listing)
-    scratch = root / "build" / "pull"
-    staged = scratch / "files"
-    report = TransferReport(files=len(listing["files"]), bytes=sum(r["bytes"] for r in listing["files"].values()))
-    wanted = {rel: rec for rel, rec in listing["files"].items() if rel != CATALOG}
-
-    def holds(path: Path, rec: dict[str, Any]) -> bool:
-        return path.is_file() and path.stat().st_size == rec["bytes"] and sha256_file(path) == rec["sha256"]
-
-    def get(rel: str) -> bool:
-        rec = wanted[rel]
-        if holds(root / rel, rec) or holds(staged / rel, rec):
-            if on_bytes is not None:
-                on_bytes(rec["bytes"])
-            return False
-        uri = fs.unstrip_protocol(f"{base}/{rel}")
+    with writer_lock(root, "pull"):
+        clock = time.perf_counter()
+        root = Path(root)
+        fs, base = fsspec.core.url_to_fs(src, **(storage_options or {}))
+        base = base.rstrip("/")
+        raw_catalog, listing = _read_published(fs, base, src)
         try:
-            if "parts" not in rec:
-                fetch(uri, staged / rel, sha256=rec["sha256"], quarantine_dir=scratch / "quarantine", storage_options=storage_options,
-                      policy=policy, on_bytes=on_bytes, record=False)
-                return True
-            pieces = []
-            for i, part in enumerate(rec["parts"]):
-                piece = scratch / "parts" / PART.format(rel=rel, i=i)
-                if not holds(piece, part):
-                    fetch(fs.unstrip_protocol(f"{base}/{PART.format(rel=rel, i=i)}"), piece, sha256=part["sha256"],
-                          quarantine_dir=scratch / "quarantine", storage_options=storage_options, policy=policy,
-                          on_bytes=on_bytes, record=False)
-                pieces.append(piece)
-            with atomic_path(staged / rel) as tmp:
-                with open(tmp, "wb") as out:
-                    for piece in pieces:
-                        with open(piece, "rb") as f:
-                            shutil.copyfileobj(f, out, READ_BLOCK)
-                if sha256_file(tmp) != rec["sha256"]:
-                    raise DatastoreError(f"{uri}: reassembled parts do not match the published sha256")
-            for piece in pieces:
-                piece.unlink()
-            return True
-        except FetchError as exc:
-            raise DatastoreError(str(exc)) from None
+            data = json.loads(raw_catalog)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DatastoreError(f"{src}: {CATALOG} is not JSON ({exc})") from None
+        catalog = parse_catalog(data, f"{src}/{CATALOG}", "not a datastore catalog, or one this massiveds cannot read")
+        if any(s.folder is not None for s in catalog.shards):
+            raise DatastoreError(f"{src}: its {CATALOG} references shard folders outside the datastore; a published datastore is "
+                                 f"self-contained, so no file outside {root} is read")
+        check_paths(root, catalog, listing)
+        check_agreement(root, catalog, listing, complete=True)
+        if _protocol(fs) == "file":
+            _check_local_source(base, listing)
+        scratch = root / "build" / "pull"
+        staged = scratch / "files"
+        report = TransferReport(files=len(listing["files"]), bytes=sum(r["bytes"] for r in listing["files"].values()))
+        wanted = {rel: rec for rel, rec in listing["files"].items() if rel != CATALOG}
 
-    for rel, moved in _run(list(wanted), get, workers):
-        (report.transferred if moved else report.skipped).append(rel)
-        report.bytes_transferred += wanted[rel]["bytes"] if moved else 0
-    old = root / CATALOG
-    if old.is_file() and sha256_file(old) != listing["files"][CATALOG]["sha256"]:
-        old.unlink()  # another version: the folder is not a datastore again until our catalog lands
-    for rel in wanted:
-        if (staged / rel).is_file():
-            target = safe_join(root, rel, f"{CHECKSUMS} entry")  # checked again: the destination may have changed meanwhile
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged / rel, target)
-    write_json(root / CHECKSUMS, listing)
-    with atomic_path(root / CATALOG) as tmp:
-        tmp.write_bytes(raw_catalog)
-    shutil.rmtree(scratch, ignore_errors=True)
-    if (root / "build").is_dir() and not any((root / "build").iterdir()):
-        (root / "build").rmdir()
-    report.seconds = time.perf_counter() - clock
-    return report
+        def holds(path: Path, rec: dict[str, Any]) -> bool:
+            return path.is_file() and path.stat().st_size == rec["bytes"] and sha256_file(path) == rec["sha256"]
+
+        def get(rel: str) -> bool:
+            rec = wanted[rel]
+            if holds(root / rel, rec) or holds(staged / rel, rec):
+                if on_bytes is not None:
+                    on_bytes(rec["bytes"])
+                return False
+            uri = fs.unstrip_protocol(f"{base}/{rel}")
+            try:
+                if "parts" not in rec:
+                    fetch(uri, staged / rel, sha256=rec["sha256"], quarantine_dir=scratch / "quarantine", storage_options=storage_options,
+                          policy=policy, on_bytes=on_bytes, record=False)
+                    return True
+                pieces = []
+                for i, part in enumerate(rec["parts"]):
+                    piece = scratch / "parts" / PART.format(rel=rel, i=i)
+                    if not holds(piece, part):
+                        fetch(fs.unstrip_protocol(f"{base}/{PART.format(rel=rel, i=i)}"), piece, sha256=part["sha256"],
+                              quarantine_dir=scratch / "quarantine", storage_options=storage_options, policy=policy,
+                              on_bytes=on_bytes, record=False)
+                    pieces.append(piece)
+                with atomic_path(staged / rel) as tmp:
+                    with open(tmp, "wb") as out:
+                        for piece in pieces:
+                            with open(piece, "rb") as f:
+                                shutil.copyfileobj(f, out, READ_BLOCK)
+                    if sha256_file(tmp) != rec["sha256"]:
+                        raise DatastoreError(f"{uri}: reassembled parts do not match the published sha256")
+                for piece in pieces:
+                    piece.unlink()
+                return True
+            except FetchError as exc:
+                raise DatastoreError(str(exc)) from None
+
+        for rel, moved in _run(list(wanted), get, workers):
+            (report.transferred if moved else report.skipped).append(rel)
+            report.bytes_transferred += wanted[rel]["bytes"] if moved else 0
+        old = root / CATALOG
+        if old.is_file() and sha256_file(old) != listing["files"][CATALOG]["sha256"]:
+            old.unlink()  # another version: the folder is not a datastore again until our catalog lands
+        for rel in wanted:
+            if (staged / rel).is_file():
+                target = safe_join(root, rel, f"{CHECKSUMS} entry")  # checked again: the destination may have changed meanwhile
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged / rel, target)
+        write_json(root / CHECKSUMS, listing)
+        write_catalog_bytes(root, raw_catalog)
+        shutil.rmtree(scratch, ignore_errors=True)
+        if (root / "build").is_dir() and not any((root / "build").iterdir()):
+            (root / "build").rmdir()
+        report.seconds = time.perf_counter() - clock
+        return report
 
 
 def human_bytes(n: float) -> str:

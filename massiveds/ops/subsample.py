@@ -33,6 +33,7 @@ from massiveds.core.catalog import (
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import DatastoreLayout, sha256_file, write_array, write_json
 from massiveds.core.passages import PassageFile, write_passages
+from massiveds.core.writer_lock import creating
 from massiveds.encode.index import list_balance, read_index, write_index
 from massiveds.encode.sparse import LiveStats, subset_shard
 from massiveds.ops.verify import require_catalog_files
@@ -173,36 +174,36 @@ def subsample(source: Path, out: Path, fraction: float, seed: int, on_shard: Cal
     check_fraction(fraction)
     src, dst = DatastoreLayout(source), DatastoreLayout(out)
     catalog = open_catalog(src.root)
-    if dst.root.exists() and any(dst.root.iterdir()):
-        raise MassiveDSError(f"{out} exists and is not empty; choose a new --out")
     require_catalog_files(src.root, catalog, "subsample")
-    dst.shards.mkdir(parents=True, exist_ok=True)
-    for rel in {src.trained_index.name} | {s.trained for s in catalog.shards}:
-        (dst.root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src.root / rel, dst.root / rel)
-    for rel in [d.table for d in catalog.deletions] + [a.table for a in catalog.appends]:  # the parent's history, with its files
-        (dst.root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src.root / rel, dst.root / rel)
-    sparse, live = catalog.sparse, None
-    if sparse is not None and sparse.live_idf:  # the scores the parent searches with, stored: the copy ranks as the parent does
-        live = LiveStats.of([src.root / s.folder_rel() for s in catalog.shards])
-        sparse = sparse.but(drop=["live_idf"], passages=live.passages)
-    shards: list[ShardRecord] = []
-    next_id = 0
-    for shard in catalog.shards_by_id:
-        record = _subsample_shard(src.root, dst, shard, fraction, seed, next_id, catalog.sparse is not None, live)
-        if record is not None:
-            shards.append(record)
-            next_id += record.count
-        if on_shard:
-            on_shard(shard.name)
-    if not shards:
-        shutil.rmtree(dst.root)
-        raise MassiveDSError(f"fraction {fraction} with seed {seed} keeps no document of {source}; use a larger fraction")
-    parent = CatalogRef(name=catalog.name, catalog_sha256=sha256_file(src.catalog))
-    new = catalog.but(
-        drop=["merged"],  # the parent's merged index is not copied: searches fan out
-        shards=shards, domains=_domains(shards), trained_index=TrainedIndexRecord.of(dst.root, dst.trained_index.name), sparse=sparse,
-        subsample=SubsampleRecord(fraction=fraction, seed=seed, parent=parent, previous=catalog.subsample))
-    write_catalog(dst.root, new)
-    return new
+    trained = catalog.trained_index.file if catalog.trained_index else src.trained_index.name  # a retrained one lives in trained/
+    with creating(dst.root, "subsample"):
+        dst.shards.mkdir(parents=True, exist_ok=True)
+        for rel in {trained} | {s.trained for s in catalog.shards} | {t.file for t in catalog.trained_indexes}:
+            (dst.root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src.root / rel, dst.root / rel)
+        for rel in [d.table for d in catalog.deletions] + [a.table for a in catalog.appends]:  # the parent's history, with its files
+            (dst.root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src.root / rel, dst.root / rel)
+        sparse, live = catalog.sparse, None
+        if sparse is not None and sparse.live_idf:  # the scores the parent searches with, stored: the copy ranks as the parent does
+            live = LiveStats.of([src.root / s.folder_rel() for s in catalog.shards])
+            sparse = sparse.but(drop=["live_idf"], passages=live.passages)
+        shards: list[ShardRecord] = []
+        next_id = 0
+        for shard in catalog.shards_by_id:
+            record = _subsample_shard(src.root, dst, shard, fraction, seed, next_id, catalog.sparse is not None, live)
+            if record is not None:
+                shards.append(record)
+                next_id += record.count
+            if on_shard:
+                on_shard(shard.name)
+        if not shards:
+            shutil.rmtree(dst.root)
+            raise MassiveDSError(f"fraction {fraction} with seed {seed} keeps no document of {source}; use a larger fraction")
+        parent = CatalogRef(name=catalog.name, catalog_sha256=sha256_file(src.catalog))
+        new = catalog.but(
+            drop=["merged"],  # the parent's merged index is not copied: searches fan out
+            shards=shards, domains=_domains(shards), trained_index=TrainedIndexRecord.of(dst.root, trained), sparse=sparse,
+            subsample=SubsampleRecord(fraction=fraction, seed=seed, parent=parent, previous=catalog.subsample))
+        write_catalog(dst.root, new)
+        return new

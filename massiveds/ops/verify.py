@@ -15,6 +15,7 @@ from pathlib import Path
 from massiveds.core.catalog import CHECKSUMS, Catalog, Expected, catalog_files, check_paths, listing_files, read_catalog, read_listing
 from massiveds.core.errors import DatastoreError
 from massiveds.core.layout import CATALOG, sha256_file
+from massiveds.core.writer_lock import LOCK_FILE
 
 BUILD = "build"
 
@@ -32,18 +33,43 @@ def require_catalog_files(root: Path, catalog: Catalog, action: str) -> None:
 
 
 def present_files(root: Path, include_build: bool = False) -> list[str]:
-    """Every regular file under ``root`` (relative, sorted), without ``build/`` unless asked."""
+    """Every regular file under ``root`` (relative, sorted), without ``build/`` unless asked, and without the writer lock file."""
     out = []
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        if p.is_file() and (include_build or not (rel == BUILD or rel.startswith(BUILD + "/"))):
+        if p.is_file() and rel != LOCK_FILE and (include_build or not (rel == BUILD or rel.startswith(BUILD + "/"))):
             out.append(rel)
     return out
 
 
+#: Times verify checks again when a writer replaced the catalog while it checked.
+REVERIFY = 3
+
+
 def verify(root: str | Path, *, hashes: bool = True, on_file: Callable[[str, int], None] | None = None) -> list[str]:
-    """Every problem of the datastore at ``root``, one line each ([] when it is whole); ``hashes=False`` checks sizes only."""
+    """Every problem of the datastore at ``root``, one line each ([] when it is whole); ``hashes=False`` checks sizes only.
+
+    A check that found problems while a writer replaced the catalog is run again on the new one: verify never reports a
+    writer's switch as damage.
+    """
     root = Path(root)
+    for _ in range(REVERIFY):
+        stamp = _stamp(root / CATALOG)
+        problems = _verify(root, hashes, on_file)
+        if not problems or _stamp(root / CATALOG) == stamp:
+            return problems
+    return problems
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _verify(root: Path, hashes: bool, on_file: Callable[[str, int], None] | None) -> list[str]:
     if not root.is_dir():
         return [f"{root}: no such directory"]
     if not (root / CATALOG).is_file():
@@ -87,6 +113,6 @@ def verify(root: str | Path, *, hashes: bool = True, on_file: Callable[[str, int
     for shard in catalog.shards:
         rel = shard.folder_rel()
         if not (root / rel).is_dir():
-            where = f" (shard {shard.name}, merged in place)" if shard.folder is not None else ""
+            where = f" (shard {shard.name}, merged in place)" if shard.elsewhere else ""
             problems.append(f"{rel}: shard folder missing{where}")
     return problems

@@ -37,6 +37,22 @@ from massiveds.store.merged import merged_matches, read_merged
 from massiveds.store.search import SearchOptions, SearchResult, run_search
 from massiveds.store.shard import Shard, check_shard
 
+#: Times a search runs again when writers replace the catalog under it (each run sees one catalog whole).
+READ_RETRIES = 8
+
+
+class CatalogChangedError(DatastoreError):
+    """A shard could not be opened because a writer replaced the catalog that named it: search again on the new one."""
+
+
+def _stamp_of(path: Path) -> tuple[int, int, int]:
+    """A file's identity as a writer's atomic replace changes it: inode, mtime, size (zeros when missing)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
 
 def base_rerank_depth(k: int) -> int:
     """Candidates rescored by exact rerank when the build measured no depth of its own: max(4·k, 100)."""
@@ -70,10 +86,15 @@ class Datastore:
     def open(cls, path: str | Path) -> Datastore:
         """Open the datastore at ``path``; raises DatastoreError if it is not a complete datastore."""
         layout = DatastoreLayout(path)
-        catalog = open_catalog(layout.root)
-        if catalog.format_version != FORMAT_VERSION:
-            raise DatastoreError(f"{path}: datastore format {catalog.format_version} is not {FORMAT_VERSION}; rebuild it")
-        return cls(layout.root, catalog)
+        for _ in range(READ_RETRIES):
+            before = _stamp_of(layout.catalog)
+            catalog = open_catalog(layout.root)
+            if catalog.format_version != FORMAT_VERSION:
+                raise DatastoreError(f"{path}: datastore format {catalog.format_version} is not {FORMAT_VERSION}; rebuild it")
+            ds = cls(layout.root, catalog)
+            if _stamp_of(layout.catalog) == before:  # its stamp is that of the catalog it read: a later switch is seen
+                return ds
+        return ds
 
     @property
     def name(self) -> str:
@@ -81,16 +102,8 @@ class Datastore:
 
     def catalog_stamp(self) -> tuple[tuple[int, int, int], ...]:
         """Identity of the catalogs this view depends on, as they are on disk now: its own and its merged-in-place shards' datastores'."""
-        roots = {self.root} | {(self.root / s.folder_rel()).parent.parent for s in self.catalog.shards if s.folder is not None}
-        stamps = []
-        for root in sorted(roots):
-            try:
-                st = (root / CATALOG).stat()
-            except OSError:
-                stamps.append((0, 0, 0))
-                continue
-            stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
-        return tuple(stamps)
+        roots = {self.root} | {(self.root / s.folder_rel()).parent.parent for s in self.catalog.shards if s.elsewhere}
+        return tuple(_stamp_of(root / CATALOG) for root in sorted(roots))
 
     def refresh(self) -> bool:
         """Reopen the datastore when a catalog it depends on was rewritten (a delete, a compact); True when it did.
@@ -378,8 +391,21 @@ class Datastore:
         return results[0] if single else results
 
     def search_batch(self, queries: Sequence[str], options: SearchOptions) -> SearchResult:
-        """Search a batch of queries with ``options`` (after ``refresh``); the result carries the hits and the skipped shards."""
+        """Search a batch of queries with ``options`` on the catalog as it is now; the result carries the hits and skipped shards.
+
+        Writers never change a file a catalog names while that catalog is in place, but they remove what the old one named
+        once the new one is (compact's old shard folders): a search that meets a missing file after a writer switched the
+        catalog runs again, whole, on the new one, so it answers from one catalog and never fails for a writer.
+        """
         self.refresh()
+        for _ in range(READ_RETRIES):
+            stamp = self._stamp
+            try:
+                return run_search(self, list(queries), options)
+            except Exception:
+                if self.catalog_stamp() == stamp:
+                    raise
+                self.refresh()
         return run_search(self, list(queries), options)
 
     @property
@@ -412,6 +438,8 @@ class Datastore:
         if fresh:
             with ThreadPoolExecutor(max_workers=max(1, min(len(fresh), os.cpu_count() or 1))) as pool:
                 errors = list(pool.map(check_shard, fresh))
+            if any(errors) and self.catalog_stamp() != self._stamp:
+                raise CatalogChangedError(f"{self.root}: the catalog was replaced while this search opened its shards")
             for shard, error in zip(fresh, errors, strict=True):
                 self._shard_errors[shard.name] = error
                 if error is not None and not strict:

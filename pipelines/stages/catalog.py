@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import importlib.metadata
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from massiveds.core.catalog import Catalog, TrainedIndexRecord, catalog_text, parse_catalog
+from massiveds.core.catalog import Catalog, TrainedIndexRecord, catalog_text, install_catalog, parse_catalog
 from massiveds.core.layout import CATALOG, FORMAT_VERSION, TRAINED_INDEX, DatastoreLayout, atomic_path, read_json
 from massiveds.core.schema import count_drops
 from massiveds.encode.sparse import CorpusStats
@@ -84,7 +83,7 @@ class CatalogStage(Stage):
         staged = ctx.build / "catalog" / CATALOG
         executor.map(Step("catalog", WriteCatalog(assemble(ctx), ctx.layout.root, staged), WriteResult), [WorkItem(unit="catalog")])
         catalog = parse_catalog(read_json(staged), str(staged), "a build bug: please report it")
-        os.replace(staged, ctx.layout.catalog)
+        install_catalog(staged, ctx.layout.root)
         return CatalogStageRecord(catalog=catalog, summary=str(ctx.layout.catalog))
 
 

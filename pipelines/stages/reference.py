@@ -58,7 +58,7 @@ class WriteReference:
 
 def reference_items(shards: Sequence[ShardRecord]) -> list[InputItem]:
     """One work item per shard of the datastore, as if each were an input file of source 0."""
-    return [InputItem.of(InputFile(source_idx=0, file_idx=k, path=f"shards/{s.name}", rel=f"shards/{s.name}", source="(datastore)",
+    return [InputItem.of(InputFile(source_idx=0, file_idx=k, path=s.folder_rel(), rel=s.folder_rel(), source="(datastore)",
                                    format="arrow", text_field="text", id_field="doc_id", title_field="title", url_field="url"), manifest=-1)
             for k, s in enumerate(shards)]
 
