@@ -68,6 +68,10 @@ def claim(work: DatastoreLayout, manifests: ManifestSet, existing: Existing) -> 
             return
         console.print(f"{work.root.parent.parent} changed since this append started: starting it over", highlight=False)
         shutil.rmtree(work.root)
+        named = {Path(s.folder_rel()).name for s in existing.catalog.shards}
+        for folder in sorted((existing.root / "shards").iterdir()):  # new shards the killed commit had moved in, no catalog naming them
+            if folder.is_dir() and not folder.name.startswith(".") and folder.name not in named:
+                shutil.rmtree(folder)
     append_id = f"{len(existing.catalog.appends) + 1:05d}-{uuid.uuid4().hex[:8]}"
     write_json(work.build / "build.json", claim_record(manifests) | {"append_id": append_id, "based_on": based_on(existing)})
 

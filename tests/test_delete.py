@@ -254,3 +254,29 @@ def test_a_merge_carries_its_sources_deletions(ds_path: Path, example_datastore:
     deleted = deleted_documents(tmp_path / "merged", merged)
     assert {doc for _, doc in deleted.by_id} == gone and len(deleted.by_hash) == len(gone)
     assert ": ok" in cli("verify", str(tmp_path / "merged")).stderr
+
+
+def test_a_delete_killed_before_its_catalog_is_finished_by_the_next_writer(ds_path: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after its table and tombstones, before its catalog: compact (or the delete run again) records it first."""
+    import massiveds.ops.delete as delete_module
+
+    ds = Datastore.open(ds_path)
+    victims = sorted({h["doc_id"] for hits in ds.search(QUERIES[:2], k=2, mode="dense") for h in hits})
+    (tmp_path / "ids.txt").write_text("\n".join(victims))
+
+    def killed(*_: Any) -> None:
+        raise KeyboardInterrupt  # stands for the SIGKILL: nothing after it runs
+
+    with monkeypatch.context() as patch:
+        patch.setattr(delete_module, "write_catalog", killed)
+        with pytest.raises(KeyboardInterrupt):
+            delete_documents(ds_path, Selection("doc-ids", str(tmp_path / "ids.txt")), "takedown")
+    assert read_catalog(ds_path).deletions == [] and (ds_path / "deletions" / "00001.parquet").is_file()
+    assert not {h["doc_id"] for hits in Datastore.open(ds_path).search(QUERIES, k=10) for h in hits} & set(victims)  # tombstoned
+    reports = compact(ds_path)
+    (record,) = read_catalog(ds_path).deletions
+    assert record.reason == "takedown" and record.documents == len(victims) and reports
+    assert ": ok" in cli("verify", str(ds_path)).stderr
+    again = cli("delete", str(ds_path), "--doc-ids", str(tmp_path / "ids.txt"))
+    assert "nothing new to delete" in again.stderr and len(read_catalog(ds_path).deletions) == 1

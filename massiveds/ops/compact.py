@@ -29,7 +29,7 @@ from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import CATALOG, DONE_MARKER, DatastoreLayout
 from massiveds.core.passages import PassageFile
 from massiveds.core.writer_lock import locks_datastore
-from massiveds.ops.delete import require_recorded_deletions
+from massiveds.ops.delete import finish_interrupted_deletion, require_recorded_deletions
 from massiveds.ops.merge_index import remove_unnamed_merged
 from massiveds.ops.shard_folders import install, remove_replaced, staging
 from massiveds.ops.subsample import rewrite_shard
@@ -57,6 +57,7 @@ def compact(root: Path, threshold: float = 0.0, on_shard: Callable[[Compacted, i
     catalog = open_catalog(root)
     remove_replaced(root, catalog)
     remove_unnamed_merged(root, catalog)
+    catalog, _ = finish_interrupted_deletion(root, catalog)
     require_recorded_deletions(root, catalog)
     due = [s for s in catalog.shards if s.deleted and s.deleted / s.count > threshold]
     for shard in due:

@@ -83,7 +83,7 @@ def delete_documents(root: Path, selection: Selection, reason: str) -> tuple[Del
         if shard.elsewhere:
             raise MassiveDSError(f"shard {shard.name} of {root} lives in another datastore ({shard.folder}, merged in place): delete "
                                  "there (this datastore sees it), or merge with --copy")
-    catalog, finished = _finish_interrupted(root, catalog)
+    catalog, finished = finish_interrupted_deletion(root, catalog)
     wanted = _wanted_documents(root, catalog, selection)
     found = find_rows(root, catalog, wanted)
     found.finished = finished
@@ -116,11 +116,11 @@ def _commit(root: Path, catalog: Catalog, table: str, rows: dict[str, np.ndarray
     return record
 
 
-def _finish_interrupted(root: Path, catalog: Catalog) -> tuple[Catalog, DeletionRecord | None]:
+def finish_interrupted_deletion(root: Path, catalog: Catalog) -> tuple[Catalog, DeletionRecord | None]:
     """Finish a deletion killed after it wrote its table (the first thing it writes) and before its catalog: the catalog after.
 
     Its documents were all live before it (a deletion lists only documents it newly deletes), so every row of them is its to
-    tombstone, whether the killed run got to it or not.
+    tombstone, whether the killed run got to it or not. Any writer that reads tombstones calls it first (delete, compact).
     """
     table = _table_name(catalog)
     if not (root / table).is_file():
@@ -171,7 +171,7 @@ def find_rows(root: Path, catalog: Catalog, wanted: set[str] | str) -> Deleted:
         if len(new):
             rows[shard.name] = new
             documents.update(zip(doc_ids[new].tolist(), sources[new].tolist(), strict=True))
-    if isinstance(wanted, set) and not documents and not already:
+    if isinstance(wanted, set) and not documents and not already and not wanted & {d for _, d in deleted_documents(root, catalog).by_id}:
         raise MassiveDSError(f"none of the {len(wanted)} document ids given is a document of {root}; check the file (one doc_id per line)")
     return Deleted(rows, sorted(documents.items()), already)
 
