@@ -13,7 +13,8 @@ manifest to a copy of it (its ``build/`` folder left out): wall seconds, the sta
 bytes it wrote into the datastore against the existing shards' bytes, and the sha256 of every existing
 shard file before and after; (3) ``build`` base and new together from scratch. The append's
 ``reference`` stage reads every document of the datastore (for dedup against it): its seconds are shown
-apart, as the part that does not scale with the new data. Not run by CI.
+apart, as the part that does not scale with the new data. Not run by CI except at a tiny size
+(tests/test_bench_smoke.py).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from text_stages import SOURCES
 
 from massiveds.core.layout import sha256_file
 from massiveds.core.report import table
+from massiveds.core.writer_lock import LOCK_FILE
 from pipelines.append import APPEND_STAGES
 
 ENV = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "250"}
@@ -78,9 +80,10 @@ def write_inputs(work: Path, names: list[str], share: float, seed: int, settings
 
 
 def files(root: Path) -> dict[str, tuple[int, str]]:
-    """(size, sha256) of every file of a datastore outside its ``build/`` folder, by path relative to it."""
+    """(size, sha256) of every file of a datastore outside its ``build/`` folder, by path relative to it (not the writer lock: every
+    command that changes the datastore writes its holder there)."""
     return {str(p.relative_to(root)): (p.stat().st_size, sha256_file(p)) for p in sorted(root.rglob("*"))
-            if p.is_file() and p.relative_to(root).parts[0] != "build"}
+            if p.is_file() and p.relative_to(root).parts[0] != "build" and p.name != LOCK_FILE}
 
 
 def stage_seconds(output: str, names: set[str]) -> dict[str, float]:

@@ -11,7 +11,8 @@ process, the same queries (embedded once beforehand: every side gets the vectors
 * ``massiveds eval``'s sweep over every fraction × seed (``evaluate``: one search, fractions as filters);
 * the loop a user writes today: one ``search --fraction f --seed s`` per fraction and seed.
 
-Prints wall seconds and the ratios to the reference, per mode. Not run by CI.
+Prints wall seconds and the ratios to the reference, per mode. Not run by CI except at a tiny size
+(tests/test_bench_smoke.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Dense vs BM25 vs hybrid retrieval on one datastore of real text: recall per slice, the alpha chosen, BM25 cost and latency.
 
     python bench/hybrid.py [--sources qa_forum,web_html,wiki] [--queries 400] [--seed 0] [--model all-MiniLM-L6-v2]
+                           [--work DIR] [--engine ray]
 
 Builds the named files of ``../shared/data/jsonl`` with the example's filters and chunking and the BM25
 index on, then asks QA sets made from the same shared text, each query with its gold document:
@@ -16,7 +17,8 @@ best mean recall@10 over the slices) and every figure is reported on the second,
 tuned on. A hit counts when it is a passage of the gold document (recall@k = share of queries with one
 in the top k). Also: BM25 build cost next to the embed stage's (the build's stage seconds), a bare
 bm25s index of the same passages against ``massiveds.encode.sparse``'s three passes in this process
-(passages/s and bytes), and search latency per mode. Not run by CI.
+(passages/s and bytes), and search latency per mode. Not run by CI except at a tiny size
+(tests/test_bench_smoke.py).
 """
 
 from __future__ import annotations
@@ -145,6 +147,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--work", type=Path, help="build here and keep it (a datastore there is reused); default: a temporary folder")
+    parser.add_argument("--engine", default="ray", choices=["ray", "local"], help="the build's engine")
     args = parser.parse_args()
     example = yaml.safe_load(EXAMPLE.read_text())
     console = Console(width=200)
@@ -157,7 +160,7 @@ def main() -> None:
             seconds, catalog = 0.0, json.loads((work / "ds" / "datastore.json").read_text())
         else:
             manifest, _, _ = make_inputs(work, 1, 0.0, args.sources.split(","), settings)
-            seconds, catalog = build(manifest, work / "ds")
+            seconds, catalog = build(manifest, work / "ds", "--engine", args.engine)
         ds = Datastore.open(work / "ds")
         stage = catalog["build"]["stage_seconds"]
         n = ds.num_passages
@@ -175,7 +178,8 @@ def main() -> None:
                 result.append((name, len(qa), mode, f"{r[10]:.3f}", f"{r[100]:.3f}"))
         console.print(table(f"recall of the gold document on the held-out half (hybrid alpha {alpha})",
                             ["slice", "queries", "mode", "recall@10", "recall@100"], result))
-        console.print(table("BM25 build cost next to the embed stage (the build, Ray, 2 cores)", ["stage", "seconds", "ms/passage"],
+        console.print(table(f"BM25 build cost next to the embed stage (the build, engine {args.engine}; {machine()})",
+                            ["stage", "seconds", "ms/passage"],
                             [(s, f"{stage[s]:.1f}", f"{stage[s] / n * 1000:.3f}") for s in ("sparse", "embed")]))
         console.print(table("BM25 index of the same passages in this process", ["index", "passages/s", "bytes/passage"],
                             [(w, f"{r:,.2f}" if "/" in w else f"{r:,.0f}", f"{b:.3f}" if "/" in w else f"{b:,.0f}")
@@ -184,7 +188,7 @@ def main() -> None:
         console.print(table("search latency (k 10)", ["mode", "p50 ms (single)", "queries/s (batch)"],
                             [(m, f"{p:.1f}", f"{q:,.1f}") for m, p, q in latency(ds, queries)]))
         console.print(f"command: python bench/hybrid.py --sources {args.sources} --queries {args.queries} --seed {args.seed} "
-                      f"--model {args.model}; load after {load_average()}")
+                      f"--model {args.model} --engine {args.engine}; load after {load_average()}")
     finally:
         for scratch in ("bare", "ours", "count", "df.parquet"):
             shutil.rmtree(work / scratch, ignore_errors=True) if (work / scratch).is_dir() else (work / scratch).unlink(missing_ok=True)

@@ -13,7 +13,8 @@ low intrinsic dimension; NOT real text embeddings, which this CPU embeds at ~20 
 4. a MassiveDS-style Flat index per shard: its memory and queries/s next to ours.
 
 Run: ``PYTHONPATH=. python bench/index.py [--vectors 1000000] [--shards 4] [--nlist auto] [--pq-m auto]
-[--train-sample auto] [--queries 500] [--real DATASTORE]``. Not run by CI.
+[--train-sample auto] [--queries 500] [--real DATASTORE]``. Not run by CI except at a tiny size
+(tests/test_bench_smoke.py).
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def real_vectors(path: Path) -> np.ndarray:
     return np.concatenate([np.asarray(s.vectors) for s in Datastore.open(path).shards])  # shards come in id order
 
 
-def plain_faiss(x: np.ndarray, factory: str, train_sample: int) -> tuple[float, float, faiss.Index]:
-    """The reference script: same factory, same seeded sample, one index, add everything with ids."""
+def plain_faiss(x: np.ndarray, factory: str, train_sample: int, path: Path) -> tuple[float, float, faiss.Index]:
+    """The reference script: same factory, same seeded sample, one index, add everything with ids, written to ``path``."""
     clock = time.perf_counter()
     rows = np.sort(np.random.default_rng(0).choice(len(x), size=train_sample, replace=False))
     index = faiss.index_factory(x.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
@@ -64,7 +65,7 @@ def plain_faiss(x: np.ndarray, factory: str, train_sample: int) -> tuple[float, 
     for lo in range(0, len(x), 65536):
         hi = min(len(x), lo + 65536)
         index.add_with_ids(np.ascontiguousarray(x[lo:hi], dtype=np.float32), np.arange(lo, hi, dtype=np.int64))
-    faiss.write_index(index, "/tmp/bench-index-plain.faiss")
+    faiss.write_index(index, str(path))
     return train_s, time.perf_counter() - clock, index
 
 
@@ -113,11 +114,12 @@ def main() -> None:
 
     ours = write_vector_datastore(args.out, x, args.shards, plan)
     print(f"ours: train {ours['train_s']:.1f} s, add {ours['add_s']:.1f} s", flush=True)
-    p_train, p_add, plain = plain_faiss(x, plan.factory, plan.train_sample)
+    plain_path = args.out.with_name(f"{args.out.name}-plain.faiss")  # beside --out: two runs at once do not share it
+    p_train, p_add, plain = plain_faiss(x, plan.factory, plan.train_sample, plain_path)
     print(f"plain: train {p_train:.1f} s, add {p_add:.1f} s", flush=True)
     ours_total, plain_total = ours["train_s"] + ours["add_s"], p_train + p_add
     index_bytes = sum((args.out / "shards" / s["name"] / "index.faiss").stat().st_size for s in ours["catalog"]["shards"])
-    plain_bytes = Path("/tmp/bench-index-plain.faiss").stat().st_size
+    plain_bytes = plain_path.stat().st_size
     out.print(table(f"build: massiveds ({args.shards} shards) vs plain FAISS, {plan.factory}, {args.vectors:,} vectors", ["", "massiveds", "plain FAISS", "ratio"], [  # noqa: E501
         ("train (s)", round(ours["train_s"], 1), round(p_train, 1), f"{ours['train_s'] / p_train:.2f}x"),
         ("add (s)", round(ours["add_s"], 1), round(p_add, 1), f"{ours['add_s'] / p_add:.2f}x"),
@@ -125,7 +127,7 @@ def main() -> None:
         ("index bytes / vector (files)", round(index_bytes / args.vectors, 1), round(plain_bytes / args.vectors, 1), f"{index_bytes / plain_bytes:.2f}x"),  # noqa: E501
         ("plan bytes / vector (codes + id)", plan.bytes_per_vector, plan.bytes_per_vector, "1.00x"),
     ]))
-    Path("/tmp/bench-index-plain.faiss").unlink()
+    plain_path.unlink()
 
     ds = Datastore.open(args.out)
     ids = sample_query_ids(ds, args.queries, seed=0)

@@ -6,7 +6,8 @@ Copies the datastore ``bench/hybrid.py --work DIR`` built (real qa_forum, web_ht
 and, in one process, measures queries/s of one batch of queries (text from the datastore's own passages)
 per mode, then deletes ``--share`` of its documents (drawn with a seed, by id file, as a takedown would
 be), measures again, compacts, and measures again. Queries are embedded once beforehand (every side
-gets the vectors for free). Not run by CI.
+gets the vectors for free). Not run by CI except at a tiny size
+(tests/test_bench_smoke.py).
 """
 
 from __future__ import annotations

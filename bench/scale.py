@@ -1,6 +1,7 @@
 """A scale run: the scale corpus built end to end on Ray with a static embedder, then every datastore operation, at each size.
 
-    python bench/scale.py [--passages 250000,1000000] [--work /tmp/massiveds-scale]
+    python bench/scale.py [--passages 250000,1000000] [--work /tmp/massiveds-scale] [--sparse] [--serve-seconds 20]
+                          [--domains qa_forum,wiki]
 
 For each size N: ``bench/scale_corpus.py`` writes ~N 256-word passages of real text (planted exact and
 near duplicates, garbage records); ``massiveds build`` runs every stage on a local Ray with the static
@@ -14,7 +15,8 @@ in-process, ``serve`` under 16 clients, and the seconds of ``subsample --fractio
 ``publish`` to a local folder, ``pull`` back and ``merge-index``. Between sizes: time per passage and
 peak RSS of each stage, larger over smaller (1.0 = linear time, flat memory).
 
-Results go to ``<work>/scale-<N>.json`` and the tables to stdout. Not run by CI.
+Results go to ``<work>/scale-<N>.json`` and the tables to stdout. Not run by CI except at a tiny size
+(tests/test_bench_smoke.py).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import REPO, load_average, machine
 from rich.console import Console
 from scale_corpus import planted_found
-from serve_load import QUERIES, load, start_server
+from serve_load import QUERIES, load, server_command, start_server
 
 from massiveds.core.report import table
 from massiveds.encode.distill import cached_static
@@ -211,7 +213,7 @@ def search_timings(ds_path: Path, single: int = 200, batch: int = 1000, **option
 
 def serve_timings(ds_path: Path, clients: int = 16, seconds: float = 20.0) -> dict[str, Any]:
     """``massiveds serve`` under ``clients`` keep-alive clients: QPS, p50, p99, errors."""
-    proc, port = start_server(ds_path, batch_wait_ms=2.0)
+    proc, port = start_server(server_command("asgi", ds_path, batch_wait_ms=2.0))
     try:
         run = load(port, clients, seconds, 10)
     finally:
@@ -220,8 +222,9 @@ def serve_timings(ds_path: Path, clients: int = 16, seconds: float = 20.0) -> di
     return {"clients": clients, "qps": run.qps, "p50_ms": run.pct(0.5), "p99_ms": run.pct(0.99), "errors": len(run.errors)}
 
 
-def operations(ds: Path, work: Path) -> dict[str, float]:
-    """Seconds of subsample 0.1, verify, publish to a local folder, pull back, merge-index."""
+def operations(ds: Path, work: Path, merge: bool = True) -> dict[str, float | None]:
+    """Seconds of subsample 0.1, verify, publish to a local folder, pull back, merge-index (None unless ``merge``: a flat index,
+    which a small size gets, has no inverted lists to merge)."""
     for p in ("sub", "published", "pulled"):
         shutil.rmtree(work / p, ignore_errors=True)
     return {
@@ -229,16 +232,16 @@ def operations(ds: Path, work: Path) -> dict[str, float]:
         "verify_s": timed("verify", str(ds)),
         "publish_s": timed("publish", str(ds), str(work / "published")),
         "pull_s": timed("pull", str(work / "published"), str(work / "pulled")),
-        "merge_index_s": timed("merge-index", str(ds)),
+        "merge_index_s": timed("merge-index", str(ds)) if merge else None,
     }
 
 
-def run_size(n: int, work: Path, model: Path, sparse: bool = False) -> dict[str, Any]:
+def run_size(n: int, work: Path, model: Path, sparse: bool = False, serve_seconds: float = 20.0, domains: str = "") -> dict[str, Any]:
     """Everything measured at one size (``sparse``: with the BM25 index on, in folders and results of their own)."""
-    corpus = work / f"corpus-{n}"
+    corpus = work / (f"corpus-{n}-{domains.replace(',', '+')}" if domains else f"corpus-{n}")  # a corpus is reused by its size
     if not (corpus / "planted.json").is_file():
         subprocess.run([sys.executable, str(REPO / "bench" / "scale_corpus.py"), "--passages", str(n), "--out", str(corpus),
-                        "--cache", str(work / "pool"), "--model", str(model)], check=True, env=ENV)
+                        "--cache", str(work / "pool"), "--model", str(model), "--domains", domains], check=True, env=ENV)
     planted = json.loads((corpus / "planted.json").read_text())
     tag = f"{n}-sparse" if sparse else str(n)
     ds = work / f"ds-{tag}"
@@ -264,15 +267,16 @@ def run_size(n: int, work: Path, model: Path, sparse: bool = False) -> dict[str,
                          "mb_per_s": text_mb / seconds if stage in TEXT_STAGES and seconds else None,
                          "s_per_passage": seconds / passages} | memory.get(stage, {})
     found = planted_found(ds / "build", planted)
+    flat = catalog["index"]["type"] == "flat"
     out.print("[bold]search, serve and operations[/]")
     result = {
         "passages_asked": n, "passages": passages, "documents": b["documents_kept"], "records": b["records_read"],
-        "text_mb": text_mb, "build_wall_s": wall, "load_before": load_before, "load_after": load_average(),
+        "text_mb": text_mb, "domains": domains or "all", "build_wall_s": wall, "load_before": load_before, "load_after": load_average(),
         "date": dt.datetime.now().isoformat(timespec="minutes"), "machine": machine(),
         "index": catalog["index"]["factory"], "nprobe": catalog["index"]["nprobe"], "stages": stages,
         "peak_by_process": sorted(((who, round(mib)) for who, mib in sampler.peaks.values()), key=lambda r: -r[1]),
         "planted": found, "disk_bytes_per_passage": disk_per_passage(ds, passages), "recall": catalog["recall"],
-        "search": search_timings(ds), "serve": serve_timings(ds), "operations": operations(ds, work),
+        "search": search_timings(ds), "serve": serve_timings(ds, seconds=serve_seconds), "operations": operations(ds, work, merge=not flat),
         "search_by_mode": {mode: search_timings(ds, mode=mode) for mode in ("dense", "sparse", "hybrid")} if sparse else None,
         "embed": {"passages_per_s": b["embed_passages_per_s"], "tokens_per_s": b["embed_tokens_per_s"]},
     }
@@ -315,12 +319,14 @@ def main() -> None:
     parser.add_argument("--passages", default="250000,1000000", help="comma list of sizes")
     parser.add_argument("--work", type=Path, default=Path("/tmp/massiveds-scale"))
     parser.add_argument("--sparse", action="store_true", help="build with the BM25 index on (folders and results of their own)")
+    parser.add_argument("--serve-seconds", type=float, default=20.0, help="how long 16 clients load the server")
+    parser.add_argument("--domains", default="", help="comma-separated subset of the shared domains of the corpus (default: all 8)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     model = cached_static("all-MiniLM-L6-v2", REPO / ".cache")
     results = {}
     for n in (int(x) for x in args.passages.split(",")):
-        results[n] = run_size(n, args.work, model, args.sparse)
+        results[n] = run_size(n, args.work, model, args.sparse, args.serve_seconds, args.domains)
         report({n: results[n]})
     if len(results) > 1:
         report(results)

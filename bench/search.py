@@ -7,7 +7,7 @@ single-query p50/p99 latency at the default nprobe, fan-out vs merged, and wheth
 same ids.
 
 Run: ``PYTHONPATH=. python bench/search.py [--vectors 200000] [--nlist 1024] [--pq-m 32] [--queries 300]``.
-Not run by CI.
+Not run by CI except at a tiny size (tests/test_bench_smoke.py).
 """
 
 from __future__ import annotations

@@ -1,20 +1,24 @@
 """A static embedder distilled from all-MiniLM-L6-v2 vs the transformer itself: throughput and retrieval quality, same passages.
 
-    python bench/static_embedder.py [--sources qa_forum,wiki] [--queries 500] [--dims 256]
+    python bench/static_embedder.py [--sources qa_forum,wiki] [--queries 500] [--dims 256] [--documents N] [--index ivfpq]
+                                    [--engine ray]
 
 Builds the named files of ``../shared/data/jsonl`` twice with the example's filters and chunking and an
 IVF-PQ index: once with all-MiniLM-L6-v2, once with the static model ``massiveds distill-embedder``
-makes from it (cached in ``.cache/``). Throughput: each build's embed stage (passages/s, Ray actor pool)
-and a bare ``encode`` of the same passages in this process, static over transformer. Quality: a QA set
-made from the passages (seeded): a sentence of 10+ words of a passage with a quarter of its words
-dropped is the query, the passage its gold; recall@10 (gold among the top 10) of each model by brute
-force over its stored vectors and through its built index (default nprobe, without and with exact
-rerank). Not run by CI.
+makes from it (cached in ``.cache/``). Throughput: each build's embed stage (passages/s, Ray actor pool;
+one process with ``--engine local``) and a bare ``encode`` of the same passages in this process, static
+over transformer. Quality: a QA set made from the passages (seeded): a sentence of 10+ words of a passage
+with a quarter of its words dropped is the query, the passage its gold; recall@10 (gold among the top 10)
+of each model by brute force over its stored vectors and through its built index (default nprobe, without
+and with exact rerank). ``--documents N`` keeps the first N documents of each source, and ``--index auto``
+builds a flat index where IVF-PQ has too few vectors to train (it needs 256): the smoke run of
+``tests/test_bench_smoke.py``. Not run by CI otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 import tempfile
 import time
@@ -22,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+import zstandard
 from _common import EXAMPLE, REPO, build, load_average, machine
 from rich.console import Console
 from text_stages import make_inputs
@@ -49,6 +54,16 @@ def qa_set(ds: Datastore, n: int, seed: int, drop: float = 0.25) -> tuple[list[s
         if len(queries) == n:
             break
     return queries, np.asarray(gold, dtype=np.int64)
+
+
+def keep_first(manifest: Path, documents: int) -> None:
+    """Cut every input of ``manifest`` (the links ``make_inputs`` made) to its first ``documents`` rows."""
+    for path in sorted((manifest.parent / "inputs").glob("*/*.jsonl.zst")):
+        with zstandard.open(path, "rt", encoding="utf-8") as f:
+            rows = list(itertools.islice(f, documents))
+        path.unlink()
+        with zstandard.open(path, "wt", encoding="utf-8") as f:
+            f.writelines(rows)
 
 
 def hit_rate(ids: np.ndarray, gold: np.ndarray) -> float:
@@ -80,6 +95,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--dims", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--documents", type=int, help="only the first N documents of each source (default: all)")
+    parser.add_argument("--index", default="ivfpq", choices=["ivfpq", "auto"],
+                        help="index type (IVF-PQ needs at least 256 training vectors: auto for a few documents)")
+    parser.add_argument("--engine", default="ray", choices=["ray", "local"], help="the builds' engine")
     args = parser.parse_args()
     static = cached_static("all-MiniLM-L6-v2", REPO / ".cache", args.dims)
     example = yaml.safe_load(EXAMPLE.read_text())
@@ -88,10 +107,12 @@ def main() -> None:
         stores = {}
         for name, model in (("all-MiniLM-L6-v2", "all-MiniLM-L6-v2"), (f"static (distilled, {args.dims} d)", str(static))):
             settings = {"filters": example["filters"], "chunk": example["chunk"], "embed": {"model": model},
-                        "index": {"type": "ivfpq"}, "shards": {"target_passages": 4096}}
+                        "index": {"type": args.index}, "shards": {"target_passages": 4096}}
             manifest, _, _ = make_inputs(Path(tmp) / name.split()[0], 1, 0.0, args.sources.split(","), settings)
+            if args.documents:
+                keep_first(manifest, args.documents)
             out = Path(tmp) / f"ds-{name.split()[0]}"
-            seconds, catalog = build(manifest, out)
+            seconds, catalog = build(manifest, out, "--engine", args.engine)
             stores[name] = (Datastore.open(out), model, catalog)
             print(f"built {name}: {seconds:.0f} s", flush=True)
         (first, _, _), *_ = stores.values()
@@ -108,10 +129,12 @@ def main() -> None:
     rows.append(("static / transformer", "", *ratio))
     console = Console(width=180)
     console.print(table(f"throughput on {first.num_passages:,} passages of {args.sources} ({machine()}; load {load_average()})",
-                        ["model", "dim", "embed stage passages/s", "tokens/s", f"bare encode of {len(texts):,} passages/s"], rows))
+                        ["model", "dim", f"embed stage passages/s ({args.engine})", "tokens/s",
+                         f"bare encode of {len(texts):,} passages/s"], rows))
     console.print(table(f"recall@10 of the gold passage, {len(queries)} queries (a sentence, 25 % of its words dropped)",
                         ["model", "index", "brute force", "index", "index + rerank"], quality_rows))
-    print(f"command: python bench/static_embedder.py --sources {args.sources} --queries {args.queries} --dims {args.dims}")
+    print(f"command: python bench/static_embedder.py --sources {args.sources} --queries {args.queries} --dims {args.dims}"
+          + (f" --documents {args.documents}" if args.documents else "") + f" --index {args.index} --engine {args.engine}")
 
 
 if __name__ == "__main__":
