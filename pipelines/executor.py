@@ -15,7 +15,9 @@ build with one line naming the stage, the step, the unit and the exception, the 
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import shutil
 import threading
 import time
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from rich.progress import Progress
+from threadpoolctl import threadpool_limits
 
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import DONE_MARKER, mark_done, read_json, write_json
@@ -67,10 +70,15 @@ class UnitFailed(Exception):
                    str(oserror.filename) if oserror and oserror.filename else None)
 
 
-def run_call(step: str, fn: Callable[[Item], Result], item: Item, node: str | None = None) -> Result:
-    """One unit (or pool call) where it runs: the function, the node it ran on, then the worker-death hook."""
+def run_call(step: str, fn: Callable[[Item], Result], item: Item, node: str | None = None, threads: int | None = None) -> Result:
+    """One unit (or pool call) where it runs: the function (on ``threads`` BLAS and OpenMP threads if given), its node, the death hook.
+
+    A worker process keeps the thread counts its libraries started with (Ray starts a 1-CPU worker with one OpenMP thread),
+    so a unit that reserves more CPUs sets them itself.
+    """
     try:
-        result = fn(item)
+        with threadpool_limits(threads) if threads else contextlib.nullcontext():
+            result = fn(item)
     except MassiveDSError:
         raise
     except Exception as exc:
@@ -256,8 +264,9 @@ class LocalExecutor(Executor):
         """Nothing to release."""
 
     def _units(self, step: Step[Item, Result], items: Sequence[Item]) -> Iterator[Result]:
+        threads = os.cpu_count() if step.resources.cpus == "node" else None
         for item in items:
-            yield run_call(step.name, step.run, item)
+            yield run_call(step.name, step.run, item, threads=threads)
 
     def _pool(self, step: PoolStep[Item, Result], calls: Sequence[Item]) -> Iterator[Result]:
         worker = step.make(0)

@@ -107,8 +107,8 @@ def current_node() -> str:
     return str(ray.get_runtime_context().get_node_id())
 
 
-def _task(step: Step[Item, Result], item: Item) -> Result:
-    return run_call(step.name, step.run, item, current_node())
+def _task(step: Step[Item, Result], item: Item, threads: int | None) -> Result:
+    return run_call(step.name, step.run, item, current_node(), threads)
 
 
 class _PoolActor:
@@ -204,14 +204,16 @@ class RayExecutor(Executor):
         import ray
 
         res = step.resources
-        options: dict[str, Any] = {"num_cpus": res.cpus, "num_gpus": res.gpus, "max_retries": WORKER_RETRIES}
+        threads = max(int(n["Resources"].get("CPU", 1)) for n in ray.nodes() if n["Alive"]) if res.cpus == "node" else None
+        cpus = threads or res.cpus
+        options: dict[str, Any] = {"num_cpus": cpus, "num_gpus": res.gpus, "max_retries": WORKER_RETRIES}
         if res.memory:
             options["memory"] = res.memory
         task: Any = ray.remote(_task).options(**options)
         shared = ray.put(step)  # once, not once per unit
         # enough queued that a freed CPU never waits on the driver, few enough that 10^5 units are not all specs at once
-        in_flight = max(2, int(2 * ray.cluster_resources().get("CPU", 1) / max(res.cpus, 0.01)))
-        yield from _as_completed((task.remote(shared, item) for item in items), in_flight, self._running.stage, self.interrupted)
+        in_flight = max(2, int(2 * ray.cluster_resources().get("CPU", 1) / max(float(cpus), 0.01)))
+        yield from _as_completed((task.remote(shared, item, threads) for item in items), in_flight, self._running.stage, self.interrupted)
 
     def _pool(self, step: PoolStep[Item, Result], calls: Sequence[Item]) -> Iterator[Result]:
         import ray

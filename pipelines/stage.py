@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,7 +37,8 @@ from pipelines.manifest_set import ManifestSet
 class Resources:
     """What one unit of a step reserves where it runs (Ray's scheduling; the local executor runs one unit of a stage at a time)."""
 
-    cpus: float = 1.0
+    #: CPUs one unit reserves; ``"node"``: every CPU of the largest node, and as many BLAS and OpenMP threads (FAISS training)
+    cpus: float | Literal["node"] = 1.0
     gpus: float = 0.0
     #: bytes of memory, or None for no reservation
     memory: int | None = None

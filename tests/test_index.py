@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.manifest import Index
@@ -72,3 +77,40 @@ def test_shards_added_to_one_trained_index_search_like_one_index(tmp_path) -> No
     order = np.argsort(-d, axis=1, kind="stable")[:, :10]
     np.testing.assert_allclose(np.take_along_axis(d, order, axis=1), d_whole, rtol=1e-5)
     assert (np.take_along_axis(i, order, axis=1) == i_whole).mean() > 0.98  # equal scores may swap ties
+
+
+def test_many_lists_are_trained_in_two_levels_and_the_plan_says_so() -> None:
+    big, small = plan_index(50_000_000, 256, Index()), plan_index(2_000_000, 256, Index())
+    assert big.nlist is not None and big.nlist >= 8192 and big.coarse_training == "two-level" and "two levels" in big.reason
+    assert small.nlist is not None and small.nlist < 8192 and small.coarse_training == "kmeans" and "two levels" not in small.reason
+    assert plan_index(50_000_000, 256, Index(coarse_training="kmeans")).coarse_training == "kmeans"
+
+
+@pytest.mark.parametrize(("opq", "n", "lists"), [(False, 12_000, 100), (True, 3_000, 40)])  # OPQ's own training is the slow part
+def test_two_level_training_finds_what_one_k_means_finds(opq: bool, n: int, lists: int) -> None:
+    """Same vectors, same plan but for the training: two-level centroids fill every list and recall as one k-means does."""
+    from bench.vectorstore import clustered_vectors
+    from massiveds.encode.index import two_level_centroids
+
+    vectors = clustered_vectors(n, 32, seed=5, clusters=40, latent=8).astype(np.float32)
+    queries = vectors[:200] + np.random.default_rng(0).normal(scale=0.05, size=(200, 32)).astype(np.float32)
+    exact = vectors @ queries.T
+    truth = np.argsort(-exact, axis=0)[:10].T
+    centroids = two_level_centroids(vectors, lists)
+    assert centroids.shape == (lists, 32) and len(np.unique(centroids.round(5), axis=0)) == lists
+    recalls = {}
+    for levels in ("kmeans", "two-level"):  # each on one thread: OPQ's many small BLAS calls crawl when threads contend
+        plan = plan_index(len(vectors), 32, Index(type="ivfpq", nlist=lists, pq_m=8, nbits=6, opq=opq, coarse_training=levels))
+        with threadpool_limits(1):
+            index = train_index(plan, vectors)
+        add_vectors(index, vectors, np.arange(len(vectors)))
+        set_nprobe(index, 10)
+        _, got = index.search(queries, 10)
+        recalls[levels] = np.mean([len(set(g) & set(t)) / 10 for g, t in zip(got, truth, strict=True)])
+    assert recalls["two-level"] >= recalls["kmeans"] - 0.05 and recalls["two-level"] > 0.5, recalls
+
+
+def test_the_train_step_runs_faiss_on_every_core_of_its_node(example_datastore: Path) -> None:
+    """A Ray worker starts with one OpenMP thread: the train step reserves its node's CPUs and trains on all of them."""
+    record = json.loads((example_datastore / "build" / "train" / "_SUCCESS.json").read_text())
+    assert record["threads"] == os.cpu_count() and f"trained on {os.cpu_count()} threads" in record["summary"]

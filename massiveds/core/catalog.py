@@ -229,6 +229,8 @@ class IndexRecord(Record):
     coarse: str | None = None
     opq: bool = False
     memory_budget_gb: Measure | None = None
+    #: ``kmeans`` (one k-means over every list) or ``two-level`` (``massiveds.encode.index.two_level_centroids``)
+    coarse_training: str = "kmeans"
     merged_plans: list[IndexRecord] = []
 
 

@@ -39,11 +39,12 @@ class Source(_Strict):
                      "(globs expand through fsspec, except over http); for format hf: hf://datasets/<repo> or a save_to_disk folder")
     format: str = Field(default="jsonl", description="one of massiveds.core.formats.FORMATS: " + ", ".join(FORMATS))
     name: str | None = Field(default=None, description="label in doc ids and reports; default: the uri")
-    text_field: str = "text"
-    id_field: str | None = None
-    title_field: str | None = None
-    url_field: str | None = None
-    sha256: str | None = None
+    text_field: str = Field(default="text", description="the field holding the document's text")
+    id_field: str | None = Field(default=None, description="the field holding the source's own document id; default: <file>#<row>")
+    title_field: str | None = Field(default=None, description="the field holding the title (default for file formats: the title found)")
+    url_field: str | None = Field(default=None, description="the field holding the URL (default for file formats: the URL found)")
+    sha256: str | None = Field(default=None, description="the file's sha256, verified before the build (local) or after the download "
+                               "(remote)")
     markup: str = Field(
         default="none",
         description="markup held by the text field, turned into plain text at extraction "
@@ -52,7 +53,9 @@ class Source(_Strict):
     markup_field: str | None = Field(
         default=None, description="a field naming each row's own markup (one of the markup values); overrides markup"
     )
-    html_extractor: Literal["trafilatura", "resiliparse"] = "trafilatura"
+    html_extractor: Literal["trafilatura", "resiliparse"] = Field(
+        default="trafilatura", description="what turns HTML into text: trafilatura, or resiliparse (pip install resiliparse)"
+    )
     storage_options: dict[str, Any] = Field(
         default={}, description="fsspec options of a remote source (e.g. {endpoint_url: ..., anon: true} for s3)"
     )
@@ -139,13 +142,23 @@ class Filters(_Strict):
     to drop what is clearly not text: base64 blobs, symbol soup, pages of one repeated line.
     """
 
-    min_words: NonNegativeInt = 20
-    max_words: PositiveInt | None = 1_000_000
-    min_mean_word_length: NonNegativeFloat | None = 2.0
-    max_mean_word_length: PositiveFloat | None = 30.0
-    max_symbol_ratio: NonNegativeFloat | None = 0.5
-    min_alpha_ratio: Fraction | None = 0.35
-    max_repeated_line_fraction: Fraction | None = 0.5
+    min_words: NonNegativeInt = Field(default=20, description="drop documents of fewer whitespace-separated words (too_few_words)")
+    max_words: PositiveInt | None = Field(default=1_000_000, description="drop documents of more words (too_many_words)")
+    min_mean_word_length: NonNegativeFloat | None = Field(
+        default=2.0, description="drop documents whose words average fewer characters (mean_word_length_low)"
+    )
+    max_mean_word_length: PositiveFloat | None = Field(
+        default=30.0, description="drop documents whose words average more characters (mean_word_length_high)"
+    )
+    max_symbol_ratio: NonNegativeFloat | None = Field(
+        default=0.5, description="drop documents with more runs of '#', '...' or '…' per word (symbol_ratio)"
+    )
+    min_alpha_ratio: Fraction | None = Field(
+        default=0.35, description="drop documents where a smaller fraction of the words holds a letter (alpha_ratio)"
+    )
+    max_repeated_line_fraction: Fraction | None = Field(
+        default=0.5, description="drop documents where more of the characters of non-blank lines repeat an earlier line (repeated_lines)"
+    )
     max_record_bytes: PositiveInt | None = Field(
         default=32 << 20,
         description="a record larger than this (a JSON line, a page, a WARC record, a LaTeX project's sources, a text field) "
@@ -170,17 +183,19 @@ class Filters(_Strict):
 class NearDedup(_Strict):
     """MinHash-LSH near-duplicate removal parameters (bands x rows = num_perm); see massiveds.clean.minhash."""
 
-    enabled: bool = True
-    ngram: Annotated[int, Field(gt=0, le=64)] = 5
-    num_perm: PositiveInt = 112
-    bands: PositiveInt = 14
-    threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
+    enabled: bool = Field(default=True, description="remove near duplicates (the later copy goes)")
+    ngram: Annotated[int, Field(gt=0, le=64)] = Field(default=5, description="words per shingle")
+    num_perm: PositiveInt = Field(default=112, description="MinHash permutations per document (a multiple of bands)")
+    bands: PositiveInt = Field(default=14, description="LSH bands; more bands find pairs of lower similarity")
+    threshold: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.8, description="shingle-set Jaccard similarity from which two documents are near duplicates"
+    )
     verify: Literal["jaccard", "signature", "none"] = Field(
         default="jaccard",
         description="check each LSH candidate pair before linking it: true shingle-set Jaccard (exact), "
         "MinHash signature agreement (an estimate, 4*num_perm bytes per document), or none",
     )
-    seed: NonNegativeInt = 1
+    seed: NonNegativeInt = Field(default=1, description="seed of the MinHash permutations")
 
     @model_validator(mode="after")
     def _check(self) -> NearDedup:
@@ -197,16 +212,18 @@ class NearDedup(_Strict):
 class Dedup(_Strict):
     """Exact (normalised-text hash) and near (MinHash) deduplication."""
 
-    exact: bool = True
-    near: NearDedup = NearDedup()
+    exact: bool = Field(default=True, description="remove documents whose normalised text an earlier document has")
+    near: NearDedup = Field(default=NearDedup(), description="MinHash-LSH near-duplicate removal")
 
 
 class EvalSet(_Strict):
     """An evaluation set whose text must not leak into the datastore: a file or glob relative to the manifest."""
 
-    uri: str
-    format: Literal["jsonl", "parquet"] = "jsonl"
-    fields: Annotated[list[str], Field(min_length=1)] = ["question", "answer"]
+    uri: str = Field(description="path or glob of the eval set's files, relative to the manifest")
+    format: Literal["jsonl", "parquet"] = Field(default="jsonl", description="jsonl or parquet")
+    fields: Annotated[list[str], Field(min_length=1)] = Field(
+        default=["question", "answer"], description="the fields of an item whose text, joined, a document must not contain"
+    )
     name: str | None = Field(default=None, description="label in drop records and reports; default: the uri")
     id_field: str | None = Field(default=None, description="item id field; default: the row number in its file")
 
@@ -224,10 +241,12 @@ class Decontaminate(_Strict):
     (0 turns the run criterion off).
     """
 
-    eval_sets: list[EvalSet] = []
-    ngram: Annotated[int, Field(gt=0, le=64)] = 13
-    threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
-    min_run: NonNegativeInt = 32
+    eval_sets: list[EvalSet] = Field(default=[], description="the evaluation sets to decontaminate against (none: no decontamination)")
+    ngram: Annotated[int, Field(gt=0, le=64)] = Field(default=13, description="words per n-gram compared")
+    threshold: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.8, description="fraction of an item's distinct n-grams found in a document that contaminates it"
+    )
+    min_run: NonNegativeInt = Field(default=32, description="or a run of this many consecutive words shared with an item (0: off)")
 
     @model_validator(mode="after")
     def _check(self) -> Decontaminate:
@@ -243,9 +262,9 @@ class Chunk(_Strict):
     """How documents are cut into passages."""
 
     unit: Literal["words", "tokens"] = Field(default="words", description="words, or the embedder's tokens (RETRO: 64)")
-    size: PositiveInt = 256
-    overlap: NonNegativeInt = 0
-    min_size: NonNegativeInt = 20
+    size: PositiveInt = Field(default=256, description="units (words or tokens) per passage")
+    overlap: NonNegativeInt = Field(default=0, description="units a passage shares with the one before it")
+    min_size: NonNegativeInt = Field(default=20, description="a document's last passage shorter than this joins the one before it")
 
     @model_validator(mode="after")
     def _check(self) -> Chunk:
@@ -263,30 +282,44 @@ class Embed(_Strict):
                        description="a sentence-transformers model (transformer or static): hub name or local folder")
     batch_size: PositiveInt | Auto = Field(default="auto",
                                            description="passages per model batch; auto: 64 for a transformer, 1024 for a static model")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    store_vectors: bool = True
-    normalize: bool = True
-    max_length: PositiveInt | None = None
-    query_prefix: str = ""
-    passage_prefix: str = ""
-    workers: PositiveInt | Auto = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when torch sees a GPU (fp16), else CPU")
+    store_vectors: bool = Field(default=True, description="keep each shard's fp16 vectors (vectors.npy) for exact rerank and recall")
+    normalize: bool = Field(default=True, description="L2-normalise the vectors, so that inner product is cosine similarity")
+    max_length: PositiveInt | None = Field(
+        default=None, description="tokens a passage is cut at; null: the model's own (a static model: its tokenizer's truncation)"
+    )
+    query_prefix: str = Field(default="", description="text put before every query (e.g. 'query: ' for E5)")
+    passage_prefix: str = Field(default="", description="text put before every passage (e.g. 'passage: ' for E5)")
+    workers: PositiveInt | Auto = Field(
+        default="auto", description="embedding actors; auto: one per GPU, else one per 8 CPUs (at most the cluster's GPUs / CPUs)"
+    )
 
 
 class Index(_Strict):
     """FAISS index spec; ``auto`` values are chosen from the number of vectors (see massiveds.encode.index)."""
 
-    type: Literal["auto", "flat", "ivfpq"] = "auto"
-    nlist: PositiveInt | Auto = "auto"
-    pq_m: PositiveInt | Auto = "auto"
-    nbits: Annotated[int, Field(ge=1, le=16)] = 8
-    train_sample: PositiveInt | Auto = "auto"
-    nprobe: PositiveInt | Auto = "auto"
-    flat_max: PositiveInt = 200_000
+    type: Literal["auto", "flat", "ivfpq"] = Field(
+        default="auto", description="flat (exact) or ivfpq; auto: flat up to flat_max vectors (within the memory budget), else ivfpq"
+    )
+    nlist: PositiveInt | Auto = Field(default="auto", description="IVF lists; auto: the power of two nearest 4·√N (16·√N above 10 M)")
+    pq_m: PositiveInt | Auto = Field(
+        default="auto", description="PQ sub-quantizers, a divisor of the dimension; auto: the largest not above min(64, d/4)"
+    )
+    nbits: Annotated[int, Field(ge=1, le=16)] = Field(default=8, description="bits of each PQ sub-quantizer's code")
+    train_sample: PositiveInt | Auto = Field(
+        default="auto", description="vectors the quantizer is trained on; auto: 64·nlist, at most 2^22, at least 30·nlist"
+    )
+    nprobe: PositiveInt | Auto = Field(default="auto", description="IVF lists a search visits by default; auto: about 2·√nlist")
+    flat_max: PositiveInt = Field(default=200_000, description="type auto builds a flat index up to this many vectors")
     memory_budget_gb: PositiveFloat | None = Field(
         default=None, description="RAM to serve the index (codes, ids, quantizer); PQ size and type are chosen to fit it"
     )
     coarse: Literal["auto", "flat", "hnsw"] = Field(default="auto", description="coarse quantizer; auto: HNSW32 from 65536 lists")
     opq: bool | Auto = Field(default="auto", description="OPQ rotation before PQ; auto: on from 65536 lists")
+    coarse_training: Literal["auto", "kmeans", "two-level"] = Field(
+        default="auto", description="how the IVF centroids are trained: one k-means over all lists, or two-level (√nlist groups, "
+        "then lists within each: far less work for many lists); auto: two-level from 8192 lists"
+    )
 
 
 class SparseTokenizer(_Strict):
@@ -312,13 +345,13 @@ class Sparse(_Strict):
     enabled: bool = Field(default=False, description="build the BM25 index (search modes sparse and hybrid need it)")
     k1: NonNegativeFloat = Field(default=1.5, description="BM25 term-frequency saturation")
     b: Fraction = Field(default=0.75, description="BM25 length normalisation: 0 none, 1 full")
-    tokenizer: SparseTokenizer = SparseTokenizer()
+    tokenizer: SparseTokenizer = Field(default=SparseTokenizer(), description="how passages and queries are cut into BM25 terms")
 
 
 class Shards(_Strict):
     """How passages are split into independently indexed shards."""
 
-    target_passages: PositiveInt = 1_000_000
+    target_passages: PositiveInt = Field(default=1_000_000, description="passages per shard (each shard has an index of its own)")
 
 
 def leaves_folder(uri: str) -> bool:
@@ -344,17 +377,21 @@ def leaves_folder(uri: str) -> bool:
 class Manifest(_Strict):
     """A whole build manifest (every field: docs/manifest.md)."""
 
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-    domain: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_]*$")]
-    sources: Annotated[list[Source], Field(min_length=1)]
-    filters: Filters = Filters()
-    dedup: Dedup = Dedup()
-    decontaminate: Decontaminate = Decontaminate()
-    chunk: Chunk = Chunk()
-    embed: Embed = Embed()
-    index: Index = Index()
-    sparse: Sparse = Sparse()
-    shards: Shards = Shards()
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = Field(
+        description="the datastore's name: letters, digits, '.', '_' and '-'"
+    )
+    domain: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_]*$")] = Field(
+        description="the label every passage of this manifest carries (search selects shards by it): lower case, digits, '_'"
+    )
+    sources: Annotated[list[Source], Field(min_length=1)] = Field(description="the inputs, at least one")
+    filters: Filters = Field(default=Filters(), description="document filters and input limits")
+    dedup: Dedup = Field(default=Dedup(), description="exact and near-duplicate removal")
+    decontaminate: Decontaminate = Field(default=Decontaminate(), description="removal of documents that contain evaluation items")
+    chunk: Chunk = Field(default=Chunk(), description="how documents are cut into passages")
+    embed: Embed = Field(default=Embed(), description="the embedding model and how it runs")
+    index: Index = Field(default=Index(), description="the FAISS index of every shard")
+    sparse: Sparse = Field(default=Sparse(), description="the BM25 index beside the dense one")
+    shards: Shards = Field(default=Shards(), description="how passages are split into shards")
     allow_paths_outside: bool = Field(
         default=False,
         description="let relative source, eval-set and model paths reach outside the manifest's folder with '..' "

@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from massiveds.core.layout import atomic_path
 from massiveds.encode.index import IndexPlan, plan_index, train_index, write_index
-from pipelines.stage import BuildContext, Stage, StageRecord, Step, StepRunner, UnitResult, UnitStage, WorkItem
+from pipelines.stage import BuildContext, Resources, Stage, StageRecord, Step, StepRunner, UnitResult, UnitStage, WorkItem
 from pipelines.stages.embed import vectors_paths
 from pipelines.stages.shard import ShardItem, ShardRecord
 
@@ -20,6 +21,8 @@ class TrainResult(UnitResult):
     #: the index trained, and why it was chosen
     plan: IndexPlan
     train_sample: int
+    #: FAISS's threads while training (the step reserves every CPU of its node)
+    threads: int
 
 
 @dataclass(frozen=True)
@@ -44,12 +47,15 @@ class TrainIndex:
                     pieces.append(np.asarray(vectors[rows], dtype=np.float32))
             sample = np.concatenate(pieces)
         write_index(train_index(self.plan, sample), self.dest)
-        return TrainResult(unit=item.unit, plan=self.plan, train_sample=0 if sample is None else len(sample))
+        return TrainResult(unit=item.unit, plan=self.plan, train_sample=0 if sample is None else len(sample),
+                           threads=faiss.omp_get_max_threads())
 
 
 class TrainRecord(StageRecord):
     #: the index chosen for the datastore's vectors, and why
     plan: IndexPlan
+    #: FAISS's threads while training (None: not trained by this build, e.g. an append's existing quantizer)
+    threads: int | None = None
 
 
 class Train(UnitStage[WorkItem, TrainResult]):
@@ -65,11 +71,12 @@ class Train(UnitStage[WorkItem, TrainResult]):
         paths = vectors_paths(ctx, shards)
         dim = int(np.load(paths[shards[0].name], mmap_mode="r").shape[1])
         plan = plan_index(sum(s.count for s in shards), dim, ctx.manifests.index)
-        return Step("train", TrainIndex(plan, tuple(shards), paths, ctx.layout.trained_index), TrainResult)
+        return Step("train", TrainIndex(plan, tuple(shards), paths, ctx.layout.trained_index), TrainResult, Resources(cpus="node"))
 
     def summarize(self, ctx: BuildContext, items: Sequence[WorkItem], results: Sequence[TrainResult]) -> TrainRecord:
         [trained] = results
-        return TrainRecord(plan=trained.plan, summary=f"{trained.plan.factory} ({trained.plan.reason})")
+        return TrainRecord(plan=trained.plan, threads=trained.threads,
+                           summary=f"{trained.plan.factory} ({trained.plan.reason}); trained on {trained.threads} threads")
 
 
 class ExistingQuantizer(Stage):
