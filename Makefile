@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup browser demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -26,7 +26,15 @@ demo: setup
 	$(VENV)/bin/massiveds build manifests/examples/jargon.yaml --out demo-datastore
 	$(VENV)/bin/massiveds search demo-datastore "a program so badly written that nobody can maintain it" -k 5
 
-test: setup
+# The page tests drive Debian's Chromium (tests/test_serve_page.py): installed when missing, or `make test` stops here.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
+
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || $(APT) || { $(SUDO) apt-get update -q && $(APT); } \
+	  || { echo "make test: cannot install chromium and chromium-driver (apt-get, as root or with sudo -n)" >&2; exit 1; }
+
+test: setup browser
 	$(VENV)/bin/pytest -q --durations=25
 
 test-fast: setup

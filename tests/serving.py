@@ -26,13 +26,14 @@ def free_port() -> int:
 class Client:
     """Raw HTTP requests to the server (http.client: full control over headers and bodies)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, timeout: float = 120) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.timeout = timeout
 
     def raw(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
             ) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
@@ -81,6 +82,10 @@ def running_server(datastore: Path, log: Path, *extra: str) -> Iterator[Client]:
                 proc.kill()
 
 
+#: Seconds an in-process server may take to start, or to stop once told to: it loads nothing, so this only catches a hang.
+THREAD_SERVER_S = 60
+
+
 @contextlib.contextmanager
 def serving_in_thread(datastore: Path) -> Iterator[Client]:
     """The app over ``datastore`` on uvicorn in a thread of this process (a free port), for the duration of the block."""
@@ -94,13 +99,27 @@ def serving_in_thread(datastore: Path) -> Iterator[Client]:
 
     sock = bind("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(create_app(open_for_serving(datastore), ServeConfig()), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    settled = threading.Event()  # set once the server has started, or its thread has ended without starting
+
+    async def startup(sockets: list[socket.socket] | None = None) -> None:
+        await uvicorn.Server.startup(server, sockets=sockets)
+        settled.set()
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        finally:
+            settled.set()
+
+    server.startup = startup  # type: ignore[method-assign]
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
-        while not server.started:
-            time.sleep(0.05)
+        assert settled.wait(THREAD_SERVER_S), f"the server thread neither started nor ended in {THREAD_SERVER_S} s"
+        assert server.started, "the server thread ended without starting (its exception is reported with the test)"
         yield Client(sock.getsockname()[1])
     finally:
         server.should_exit = True
-        thread.join(30)
+        thread.join(THREAD_SERVER_S)
         sock.close()
+        assert not thread.is_alive(), f"the server thread did not stop within {THREAD_SERVER_S} s of should_exit"

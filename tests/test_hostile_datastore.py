@@ -117,12 +117,14 @@ def trained_index_path(pub: Published) -> None:
     pub.edit(change)
 
 
-def part_name(pub: Published) -> None:
-    key = "../../pwned_file.txt"
-    pub.edit(pub.add_file(key, "../../pwned_file.txt.part-00000"))
+def part_symlink(pub: Published) -> None:
+    """A harmless key stored in parts, its part a symlink to the puller's secret: a part is named after its key, so only a
+    symlink can lead a part out, and only the check of each part reaches it (an escaping key is refused before it)."""
+    key, secret = "notes.txt", pub.secret.read_bytes()
+    (pub.folder / f"{key}.part-00000").symlink_to(pub.secret)
 
     def change(_catalog: Catalog, listing: Listing) -> None:
-        listing["files"][key]["parts"] = [record(pub.payload)]
+        listing["files"][key] = record(secret) | {"parts": [record(secret)]}
     pub.edit(change)
 
 
@@ -149,19 +151,34 @@ def missing_from_checksums(pub: Published) -> None:
     pub.edit(change)
 
 
-CASES = [traversal_key, absolute_key, backslash_key, nul_key, dot_key, shard_name, shard_file_name, trained_index_path, part_name,
-         symlink_out, disagreeing_lists, missing_from_checksums]
+#: Each crafted datastore, and what the refusal of its pull must say: why it was refused, not only that it was.
+CASES = {
+    traversal_key: ("checksums.json entry '../../pwned_file.txt' has a '..' component",),
+    absolute_key: ("checksums.json entry", "pwned_file.txt' is absolute"),
+    backslash_key: ("checksums.json entry", "holds a backslash"),
+    nul_key: ("checksums.json entry", "holds a NUL or control character"),
+    dot_key: ("checksums.json entry", "has an empty or '.' component"),
+    shard_name: ("shard name '../../..' has a '..' component",),
+    shard_file_name: ("shard wiki-00000: file name '../../../../pwned_file.txt' has a '..' component",),
+    trained_index_path: ("trained index '../../pwned_file.txt' has a '..' component",),
+    part_symlink: ("notes.txt.part-00000 is a symlink or lies under one",),
+    symlink_out: ("shards/wiki-00000/vectors.npy is a symlink or lies under one",),
+    disagreeing_lists: ("datastore.json and checksums.json disagree about shards/wiki-00001/index.faiss",),
+    missing_from_checksums: ("datastore.json and checksums.json disagree about shards/wiki-00001/index.faiss",),
+}
 
 
-@pytest.mark.parametrize("craft", CASES, ids=[c.__name__ for c in CASES])
-def test_a_crafted_published_datastore_is_refused_and_nothing_is_written(craft: Callable[[Published], None], tmp_path: Path) -> None:
+@pytest.mark.parametrize(("craft", "why"), CASES.items(), ids=[c.__name__ for c in CASES])
+def test_a_crafted_published_datastore_is_refused_and_nothing_is_written(craft: Callable[[Published], None], why: tuple[str, ...],
+                                                                         tmp_path: Path) -> None:
     pub = Published(tmp_path)
     craft(pub)
     before = snapshot(tmp_path)
     dest = tmp_path / "a" / "out"
     with pytest.raises(DatastoreError) as refused:
         pull(str(pub.folder), dest)
-    assert "\n" not in str(refused.value)
+    message = str(refused.value)
+    assert "\n" not in message and all(w in message for w in why), message
     assert snapshot(tmp_path) == before  # no file anywhere: not outside, not even the destination
     assert not pub.outside.exists()
 
@@ -177,17 +194,28 @@ def test_the_cli_pull_of_the_reported_attack_is_one_line_and_writes_nothing(tmp_
     assert snapshot(tmp_path) == before and not pub.outside.exists()
 
 
-IN_PLACE = [traversal_key, absolute_key, nul_key, shard_name, shard_file_name, trained_index_path, symlink_out, disagreeing_lists]
+#: The crafted datastores opened where they lie, and what both the refusal to open and verify's first problem must say.
+IN_PLACE = {
+    traversal_key: ("checksums.json entry '../../pwned_file.txt' has a '..' component",),
+    absolute_key: ("checksums.json entry", "pwned_file.txt' is absolute"),
+    nul_key: ("checksums.json entry", "holds a NUL or control character"),
+    shard_name: ("shard name '../../..' has a '..' component",),
+    shard_file_name: ("shard wiki-00000: file name '../../../../pwned_file.txt' has a '..' component",),
+    trained_index_path: ("trained index '../../pwned_file.txt' has a '..' component",),
+    symlink_out: ("shards/wiki-00000/vectors.npy leads outside", "through a symlink"),
+    disagreeing_lists: ("shards/wiki-00001/index.faiss", "datastore.json and checksums.json disagree about"),
+}
 
 
-@pytest.mark.parametrize("craft", IN_PLACE, ids=[c.__name__ for c in IN_PLACE])
-def test_a_crafted_datastore_opened_in_place_is_refused(craft: Callable[[Published], None], tmp_path: Path) -> None:
+@pytest.mark.parametrize(("craft", "why"), IN_PLACE.items(), ids=[c.__name__ for c in IN_PLACE])
+def test_a_crafted_datastore_opened_in_place_is_refused(craft: Callable[[Published], None], why: tuple[str, ...], tmp_path: Path) -> None:
     pub = Published(tmp_path)
     craft(pub)
-    with pytest.raises(DatastoreError, match="refused"):
+    with pytest.raises(DatastoreError) as refused:
         Datastore.open(pub.folder)
+    assert all(w in str(refused.value) for w in why), str(refused.value)
     problems = verify(pub.folder)
-    assert problems and ("refused" in problems[0] or "disagree" in problems[0])
+    assert problems and all(w in problems[0] for w in why), problems
 
 
 def test_search_verify_and_serve_refuse_a_crafted_datastore_in_one_line(tmp_path: Path) -> None:

@@ -16,7 +16,10 @@ from massiveds.core.errors import MassiveDSError
 from massiveds.encode.sparse import SHARD_FILES, query_terms
 from massiveds.ops.subsample import subsample
 from massiveds.store.datastore import Datastore
+from massiveds.store.sampling import keep_mask
+from tests.helpers import coarse_index, exact_scores
 from tests.helpers import massiveds as cli
+from tests.test_search import linked_copy
 
 pytestmark = pytest.mark.slow
 
@@ -80,13 +83,80 @@ def test_rare_words_of_one_passage_find_it_in_sparse_and_hybrid_modes(ds: Datast
     assert hybrid[0]["passage_id"] == pid and hybrid[0]["sparse_score"] > 0
 
 
-def test_every_search_option_works_in_every_mode(ds: Datastore) -> None:
-    golds = [h["text"] for h in ds.search(QUERIES[1], k=1, mode="sparse")]
-    for mode in ("dense", "sparse", "hybrid"):
-        rerank = None if mode == "sparse" else "exact"
-        hits = ds.search(QUERIES[1], k=5, mode=mode, domains=["wiki"], fraction=0.5, seed=1, dedup=True, decontaminate=golds,
-                         mmr=0.5, continuation=True, rerank=rerank)
-        assert 0 < len(hits) <= 5 and all(h["text"] != golds[0] for h in hits)
+def shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    """The word ``n``-grams of a text, lowercased: the oracle of near-duplicate dedup."""
+    tokens = re.findall(r"\w+", text.lower())
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def jaccard(a: str, b: str) -> float:
+    """The Jaccard similarity of two texts' word 5-gram sets."""
+    sa, sb = shingles(a), shingles(b)
+    return len(sa & sb) / max(len(sa | sb), 1)
+
+
+def mmr_oracle(pool: list[dict], vectors: np.ndarray, lam: float, k: int) -> list[int]:
+    """Greedy maximal marginal relevance over ``pool`` (best first): each pick maximises lam·score − (1 − lam)·max cosine to the picked."""
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    picked: list[int] = []
+    for _ in range(k):
+        gains = [-np.inf if i in picked else lam * h["score"] - (1 - lam) * max((float(unit[i] @ unit[j]) for j in picked), default=0.0)
+                 for i, h in enumerate(pool)]
+        picked.append(int(np.argmax(gains)))
+    return [pool[i]["passage_id"] for i in picked]
+
+
+@pytest.fixture(scope="module")
+def coarse_two_domains(example_datastore: Path, tmp_path_factory: pytest.TempPathFactory) -> Datastore:
+    """The example with its third shard relabelled ``books``, over a coarse PQ index (the example's is exact: rerank would fix nothing)."""
+    root = linked_copy(example_datastore, tmp_path_factory.mktemp("two") / "ds", relabel={"wiki-00002": "books"})
+    return coarse_index(massiveds.open(root))
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+def test_every_search_option_takes_effect_in_every_mode(coarse_two_domains: Datastore, mode: str) -> None:
+    """All options in one search, each checked against an oracle of its own.
+
+    The query finds the Jargon File's "spod" and FOLDOC's near copy of it (Jaccard ≈ 0.75), both in the sample of seed 4;
+    the gold is the last passage of the Jargon entry, whose first passages continue into the next. Rerank is checked in
+    mode dense: hybrid rescores its candidates with exact dense scores whatever the index gives.
+    """
+    ds = coarse_two_domains
+    passages = {p["passage_id"]: p for p in ds.passages(list(range(ds.num_passages)))}
+    gold = [p for p in passages.values() if p["doc_id"] == "dict-jargon:spod"][-1]
+    query, seed, rerank = "spod: a lower form of life found on talker systems", 4, None if mode == "sparse" else "exact"
+    options = {"k": 5, "mode": mode, "rerank": rerank, "domains": ["wiki"], "fraction": 0.5, "seed": seed, "dedup": True,
+               "dedup_threshold": 0.7, "decontaminate": [gold["text"]], "mmr": 0.1, "continuation": True}
+    hits = ds.search(query, **options)
+    pool = ds.search(query, **(options | {"k": 20, "mmr": None, "continuation": False}))  # what MMR chooses from
+    unfiltered = ds.search(query, **(options | {"dedup": False, "decontaminate": None, "mmr": None}))
+    ids = [h["passage_id"] for h in hits]
+    assert len(hits) == 5
+    assert all(h["shard"] != "wiki-00002" for h in pool)  # domains: the books shard is not searched
+    assert keep_mask([h["doc_id"] for h in pool], 0.5, seed).all()
+    # decontaminate: the gold passage would be a hit; no hit holds 80 % of the gold's 13-grams
+    gold_grams = shingles(gold["text"], 13)
+    assert gold["passage_id"] in [h["passage_id"] for h in unfiltered] and gold["passage_id"] not in ids
+    assert all(len(shingles(h["text"], 13) & gold_grams) < 0.8 * len(gold_grams) for h in pool)
+    # dedup: the plain hits hold a near-duplicate pair, the deduplicated pool none
+    assert any(jaccard(a["text"], b["text"]) >= 0.7 for i, a in enumerate(unfiltered) for b in unfiltered[i + 1 :])
+    assert all(jaccard(a["text"], b["text"]) < 0.7 for i, a in enumerate(pool) for b in pool[i + 1 :])
+    # mmr: the greedy oracle over the pool, with the stored vectors; it changes the plain top 5
+    shard = {s.name: s for s in ds.shards}
+    vectors = np.stack([shard[h["shard"]].vectors[h["passage_id"] - shard[h["shard"]].id_start] for h in pool]).astype(np.float32)
+    assert ids == mmr_oracle(pool, vectors, 0.1, 5) != [h["passage_id"] for h in pool[:5]]
+    # continuation: the next passage of the same document, None at a document's end
+    for hit in hits:
+        following = passages.get(hit["passage_id"] + 1)
+        expected = following["passage_id"] if following is not None and following["doc_id"] == hit["doc_id"] else None
+        assert (hit["continuation"] or {}).get("passage_id") == expected
+    assert any(h["continuation"] is not None for h in hits)
+    if mode == "dense":  # rerank: the scores are the exact inner products, which the PQ's are not
+        all_ids, all_scores = exact_scores(ds, query)
+        exact = dict(zip(all_ids.tolist(), all_scores.tolist(), strict=True))
+        np.testing.assert_allclose([h["score"] for h in pool], [exact[h["passage_id"]] for h in pool], rtol=1e-5)
+        plain = ds.search(query, **(options | {"k": 20, "mmr": None, "continuation": False, "rerank": None}))
+        assert not np.allclose([h["score"] for h in plain], [exact[h["passage_id"]] for h in plain], rtol=1e-3)
 
 
 def test_a_subsample_ranks_bm25_as_the_query_time_fraction_does(ds: Datastore, example_datastore: Path, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import pytest
 import massiveds
 from massiveds.encode.index import read_index
 from tests.conftest import write_small_manifest
-from tests.helpers import REPO
+from tests.helpers import REPO, end_session
 from tests.helpers import massiveds as cli
 from tests.servers import file_server
 
@@ -76,7 +76,7 @@ def kill_when(manifest: Path, out: Path, ready, timeout: float = 300, meanwhile=
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    time.sleep(1)
+    end_session(proc.pid)
 
 
 def assert_same_datastore(got_path: Path, want_path: Path) -> None:
@@ -97,8 +97,9 @@ def test_kill_during_embedding_then_resume(small_manifest: Path, small_reference
         proc = cli("build", str(small_manifest), "--out", str(o), check=False)
         assert proc.returncode == 2 and "is being built by pid" in proc.stderr
 
-    kill_when(small_manifest, out, lambda o: (o / "build" / "embed" / "embedder.json").is_file(), meanwhile=second_builder_is_refused)
-    assert not (out / "datastore.json").exists()
+    kill_when(small_manifest, out, lambda o: any((o / "build" / "embeddings").glob("*/*.npz")), meanwhile=second_builder_is_refused)
+    assert not (out / "datastore.json").exists() and not (out / "build" / "embed" / "_SUCCESS.json").exists()
+    assert list((out / "build" / "embeddings").glob("*/*.npz"))  # killed after a batch was embedded, before the stage ended
     assert (out / "build" / "chunk" / "_SUCCESS.json").is_file()
     proc = cli("build", str(small_manifest), "--out", str(out))  # the dead builder's lock is taken over
     assert "skipped (done)" in proc.stderr  # extract .. shard were not redone
@@ -120,13 +121,19 @@ STAGE_OF = {"near-map": "near_dedup", "dedup-map": "dedup", "vectors": "embed"}
 
 def crash(manifest: Path, out: Path, point: str, *args: str) -> None:
     """Run the build with ``MASSIVEDS_CRASH_AFTER=point`` and check that it died there (SIGKILL of its process group)."""
-    proc = subprocess.run([sys.executable, "-m", "massiveds.cli", "build", str(manifest), "--out", str(out), *args],
-                          env=os.environ | {"MASSIVEDS_CRASH_AFTER": point}, capture_output=True, start_new_session=True, timeout=600)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    proc = subprocess.Popen([sys.executable, "-m", "massiveds.cli", "build", str(manifest), "--out", str(out), *args],
+                            env=os.environ | {"MASSIVEDS_CRASH_AFTER": point}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        end_session(proc.pid)
+    assert proc.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
     assert not (out / "datastore.json").exists()
     step = point.split(":")[0]
     assert not (out / "build" / STAGE_OF.get(step, step) / "_SUCCESS.json").exists()
-    time.sleep(1)  # Ray's processes of the killed build are gone with its process group
 
 
 #: Kill points on Ray, in build order: inside extract, near dedup, chunk and index.

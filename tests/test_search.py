@@ -16,6 +16,7 @@ from massiveds.core.errors import DatastoreError, MassiveDSError, ShardSkippedWa
 from massiveds.store.datastore import Datastore
 from massiveds.store.sampling import keep_mask
 from massiveds.store.search import SearchOptions
+from tests.helpers import coarse_index, exact_top
 from tests.helpers import massiveds as cli
 
 pytestmark = pytest.mark.slow
@@ -73,19 +74,26 @@ def test_domains_select_shards(ds: Datastore, example_datastore: Path, tmp_path:
     assert proc.returncode == 2 and "unknown domain 'books'" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_nprobe_and_rerank_are_forwarded_to_search_vectors(ds: Datastore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nprobe_and_rerank_are_forwarded_and_rerank_gives_the_exact_top_k(example_datastore: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over a coarse PQ index of the example, plain dense hits miss the exact top k and reranked ones equal a brute-force oracle."""
+    ds = coarse_index(massiveds.open(example_datastore))
     calls: list[dict[str, Any]] = []
     original = Datastore.search_vectors
 
-    def recording(self: Datastore, queries: np.ndarray, k: int = 10, nprobe: int | None = None, rerank: str | None = None) -> Any:
+    def recording(self: Datastore, queries: np.ndarray, k: int = 10, nprobe: int | None = None, rerank: str | None = None,
+                  rerank_depth: int | None = None) -> Any:
         calls.append({"k": k, "nprobe": nprobe, "rerank": rerank})
-        return original(self, queries, k=k, nprobe=nprobe)
+        return original(self, queries, k=k, nprobe=nprobe, rerank=rerank, rerank_depth=rerank_depth)
 
     monkeypatch.setattr(Datastore, "search_vectors", recording)
-    plain = ds.search("what is a kludge", k=3, nprobe=7, mode="dense")
-    reranked = ds.search("what is a kludge", k=3, rerank="exact", mode="dense")
-    assert calls == [{"k": 3, "nprobe": 7, "rerank": None}, {"k": 3, "nprobe": None, "rerank": "exact"}]
-    assert ids(plain) == ids(reranked)
+    query = "what is a kludge"
+    plain = ds.search(query, k=10, nprobe=7, mode="dense")
+    reranked = ds.search(query, k=10, rerank="exact", mode="dense")
+    assert calls == [{"k": 10, "nprobe": 7, "rerank": None}, {"k": 10, "nprobe": None, "rerank": "exact"}]
+    oracle, scores = exact_top(ds, query, 10)
+    assert ids(plain) != oracle  # the PQ codes lose the order: rerank has something to fix
+    assert ids(reranked) == oracle
+    np.testing.assert_allclose([h["score"] for h in reranked], scores, rtol=1e-5)
     with pytest.raises(MassiveDSError, match="rerank must be one of"):
         ds.search("x", rerank="bogus")
     with pytest.raises(MassiveDSError, match="nprobe"):

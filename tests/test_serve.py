@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
+import signal
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -374,15 +375,39 @@ def test_a_burst_of_connections_is_queued_then_answered(example_datastore: Path)
         sock.close()
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def worker_answering_while(client: Client, stopped: int) -> int:
+    """The pid of the worker that answers /stats while worker ``stopped`` is frozen (SIGSTOP): it cannot accept, so another must."""
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        status, body = Client(client.port, timeout=30).request("GET", "/stats")
+    except TimeoutError:
+        raise AssertionError(f"no worker but {stopped} accepts connections: none answered in 30 s while it was stopped") from None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stopped, signal.SIGCONT)
+    assert status == 200 and alive(stopped), f"worker {stopped} was replaced while stopped: the answer proves nothing"
+    return int(body["server"]["pid"])
+
+
 def test_several_workers_share_the_port_and_stop_on_sigterm(example_datastore: Path, tmp_path: Path) -> None:
+    """Each of two workers accepts on the shared port: with the one that answered frozen, the other answers, and back."""
     with running_server(example_datastore, tmp_path / "stderr.log", "--workers", "2") as client:
         assert "2 workers" in (tmp_path / "stderr.log").read_text()
         answers = [client.search({"query": q, "n_docs": 3}) for q in ("spod", "black art", "bit rot", "kludge")]
         assert [(status, len(body["results"]["IDs"][0])) for status, body in answers] == [(200, 3)] * 4
-        pids, deadline = set(), time.monotonic() + 60
-        while len(pids) < 2 and time.monotonic() < deadline:  # each connection goes to whichever worker accepts it first
-            pids.add(client.request("GET", "/stats")[1]["server"]["pid"])
-        assert len(pids) == 2
+        first = int(client.request("GET", "/stats")[1]["server"]["pid"])
+        second = worker_answering_while(client, first)
+        assert second != first and worker_answering_while(client, second) == first
+    assert not alive(first) and not alive(second)  # the workers ended with the server
 
 
 def test_serve_strict_refuses_a_broken_datastore(example_datastore: Path, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from pipelines.build import STAGES, build, run_stages, stage_needs
 from pipelines.executor import Executor, LocalExecutor
 from pipelines.manifest_set import ManifestSet
 from pipelines.ray_executor import RayExecutor
-from pipelines.stage import BuildContext, Resources, StageRecord, Step, UnitResult, UnitStage, WorkItem
+from pipelines.stage import BuildContext, Resources, Stage, StageRecord, Step, UnitResult, UnitStage, WorkItem
 from pipelines.stages.shard import ShardItem, ShardRecord
 from tests.helpers import local
 
@@ -155,13 +155,17 @@ def test_a_user_error_in_a_unit_stays_its_own_line(small_manifest: Path, tmp_pat
                                                                        _context(small_manifest, tmp_path))
 
 
-#: Seconds a toy unit waits for another stage's unit before it concludes the two did not run at the same time.
-WAIT_S = 20.0
+#: Seconds a toy unit waits for another stage to be handed to the executor (its ``<stage>.entered`` mark): a scheduler that
+#: starts the stages whose needs are done together hands both over at once, before either's unit runs; only one that runs
+#: them one after the other leaves the mark missing.
+START_S = 60.0
+#: Seconds a toy unit waits for a mark of a stage already handed over: only a hang reaches it.
+HANG_S = 300.0
 
 
 @dataclass(frozen=True)
 class Mark:
-    """A toy unit: marks its start in ``folder``, waits for the marks ``waits``, marks its end (or fails, if ``fails``, until ``fixed``)."""
+    """A toy unit: marks its start in ``folder``, waits for the marks ``waits``, marks its end or failure (``fails``: until ``fixed``)."""
 
     folder: Path
     waits: tuple[str, ...]
@@ -170,16 +174,27 @@ class Mark:
     def __call__(self, item: WorkItem) -> UnitResult:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / f"{item.unit}.started").touch()
-        deadline = time.monotonic() + WAIT_S
-        while missing := [w for w in self.waits if not (self.folder / w).exists()]:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{item.unit} waited {WAIT_S:.0f} s for {', '.join(missing)}: the stages ran one after the other")
-            time.sleep(0.02)
-        if self.fails and not (self.folder / "fixed").exists():
-            (self.folder / f"{item.unit}.failed").touch()
-            raise RuntimeError("a bug in one of two stages running at the same time")
+        try:
+            for wait in self.waits:
+                self._wait(item.unit, wait)
+            if self.fails and not (self.folder / "fixed").exists():
+                raise RuntimeError("a bug in one of two stages running at the same time")
+        except Exception:
+            (self.folder / f"{item.unit}.failed").touch()  # whatever failed it: a unit waiting for its failure goes on
+            raise
         (self.folder / f"{item.unit}.done").touch()
         return UnitResult(unit=item.unit)
+
+    def _wait(self, unit: str, mark: str) -> None:
+        """Wait for ``mark`` to appear in the folder, or raise TimeoutError saying what it means that it did not."""
+        handed_over = mark.endswith(".entered")
+        limit = START_S if handed_over else HANG_S
+        deadline = time.monotonic() + limit
+        while not (self.folder / mark).exists():
+            if time.monotonic() > deadline:
+                why = "the stages ran one after the other" if handed_over else "a stage hangs"
+                raise TimeoutError(f"{unit} waited {limit:.0f} s for {mark}: {why}")
+            time.sleep(0.02)
 
 
 class Toy(UnitStage[WorkItem, UnitResult]):
@@ -218,13 +233,13 @@ class Left(Toy):
 
     name = "left"
     needs = ("base", "absent")
-    waits = ("right0.started", "right0.done")
+    waits = ("right.entered", "right0.started", "right0.done")
 
 
 class Right(Toy):
     name = "right"
     needs = ("base",)
-    waits = ("left0.started",)
+    waits = ("left.entered", "left0.started")
 
 
 class AfterLeft(Toy):
@@ -239,7 +254,17 @@ class Last(Toy):
 
 
 def _executor(engine: str, build_dir: Path) -> Executor:
-    return local(build_dir) if engine == "local" else RayExecutor(build_dir, Progress(disable=True))
+    """The engine's executor, marking ``<stage>.entered`` in the build's marks when a stage is handed to it (the driver's event)."""
+    executor = local(build_dir) if engine == "local" else RayExecutor(build_dir, Progress(disable=True))
+    run_stage = executor.run_stage
+
+    def entered(stage: Stage, ctx: BuildContext) -> StageRecord:
+        (ctx.build / "marks").mkdir(parents=True, exist_ok=True)
+        (ctx.build / "marks" / f"{stage.name}.entered").touch()
+        return run_stage(stage, ctx)
+
+    executor.run_stage = entered  # type: ignore[method-assign]
+    return executor
 
 
 def _started_after(marks: Path, unit: str, build_dir: Path, stages: Sequence[str]) -> bool:
@@ -255,7 +280,7 @@ def test_stages_whose_needs_are_done_run_at_the_same_time_and_the_others_wait(en
     stages = (Base(), Absent(), Left(), Right(), AfterLeft(), Last())
     executor = _executor(engine, ctx.build)
     try:
-        run_stages(ctx, executor, stages)  # left and right each wait for the other's unit: one after the other, they time out
+        run_stages(ctx, executor, stages)  # left and right each wait for the other's start: one after the other, they time out
     finally:
         executor.close()
     marks = ctx.build / "marks"
@@ -273,7 +298,7 @@ class Boomer(Toy):
 
     name = "boomer"
     needs = ("base",)
-    waits = ("steady0.started",)
+    waits = ("steady.entered", "steady0.started")
     fails = True
 
 
@@ -283,7 +308,7 @@ class Steady(Toy):
     name = "steady"
     needs = ("base",)
     units = 2
-    waits = ("boomer0.started", "boomer0.failed")
+    waits = ("boomer.entered", "boomer0.started", "boomer0.failed")
 
 
 class AfterBoth(Toy):

@@ -56,6 +56,41 @@ def test_the_distilled_model_is_a_static_sentence_transformer(static_model: Path
     assert short.info()["max_length"] == 16
 
 
+def test_the_cached_static_model_is_distilled_again_when_what_it_is_made_from_changes(tmp_path: Path,
+                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache is keyed by the distillation code, its packages, ``dims`` and the source model's files, not by name alone."""
+    from massiveds.encode import distill
+
+    source = tmp_path / "minilm"
+    source.mkdir()
+    (source / "config.json").write_text("{}")
+    (source / "model.safetensors").write_bytes(b"weights")
+    code = tmp_path / "distill.py"
+    code.write_bytes(Path(distill.__file__).read_bytes())
+    monkeypatch.setattr(distill, "__file__", str(code))
+    made: list[Path] = []
+
+    def fake_distill(_source: str, out: Path, _dims: int) -> None:
+        made.append(out)
+        out.mkdir(parents=True)
+        (out / "modules.json").write_text("[]")
+
+    monkeypatch.setattr(distill, "distill_static", fake_distill)
+    cache = tmp_path / "cache"
+    first = distill.cached_static(str(source), cache)
+    assert distill.cached_static(str(source), cache) == first and made == [first]  # reused while nothing changed
+    assert distill.cached_static(str(source), cache, dims=128) not in made[:1]
+    code.write_bytes(code.read_bytes() + b"# the distillation changed\n")
+    after_code = distill.cached_static(str(source), cache)
+    (source / "model.safetensors").write_bytes(b"other weights")
+    after_model = distill.cached_static(str(source), cache)
+    installed = distill._version
+    monkeypatch.setattr(distill, "_version", lambda package: "99" if package == "model2vec" else installed(package))
+    after_package = distill.cached_static(str(source), cache)
+    assert len(set(made)) == len(made) == 5 and made[2:] == [after_code, after_model, after_package]
+    assert all(p.name.startswith("static-minilm-") for p in made)
+
+
 @pytest.mark.slow
 def test_a_static_model_builds_and_searches_a_datastore(static_datastore: Path) -> None:
     catalog = read_catalog(static_datastore)

@@ -7,14 +7,16 @@ vectors by PCA to ``dims`` and weights them by token frequency (Zipf); the resul
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from massiveds.core.errors import MassiveDSError
-from massiveds.core.layout import atomic_path
+from massiveds.core.layout import atomic_path, sha256_file
 from massiveds.encode.embed import resolve_model
 
 INSTALL_HINT = "pip install 'massiveds[static]'"
@@ -67,9 +69,36 @@ def distill_static(source: str, out: Path, dims: int = 256) -> Distilled:
     return Distilled(out, source, dims, module.num_embeddings, size, seconds)
 
 
+#: The packages whose code distils (model2vec, through sentence-transformers) and runs the source model.
+DISTILLING_PACKAGES = ("model2vec", "sentence-transformers", "transformers", "tokenizers", "torch")
+
+
+def _version(package: str) -> str:
+    """The installed version of ``package`` ("absent" when it is not installed)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def static_cache_key(source: str, dims: int) -> str:
+    """A digest of what a distilled model depends on: this module's code, the distilling packages, ``dims``, the source model's files."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update("".join(f"{p} {_version(p)}\n" for p in DISTILLING_PACKAGES).encode())
+    digest.update(f"dims {dims}\n".encode())
+    folder = Path(resolve_model(source))
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    digest.update("".join(f"{p.relative_to(folder).as_posix()} {sha256_file(p)}\n" for p in files).encode() or source.encode())
+    return digest.hexdigest()[:16]
+
+
 def cached_static(source: str, cache: Path, dims: int = 256) -> Path:
-    """A static model distilled from ``source`` once into ``cache/<name>-<dims>`` and reused after (tests, benchmarks)."""
-    out = cache / f"static-{Path(source).name}-{dims}"
+    """A static model distilled from ``source`` once into ``cache`` and reused (tests, benchmarks) until what it is made from changes.
+
+    The folder is named by ``static_cache_key``: a change to the distillation code, its packages, ``dims`` or the
+    source model's files distils again, into a new folder.
+    """
+    out = cache / f"static-{Path(source).name}-{dims}-{static_cache_key(source, dims)}"
     if not (out / "modules.json").is_file():
         shutil.rmtree(out, ignore_errors=True)
         distill_static(source, out, dims)
