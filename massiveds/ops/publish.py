@@ -379,24 +379,24 @@ def pull(
     """
     import fsspec
 
-    with writer_lock(root, "pull"):
-        clock = time.perf_counter()
-        root = Path(root)
-        fs, base = fsspec.core.url_to_fs(src, **(storage_options or {}))
-        base = base.rstrip("/")
-        raw_catalog, listing = _read_published(fs, base, src)
-        try:
-            data = json.loads(raw_catalog)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise DatastoreError(f"{src}: {CATALOG} is not JSON ({exc})") from None
-        catalog = parse_catalog(data, f"{src}/{CATALOG}", "not a datastore catalog, or one this massiveds cannot read")
-        if any(s.folder is not None for s in catalog.shards):
-            raise DatastoreError(f"{src}: its {CATALOG} references shard folders outside the datastore; a published datastore is "
-                                 f"self-contained, so no file outside {root} is read")
-        check_paths(root, catalog, listing)
-        check_agreement(root, catalog, listing, complete=True)
-        if _protocol(fs) == "file":
-            _check_local_source(base, listing)
+    clock = time.perf_counter()
+    root = Path(root)
+    fs, base = fsspec.core.url_to_fs(src, **(storage_options or {}))
+    base = base.rstrip("/")
+    raw_catalog, listing = _read_published(fs, base, src)
+    try:
+        data = json.loads(raw_catalog)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DatastoreError(f"{src}: {CATALOG} is not JSON ({exc})") from None
+    catalog = parse_catalog(data, f"{src}/{CATALOG}", "not a datastore catalog, or one this massiveds cannot read")
+    if any(s.folder is not None for s in catalog.shards):
+        raise DatastoreError(f"{src}: its {CATALOG} references shard folders outside the datastore; a published datastore is "
+                             f"self-contained, so no file outside {root} is read")
+    check_paths(root, catalog, listing)
+    check_agreement(root, catalog, listing, complete=True)
+    if _protocol(fs) == "file":
+        _check_local_source(base, listing)
+    with writer_lock(root, "pull"):  # after every check: a refused pull writes nothing, not even the folder
         scratch = root / "build" / "pull"
         staged = scratch / "files"
         report = TransferReport(files=len(listing["files"]), bytes=sum(r["bytes"] for r in listing["files"].values()))
