@@ -13,6 +13,7 @@ import pytest
 import massiveds
 from massiveds.core.layout import sha256_file
 from massiveds.core.passages import PassageFile
+from massiveds.core.writer_lock import LOCK_FILE
 from massiveds.encode.embed import PROBE_DIMS, PROBE_TEXT, resolve_model
 from massiveds.encode.sparse import SHARD_FILES
 from tests.helpers import massiveds as cli
@@ -101,8 +102,8 @@ def test_search_finds_the_document_a_sentence_comes_from(example_datastore: Path
 
 
 def test_second_build_does_no_work(example_datastore: Path) -> None:
-    def files() -> dict[Path, tuple[int, int]]:  # every file but the builder's lock, which each run takes
-        return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in example_datastore.rglob("*") if p.is_file() and p.name != "lock"}
+    def files() -> dict[Path, tuple[int, int]]:  # every file but the writer lock, which each run takes
+        return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in example_datastore.rglob("*") if p.is_file() and p.name != LOCK_FILE}
 
     before = files()
     proc = cli("build", str(Path(__file__).parents[1] / "manifests/examples/jargon.yaml"), "--out", str(example_datastore))

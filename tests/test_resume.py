@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 
 import massiveds
+from massiveds.core.writer_lock import LOCK_FILE
 from massiveds.encode.index import read_index
 from tests.conftest import write_small_manifest
 from tests.helpers import REPO, end_session
@@ -62,10 +64,10 @@ def kill_when(manifest: Path, out: Path, ready, timeout: float = 300, meanwhile=
         start_new_session=True,
     )
     deadline = time.time() + timeout
-    lock = out / "build" / "lock"
+    lock = out / LOCK_FILE
     try:
         if meanwhile is not None:
-            while not (lock.is_file() and lock.read_text().startswith("pid")):
+            while not (lock.is_file() and '"command": "build"' in lock.read_text()):
                 assert proc.poll() is None and time.time() < deadline, "the build never took its lock"
                 time.sleep(0.05)
             meanwhile(out)
@@ -94,8 +96,8 @@ def test_kill_during_embedding_then_resume(small_manifest: Path, small_reference
     out = tmp_path / "killed"
 
     def second_builder_is_refused(o: Path) -> None:
-        proc = cli("build", str(small_manifest), "--out", str(o), check=False)
-        assert proc.returncode == 2 and "is being built by pid" in proc.stderr
+        proc = cli("build", str(small_manifest), "--out", str(o), "--wait", "0", check=False)
+        assert proc.returncode == 2 and "is being changed by build by" in proc.stderr and "pid" in proc.stderr
 
     kill_when(small_manifest, out, lambda o: any((o / "build" / "embeddings").glob("*/*.npz")), meanwhile=second_builder_is_refused)
     assert not (out / "datastore.json").exists() and not (out / "build" / "embed" / "_SUCCESS.json").exists()
@@ -103,6 +105,7 @@ def test_kill_during_embedding_then_resume(small_manifest: Path, small_reference
     assert (out / "build" / "chunk" / "_SUCCESS.json").is_file()
     proc = cli("build", str(small_manifest), "--out", str(out))  # the dead builder's lock is taken over
     assert "skipped (done)" in proc.stderr  # extract .. shard were not redone
+    assert re.search(r"ray nodes \(this run\)\s*│\s*1\s*│", proc.stderr)  # one machine, whatever runs came before
 
     assert_same_datastore(out, small_reference)
     assert not list(out.rglob(".*.tmp-*"))
@@ -201,7 +204,7 @@ def test_ray_worker_deaths_while_embedding_and_indexing_are_retried(small_manife
     out, deaths = tmp_path / "ds", tmp_path / "deaths"
     proc = cli("build", str(small_manifest), "--out", str(out), env={"MASSIVEDS_WORKER_EXIT": f"embed,index:{deaths}"})
     assert "embed" in proc.stderr
-    driver = int((out / "build" / "lock").read_text().split()[1])
+    driver = json.loads((out / LOCK_FILE).read_text())["pid"]
     for step in ("embed", "index"):
         assert int((deaths / step).read_text()) != driver  # a Ray worker wrote it just before it exited
     assert_same_datastore(out, small_reference)
