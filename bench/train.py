@@ -67,7 +67,7 @@ def run(plan: IndexPlan, vectors: np.ndarray, queries: np.ndarray, threads: int)
         assert plan.nprobe is not None
         recall = recall_at_10(index, vectors, queries, plan.nprobe)
     return {"lists": plan.nlist, "training": plan.coarse_training, "sample": len(vectors), "factory": plan.factory, "threads": threads,
-            "seconds": round(seconds, 2), "nprobe": plan.nprobe, "recall_at_10": round(recall, 4)}
+            "seconds": round(seconds, 3), "nprobe": plan.nprobe, "recall_at_10": round(recall, 4)}
 
 
 def main() -> None:
@@ -99,7 +99,7 @@ def main() -> None:
     shown = []
     for r in rows:
         one = by.get((r["lists"], "kmeans", r["threads"]))
-        ratio = f"{r['seconds'] / one['seconds']:.3f}" if one and r["training"] == "two-level" else ""
+        ratio = f"{r['seconds'] / one['seconds']:.3f}" if one and one["seconds"] and r["training"] == "two-level" else ""
         shown.append((r["lists"], r["training"], f"{r['sample']:,}", r["factory"], r["threads"], f"{r['seconds']:.1f}", ratio, r["nprobe"],
                        f"{r['recall_at_10']:.3f}"))
     out.print(table(f"training the coarse quantizer ({machine()}, load {load})",
