@@ -159,7 +159,8 @@ def test_embed(small_static_manifest: Path) -> None:
     output = bench("embed", "--manifest", small_static_manifest, "--repeat", "1")
     rows = {r["what"]: r for r in table(output, "what", "seconds per run", "best (s)", "passages/s (best)")}
     assert set(rows) == {"embed stage (Ray, actor pool)", "its model calls alone", "bare model.encode", "bare model load + encode"}
-    assert all(number(r["best (s)"]) > 0 and number(r["passages/s (best)"]) > 0 for r in rows.values())
+    # a static model's calls on a few passages can print as 0.00 s: the rate, from the unrounded time, must still be there
+    assert all(number(r["best (s)"]) >= 0 and number(r["passages/s (best)"]) > 0 for r in rows.values())
     assert number(rows["embed stage (Ray, actor pool)"]["stage / this (best)"]) == 1.0
     assert re.search(r"embedding [\d,]+ passages with \S*static", output)
 

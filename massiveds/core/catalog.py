@@ -485,6 +485,10 @@ def catalog_files(catalog: Catalog) -> list[Expected]:
         out += [Expected(f"{folder}/{check_name(name, 'shard file')}", rec.bytes, rec.sha256) for name, rec in sorted(shard.files.items())]
     out += [Expected(d.table, d.file.bytes, d.file.sha256) for d in catalog.deletions]
     out += [Expected(a.table, a.file.bytes, a.file.sha256) for a in catalog.appends]
+    if catalog.merged is not None:  # merge-index's files, beside its index
+        folder = catalog.merged.index.rpartition("/")[0]
+        out += [Expected(f"{folder}/{check_name(name, 'merged index file')}", rec.bytes, rec.sha256)
+                for name, rec in sorted(catalog.merged.files.items())]
     return out
 
 
