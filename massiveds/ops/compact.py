@@ -30,8 +30,7 @@ from massiveds.core.layout import CATALOG, DONE_MARKER, DatastoreLayout
 from massiveds.core.passages import PassageFile
 from massiveds.core.writer_lock import locks_datastore
 from massiveds.ops.delete import finish_interrupted_deletion, require_recorded_deletions
-from massiveds.ops.merge_index import remove_unnamed_merged
-from massiveds.ops.shard_folders import install, remove_replaced, staging
+from massiveds.ops.shard_folders import install, remove_unnamed, staging
 from massiveds.ops.subsample import rewrite_shard
 from massiveds.ops.verify import require_catalog_files
 
@@ -55,8 +54,7 @@ def compact(root: Path, threshold: float = 0.0, on_shard: Callable[[Compacted, i
     if not 0 <= threshold < 1:
         raise MassiveDSError(f"--threshold is the deleted share above which a shard is rewritten, in [0, 1); got {threshold}")
     catalog = open_catalog(root)
-    remove_replaced(root, catalog)
-    remove_unnamed_merged(root, catalog)
+    remove_unnamed(root, catalog)
     catalog, _ = finish_interrupted_deletion(root, catalog)
     require_recorded_deletions(root, catalog)
     due = [s for s in catalog.shards if s.deleted and s.deleted / s.count > threshold]
@@ -74,7 +72,7 @@ def compact(root: Path, threshold: float = 0.0, on_shard: Callable[[Compacted, i
         done.append(report)
         if on_shard is not None:
             on_shard(report, len(due))
-    remove_unnamed_merged(root, catalog)
+    remove_unnamed(root, catalog)
     if catalog.deletions:
         purge_build_text(DatastoreLayout(root))
     return done

@@ -14,7 +14,6 @@ lists, whatever the number of shards.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,12 @@ from typing import Any
 import faiss
 import numpy as np
 
-from massiveds.core.catalog import Catalog, FileRecord, MergedIndexRecord, ShardRecord, open_catalog, read_catalog, write_catalog
+from massiveds.core.catalog import FileRecord, MergedIndexRecord, ShardRecord, open_catalog, read_catalog, write_catalog
 from massiveds.core.errors import DatastoreError
 from massiveds.core.layout import DatastoreLayout, atomic_path, sha256_file
 from massiveds.core.writer_lock import locks_datastore
 from massiveds.encode.index import ivf_list_sizes, read_index, write_index
+from massiveds.ops.shard_folders import remove_unnamed
 from massiveds.ops.verify import require_catalog_files
 from massiveds.store.merged import MERGED_DATA, MERGED_DIR, MERGED_INDEX
 
@@ -69,18 +69,12 @@ def _common_trained(layout: DatastoreLayout, shards: list[ShardRecord]) -> Path:
     return paths[0]
 
 
-def remove_unnamed_merged(root: Path, catalog: Catalog) -> None:
-    """Remove ``merged/`` once the catalog no longer names it (a compact or retrain rewrote the shard indexes it was made from)."""
-    if catalog.merged is None:
-        shutil.rmtree(root / MERGED_DIR, ignore_errors=True)
-
-
 @locks_datastore("merge-index")
 def merge_index(root: Path) -> MergedIndexRecord:
     """Merge the IVF shard indexes of the datastore at ``root`` into ``merged/``; record it in the catalog and return the record."""
     layout = DatastoreLayout(root)
     catalog = open_catalog(layout.root)
-    remove_unnamed_merged(layout.root, catalog)
+    remove_unnamed(layout.root, catalog)
     if catalog.index.type == "flat":
         raise DatastoreError(f"{root}: flat index; merge-index merges IVF inverted lists (flat shards are searched by fan-out)")
     require_catalog_files(layout.root, catalog, "merge-index")

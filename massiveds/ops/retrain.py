@@ -24,8 +24,7 @@ from massiveds.core.catalog import CHECKSUMS, Catalog, FileRecord, ListBalance, 
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.writer_lock import locks_datastore
 from massiveds.encode.index import IndexPlan, add_vectors, list_balance, read_index, train_index, write_index
-from massiveds.ops.merge_index import remove_unnamed_merged
-from massiveds.ops.shard_folders import install, link_files, remove_replaced, staging
+from massiveds.ops.shard_folders import install, link_files, remove_unnamed, staging
 from massiveds.ops.verify import require_catalog_files
 from massiveds.store.datastore import Datastore
 from massiveds.store.recall import recall_summary
@@ -55,9 +54,7 @@ def retrain(root: Path, sample: int | None = None, seed: int = 0, on_shard: Call
         raise MassiveDSError(f"{root} has a Flat index ({plan.factory}): exact search has no quantizer to retrain")
     if any(s.elsewhere for s in catalog.shards):
         raise MassiveDSError(f"{root} references shards of other datastores in place: retrain those, or merge with --copy")
-    remove_replaced(root, catalog)
-    remove_unnamed_merged(root, catalog)
-    _unnamed_trained(root, catalog)
+    remove_unnamed(root, catalog)
     require_catalog_files(root, catalog, "retrain")
     ds = Datastore(root, catalog)
     ds.require_vectors()
@@ -82,7 +79,7 @@ def retrain(root: Path, sample: int | None = None, seed: int = 0, on_shard: Call
     write_catalog(root, catalog)
     for file in old:
         (root / file).unlink(missing_ok=True)
-    remove_unnamed_merged(root, catalog)
+    remove_unnamed(root, catalog)
     return Retrained(rel, len(vectors), len(ds.shards), before, _recall(catalog))
 
 
@@ -99,14 +96,6 @@ def _readd(root: Path, record: ShardRecord, shard: Shard, trained: str) -> Shard
     new = record.but(trained=trained, files=record.files | {"index.faiss": FileRecord.of(staged / "index.faiss")},
                      list_balance=None if balance is None else ListBalance.model_validate(balance))
     return install(root, staged, record, new)
-
-
-def _unnamed_trained(root: Path, catalog: Catalog) -> None:
-    """Remove the trained indexes under ``trained/`` that the catalog does not name (a killed retrain's)."""
-    named = {r.file for r in [catalog.trained_index, *catalog.trained_indexes] if r is not None} | {s.trained for s in catalog.shards}
-    for path in sorted((root / "trained").glob("retrain-*.faiss")):
-        if f"trained/{path.name}" not in named:
-            path.unlink()
 
 
 def _sample(ds: Datastore, n: int, seed: int) -> np.ndarray:

@@ -4,8 +4,8 @@ A shard a writer rewrites (``compact``, ``retrain``) goes into ``shards/<name>.v
 catalog names), staged as ``shards/.<name>.v<n>.tmp`` and renamed there; then the catalog is switched to it, then the
 old folder is removed. No file a catalog names changes while that catalog is in place, so a reader sees one catalog's
 shards whole; a reader still on the old catalog that opens a file after the removal finds it missing and searches
-again on the new one. A writer killed anywhere leaves at most folders no catalog names, which the next writer removes
-(``remove_replaced``) before it reads anything.
+again on the new one. A writer killed anywhere leaves at most files and folders no catalog names, which the next
+writer removes (``remove_unnamed``) before it reads anything.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from massiveds.core.catalog import COMPACTED, Catalog, ShardRecord
+from massiveds.store.merged import MERGED_DIR
 
 
 def next_folder(shard: ShardRecord) -> str:
@@ -48,7 +49,18 @@ def link_files(src: Path, dst: Path, names: Iterable[str]) -> None:
             shutil.copy2(src / name, dst / name)
 
 
-def remove_replaced(root: Path, catalog: Catalog) -> None:
+def remove_unnamed(root: Path, catalog: Catalog) -> None:
+    """Remove what a killed or finished rewrite left that ``catalog`` does not name: shard folders, ``merged/``, trained indexes."""
+    _remove_replaced(root, catalog)
+    if catalog.merged is None:  # a compact or retrain rewrote the shard indexes it was made from
+        shutil.rmtree(root / MERGED_DIR, ignore_errors=True)
+    named = {r.file for r in [catalog.trained_index, *catalog.trained_indexes] if r is not None} | {s.trained for s in catalog.shards}
+    for path in sorted((root / "trained").glob("retrain-*.faiss")):
+        if f"trained/{path.name}" not in named:
+            path.unlink()
+
+
+def _remove_replaced(root: Path, catalog: Catalog) -> None:
     """Remove every folder of a shard of ``catalog`` that it does not name (old ones, killed writers' new ones), and staged ones."""
     shards = root / "shards"
     if not shards.is_dir():
