@@ -236,8 +236,12 @@ def operations(ds: Path, work: Path, merge: bool = True) -> dict[str, float | No
     }
 
 
-def run_size(n: int, work: Path, model: Path, sparse: bool = False, serve_seconds: float = 20.0, domains: str = "") -> dict[str, Any]:
-    """Everything measured at one size (``sparse``: with the BM25 index on, in folders and results of their own)."""
+def build_size(n: int, work: Path, model: Path, sparse: bool, domains: str) -> dict[str, Any]:
+    """Corpus and ``massiveds build`` at one size, measured: stage seconds and memory, planted duplicates found.
+
+    The measurement is kept in ``<work>/build-<tag>.json`` beside the datastore, so that ``--reuse-build`` measures a
+    finished build's datastore again (search, serve, operations, append) without building it again.
+    """
     corpus = work / (f"corpus-{n}-{domains.replace(',', '+')}" if domains else f"corpus-{n}")  # a corpus is reused by its size
     if not (corpus / "planted.json").is_file():
         subprocess.run([sys.executable, str(REPO / "bench" / "scale_corpus.py"), "--passages", str(n), "--out", str(corpus),
@@ -266,19 +270,34 @@ def run_size(n: int, work: Path, model: Path, sparse: bool = False, serve_second
         stages[stage] = {"seconds": seconds, "unit": unit, "per_s": counts[unit] / seconds if seconds else 0.0,
                          "mb_per_s": text_mb / seconds if stage in TEXT_STAGES and seconds else None,
                          "s_per_passage": seconds / passages} | memory.get(stage, {})
-    found = planted_found(ds / "build", planted)
-    flat = catalog["index"]["type"] == "flat"
-    out.print("[bold]search, serve and operations[/]")
-    result = {
-        "passages_asked": n, "passages": passages, "documents": b["documents_kept"], "records": b["records_read"],
-        "text_mb": text_mb, "domains": domains or "all", "build_wall_s": wall, "load_before": load_before, "load_after": load_average(),
+    measured = {
+        "passages_asked": n, "tag": tag, "corpus": str(corpus), "passages": passages, "documents": b["documents_kept"],
+        "records": b["records_read"], "tokens": sum(s.get("tokens", 0) for s in catalog["shards"]), "text_mb": text_mb,
+        "domains": domains or "all", "build_wall_s": wall, "load_before": load_before, "load_after": load_average(),
         "date": dt.datetime.now().isoformat(timespec="minutes"), "machine": machine(),
         "index": catalog["index"]["factory"], "nprobe": catalog["index"]["nprobe"], "stages": stages,
         "peak_by_process": sorted(((who, round(mib)) for who, mib in sampler.peaks.values()), key=lambda r: -r[1]),
-        "planted": found, "disk_bytes_per_passage": disk_per_passage(ds, passages), "recall": catalog["recall"],
+        "planted": planted_found(ds / "build", planted), "recall": catalog["recall"],
+        "embed": {"passages_per_s": b["embed_passages_per_s"], "tokens_per_s": b["embed_tokens_per_s"]},
+    }
+    (work / f"build-{tag}.json").write_text(json.dumps(measured, indent=2))
+    return measured
+
+
+def run_size(n: int, work: Path, model: Path, sparse: bool = False, serve_seconds: float = 20.0, domains: str = "",
+             reuse_build: bool = False) -> dict[str, Any]:
+    """Everything measured at one size (``sparse``: with the BM25 index on, in folders and results of their own)."""
+    tag = f"{n}-sparse" if sparse else str(n)
+    kept = work / f"build-{tag}.json"
+    result = json.loads(kept.read_text()) if reuse_build and kept.is_file() else build_size(n, work, model, sparse, domains)
+    ds = work / f"ds-{tag}"
+    flat = json.loads((ds / "datastore.json").read_text())["index"]["type"] == "flat"
+    out.print("[bold]search, serve and operations[/]")
+    result |= {
+        "disk_bytes_per_passage": disk_per_passage(ds, result["passages"]),
         "search": search_timings(ds), "serve": serve_timings(ds, seconds=serve_seconds), "operations": operations(ds, work, merge=not flat),
         "search_by_mode": {mode: search_timings(ds, mode=mode) for mode in ("dense", "sparse", "hybrid")} if sparse else None,
-        "embed": {"passages_per_s": b["embed_passages_per_s"], "tokens_per_s": b["embed_tokens_per_s"]},
+        "load_end": load_average(),
     }
     (work / f"scale-{tag}.json").write_text(json.dumps(result, indent=2))
     return result
@@ -321,12 +340,14 @@ def main() -> None:
     parser.add_argument("--sparse", action="store_true", help="build with the BM25 index on (folders and results of their own)")
     parser.add_argument("--serve-seconds", type=float, default=20.0, help="how long 16 clients load the server")
     parser.add_argument("--domains", default="", help="comma-separated subset of the shared domains of the corpus (default: all 8)")
+    parser.add_argument("--reuse-build", action="store_true",
+                        help="measure a finished earlier build of the same size again (its build-<N>.json), without building")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     model = cached_static("all-MiniLM-L6-v2", REPO / ".cache")
     results = {}
     for n in (int(x) for x in args.passages.split(",")):
-        results[n] = run_size(n, args.work, model, args.sparse, args.serve_seconds, args.domains)
+        results[n] = run_size(n, args.work, model, args.sparse, args.serve_seconds, args.domains, args.reuse_build)
         report({n: results[n]})
     if len(results) > 1:
         report(results)
