@@ -1,7 +1,8 @@
 """``massiveds append``: new manifests built into new shards of an existing datastore, with its embedder and quantizer.
 
 The stages are the build's, with three changes (``APPEND_STAGES``): ``reference`` lays the datastore's
-documents beside the new ones so that exact and near dedup drop new copies of them (never them), the
+documents beside the new ones so that exact and near dedup drop new copies of them (never them): the rows of
+its dedup index, not its text, where it has one (``massiveds.clean.dedup_index``), the
 datastore's trained quantizer stands in for training, and ``commit`` replaces the catalog stage. The
 work happens in ``<datastore>/build/append/``, a build folder of its own with the same resume markers:
 killed anywhere, the datastore is unchanged (and searchable) until ``commit`` writes its catalog, and the
@@ -29,6 +30,7 @@ from pipelines.stages.chunk import Chunk
 from pipelines.stages.commit import Commit
 from pipelines.stages.decontaminate import DecontaminateStage
 from pipelines.stages.dedup import ExactDedup
+from pipelines.stages.dedup_index import DedupIndex
 from pipelines.stages.download import Download
 from pipelines.stages.embed import Embed
 from pipelines.stages.extract import Extract
@@ -41,7 +43,7 @@ from pipelines.stages.train import ExistingQuantizer
 
 #: The stages of an append, in order; ``reference`` runs beside download and extract.
 APPEND_STAGES: tuple[Stage, ...] = (
-    Download(), Extract(), Reference(), ExactDedup(), NearDedupStage(), DecontaminateStage(),
+    Download(), Extract(), Reference(), ExactDedup(), NearDedupStage(), DecontaminateStage(), DedupIndex(),
     Chunk(), Shard(), Sparse(), Embed(), ExistingQuantizer(), Index(), Commit(),
 )
 

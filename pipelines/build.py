@@ -28,6 +28,7 @@ from pipelines.stages.catalog import CatalogStage
 from pipelines.stages.chunk import Chunk
 from pipelines.stages.decontaminate import DecontaminateStage
 from pipelines.stages.dedup import ExactDedup
+from pipelines.stages.dedup_index import DedupIndex
 from pipelines.stages.download import Download
 from pipelines.stages.embed import Embed
 from pipelines.stages.extract import Extract
@@ -37,11 +38,11 @@ from pipelines.stages.shard import Shard
 from pipelines.stages.sparse import Sparse
 from pipelines.stages.train import Train
 
-#: The stages of a build, in order: download -> extract -> dedup -> near_dedup -> decontaminate -> chunk -> shard -> sparse
-#: -> embed -> train -> index -> catalog (each applies only where the manifests ask for it); sparse and embed need only
-#: shard, so they run at the same time.
+#: The stages of a build, in order: download -> extract -> dedup -> near_dedup -> decontaminate -> dedup_index -> chunk ->
+#: shard -> sparse -> embed -> train -> index -> catalog (each applies only where the manifests ask for it); dedup_index needs
+#: only the clean-up stages, sparse and embed only shard, so each runs beside the stages after it.
 STAGES: tuple[Stage, ...] = (
-    Download(), Extract(), ExactDedup(), NearDedupStage(), DecontaminateStage(),
+    Download(), Extract(), ExactDedup(), NearDedupStage(), DecontaminateStage(), DedupIndex(),
     Chunk(), Shard(), Sparse(), Embed(), Train(), Index(), CatalogStage(),
 )
 

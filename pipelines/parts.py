@@ -20,6 +20,8 @@ from massiveds.core.schema import FILE_BITS, ROW_BITS
 from massiveds.ingest.sources.files import unit_name
 from pipelines.stage import InputItem
 
+#: The format of an append's reference parts read from the datastore's dedup index (``pipelines.stages.reference``).
+INDEX_PART = "dedup-index"
 #: Where (under ``build/``) each clean-up stage writes the ``_ord``s it removes, by its ``Stage.removes`` key: one file
 #: per input file (``{unit}``), so a unit reads its own; exact dedup's reducers write one per hash partition, all read.
 REMOVED = {"exact": "dedup/duplicates/*.parquet", "near": "dedup/near/duplicates/{unit}.parquet",
@@ -65,6 +67,21 @@ def read_folder(folder: Path, schema: pa.Schema) -> pa.Table:
 def documents_path(build: Path, unit: str) -> Path:
     """The documents part extract wrote for one input file."""
     return build / "documents" / f"{unit}.parquet"
+
+
+def hashes_path(build: Path, unit: str) -> Path:
+    """Exact dedup's digest of each document of a documents part, by ``_ord`` (``dedup_index.HASHES``), for the dedup index."""
+    return build / "dedup" / "hashes" / f"{unit}.parquet"
+
+
+def signatures_path(build: Path, unit: str) -> Path:
+    """Near dedup's MinHash signature of each document of a documents part, by ``_ord`` (``dedup_index.SIGNATURES``)."""
+    return build / "dedup" / "near" / "signed" / f"{unit}.parquet"
+
+
+def indexed(item: InputItem) -> bool:
+    """Whether a documents part holds a datastore's dedup index rows (digest and signature, no text): an append's reference."""
+    return item.file.format == INDEX_PART
 
 
 def read_documents(path: Path, columns: list[str] | None = None) -> Iterator[pa.Table]:

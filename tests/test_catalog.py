@@ -104,7 +104,7 @@ def test_writers_keep_the_catalog_format(derived: dict[str, Path]) -> None:
     merged = json.loads((derived["merged"] / "datastore.json").read_text())
     assert list(merged["shards"][0]) == ["name", "domain", "count", "list_balance", "files", "tokens", "id_start", "id_offset", "folder",
                                          "trained", "nprobe", "merged_from"]
-    assert list(merged)[-4:] == ["build", "merged_from", "manifests", "versions"] and "recall" not in merged
+    assert list(merged)[-5:] == ["build", "merged_from", "manifests", "versions", "dedup"] and "recall" not in merged
     half = json.loads((derived["half"] / "datastore.json").read_text())
     assert list(half["shards"][0]) == ["name", "domain", "id_start", "count", "tokens", "documents", "list_balance", "files"]
     assert half["subsample"]["previous"] is None and list(half)[-1] == "subsample"

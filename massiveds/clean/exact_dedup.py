@@ -31,13 +31,18 @@ def text_hashes(texts: list[str]) -> pa.Array:
     return pa.array([xxhash.xxh3_128_digest(dedup_key(t).encode("utf-8")) for t in texts], pa.binary(16))
 
 
-def partition_keys(docs: pa.Table, partitions: int) -> dict[int, pa.Table]:
-    """Split (hash, _ord, doc_id, source) of a documents table into hash partitions."""
-    hashes = text_hashes(docs.column("text").to_pylist())
-    keys = pa.table([hashes, docs.column("_ord"), docs.column("doc_id"), docs.column("source")], schema=KEYS)
+def document_keys(docs: pa.Table) -> pa.Table:
+    """(hash, _ord, doc_id, source) of a documents table: its text hashed, or the ``hash`` column it already has (a dedup index's)."""
+    hashes = docs.column("hash") if "hash" in docs.column_names else text_hashes(docs.column("text").to_pylist())
+    return pa.table([hashes, docs.column("_ord"), docs.column("doc_id"), docs.column("source")], schema=KEYS)
+
+
+def partition_keys(keys: pa.Table, partitions: int) -> dict[int, pa.Table]:
+    """Split keys (``KEYS``) into hash partitions."""
     if keys.num_rows == 0:
         return {}
-    first8 = np.frombuffer(hashes.buffers()[1], dtype=np.uint64, count=len(hashes) * 2)[::2]
+    hashes = keys.column("hash").combine_chunks()
+    first8 = np.frombuffer(hashes.buffers()[1], dtype=np.uint64, count=len(hashes) * 2, offset=16 * hashes.offset)[::2]
     bucket = first8 % np.uint64(partitions)
     return {int(b): keys.filter(pa.array(bucket == b)) for b in np.unique(bucket)}
 

@@ -190,6 +190,12 @@ def signature_matrix(column: pa.ChunkedArray | pa.Array, num_perm: int) -> np.nd
     return flat.reshape(len(arr), num_perm)
 
 
+def signature_lists(sigs: np.ndarray) -> pa.Array:
+    """Signatures (n x k uint32) as a list<uint64> column, the type of a shingle-set payload (``NearConfig.reference_signatures``)."""
+    n, k = sigs.shape
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)), pa.array(sigs.astype(np.uint64).reshape(-1)))
+
+
 def shingle_sets(hashes: np.ndarray, offsets: np.ndarray, keep: np.ndarray) -> pa.Array:
     """Each kept document's distinct shingle hashes (sorted), as a list<uint64> column."""
     sets = [np.unique(hashes[offsets[i] : offsets[i + 1]]) for i in np.flatnonzero(keep)]

@@ -44,6 +44,8 @@ from massiveds.core.safe_paths import UnsafePathError, check_name, check_relpath
 from massiveds.core.writer_lock import require_writer
 
 CHECKSUMS = "checksums.json"
+#: The folder of the dedup index's files (``DedupIndexRecord``).
+DEDUP_DIR = "dedup"
 #: The folder of a shard ``massiveds compact`` rewrote: a new folder for every rewrite, so a reader never sees one half-swapped.
 COMPACTED = re.compile(r"shards/(.+)\.v([1-9][0-9]*)")
 
@@ -378,6 +380,25 @@ class SparseRecord(Record):
     live_idf: bool = False
 
 
+class DedupIndexRecord(Record):
+    """The datastore's dedup index (``massiveds.clean.dedup_index``): its files under ``dedup/``, and the MinHash parameters.
+
+    ``ngram``, ``num_perm`` and ``seed`` are those of the signatures (None: no document has one, near dedup never ran).
+    """
+
+    files: dict[str, FileRecord]
+    documents: int
+    signed: int
+    ngram: int | None
+    num_perm: int | None
+    seed: int | None
+
+    @property
+    def params(self) -> tuple[int, int, int] | None:
+        """(ngram, num_perm, seed) of the signatures; None: none is signed."""
+        return None if self.ngram is None or self.num_perm is None or self.seed is None else (self.ngram, self.num_perm, self.seed)
+
+
 class Catalog(Record):
     """A datastore's ``datastore.json`` (docs/datastore.md)."""
 
@@ -406,6 +427,8 @@ class Catalog(Record):
     deletions: list[DeletionRecord] = []
     #: every ``massiveds append``, oldest first
     appends: list[AppendRecord] = []
+    #: what dedup knows of every document the datastore holds or deleted; absent: built before the index existed
+    dedup: DedupIndexRecord | None = None
 
     @property
     def shards_by_id(self) -> list[ShardRecord]:
@@ -485,6 +508,9 @@ def catalog_files(catalog: Catalog) -> list[Expected]:
         out += [Expected(f"{folder}/{check_name(name, 'shard file')}", rec.bytes, rec.sha256) for name, rec in sorted(shard.files.items())]
     out += [Expected(d.table, d.file.bytes, d.file.sha256) for d in catalog.deletions]
     out += [Expected(a.table, a.file.bytes, a.file.sha256) for a in catalog.appends]
+    if catalog.dedup is not None:
+        out += [Expected(f"{DEDUP_DIR}/{check_name(name, 'dedup index file')}", rec.bytes, rec.sha256)
+                for name, rec in sorted(catalog.dedup.files.items())]
     if catalog.merged is not None:  # merge-index's files, beside its index
         folder = catalog.merged.index.rpartition("/")[0]
         out += [Expected(f"{folder}/{check_name(name, 'merged index file')}", rec.bytes, rec.sha256)

@@ -30,10 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from massiveds.clean.dedup_index import carry, index_record
 from massiveds.core.catalog import (
     BuildRecord,
     Catalog,
     CatalogRef,
+    DedupIndexRecord,
     DeletionRecord,
     DomainTotals,
     EmbedderRecord,
@@ -152,8 +154,25 @@ def merge(sources: list[Path], out: Path, copy: bool = False, on_shard: Callable
             new = new.but(deletions=deletions)  # set only when there are any: a merge without keeps the catalog format
         if record is not None:
             new = new.but(sparse=record)
+        if (index := _carry_dedup_index(catalogs, dst.root)) is not None:
+            new = new.but(dedup=index)
         write_catalog(dst.root, new)
         return new
+
+
+def _carry_dedup_index(catalogs: list[tuple[Path, Catalog]], root: Path) -> DedupIndexRecord | None:
+    """Every source's dedup index files under ``root/dedup`` (``m<i>-`` before each name), when every source has one and their
+    signatures were made alike; else none (the merge's first append then reads its documents, and indexes them)."""
+    records = [c.dedup for _, c in catalogs]
+    present = [r for r in records if r is not None]
+    params = {r.params for r in present if r.params is not None}
+    if len(present) < len(records) or len(params) > 1:
+        return None
+    names = []
+    for i, (path, catalog) in enumerate(catalogs):
+        assert catalog.dedup is not None
+        names += carry(path, catalog.dedup, root, prefix=f"m{i:03d}-")
+    return index_record(root, names, next(iter(params), None))
 
 
 def _carry_deletions(catalogs: list[tuple[Path, Catalog]], renamed: dict[tuple[int, str], str], root: Path) -> list[DeletionRecord]:

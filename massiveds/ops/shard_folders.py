@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from massiveds.core.catalog import COMPACTED, Catalog, ShardRecord
+from massiveds.core.catalog import COMPACTED, DEDUP_DIR, Catalog, ShardRecord
 from massiveds.store.merged import MERGED_DIR
 
 
@@ -50,8 +50,13 @@ def link_files(src: Path, dst: Path, names: Iterable[str]) -> None:
 
 
 def remove_unnamed(root: Path, catalog: Catalog) -> None:
-    """Remove what a killed or finished rewrite left that ``catalog`` does not name: shard folders, ``merged/``, trained indexes."""
+    """Remove what a killed or finished rewrite left that ``catalog`` does not name: shard folders, ``merged/``, trained indexes,
+    dedup index files (an append that indexed the datastore again replaces them)."""
     _remove_replaced(root, catalog)
+    indexed = set(catalog.dedup.files) if catalog.dedup is not None else set()
+    for path in sorted((root / DEDUP_DIR).glob("*.parquet")):
+        if path.name not in indexed:
+            path.unlink()
     if catalog.merged is None:  # a compact or retrain rewrote the shard indexes it was made from
         shutil.rmtree(root / MERGED_DIR, ignore_errors=True)
     named = {r.file for r in [catalog.trained_index, *catalog.trained_indexes] if r is not None} | {s.trained for s in catalog.shards}

@@ -19,6 +19,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
+from massiveds.clean.dedup_index import carry, index_record
 from massiveds.core.catalog import (
     Catalog,
     CatalogRef,
@@ -200,10 +201,15 @@ def subsample(source: Path, out: Path, fraction: float, seed: int, on_shard: Cal
         if not shards:
             shutil.rmtree(dst.root)
             raise MassiveDSError(f"fraction {fraction} with seed {seed} keeps no document of {source}; use a larger fraction")
+        changes: dict[str, Any] = {}
         parent = CatalogRef(name=catalog.name, catalog_sha256=sha256_file(src.catalog))
+        if catalog.dedup is not None:  # the documents the subsample keeps, deleted ones too: the same draw as their passages'
+            kept = carry(src.root, catalog.dedup, dst.root, lambda rows: pa.array(keep_mask(rows.column("doc_id").to_pylist(), fraction,
+                                                                                            seed)))
+            changes["dedup"] = index_record(dst.root, kept, catalog.dedup.params)
         new = catalog.but(
             drop=["merged"],  # the parent's merged index is not copied: searches fan out
             shards=shards, domains=_domains(shards), trained_index=TrainedIndexRecord.of(dst.root, trained), sparse=sparse,
-            subsample=SubsampleRecord(fraction=fraction, seed=seed, parent=parent, previous=catalog.subsample))
+            subsample=SubsampleRecord(fraction=fraction, seed=seed, parent=parent, previous=catalog.subsample), **changes)
         write_catalog(dst.root, new)
         return new

@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from massiveds.clean.dedup_index import index_record
 from massiveds.core.catalog import Catalog, TrainedIndexRecord, catalog_text, install_catalog, parse_catalog
 from massiveds.core.layout import CATALOG, FORMAT_VERSION, TRAINED_INDEX, DatastoreLayout, atomic_path, read_json
 from massiveds.core.schema import count_drops
@@ -21,6 +22,7 @@ from massiveds.store.recall import recall_summary
 from pipelines.stage import BuildContext, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
 from pipelines.stages.chunk import ChunkRecord
 from pipelines.stages.decontaminate import DecontaminateRecord
+from pipelines.stages.dedup_index import IndexStageRecord
 from pipelines.stages.embed import EmbedRecord
 from pipelines.stages.extract import ExtractRecord
 from pipelines.stages.shard import ShardItem, ShardRecord
@@ -108,7 +110,7 @@ def assemble(ctx: BuildContext) -> Catalog:
     shards = ctx.record("shard", ShardRecord).shards
     chunk, extract = ctx.record("chunk", ChunkRecord), ctx.record("extract", ExtractRecord)
     embed, plan = ctx.record("embed", EmbedRecord), ctx.record("train", TrainRecord).plan
-    decon, sparse = ctx.records.get("decontaminate"), ctx.records.get("sparse")
+    decon, sparse, index = ctx.records.get("decontaminate"), ctx.records.get("sparse"), ctx.records.get("dedup_index")
     records = []
     for s in shards:
         info = read_json(layout.shard(s.name) / "shard.json")
@@ -138,5 +140,6 @@ def assemble(ctx: BuildContext) -> Catalog:
         "manifests": ctx.manifests.records(),
         "versions": versions(),
     } | ({"sparse": sparse_catalog(ctx.manifests.sparse, CorpusStats(sparse.passages, sparse.avg_length), sparse.terms, sparse.bytes)}
-         if isinstance(sparse, SparseRecord) else {}),
+         if isinstance(sparse, SparseRecord) else {})
+      | ({"dedup": index_record(layout.root, index.files, index.near).as_json()} if isinstance(index, IndexStageRecord) else {}),
         f"{layout.root}: the catalog being built", "a build bug: please report it")

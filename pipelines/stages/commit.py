@@ -20,10 +20,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from massiveds.clean.dedup_index import index_record
 from massiveds.core.audit import utc_now, who
 from massiveds.core.catalog import (
+    DEDUP_DIR,
     AppendRecord,
     Catalog,
+    DedupIndexRecord,
     DomainTotals,
     FileRecord,
     ManifestRecord,
@@ -35,11 +38,13 @@ from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import TRAINED_INDEX, DatastoreLayout, atomic_path, read_json
 from massiveds.core.schema import DROPPED, count_drops
 from massiveds.encode.embed import differences
+from massiveds.ops.shard_folders import remove_unnamed
 from massiveds.store.recall import recall_summary
 from pipelines.existing import Existing
 from pipelines.stage import BuildContext, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
 from pipelines.stages.catalog import domain_totals
 from pipelines.stages.chunk import ChunkRecord
+from pipelines.stages.dedup_index import IndexStageRecord
 from pipelines.stages.embed import EmbedRecord
 from pipelines.stages.extract import ExtractRecord
 from pipelines.stages.shard import ShardItem, ShardRecord
@@ -51,14 +56,25 @@ class CommitRecord(StageRecord):
 
 
 def _move(src: Path, dst: Path) -> None:
-    """Move a new shard's folder into the datastore (again after a crash: a half-moved folder there is not in the catalog)."""
-    if src.is_dir():
-        if dst.exists():
+    """Move a new shard's folder or index file into the datastore (again after a crash: one moved there is not in the catalog)."""
+    if src.exists():
+        if dst.is_dir():
             shutil.rmtree(dst)
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.replace(src, dst)
-    elif not dst.is_dir():
-        raise MassiveDSError(f"new shard {src.name} is neither in {src.parent} nor in {dst.parent}; run the append again with --force")
+    elif not dst.exists():
+        raise MassiveDSError(f"new {src.name} is neither in {src.parent} nor in {dst.parent}; run the append again with --force")
+
+
+def dedup_index(root: Path, catalog: Catalog, written: IndexStageRecord | None) -> DedupIndexRecord | None:
+    """The datastore's dedup index after the append: its files and the new ones (or the new ones alone, where the append
+    indexed the datastore's documents again from their passages)."""
+    if written is None:
+        return catalog.dedup
+    old = catalog.dedup if catalog.dedup is not None and not written.reindexed else None
+    near = old.params if old is not None and old.params is not None else written.near
+    assert written.near in (None, near), "the reference stage reads an index signed alike, or indexes the datastore again"
+    return index_record(root, [*(old.files if old else []), *written.files], near)
 
 
 def _shard_record(folder: Path, shard: ShardItem, trained: str) -> CatalogShard:
@@ -96,10 +112,14 @@ class MoveShards:
     root: Path
     shards: tuple[str, ...]
     table: str
+    #: the dedup index files the append wrote (under its work folder's ``dedup/``)
+    index_files: tuple[str, ...] = ()
 
     def __call__(self, item: WorkItem) -> MoveResult:
         for name in self.shards:
             _move(self.work.shard(name), self.root / "shards" / name)
+        for name in self.index_files:
+            _move(self.work.root / DEDUP_DIR / name, self.root / DEDUP_DIR / name)
         files = sorted(self.work.dropped.rglob("*.parquet"))
         drops = pa.concat_tables([pq.read_table(f, schema=DROPPED) for f in files]) if files else DROPPED.empty_table()
         with atomic_path(self.root / self.table) as tmp:
@@ -128,11 +148,16 @@ class Commit(Stage):
             raise MassiveDSError(f"the model the manifests name is not the one {root} was embedded with ({'; '.join(diff)}); "
                                  "append with the datastore's embedder")
         shards = ctx.record("shard", ShardRecord).shards
-        [moved] = executor.map(Step("commit", MoveShards(ctx.layout, root, tuple(s.name for s in shards), table), MoveResult),
+        written = ctx.records.get("dedup_index")
+        written = written if isinstance(written, IndexStageRecord) else None
+        index_files = tuple(written.files) if written else ()
+        [moved] = executor.map(Step("commit", MoveShards(ctx.layout, root, tuple(s.name for s in shards), table, index_files), MoveResult),
                                [WorkItem(unit="commit")])
         records = [_shard_record(root / "shards" / s.name, s, existing.trained) for s in shards]
         chunk, extract = ctx.record("chunk", ChunkRecord), ctx.record("extract", ExtractRecord)
         changes: dict[str, Any] = {"shards": [*catalog.shards, *records], "domains": _domains(catalog, ctx, shards)}
+        if (index := dedup_index(root, catalog, written)) is not None:
+            changes["dedup"] = index
         sparse = ctx.records.get("sparse")
         if isinstance(sparse, SparseRecord) and catalog.sparse is not None:
             changes["sparse"] = catalog.sparse.but(passages=sparse.passages, terms=sparse.terms, bytes=catalog.sparse.bytes + sparse.bytes,
@@ -146,5 +171,6 @@ class Commit(Stage):
             recall_before=_recall(catalog), recall_after=_recall(new),
             seconds=round(sum(r.seconds for r in ctx.records.values()), 2),
         )
-        write_catalog(root, new.but(appends=[*catalog.appends, record]))
+        write_catalog(root, new := new.but(appends=[*catalog.appends, record]))
+        remove_unnamed(root, new)  # index files replaced, or moved in by a killed append that started over
         return CommitRecord(append=record, summary=f"{len(shards)} shards, {chunk.passages:,} passages added to {root}")

@@ -1,7 +1,10 @@
 """dedup: exact duplicates across the documents of every manifest that asks for it, in two steps.
 
     dedup-map   per input file    hash each document's normalised text into one of P partitions
-                                  (P = files, at most 64): build/dedup/keys/p<b>/<unit>.parquet
+                                  (P = files, at most 64): build/dedup/keys/p<b>/<unit>.parquet, and
+                                  each digest for the dedup index: build/dedup/hashes/<unit>.parquet
+                                  (a part of an append's reference read off the datastore's dedup
+                                  index has its digests already)
     dedup       per partition     the duplicates in it (the survivor is the smallest ``_ord``):
                                   build/dedup/duplicates/p<b>.parquet and their drop records
 """
@@ -12,9 +15,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from massiveds.clean.exact_dedup import KEYS, find_duplicates, partition_keys
+from massiveds.clean.dedup_index import HASHES
+from massiveds.clean.exact_dedup import KEYS, document_keys, find_duplicates, partition_keys
 from massiveds.core.schema import dropped_table
-from pipelines.parts import PartWriter, documents_path, read_documents, read_folder, write_table
+from pipelines.parts import PartWriter, documents_path, hashes_path, indexed, read_documents, read_folder, write_table
 from pipelines.stage import BuildContext, InputItem, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
 
 MAX_DEDUP_PARTITIONS = 64
@@ -44,12 +48,17 @@ class HashDocuments:
 
     def __call__(self, item: InputItem) -> MapResult:
         writers: dict[int, PartWriter] = {}
-        for table in read_documents(documents_path(self.build, item.unit), ["doc_id", "source", "text", "_ord"]):
-            for bucket, keys in partition_keys(table, self.partitions).items():
+        from_index = indexed(item)
+        digests = None if from_index else PartWriter(hashes_path(self.build, item.unit), HASHES)  # kept for the dedup index
+        for table in read_documents(documents_path(self.build, item.unit), ["doc_id", "source", "hash" if from_index else "text", "_ord"]):
+            keys = document_keys(table)
+            if digests is not None:
+                digests.write(keys.select(HASHES.names))
+            for bucket, part in partition_keys(keys, self.partitions).items():
                 if bucket not in writers:
                     writers[bucket] = PartWriter(self.build / "dedup" / "keys" / f"p{bucket:04d}" / f"{item.unit}.parquet", KEYS)
-                writers[bucket].write(keys)
-        for w in writers.values():
+                writers[bucket].write(part)
+        for w in [*writers.values(), *([digests] if digests is not None else [])]:
             w.commit()
         return MapResult(unit=item.unit, partitions=len(writers))
 

@@ -5,7 +5,9 @@ is under ``build/dedup/near/``; each unit writes one scatter file per output, ``
 
     near-map       per documents part   signatures -> bands/<unit>: (band key, _ord) to hash(key)
                                           payloads   -> sigs/<unit>:  (_ord, payload) to hash(_ord)
-    near-bands     per partition        buckets -> star edges (bucket min u, member v) -> edges/from-p<p>: to hash(u)
+                                          signatures -> signed/<unit>.parquet, for the dedup index
+    near-bands     per partition        buckets -> star edges (bucket min u, member v; none between two of an
+                                        append's reference documents) -> edges/from-p<p>: to hash(u)
     near-attach    per partition        edges (u, v) joined with payload(u)         -> attached/from-p<p>: to hash(v)
     near-verify    per partition        joined with payload(v); keep if similarity >= threshold
                                                                                     -> cc/s000/from-p<p>: to hash(node)
@@ -51,6 +53,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from massiveds.clean.components import directed, large_star, small_star, star_members, unsettled
+from massiveds.clean.dedup_index import SIGNATURES
 from massiveds.clean.exact_dedup import DUPLICATES
 from massiveds.clean.minhash import (
     MinHasher,
@@ -60,13 +63,14 @@ from massiveds.clean.minhash import (
     partition_of,
     shingle_sets,
     signature_column,
+    signature_lists,
     signature_matrix,
 )
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import atomic_path
 from massiveds.core.manifest import NearDedup
 from massiveds.core.schema import DROPPED, ROW_BITS
-from pipelines.parts import documents_path, surviving_documents, unit_ord_range, write_table
+from pipelines.parts import PartWriter, documents_path, indexed, signatures_path, surviving_documents, unit_ord_range, write_table
 from pipelines.stage import BuildContext, InputItem, Stage, StageRecord, Step, StepRunner, UnitResult
 from pipelines.stages.dedup import PartitionItem, partition_items
 
@@ -197,6 +201,13 @@ class NearConfig:
     partitions: int
     #: documents with a smaller ``_ord`` are never removed, whatever their cluster (``BuildContext.protected_below``)
     keep_below: int = 0
+    #: the documents below ``keep_below`` carry their stored MinHash signature as payload, not their shingle set (an append
+    #: reading the datastore's dedup index with ``verify: jaccard``): a pair with one of them is compared by the signatures
+    reference_signatures: bool = False
+
+    def hasher(self) -> MinHasher:
+        """The MinHash of every step: the manifest's parameters."""
+        return MinHasher(ngram=self.near.ngram, num_perm=self.near.num_perm, bands=self.near.bands, seed=self.near.seed)
 
     def path(self, *names: str) -> Path:
         """A path in the near-dedup folder of the build."""
@@ -301,7 +312,9 @@ class ResolveResult(UnitResult):
 class Sign:
     """near-map: one documents part signed; band keys to ``bands/<unit>``, payloads to ``sigs/<unit>``.
 
-    ``removed`` names earlier clean-up stages (``["exact"]``) whose documents are left out.
+    ``removed`` names earlier clean-up stages (``["exact"]``) whose documents are left out. Each signature is kept in
+    ``signed/<unit>`` for the dedup index; a part of an append's reference read off that index is not signed again: its
+    stored signatures give its band keys, and stand in for its payload (``NearConfig.reference_signatures``).
     """
 
     config: NearConfig
@@ -309,25 +322,37 @@ class Sign:
 
     def __call__(self, item: InputItem) -> SignResult:
         c, near = self.config, self.config.near
-        hasher = MinHasher(ngram=near.ngram, num_perm=near.num_perm, bands=near.bands, seed=near.seed)
+        hasher = c.hasher()
+        from_index = indexed(item)
         docs = signed = 0
         with contextlib.ExitStack() as outputs:
             bands = outputs.enter_context(c.scatter("bands", item.unit, BANDS))
             sigs_out = outputs.enter_context(c.scatter("sigs", item.unit, c.sig_schema)) if near.verify != "none" else None
-            for table in surviving_documents(c.build, item, self.removed, ["text", "_ord"]):
+            kept = None if from_index else PartWriter(signatures_path(c.build, item.unit), SIGNATURES)
+            for table in surviving_documents(c.build, item, self.removed, ["signature" if from_index else "text", "_ord"]):
                 docs += table.num_rows
-                hashes, offsets = hasher.shingles(table.column("text").to_pylist())
-                has_words = np.diff(offsets) > 0
-                sigs = hasher.signatures_from_shingles(hashes, offsets)[has_words]
-                ords = table.column("_ord").to_numpy()[has_words]
+                if from_index:
+                    table = table.filter(pc.is_valid(table.column("signature")))
+                    sigs = signature_matrix(table.column("signature").cast(pa.binary(4 * near.num_perm)), near.num_perm)
+                    ords = table.column("_ord").to_numpy()
+                    payload = signature_column(sigs) if near.verify == "signature" else signature_lists(sigs)
+                else:
+                    hashes, offsets = hasher.shingles(table.column("text").to_pylist())
+                    has_words = np.diff(offsets) > 0
+                    sigs = hasher.signatures_from_shingles(hashes, offsets)[has_words]
+                    ords = table.column("_ord").to_numpy()[has_words]
+                    payload = signature_column(sigs) if near.verify == "signature" else shingle_sets(hashes, offsets, has_words)
+                    assert kept is not None
+                    kept.write(pa.table([pa.array(ords, pa.int64()), signature_column(sigs).cast(pa.binary())], schema=SIGNATURES))
                 signed += len(ords)
                 flat_keys = hasher.band_keys(sigs).reshape(-1)
                 flat_ords = np.repeat(ords, near.bands)
                 bands.write(pa.table([pa.array(flat_keys, pa.uint64()), pa.array(flat_ords, pa.int64())], schema=BANDS),
                             partition_of(flat_keys, c.partitions))
                 if sigs_out is not None:
-                    payload = signature_column(sigs) if near.verify == "signature" else shingle_sets(hashes, offsets, has_words)
                     sigs_out.write(pa.table([pa.array(ords, pa.int64()), payload], schema=c.sig_schema), partition_of(ords, c.partitions))
+            if kept is not None:
+                kept.commit()
         return SignResult(unit=item.unit, documents=docs, signed=signed)
 
 
@@ -341,6 +366,10 @@ class Bands:
         c, p = self.config, item.partition
         rows = c.table("bands", p, BANDS)
         u, v = bucket_edges(rows.column("key").to_numpy(), rows.column("_ord").to_numpy())
+        # a pair of reference documents decides nothing (u < v): neither is removed, and a new document linked to either is
+        # removed whether or not they are linked to each other
+        new = v >= c.keep_below
+        u, v = u[new], v[new]
         name = f"from-p{p:04d}"
         if c.near.verify != "none":
             with c.scatter("edges", name, EDGES) as out:
@@ -406,12 +435,23 @@ class Verify:
 
     config: NearConfig
 
-    def similarity(self, payload_u: pa.Array, payload_v: pa.Array) -> np.ndarray:
-        """Row-wise similarity of two payload columns."""
-        near = self.config.near
+    def similarity(self, u: np.ndarray, payload_u: pa.Array, payload_v: pa.Array) -> np.ndarray:
+        """Row-wise similarity of two payload columns; ``u``: the ``_ord`` of each row's first document."""
+        c, near = self.config, self.config.near
         if near.verify == "signature":
             return estimate_jaccard(signature_matrix(payload_u, near.num_perm), signature_matrix(payload_v, near.num_perm))
-        return exact_jaccard(payload_u, payload_v)
+        stored = u < c.keep_below if c.reference_signatures else np.zeros(len(u), dtype=bool)
+        sim = np.zeros(len(u))
+        if not stored.all():
+            mask = pa.array(~stored)
+            sim[~stored] = exact_jaccard(payload_u.filter(mask), payload_v.filter(mask))
+        if stored.any():  # a reference's stored signature against the signature of the new document's shingle set
+            mask = pa.array(stored)
+            sig_u = pc.list_flatten(payload_u.filter(mask)).to_numpy().astype(np.uint32).reshape(-1, near.num_perm)
+            shingles = payload_v.filter(mask)
+            offsets = np.concatenate([[0], np.cumsum(pc.list_value_length(shingles).to_numpy(zero_copy_only=False))])
+            sim[stored] = estimate_jaccard(sig_u, c.hasher().signatures_from_shingles(pc.list_flatten(shingles).to_numpy(), offsets))
+        return sim
 
     def __call__(self, item: PartitionItem) -> VerifyResult:
         c, p = self.config, item.partition
@@ -423,7 +463,7 @@ class Verify:
                 rows_v = payloads.rows(v)
                 for a, b in _blocks(c.payload_bytes(payload_u) + payloads.bytes[rows_v], BLOCK_BYTES):
                     payload_v = payloads.take(rows_v[a:b])
-                    keep = self.similarity(payload_u.slice(a, b - a), payload_v) >= c.near.threshold
+                    keep = self.similarity(u[a:b], payload_u.slice(a, b - a), payload_v) >= c.near.threshold
                     c.add_arcs(out, u[a:b][keep], v[a:b][keep])
                     verified += int(keep.sum())
                 candidates += len(u)
@@ -592,5 +632,6 @@ class NearDedupStage(Stage):
         parts, near = ctx.manifests.near_dedup
         assert near is not None
         items = ctx.reference + [i for i in ctx.inputs if i.manifest in parts]
-        config = NearConfig(ctx.build, near, near_partitions(ctx.build, items), ctx.protected_below)
+        config = NearConfig(ctx.build, near, near_partitions(ctx.build, items), ctx.protected_below,
+                            reference_signatures=any(indexed(i) for i in ctx.reference))
         return run_near_dedup(executor, items, config, tuple(ctx.removed))
