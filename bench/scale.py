@@ -50,6 +50,10 @@ from massiveds.encode.distill import cached_static
 from massiveds.store.datastore import Datastore
 
 SAMPLE_S = 0.5
+#: Passages of the append corpus: ~10,000 documents (the corpus draws ~3.3 passages per document).
+APPEND_PASSAGES = 33_000
+#: Where the machine-readable results go (committed).
+RESULTS = REPO / "bench" / "results"
 ENV = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "200"}
 #: What each stage's rate counts (a stage's MB/s is of the corpus's uncompressed text, for the text stages).
 STAGE_UNITS = {"extract": "records", "dedup": "documents", "near_dedup": "documents", "decontaminate": "documents",
@@ -169,20 +173,52 @@ def timed(*args: str) -> float:
     return time.perf_counter() - clock
 
 
-def build_measured(manifest: Path, ds: Path, log: Path) -> tuple[float, Sampler]:
-    """``massiveds build`` on Ray with the sampler over its process tree; (wall seconds, sampler)."""
+def cli_measured(args: list[str], log: Path) -> tuple[float, Sampler]:
+    """``massiveds ARGS`` with the sampler over its process tree; (wall seconds, sampler). Exits with the log's name if it fails."""
     clock = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "massiveds.cli", "build", str(manifest), "--out", str(ds)],
-                                env=ENV, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "massiveds.cli", *args], env=ENV, stdout=f, stderr=subprocess.STDOUT)
         sampler = Sampler(proc.pid)
         sampler.start()
         status = proc.wait()
     sampler.stopped.set()
     sampler.join()
     if status != 0:
-        raise SystemExit(f"build failed ({status}): see {log}")
+        raise SystemExit(f"massiveds {args[0]} failed ({status}): see {log}")
     return time.perf_counter() - clock, sampler
+
+
+def build_measured(manifest: Path, ds: Path, log: Path) -> tuple[float, Sampler]:
+    """``massiveds build`` on Ray with the sampler over its process tree; (wall seconds, sampler)."""
+    return cli_measured(["build", str(manifest), "--out", str(ds)], log)
+
+
+def append_measured(ds: Path, work: Path, model: Path, sparse: bool, passages: int, domains: str) -> dict[str, Any]:
+    """``massiveds append`` of the same new documents (``passages``' worth: a scale corpus of its own, seed 11, nothing planted)
+    to a hard-linked copy of ``ds`` (an append writes new files only): wall seconds, largest process, what it kept."""
+    corpus = work / f"append-corpus-{passages}{'-' + domains.replace(',', '+') if domains else ''}"
+    if not (corpus / "planted.json").is_file():
+        subprocess.run([sys.executable, str(REPO / "bench" / "scale_corpus.py"), "--passages", str(passages), "--seed", "11",
+                        "--out", str(corpus), "--cache", str(work / "pool"), "--model", str(model), "--exact-rate", "0",
+                        "--near-rate", "0", "--garbage-rate", "0", "--domains", domains], check=True, env=ENV)
+    manifest = corpus / f"append{'-sparse' if sparse else ''}.yaml"
+    body = yaml.safe_load((corpus / "scale.yaml").read_text()) | {"name": "append-10k"}
+    manifest.write_text(yaml.safe_dump(body | ({"sparse": {"enabled": True}} if sparse else {})))
+    copy = ds.with_name(ds.name + "-appended")
+    shutil.rmtree(copy, ignore_errors=True)
+    subprocess.run(["cp", "-al", str(ds), str(copy)], check=True)
+    wall, sampler = cli_measured(["append", str(copy), str(manifest)], work / f"append-{ds.name}.log")
+    record = json.loads((copy / "datastore.json").read_text())["appends"][-1]
+    return {"documents": record["documents"], "records": record["records_read"], "passages": record["passages"], "seconds": wall,
+            "max_rss_mib": round(max((mib for _, mib in sampler.peaks.values()), default=0.0)), "dropped": record["dropped"],
+            "reference": reference_line(work / f"append-{ds.name}.log")}
+
+
+def reference_line(log: Path) -> str:
+    """What the append's reference stage said it read (its summary in the stage table)."""
+    text = " ".join(log.read_text().split())
+    start = text.find("documents of the datastore to deduplicate against")
+    return text[start:text.find("│", start)].strip() if start >= 0 else ""
 
 
 def disk_per_passage(ds: Path, passages: int) -> dict[str, float]:
@@ -195,9 +231,13 @@ def disk_per_passage(ds: Path, passages: int) -> dict[str, float]:
     return {k: v / passages for k, v in sizes.items()}
 
 
-def search_timings(ds_path: Path, single: int = 200, batch: int = 1000, **options: Any) -> dict[str, float]:
-    """In-process text search with ``options``: single-query p50/p99 (ms, embedding included) and batched queries/s."""
+def search_timings(ds_path: Path, single: int = 200, batch: int = 1000, merged: bool = False, **options: Any) -> dict[str, float]:
+    """In-process text search with ``options``: single-query p50/p99 (ms, embedding included) and batched queries/s.
+
+    ``merged``: through the merged index (``merge-index``), else fanned out over the shards.
+    """
     ds = Datastore.open(ds_path)
+    ds.use_merged = merged
     queries = [QUERIES[i % len(QUERIES)] + f" {i}" for i in range(batch)]
     ds.search(queries[:8], k=10, **options)  # load the model, open the indexes
     lat = []
@@ -285,7 +325,7 @@ def build_size(n: int, work: Path, model: Path, sparse: bool, domains: str) -> d
 
 
 def run_size(n: int, work: Path, model: Path, sparse: bool = False, serve_seconds: float = 20.0, domains: str = "",
-             reuse_build: bool = False) -> dict[str, Any]:
+             reuse_build: bool = False, results_dir: Path | None = None, append_passages: int = APPEND_PASSAGES) -> dict[str, Any]:
     """Everything measured at one size (``sparse``: with the BM25 index on, in folders and results of their own)."""
     tag = f"{n}-sparse" if sparse else str(n)
     kept = work / f"build-{tag}.json"
@@ -293,14 +333,50 @@ def run_size(n: int, work: Path, model: Path, sparse: bool = False, serve_second
     ds = work / f"ds-{tag}"
     flat = json.loads((ds / "datastore.json").read_text())["index"]["type"] == "flat"
     out.print("[bold]search, serve and operations[/]")
+    modes = ("dense", "sparse", "hybrid") if sparse else ("dense",)
+    by_mode = {mode: search_timings(ds, mode=mode) for mode in modes}
+    by_mode |= {f"{mode}+rerank": search_timings(ds, mode=mode, rerank="exact") for mode in modes if mode != "sparse"}
     result |= {
         "disk_bytes_per_passage": disk_per_passage(ds, result["passages"]),
-        "search": search_timings(ds), "serve": serve_timings(ds, seconds=serve_seconds), "operations": operations(ds, work, merge=not flat),
-        "search_by_mode": {mode: search_timings(ds, mode=mode) for mode in ("dense", "sparse", "hybrid")} if sparse else None,
-        "load_end": load_average(),
+        "search_by_mode": by_mode, "serve": serve_timings(ds, seconds=serve_seconds), "operations": operations(ds, work, merge=not flat),
     }
+    if not flat:  # operations ran merge-index: the same dense searches through the merged index
+        result["search_merged"] = {"dense": search_timings(ds, mode="dense", merged=True),
+                                   "dense+rerank": search_timings(ds, mode="dense", rerank="exact", merged=True)}
+    out.print(f"[bold]append {append_passages:,} passages' worth of new documents[/]")
+    result["append"] = append_measured(ds, work, model, sparse, append_passages, domains)
+    result["append"]["fraction_of_build"] = result["append"]["seconds"] / result["build_wall_s"]
+    result["load_end"] = load_average()
     (work / f"scale-{tag}.json").write_text(json.dumps(result, indent=2))
+    if results_dir is not None:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        (results_dir / f"scale-{n}.json").write_text(json.dumps(summary(result), indent=2) + "\n")
     return result
+
+
+def summary(r: dict[str, Any]) -> dict[str, Any]:
+    """The machine-readable record of one size (``bench/results/scale-<N>.json``): what BENCHMARKS.md and docs/scale.md quote."""
+    recall = r["recall"]
+    return {
+        "passages": r["passages"], "documents": r["documents"], "tokens": r["tokens"], "records": r["records"],
+        "text_mb": round(r["text_mb"], 1), "index": r["index"], "nprobe": r["nprobe"],
+        "wall_s": round(r["build_wall_s"], 1),
+        "max_process_rss_mib": max(mib for _, mib in r["peak_by_process"]),
+        "stages": {s: {"seconds": v["seconds"], "max_rss_mib": round(v.get("any_max_mib", 0.0)), "rate": round(v["per_s"], 1),
+                       "unit": v["unit"], "s_per_passage": v["s_per_passage"]} for s, v in r["stages"].items()},
+        "planted": {k: r["planted"][k] for k in ("precision", "recall", "planted", "found")},
+        "recall_at_10": {"no_rerank": recall.get("recall_at_10"), "rerank": recall.get("recall_at_10_rerank"),
+                         "rerank_depth": recall.get("rerank_depth"), "nprobe": recall.get("nprobe")},
+        "search": {mode: {k: round(v, 2) for k, v in t.items()} for mode, t in r["search_by_mode"].items()},
+        "search_merged": {mode: {k: round(v, 2) for k, v in t.items()} for mode, t in (r.get("search_merged") or {}).items()},
+        "serve": r["serve"],
+        "operations": r["operations"],
+        "append": r["append"],
+        "disk_bytes_per_passage": {k: round(v) for k, v in r["disk_bytes_per_passage"].items()},
+        "embed": r["embed"],
+        "date": r["date"], "machine": r["machine"],
+        "load": {"before_build": r["load_before"], "after_build": r["load_after"], "end": r["load_end"]},
+    }
 
 
 def report(results: dict[int, dict[str, Any]]) -> None:
@@ -317,9 +393,11 @@ def report(results: dict[int, dict[str, Any]]) -> None:
                         rows))
         out.print(table("processes by peak RSS (VmHWM, MiB)", ["process", "MiB"], r["peak_by_process"][:12]))
         other = [("planted duplicates", json.dumps(r["planted"])), ("disk bytes/passage", json.dumps({k: round(v) for k, v in
-                 r["disk_bytes_per_passage"].items()})), ("recall (build)", json.dumps(r["recall"])), ("search", json.dumps(r["search"])),
-                 ("serve", json.dumps(r["serve"])), ("operations", json.dumps(r["operations"])), ("embed", json.dumps(r["embed"]))]
-        other += [(f"search, mode {mode}", json.dumps(t)) for mode, t in (r.get("search_by_mode") or {}).items()]
+                 r["disk_bytes_per_passage"].items()})), ("recall (build)", json.dumps(r["recall"])),
+                 ("serve", json.dumps(r["serve"])), ("operations", json.dumps(r["operations"])), ("embed", json.dumps(r["embed"])),
+                 ("append", json.dumps(r["append"]))]
+        other += [(f"search, mode {mode}", json.dumps(t)) for mode, t in r["search_by_mode"].items()]
+        other += [(f"search, merged index, {mode}", json.dumps(t)) for mode, t in (r.get("search_merged") or {}).items()]
         out.print(table("datastore", ["", "value"], other))
     if len(results) > 1:
         small, large = results[min(results)], results[max(results)]
@@ -340,6 +418,10 @@ def main() -> None:
     parser.add_argument("--sparse", action="store_true", help="build with the BM25 index on (folders and results of their own)")
     parser.add_argument("--serve-seconds", type=float, default=20.0, help="how long 16 clients load the server")
     parser.add_argument("--domains", default="", help="comma-separated subset of the shared domains of the corpus (default: all 8)")
+    parser.add_argument("--append-passages", type=int, default=APPEND_PASSAGES,
+                        help="passages' worth of new documents appended to each size (the same documents at every size)")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="folder of the machine-readable scale-<N>.json (default bench/results; 'none': not written)")
     parser.add_argument("--reuse-build", action="store_true",
                         help="measure a finished earlier build of the same size again (its build-<N>.json), without building")
     args = parser.parse_args()
@@ -347,7 +429,8 @@ def main() -> None:
     model = cached_static("all-MiniLM-L6-v2", REPO / ".cache")
     results = {}
     for n in (int(x) for x in args.passages.split(",")):
-        results[n] = run_size(n, args.work, model, args.sparse, args.serve_seconds, args.domains, args.reuse_build)
+        results[n] = run_size(n, args.work, model, args.sparse, args.serve_seconds, args.domains, args.reuse_build,
+                              None if str(args.results) == "none" else args.results, args.append_passages)
         report({n: results[n]})
     if len(results) > 1:
         report(results)

@@ -240,13 +240,19 @@ def test_scale(tmp_path: Path, static_model: Path) -> None:
     """The benchmark that rotted (issue 26): corpus, Ray build, search, ``serve`` under load, every operation, at 600 passages."""
     shared("jsonl", "qa_forum.jsonl.zst")
     output = bench("scale", "--passages", "600", "--work", tmp_path, "--serve-seconds", "1", "--domains", "qa_forum,stem_latex,wiki",
-                   timeout=420)
+                   "--results", tmp_path / "results", "--append-passages", "200", timeout=600)
     r = json.loads((tmp_path / "scale-600.json").read_text())
     assert 300 <= r["passages"] <= 1200 and r["build_wall_s"] > 0 and r["domains"] == "qa_forum,stem_latex,wiki"
     assert {"extract", "dedup", "near_dedup", "chunk", "shard", "embed", "train", "index"} <= set(r["stages"])
     assert r["planted"]["precision"] == 1.0 and r["planted"]["recall"] == 1.0 and r["planted"]["planted"] > 0
     assert 0.9 <= r["recall"]["recall_at_10"] <= 1.0  # a flat index at this size
-    assert r["search"]["p50_ms"] > 0 and r["search"]["batched_qps"] > 0
+    assert r["search_by_mode"]["dense"]["p50_ms"] > 0 and r["search_by_mode"]["dense+rerank"]["batched_qps"] > 0
+    assert r["append"]["documents"] > 0 and r["append"]["fraction_of_build"] > 0
+    assert "read from their dedup index" in r["append"]["reference"]
+    summary = json.loads((tmp_path / "results" / "scale-600.json").read_text())
+    assert {"passages", "documents", "tokens", "wall_s", "max_process_rss_mib", "stages", "planted", "recall_at_10", "search",
+            "append"} <= set(summary)
+    assert summary["stages"]["embed"]["seconds"] > 0 and summary["stages"]["embed"]["max_rss_mib"] > 0
     assert r["serve"]["errors"] == 0 and r["serve"]["qps"] > 0 and r["serve"]["clients"] == 16
     ops = r["operations"]
     assert all(ops[k] > 0 for k in ("subsample_0.1_s", "verify_s", "publish_s", "pull_s"))
