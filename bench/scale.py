@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -411,6 +412,46 @@ def report(results: dict[int, dict[str, Any]]) -> None:
                         ["stage", "time/passage ratio", "peak RSS ratio"], rows))
 
 
+def markdown(results_dir: Path) -> str:
+    """The tables BENCHMARKS.md and docs/scale.md quote, in Markdown, from every ``scale-<N>.json`` of ``results_dir``."""
+    runs = sorted((json.loads(f.read_text()) for f in results_dir.glob("scale-*.json")), key=lambda r: r["passages"])
+    if not runs:
+        raise SystemExit(f"no scale-<N>.json in {results_dir}")
+    head = " | ".join(f"{r['passages']:,}" for r in runs)
+    lines = [f"| | {head} |", "|---|" + "---:|" * len(runs)]
+
+    def row(name: str, cell: Callable[[dict[str, Any]], str]) -> None:
+        lines.append(f"| {name} | " + " | ".join(cell(r) for r in runs) + " |")
+
+    row("documents / tokens", lambda r: f"{r['documents']:,} / {r['tokens']:,}")
+    row("index (nprobe)", lambda r: f"{r['index']} ({r['nprobe']})")
+    row("**build wall**", lambda r: f"**{r['wall_s']:,.0f} s** ({r['wall_s'] / 60:.1f} min)")
+    row("largest process (peak RSS)", lambda r: f"{r['max_process_rss_mib']:,} MiB")
+    row("planted duplicates: precision / recall", lambda r: f"{r['planted']['precision']:.4f} / {r['planted']['recall']:.4f}")
+    row("recall@10: IVF-PQ / exact rerank (depth)",
+        lambda r: f"{r['recall_at_10']['no_rerank']:.3f} / {r['recall_at_10']['rerank']:.3f} ({r['recall_at_10']['rerank_depth']})")
+    row("append of the same documents: s (of the build)",
+        lambda r: f"{r['append']['seconds']:,.1f} s ({100 * r['append']['fraction_of_build']:.1f} %), {r['append']['documents']:,} docs")
+    row("append peak RSS", lambda r: f"{r['append']['max_rss_mib']:,} MiB")
+    row("serve, 16 clients: QPS / p50 / p99",
+        lambda r: f"{r['serve']['qps']:,.0f} / {r['serve']['p50_ms']:.0f} / {r['serve']['p99_ms']:.0f} ms, {r['serve']['errors']} errors")
+    for mode in runs[-1]["search"]:
+        row(f"search {mode}: p50 / p99 ms", lambda r, m=mode: f"{r['search'][m]['p50_ms']:.1f} / {r['search'][m]['p99_ms']:.1f}"
+            if m in r["search"] else "")
+    for mode in runs[-1].get("search_merged") or {}:
+        row(f"merged index, {mode}: p50 / p99 ms", lambda r, m=mode: f"{r['search_merged'][m]['p50_ms']:.1f} / "
+            f"{r['search_merged'][m]['p99_ms']:.1f}" if m in r.get("search_merged", {}) else "")
+    lines += ["", "| stage | " + " | ".join(f"s at {r['passages']:,}" for r in runs) + " | time/passage, last / first | "
+              + " | ".join(f"peak MiB at {r['passages']:,}" for r in runs) + " |", "|---|" + "---:|" * (2 * len(runs) + 1)]
+    first, last = runs[0], runs[-1]
+    for stage, v in last["stages"].items():
+        w = first["stages"].get(stage)
+        ratio = f"{v['s_per_passage'] / w['s_per_passage']:.2f}" if w and w["s_per_passage"] else ""
+        lines.append(f"| {stage} | " + " | ".join(f"{r['stages'].get(stage, {}).get('seconds', 0):,.1f}" for r in runs) + f" | {ratio} | "
+                     + " | ".join(f"{r['stages'].get(stage, {}).get('max_rss_mib', 0):,}" for r in runs) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--passages", default="250000,1000000", help="comma list of sizes")
@@ -424,7 +465,11 @@ def main() -> None:
                         help="folder of the machine-readable scale-<N>.json (default bench/results; 'none': not written)")
     parser.add_argument("--reuse-build", action="store_true",
                         help="measure a finished earlier build of the same size again (its build-<N>.json), without building")
+    parser.add_argument("--tables", action="store_true", help="print the Markdown tables of the results folder's files, and stop")
     args = parser.parse_args()
+    if args.tables:
+        print(markdown(args.results))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     model = cached_static("all-MiniLM-L6-v2", REPO / ".cache")
     results = {}

@@ -253,6 +253,8 @@ def test_scale(tmp_path: Path, static_model: Path) -> None:
     assert {"passages", "documents", "tokens", "wall_s", "max_process_rss_mib", "stages", "planted", "recall_at_10", "search",
             "append"} <= set(summary)
     assert summary["stages"]["embed"]["seconds"] > 0 and summary["stages"]["embed"]["max_rss_mib"] > 0
+    markdown = bench("scale", "--tables", "--results", tmp_path / "results")
+    assert f"| | {summary['passages']:,} |" in markdown and "| embed |" in markdown and "search dense+rerank" in markdown
     assert r["serve"]["errors"] == 0 and r["serve"]["qps"] > 0 and r["serve"]["clients"] == 16
     ops = r["operations"]
     assert all(ops[k] > 0 for k in ("subsample_0.1_s", "verify_s", "publish_s", "pull_s"))

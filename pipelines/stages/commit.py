@@ -3,9 +3,11 @@
 Until the catalog is written the datastore is the one the append started from: the new shard folders
 moved under ``shards/`` are not in its catalog, so no reader sees them, and the same append run again
 moves what is left and writes the catalog. The catalog gains the new shards, their domains' totals, the
-BM25 statistics over all shards (``live_idf``: search rescales the older shards' scores), the index's
-recall measured again on every shard, and an ``appends`` record: who, when, the manifests, counts, drops
-(``appends/<n>.parquet``) and recall before and after.
+BM25 statistics over all shards (``live_idf``: search rescales the older shards' scores), the new dedup
+index files, and an ``appends`` record: who, when, the manifests, counts, drops (``appends/<n>.parquet``),
+the datastore's recall@10 before and the new shards' recall@10 with its quantizer (measured on them
+alone, so the commit costs what was appended; a fall between the two is the new data drifting from what
+the quantizer was trained on). The catalog's ``recall`` stays the datastore's as last measured whole.
 """
 
 from __future__ import annotations
@@ -92,8 +94,9 @@ def _domains(catalog: Catalog, ctx: BuildContext, shards: list[ShardItem]) -> di
     return out
 
 
-def _recall(catalog: Catalog) -> float | None:
-    value = catalog.recall.model_dump().get("recall_at_10") if catalog.recall is not None else None
+def _recall(measured: dict[str, Any] | None) -> float | None:
+    """recall@10 of a recall record (``recall_summary``), None when it was not measured."""
+    value = (measured or {}).get("recall_at_10")
     return float(value) if isinstance(value, int | float) else None
 
 
@@ -163,12 +166,12 @@ class Commit(Stage):
             changes["sparse"] = catalog.sparse.but(passages=sparse.passages, terms=sparse.terms, bytes=catalog.sparse.bytes + sparse.bytes,
                                                    live_idf=True)
         new = catalog.but(**changes)
-        new = new.but(recall=recall_summary(root, catalog=new))
+        appended = recall_summary(root, catalog=new.but(shards=records))  # the new shards alone: its cost follows the append
         record = AppendRecord(
             at=utc_now(), by=who(), manifests=[ManifestRecord.model_validate(m) for m in ctx.manifests.records()],
             records_read=extract.read, documents=chunk.documents, passages=chunk.passages, tokens=chunk.tokens,
             shards=[s.name for s in shards], dropped=moved.dropped, table=table, file=FileRecord.of(root / table), trained=existing.trained,
-            recall_before=_recall(catalog), recall_after=_recall(new),
+            recall_before=_recall(catalog.recall.model_dump() if catalog.recall else None), recall_after=_recall(appended),
             seconds=round(sum(r.seconds for r in ctx.records.values()), 2),
         )
         write_catalog(root, new := new.but(appends=[*catalog.appends, record]))
