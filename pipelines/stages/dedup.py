@@ -1,7 +1,8 @@
 """dedup: exact duplicates across the documents of every manifest that asks for it, in two steps.
 
     dedup-map   per input file    hash each document's normalised text into one of P partitions
-                                  (P = files, at most 64): build/dedup/keys/p<b>/<unit>.parquet, and
+                                  (P = files up to 64, or one per 4 M documents if that is more):
+                                  build/dedup/keys/p<b>/<unit>.parquet, and
                                   each digest for the dedup index: build/dedup/hashes/<unit>.parquet
                                   (a part of an append's reference read off the datastore's dedup
                                   index has its digests already)
@@ -11,9 +12,12 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+import pyarrow.parquet as pq
 
 from massiveds.clean.dedup_index import HASHES
 from massiveds.clean.exact_dedup import KEYS, document_keys, find_duplicates, partition_keys
@@ -21,7 +25,10 @@ from massiveds.core.schema import dropped_table
 from pipelines.parts import PartWriter, documents_path, hashes_path, indexed, read_documents, read_folder, write_table
 from pipelines.stage import BuildContext, InputItem, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
 
+#: Partitions of exact dedup at most, unless its keys need more (``exact_partitions``).
 MAX_DEDUP_PARTITIONS = 64
+#: Keys a reducer holds at most (each a 16-byte digest, an _ord, a doc id and a source): past 64 partitions they grow with the documents.
+KEYS_PER_PARTITION = 4_000_000
 
 
 class PartitionItem(WorkItem):
@@ -99,12 +106,19 @@ def exact_items(ctx: BuildContext) -> list[InputItem]:
     return ctx.reference + asking if asking else []
 
 
+def exact_partitions(build: Path, items: list[InputItem]) -> int:
+    """Hash partitions of exact dedup: one per part up to 64 (the map's parallelism), more where a reducer would hold over
+    ``KEYS_PER_PARTITION`` keys (its memory stays bounded whatever the corpus)."""
+    documents = sum(pq.read_metadata(documents_path(build, i.unit)).num_rows for i in items)
+    return max(1, min(MAX_DEDUP_PARTITIONS, len(items)), math.ceil(documents / KEYS_PER_PARTITION))
+
+
 def run_exact_dedup(executor: StepRunner, items: list[InputItem], build: Path, keep_below: int = 0) -> DedupRecord:
-    """Exact dedup over the documents parts ``items``: map into one hash partition per part (at most 64), then reduce.
+    """Exact dedup over the documents parts ``items``: map into hash partitions (``exact_partitions``), then reduce.
 
     Documents with an ``_ord`` below ``keep_below`` are never removed.
     """
-    partitions = max(1, min(MAX_DEDUP_PARTITIONS, len(items)))
+    partitions = exact_partitions(build, items)
     executor.map(Step("dedup-map", HashDocuments(build, partitions), MapResult), items)
     reduced = executor.map(Step("dedup", FindDuplicates(build, keep_below), ReduceResult), partition_items(partitions))
     dups = sum(r.duplicates for r in reduced)
