@@ -165,6 +165,14 @@ def stage_memory(sampler: Sampler, intervals: dict[str, tuple[float, float]]) ->
     return per
 
 
+def commit() -> str:
+    """The commit of the code this run imports (with ``+changes`` when its working tree differs)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def timed(*args: str) -> float:
     """Seconds of one CLI command (it must succeed)."""
     clock = time.perf_counter()
@@ -316,7 +324,7 @@ def build_size(n: int, work: Path, model: Path, sparse: bool, domains: str) -> d
         "records": b["records_read"], "tokens": sum(s.get("tokens", 0) for s in catalog["shards"]), "text_mb": text_mb,
         "domains": domains or "all", "build_wall_s": wall, "load_before": load_before, "load_after": load_average(),
         "date": dt.datetime.now().isoformat(timespec="minutes"), "machine": machine(),
-        "index": catalog["index"]["factory"], "nprobe": catalog["index"]["nprobe"], "stages": stages,
+        "index": catalog["index"]["factory"], "nprobe": catalog["index"]["nprobe"], "stages": stages, "build_commit": commit(),
         "peak_by_process": sorted(((who, round(mib)) for who, mib in sampler.peaks.values()), key=lambda r: -r[1]),
         "planted": planted_found(ds / "build", planted), "recall": catalog["recall"],
         "embed": {"passages_per_s": b["embed_passages_per_s"], "tokens_per_s": b["embed_tokens_per_s"]},
@@ -375,7 +383,7 @@ def summary(r: dict[str, Any]) -> dict[str, Any]:
         "append": r["append"],
         "disk_bytes_per_passage": {k: round(v) for k, v in r["disk_bytes_per_passage"].items()},
         "embed": r["embed"],
-        "date": r["date"], "machine": r["machine"],
+        "date": r["date"], "machine": r["machine"], "build_commit": r.get("build_commit"), "measure_commit": commit(),
         "load": {"before_build": r["load_before"], "after_build": r["load_after"], "end": r["load_end"]},
     }
 
