@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import zstandard
 
-from massiveds.clean.exact_dedup import dedup_key, document_keys, find_duplicates, partition_keys
+from massiveds.clean.exact_dedup import dedup_key, document_keys, find_duplicates, key_partitions
 from massiveds.clean.normalize import count_words, normalize_and_filter, normalize_text
 from massiveds.core.manifest import Filters
 from massiveds.core.schema import DOCUMENTS
@@ -62,8 +63,10 @@ def run_dedup(texts: list[str], partitions: int, parts: int) -> dict[str, str]:
     buckets: dict[int, list[pa.Table]] = {}
     step = -(-table.num_rows // parts)
     for start in range(0, table.num_rows, step):
-        for b, keys in partition_keys(document_keys(table.slice(start, step)), partitions).items():
-            buckets.setdefault(b, []).append(keys)
+        keys = document_keys(table.slice(start, step))
+        parts = key_partitions(keys, partitions)
+        for b in np.unique(parts).tolist():
+            buckets.setdefault(b, []).append(keys.filter(pa.array(parts == b)))
     dups = [find_duplicates(pa.concat_tables(tables)) for tables in buckets.values()]
     out = pa.concat_tables(dups)
     assert out.column("_ord").to_pylist() == sorted(out.column("_ord").to_pylist()) or len(dups) > 1

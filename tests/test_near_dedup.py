@@ -20,7 +20,9 @@ from massiveds.clean.ngrams import ngram_hashes
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.manifest import NearDedup, load_manifest
 from massiveds.ingest.sources.files import resolve_inputs
+from pipelines import scatter
 from pipelines.parts import removed_ords
+from pipelines.scatter import Scatter, read_scatter
 from pipelines.stage import InputItem
 from pipelines.stages import extract as extract_stage
 from pipelines.stages import near_dedup
@@ -30,9 +32,7 @@ from pipelines.stages.near_dedup import (
     NEAR_DUPLICATES,
     NearConfig,
     NearDedupRecord,
-    Scatter,
     near_partitions,
-    read_scatter,
     run_near_dedup,
 )
 from tests.helpers import REPO, local
@@ -168,7 +168,7 @@ def test_after_exact_dedup_only_near_copies_are_left(tmp_path: Path, corpus: lis
     items = write_parts(tmp_path, corpus, PARTS)
     for i in items:
         HashDocuments(tmp_path, 2)(i)
-    exact = sum(FindDuplicates(tmp_path)(PartitionItem(unit=f"p{p}", partition=p)).duplicates for p in range(2))
+    exact = sum(FindDuplicates(tmp_path, 2)(PartitionItem(unit=f"p{p}", partition=p)).duplicates for p in range(2))
     assert exact == 36
     summary = run_near_dedup(local(tmp_path), items, NearConfig(tmp_path, NearDedup(enabled=True), 2), removed=("exact",))
     assert summary.documents == len(corpus) - 36
@@ -279,7 +279,7 @@ def test_scatter_round_trip_reads_only_the_asked_partition(tmp_path: Path, monke
         out.close()
     read_bytes = []
     pread = os.pread
-    monkeypatch.setattr(near_dedup.os, "pread", lambda fd, n, at: read_bytes.append(n) or pread(fd, n, at))
+    monkeypatch.setattr(scatter.os, "pread", lambda fd, n, at: read_bytes.append(n) or pread(fd, n, at))
     for p in range(partitions):
         read_bytes.clear()
         got = pa.Table.from_batches(read_scatter(path, p, schema, partitions), schema)

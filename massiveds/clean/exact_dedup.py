@@ -37,14 +37,13 @@ def document_keys(docs: pa.Table) -> pa.Table:
     return pa.table([hashes, docs.column("_ord"), docs.column("doc_id"), docs.column("source")], schema=KEYS)
 
 
-def partition_keys(keys: pa.Table, partitions: int) -> dict[int, pa.Table]:
-    """Split keys (``KEYS``) into hash partitions."""
+def key_partitions(keys: pa.Table, partitions: int) -> np.ndarray:
+    """The hash partition of each row of keys (``KEYS``): the digest's first 8 bytes modulo ``partitions``."""
     if keys.num_rows == 0:
-        return {}
+        return np.zeros(0, np.int64)
     hashes = keys.column("hash").combine_chunks()
     first8 = np.frombuffer(hashes.buffers()[1], dtype=np.uint64, count=len(hashes) * 2, offset=16 * hashes.offset)[::2]
-    bucket = first8 % np.uint64(partitions)
-    return {int(b): keys.filter(pa.array(bucket == b)) for b in np.unique(bucket)}
+    return (first8 % np.uint64(partitions)).astype(np.int64)
 
 
 def find_duplicates(keys: pa.Table, keep_below: int = 0) -> pa.Table:

@@ -2,7 +2,7 @@
 
     dedup-map   per input file    hash each document's normalised text into one of P partitions
                                   (P = files up to 64, or one per 4 M documents if that is more):
-                                  build/dedup/keys/p<b>/<unit>.parquet, and
+                                  build/dedup/keys/<unit>.scatter (``pipelines.scatter``), and
                                   each digest for the dedup index: build/dedup/hashes/<unit>.parquet
                                   (a part of an append's reference read off the datastore's dedup
                                   index has its digests already)
@@ -17,14 +17,19 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from massiveds.clean.dedup_index import HASHES
-from massiveds.clean.exact_dedup import KEYS, document_keys, find_duplicates, partition_keys
+from massiveds.clean.exact_dedup import KEYS, document_keys, find_duplicates, key_partitions
 from massiveds.core.schema import dropped_table
-from pipelines.parts import PartWriter, documents_path, hashes_path, indexed, read_documents, read_folder, write_table
+from pipelines.parts import PartWriter, documents_path, hashes_path, indexed, read_documents, write_table
+from pipelines.scatter import SCATTER, read_partition, scatter_file
 from pipelines.stage import BuildContext, InputItem, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
 
+#: Where dedup-map writes each part's keys, a scatter file per part.
+KEYS_DIR = Path("dedup") / "keys"
 #: Partitions of exact dedup at most, unless its keys need more (``exact_partitions``).
 MAX_DEDUP_PARTITIONS = 64
 #: Keys a reducer holds at most (each a 16-byte digest, an _ord, a doc id and a source): past 64 partitions they grow with the documents.
@@ -48,26 +53,27 @@ class ReduceResult(UnitResult):
 
 @dataclass(frozen=True)
 class HashDocuments:
-    """dedup-map: one documents part's keys appended to the hash partitions."""
+    """dedup-map: one documents part's keys routed to the hash partitions, in one scatter file."""
 
     build: Path
     partitions: int
 
     def __call__(self, item: InputItem) -> MapResult:
-        writers: dict[int, PartWriter] = {}
         from_index = indexed(item)
         digests = None if from_index else PartWriter(hashes_path(self.build, item.unit), HASHES)  # kept for the dedup index
-        for table in read_documents(documents_path(self.build, item.unit), ["doc_id", "source", "hash" if from_index else "text", "_ord"]):
-            keys = document_keys(table)
-            if digests is not None:
-                digests.write(keys.select(HASHES.names))
-            for bucket, part in partition_keys(keys, self.partitions).items():
-                if bucket not in writers:
-                    writers[bucket] = PartWriter(self.build / "dedup" / "keys" / f"p{bucket:04d}" / f"{item.unit}.parquet", KEYS)
-                writers[bucket].write(part)
-        for w in [*writers.values(), *([digests] if digests is not None else [])]:
-            w.commit()
-        return MapResult(unit=item.unit, partitions=len(writers))
+        filled: set[int] = set()
+        with scatter_file(self.build / KEYS_DIR / f"{item.unit}{SCATTER}", KEYS, self.partitions) as out:
+            columns = ["doc_id", "source", "hash" if from_index else "text", "_ord"]
+            for table in read_documents(documents_path(self.build, item.unit), columns):
+                keys = document_keys(table)
+                if digests is not None:
+                    digests.write(keys.select(HASHES.names))
+                buckets = key_partitions(keys, self.partitions)
+                filled.update(np.unique(buckets).tolist())
+                out.write(keys, buckets)
+        if digests is not None:
+            digests.commit()
+        return MapResult(unit=item.unit, partitions=len(filled))
 
 
 @dataclass(frozen=True)
@@ -75,12 +81,13 @@ class FindDuplicates:
     """dedup (reduce): the duplicates within one hash partition, written by ``_ord``, with their drop records."""
 
     build: Path
+    partitions: int
     #: documents with a smaller ``_ord`` are never removed (``BuildContext.protected_below``)
     keep_below: int = 0
 
     def __call__(self, item: PartitionItem) -> ReduceResult:
         name = f"p{item.partition:04d}"
-        keys = read_folder(self.build / "dedup" / "keys" / name, KEYS)
+        keys = pa.Table.from_batches(list(read_partition(self.build / KEYS_DIR, item.partition, KEYS, self.partitions)), KEYS)
         dups = find_duplicates(keys, self.keep_below)
         write_table(self.build / "dedup" / "duplicates" / f"{name}.parquet", dups, row_group_size=65536)
         columns = [dups.column(c).to_pylist() for c in ("doc_id", "source", "duplicate_of")]
@@ -120,9 +127,9 @@ def run_exact_dedup(executor: StepRunner, items: list[InputItem], build: Path, k
     """
     partitions = exact_partitions(build, items)
     executor.map(Step("dedup-map", HashDocuments(build, partitions), MapResult), items)
-    reduced = executor.map(Step("dedup", FindDuplicates(build, keep_below), ReduceResult), partition_items(partitions))
+    reduced = executor.map(Step("dedup", FindDuplicates(build, partitions, keep_below), ReduceResult), partition_items(partitions))
     dups = sum(r.duplicates for r in reduced)
-    shutil.rmtree(build / "dedup" / "keys", ignore_errors=True)
+    shutil.rmtree(build / KEYS_DIR, ignore_errors=True)
     return DedupRecord(duplicates=dups, partitions=partitions, summary=f"{dups:,} exact duplicates in {partitions} hash partitions")
 
 
