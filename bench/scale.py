@@ -218,16 +218,29 @@ def append_measured(ds: Path, work: Path, model: Path, sparse: bool, passages: i
     subprocess.run(["cp", "-al", str(ds), str(copy)], check=True)
     wall, sampler = cli_measured(["append", str(copy), str(manifest)], work / f"append-{ds.name}.log")
     record = json.loads((copy / "datastore.json").read_text())["appends"][-1]
+    stages = stage_table(work / f"append-{ds.name}.log")
     return {"documents": record["documents"], "records": record["records_read"], "passages": record["passages"], "seconds": wall,
             "max_rss_mib": round(max((mib for _, mib in sampler.peaks.values()), default=0.0)), "dropped": record["dropped"],
-            "reference": reference_line(work / f"append-{ds.name}.log")}
+            "reference": stages.get("reference", {}).get("summary", ""), "stage_seconds": {k: v["seconds"] for k, v in stages.items()}}
 
 
-def reference_line(log: Path) -> str:
-    """What the append's reference stage said it read (its summary in the stage table)."""
-    text = " ".join(log.read_text().split())
-    start = text.find("documents of the datastore to deduplicate against")
-    return text[start:text.find("│", start)].strip() if start >= 0 else ""
+def stage_table(log: Path) -> dict[str, dict[str, Any]]:
+    """The stage table a command printed (``stage │ status │ seconds │ summary``, summaries wrapped over lines), by stage."""
+    rows: dict[str, dict[str, Any]] = {}
+    last = None
+    for line in log.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if len(cells) != 4 or cells[1] not in ("", "ran", "done", "skipped"):
+            continue
+        if cells[0]:
+            try:
+                last = cells[0]
+                rows[last] = {"seconds": float(cells[2].replace(",", "")), "summary": cells[3]}
+            except ValueError:
+                last = None
+        elif last is not None:
+            rows[last]["summary"] += " " + cells[3]
+    return rows
 
 
 def disk_per_passage(ds: Path, passages: int) -> dict[str, float]:
