@@ -212,6 +212,7 @@ def append_measured(ds: Path, work: Path, model: Path, sparse: bool, passages: i
                         "--near-rate", "0", "--garbage-rate", "0", "--domains", domains], check=True, env=ENV)
     manifest = corpus / f"append{'-sparse' if sparse else ''}.yaml"
     body = yaml.safe_load((corpus / "scale.yaml").read_text()) | {"name": "append-10k"}
+    body["embed"]["model"] = json.loads((ds / "datastore.json").read_text())["embedder"]["model"]  # as the datastore names it
     manifest.write_text(yaml.safe_dump(body | ({"sparse": {"enabled": True}} if sparse else {})))
     copy = ds.with_name(ds.name + "-appended")
     shutil.rmtree(copy, ignore_errors=True)
@@ -365,6 +366,7 @@ def run_size(n: int, work: Path, model: Path, sparse: bool = False, serve_second
     if not flat:  # operations ran merge-index: the same dense searches through the merged index
         result["search_merged"] = {"dense": search_timings(ds, mode="dense", merged=True),
                                    "dense+rerank": search_timings(ds, mode="dense", rerank="exact", merged=True)}
+    (work / f"scale-{tag}.json").write_text(json.dumps(result, indent=2))  # kept should the append fail
     out.print(f"[bold]append {append_passages:,} passages' worth of new documents[/]")
     result["append"] = append_measured(ds, work, model, sparse, append_passages, domains)
     result["append"]["fraction_of_build"] = result["append"]["seconds"] / result["build_wall_s"]
