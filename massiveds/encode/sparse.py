@@ -460,10 +460,28 @@ class ShardBM25:
         return scores, rows
 
     def scores_at(self, terms: Sequence[Sequence[str]], rows: np.ndarray, weights: Mapping[str, float] | None = None) -> np.ndarray:
-        """The BM25 score of each passage of ``rows`` (one row of rows per query; -1 pads, scored nan) for its query's terms."""
+        """The BM25 score of each passage of ``rows`` (one row of rows per query; -1 pads, scored nan) for its query's terms.
+
+        Each term's rows are found in its posting list by binary search (a term's passages are stored in row order), so
+        scoring a query's few hundred candidates reads what they need, not the shard: summed in float32 in term order,
+        as ``scores`` sums, so a passage scores the same either way.
+        """
+        data, indices, indptr = (self.retriever.scores[key] for key in ("data", "indices", "indptr"))
+        vocab = self.retriever.vocab_dict
         out = np.where(rows >= 0, 0.0, np.nan)
         for q, words in enumerate(terms):
             here = rows[q] >= 0
-            if here.any() and (every := self.scores(words, weights)) is not None:
-                out[q, here] = every[rows[q][here]]
+            if not here.any():
+                continue
+            want, acc = rows[q][here], np.zeros(int(here.sum()), dtype=np.float32)
+            for term in words:
+                if (i := vocab.get(term)) is None:
+                    continue
+                lo, hi = int(indptr[i]), int(indptr[i + 1])
+                column = indices[lo:hi]
+                at = np.minimum(np.searchsorted(column, want), max(hi - lo - 1, 0))
+                found = column[at] == want if hi > lo else np.zeros(len(want), dtype=bool)
+                score = data[lo:hi][at[found]]
+                acc[found] += score if weights is None else (score * weights[term]).astype(np.float32)
+            out[q, here] = acc
         return out
