@@ -179,7 +179,9 @@ def check_for_serving(path: str | Path, strict: bool = False) -> Datastore:
 
 
 def open_for_serving(path: str | Path, strict: bool = False) -> Datastore:
-    """``check_for_serving``, then the embedder warmed up: the first request does not pay for loading the model."""
+    """``check_for_serving``, then one search in the datastore's default mode (hybrid where it has BM25 indexes), so that the
+    first requests do not wait for the model, every shard's index and BM25 vocabulary to load (the first hybrid search of a
+    3.5 M-passage datastore took 4 s more than the next: BENCHMARKS.md)."""
     ds = check_for_serving(path, strict)
-    ds.embedder.encode_queries(["warm up"])
+    ds.search(["warm up"], k=1, strict=strict)
     return ds
