@@ -15,7 +15,9 @@ in-process, ``serve`` under 16 clients, and the seconds of ``subsample --fractio
 ``publish`` to a local folder, ``pull`` back and ``merge-index``. Between sizes: time per passage and
 peak RSS of each stage, larger over smaller (1.0 = linear time, flat memory).
 
-Results go to ``<work>/scale-<N>.json`` and the tables to stdout. Not run by CI except at a tiny size
+Everything measured goes to ``<work>/scale-<tag>.json``, its summary to ``bench/results/scale-<N>.json`` (``--results``;
+``--tables`` renders those as the Markdown the docs quote) and the tables to stdout; ``--reuse-build`` measures a
+kept datastore again without building it. Not run by CI except at a tiny size
 (tests/test_bench_smoke.py).
 """
 

@@ -13,11 +13,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import pipelines.stages.reference as reference_stage
-from massiveds.clean.dedup_index import read_index_file
+from massiveds.clean.dedup_index import DEDUP_INDEX, index_record, read_index_file, write_index_file
 from massiveds.clean.exact_dedup import text_hashes
 from massiveds.clean.minhash import MinHasher, signature_column
 from massiveds.core.catalog import DEDUP_DIR, read_catalog, write_catalog
@@ -151,3 +152,13 @@ def test_a_datastore_without_an_index_gets_one_with_its_first_append(base: Path,
     again = cli("append", str(ds), str(second), "--engine", "local").stderr
     assert "read from their dedup index" in " ".join(again.split())
     assert read_catalog(ds).appends[-1].dropped == {"near_dedup:near_duplicate": 1}
+
+
+def test_an_empty_part_counts_no_documents(tmp_path: Path) -> None:
+    """A part whose documents were all dropped writes an index file of no rows; the catalog record counts the others."""
+    (tmp_path / DEDUP_DIR).mkdir()
+    write_index_file(tmp_path / DEDUP_DIR / "empty.parquet", DEDUP_INDEX.empty_table())
+    write_index_file(tmp_path / DEDUP_DIR / "two.parquet", pa.table({
+        "doc_id": ["a", "b"], "source": ["s", "s"], "hash": [b"0" * 16, b"1" * 16], "signature": [b"\x01" * 8, None]}))
+    record = index_record(tmp_path, ["empty.parquet", "two.parquet"], (5, 2, 1))
+    assert (record.documents, record.signed, record.num_perm) == (2, 1, 2)

@@ -109,7 +109,7 @@ def test_second_build_does_no_work(example_datastore: Path) -> None:
     proc = cli("build", str(Path(__file__).parents[1] / "manifests/examples/jargon.yaml"), "--out", str(example_datastore))
     after = files()
     assert after == before
-    assert proc.stderr.count("skipped (done)") == 10  # extract dedup near_dedup chunk shard sparse embed train index catalog
+    assert proc.stderr.count("skipped (done)") == 11  # extract dedup near_dedup dedup_index chunk shard sparse embed train index catalog
     assert "│ ran " not in proc.stderr.split("build of")[1].split("datastore")[0]  # the status column
     assert "BM25 index" in proc.stderr and "recall@10 (with exact rerank of 100)" in proc.stderr  # the summary, from the catalog
 

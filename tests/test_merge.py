@@ -93,8 +93,11 @@ def test_merge_in_place_searches_like_copy_and_leaves_sources_alone(example_data
     ref, copy = tmp_path / "ref", tmp_path / "copy"
     cli("merge", str(example_datastore), str(half), "--out", str(ref))
     cli("merge", str(example_datastore), str(half), "--out", str(copy), "--copy")
-    assert not (ref / "shards").exists() and set(present_files(ref)) == {
+    files = set(present_files(ref))
+    index = {f for f in files if f.startswith("dedup/")}  # the sources' dedup index rows, united: small, and the merge's own
+    assert not (ref / "shards").exists() and files - index == {
         "datastore.json", "trained.faiss", "trained/000-trained.faiss", "trained/001-trained.faiss"}
+    assert {f.split("-")[0] for f in index} == {"dedup/m000", "dedup/m001"}
     catalog = json.loads((ref / "datastore.json").read_text())
     a, b = massiveds.open(example_datastore), massiveds.open(half)
     first = sorted(json.loads((half / "datastore.json").read_text())["shards"], key=lambda s: s["id_start"])[0]

@@ -56,13 +56,16 @@ def index_record(root: Path, names: Iterable[str], near: tuple[int, int, int] | 
     for name in files:
         meta = pq.read_metadata(root / DEDUP_DIR / name)
         documents += meta.num_rows
-        signed += meta.num_rows - sum(_nulls(meta.row_group(g).column(3)) for g in range(meta.num_row_groups))
+        signed += meta.num_rows - sum(_nulls(meta.row_group(g)) for g in range(meta.num_row_groups))
     ngram, num_perm, seed = near if near is not None and signed else (None, None, None)
     return DedupIndexRecord(files=files, documents=documents, signed=signed, ngram=ngram, num_perm=num_perm, seed=seed)
 
 
-def _nulls(column: pq.ColumnChunkMetaData) -> int:
-    stats = column.statistics
+def _nulls(group: pq.RowGroupMetaData) -> int:
+    """The documents without a signature in one row group (an empty part's file has one with no statistics)."""
+    if group.num_rows == 0:
+        return 0
+    stats = group.column(3).statistics
     assert stats is not None and stats.has_null_count, "index files are written with statistics"
     return int(stats.null_count)
 
