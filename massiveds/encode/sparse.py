@@ -445,19 +445,39 @@ class ShardBM25:
 
     def topk(self, terms: Sequence[Sequence[str]], k: int, weights: Mapping[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (scores, rows) per query's terms, best first, ties in row order; a passage matching no term is no hit (row -1)."""
-        n, k_eff = self.passages, min(k, self.passages)
+        k_eff = min(k, self.passages)
         scores = np.full((len(terms), k), -np.inf, dtype=np.float32)
         rows = np.full((len(terms), k), -1, dtype=np.int64)
         for q, words in enumerate(terms):
             every = self.scores(words, weights)
             if every is None or not k_eff:
                 continue
-            top = np.argpartition(-every, k_eff - 1)[:k_eff] if k_eff < n else np.arange(n)
+            top = self._best(every, words, k_eff)
             top = top[np.lexsort((top, -every[top]))]  # ties in passage order, so shards merge as one index ranks
             top = top[every[top] > 0]
             scores[q, : len(top)] = every[top]
             rows[q, : len(top)] = top
         return scores, rows
+
+    def _best(self, every: np.ndarray, words: Sequence[str], k: int) -> np.ndarray:
+        """The rows of the ``k`` highest of ``every`` (one query's scores), unordered.
+
+        Where the query's posting lists hold fewer entries than a quarter of the shard, the selection runs over them
+        (a row once per term it holds, so the best ``k`` x terms entries hold the best ``k`` rows) instead of the shard.
+        """
+        n = len(every)
+        if k >= n:
+            return np.arange(n)
+        indptr, vocab = self.retriever.scores["indptr"], self.retriever.vocab_dict
+        spans = [(int(indptr[i]), int(indptr[i + 1])) for i in {vocab[t] for t in words if t in vocab}]
+        if sum(hi - lo for lo, hi in spans) * 4 >= n:
+            return np.argpartition(-every, k - 1)[:k]
+        indices = self.retriever.scores["indices"]
+        rows = np.concatenate([indices[lo:hi] for lo, hi in spans])
+        m = min(k * len(spans), len(rows))
+        picked = rows[np.argpartition(-every[rows], m - 1)[:m]] if m < len(rows) else rows
+        unique = np.unique(picked)
+        return unique[np.argpartition(-every[unique], k - 1)[:k]] if k < len(unique) else unique
 
     def scores_at(self, terms: Sequence[Sequence[str]], rows: np.ndarray, weights: Mapping[str, float] | None = None) -> np.ndarray:
         """The BM25 score of each passage of ``rows`` (one row of rows per query; -1 pads, scored nan) for its query's terms.
