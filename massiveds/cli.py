@@ -18,7 +18,7 @@ from massiveds.core.writer_lock import DEFAULT_WAIT
 if TYPE_CHECKING:
     from massiveds.core.catalog import Catalog, RecallRecord
     from massiveds.ops.stats import ShardStats
-    from pipelines.executor import StageReport
+    from pipelines.build import BuildResult
 
 
 class Engine(str, enum.Enum):
@@ -85,7 +85,7 @@ def build(
         _fail(str(exc))
         return
     catalog = read_catalog(out)
-    _print_stages(f"build of {catalog.name}", result.reports)
+    _print_stages(f"build of {catalog.name}", result)
     b = catalog.build
     per_source = [
         (name, c["read"], c["kept"], c["read"] - c["kept"], ", ".join(f"{k.split(':')[1]} {v:,}" for k, v in c.items() if ":" in k))
@@ -129,7 +129,7 @@ def append(
         _fail(str(exc))
         return
     catalog = read_catalog(datastore)
-    _print_stages(f"append to {catalog.name}", result.reports)
+    _print_stages(f"append to {catalog.name}", result)
     done = catalog.appends[-1]
     rows: list[tuple[str, object]] = [("records read", done.records_read)]
     rows += [(f"dropped {reason}", n) for reason, n in done.dropped.items()]
@@ -149,9 +149,14 @@ def _figure(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _print_stages(title: str, reports: list[StageReport]) -> None:
-    """What each stage of a build or an append did in this run."""
-    console.print(table(title, ["stage", "status", "seconds", "result"], [(r.name, r.status, r.seconds, r.detail) for r in reports]))
+def _print_stages(title: str, result: BuildResult) -> None:
+    """What each stage of a build or an append did in this run, and what ran again after a worker or a node was lost."""
+    console.print(table(title, ["stage", "status", "seconds", "result"], [(r.name, r.status, r.seconds, r.detail) for r in result.reports]))
+    if result.reruns:
+        import time
+
+        rows = [(r.stage, r.unit, r.cause, time.strftime("%H:%M:%S", time.localtime(r.at))) for r in result.reruns]
+        console.print(table("run again after their worker died", ["stage", "unit", "why", "at"], rows))
 
 
 def _recall_row(recall: RecallRecord | None) -> list[tuple[str, str]]:

@@ -97,4 +97,4 @@ def append(root: Path, manifests: list[LoadedManifest], address: str | None = No
         finally:
             executor.close()
     shutil.rmtree(work.root, ignore_errors=True)
-    return BuildResult(DatastoreLayout(root), executor.reports, len(executor.cluster_nodes))
+    return BuildResult(DatastoreLayout(root), executor.reports, len(executor.cluster_nodes), executor.reruns)

@@ -12,7 +12,7 @@ import re
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from massiveds.core.errors import MassiveDSError
@@ -20,7 +20,7 @@ from massiveds.core.layout import DatastoreLayout, read_json, write_json
 from massiveds.core.manifest import LoadedManifest
 from massiveds.core.report import progress
 from massiveds.core.writer_lock import LOCK_FILE, writer_lock
-from pipelines.executor import Executor, LocalExecutor, StageReport
+from pipelines.executor import Executor, LocalExecutor, Rerun, StageReport
 from pipelines.manifest_set import ManifestSet
 from pipelines.ray_executor import RayExecutor
 from pipelines.stage import BuildContext, Stage, StageRecord, input_items
@@ -58,6 +58,8 @@ class BuildResult:
     reports: list[StageReport]
     #: The nodes of the Ray cluster this run used (0: it started none, every stage was done or ran locally).
     nodes: int = 0
+    #: The units run again after their worker died (a node lost, a worker killed), in order.
+    reruns: list[Rerun] = field(default_factory=list)
 
 
 def resumes(layout: DatastoreLayout, manifests: ManifestSet, other: str) -> bool:
@@ -179,4 +181,4 @@ def build(
                 run_stages(BuildContext(mset, layout), executor, stages)
             finally:
                 executor.close()
-    return BuildResult(layout, executor.reports, len(executor.cluster_nodes))
+    return BuildResult(layout, executor.reports, len(executor.cluster_nodes), executor.reruns)

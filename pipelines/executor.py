@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import DONE_MARKER, mark_done, read_json, write_json
-from pipelines.faults import crash_if_asked, exit_worker_if_asked
+from pipelines.faults import crash_if_asked, exit_worker_if_asked, stall_if_asked
 from pipelines.stage import BuildContext, PoolStep, Stage, StageRecord, Step, UnitResult, WorkItem
 
 Item = TypeVar("Item", bound=WorkItem)
@@ -48,6 +48,24 @@ class StageReport:
     status: str
     seconds: float
     detail: str
+
+
+@dataclass
+class Rerun:
+    """A unit (or pool call) run again because the worker running it died: in which stage, when, and on which lost node."""
+
+    stage: str
+    unit: str
+    #: the Ray error the death came as
+    death: str
+    submitted: float
+    at: float
+    #: the node lost with the worker, once the cluster found it lost; None: the worker died on a live node (killed, out of memory)
+    node: str | None = None
+
+    @property
+    def cause(self) -> str:
+        return f"node {self.node[:12]} lost" if self.node else f"worker died ({self.death})"
 
 
 class UnitFailed(Exception):
@@ -76,6 +94,7 @@ def run_call(step: str, fn: Callable[[Item], Result], item: Item, node: str | No
     A worker process keeps the thread counts its libraries started with (Ray starts a 1-CPU worker with one OpenMP thread),
     so a unit that reserves more CPUs sets them itself.
     """
+    stall_if_asked(step, node)
     try:
         with threadpool_limits(threads) if threads else contextlib.nullcontext():
             result = fn(item)
@@ -115,6 +134,8 @@ class Running(threading.local):
     def __init__(self) -> None:
         self.stage = ""
         self.nodes: dict[str, dict[str, int]] = {}
+        self.tally: Tally | None = None  # the progress bar of the step running
+        self.no_room_since = 0.0  # since when no node can run the step's units (0: one can)
 
 
 class Executor(ABC):
@@ -127,6 +148,8 @@ class Executor(ABC):
         self.cluster_nodes: set[str] = set()
         #: set when the build is interrupted (Ctrl-C): the running stages stop after the unit each is waiting for
         self.interrupted = threading.Event()
+        #: the units run again after their worker died, in the order they were
+        self.reruns: list[Rerun] = []
         self._running = Running()
 
     # -- what a stage calls ---------------------------------------------------------------------
@@ -148,6 +171,7 @@ class Executor(ABC):
                 todo.append(item)
         if todo:
             self.started()
+            self._running.tally = tally
             for result in self._units(step, todo):
                 write_json(markers / f"{result.unit}.json", result.model_dump(mode="json", exclude_unset=True))
                 results[result.unit] = result
@@ -166,6 +190,7 @@ class Executor(ABC):
         results = []
         if calls:
             self.started()
+            self._running.tally = tally
             for result in self._pool(step, calls):
                 results.append(result)
                 tally.add(result)
@@ -173,6 +198,11 @@ class Executor(ABC):
                 self._stop_if_interrupted()
         self._running.nodes[step.name] = tally.nodes
         return results
+
+    def _say_on_progress(self, text: str) -> None:
+        """Show ``text`` in the rate column of the running step's progress bar (a wait, say), until the next unit's rates replace it."""
+        if self._running.tally is not None:
+            self.progress.update(self._running.tally.task, rate=text)
 
     def _stop_if_interrupted(self) -> None:
         """End this stage's thread, its last unit kept, when the build was interrupted (Ctrl-C reaches only the main thread)."""

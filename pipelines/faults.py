@@ -8,16 +8,22 @@ failure would) right after the n-th unit of that step is recorded (for ``embed``
 unit (or an embedding call) of each named step exit at once, before returning its result, as a
 worker killed by the OS would. ``<folder>/<step>`` (holding the worker's pid) records the death, so
 the retried unit runs normally. Under ``--engine local`` the worker is the build itself.
+
+``MASSIVEDS_STALL_ON_NODE=<step>[,<step>...]:<node id>:<folder>`` makes every unit (or embedding call) of the
+named steps that runs on that Ray node write ``<folder>/<step>`` and then wait, never finishing: a test removes
+the node while the unit runs, as a machine lost mid-unit.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 CRASH_AFTER = "MASSIVEDS_CRASH_AFTER"
 WORKER_EXIT = "MASSIVEDS_WORKER_EXIT"
+STALL_ON_NODE = "MASSIVEDS_STALL_ON_NODE"
 
 
 def crash_if_asked(step: str, units_done: int) -> None:
@@ -39,3 +45,15 @@ def exit_worker_if_asked(step: str) -> None:
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
     os._exit(1)
+
+
+def stall_if_asked(step: str, node: str | None) -> None:
+    """Never return if ``MASSIVEDS_STALL_ON_NODE`` names this step and node (a no-op otherwise)."""
+    steps, _, rest = os.environ.get(STALL_ON_NODE, "").partition(":")
+    on, _, folder = rest.partition(":")
+    if step not in steps.split(",") or node != on or not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / step).write_text(str(os.getpid()))
+    while True:
+        time.sleep(60)
