@@ -15,7 +15,9 @@ import pyarrow as pa
 from massiveds.core.layout import atomic_path
 from massiveds.core.schema import PASSAGES
 
-BATCH_ROWS = 1024
+#: Rows per record batch. A search reads one whole batch per hit it returns, so batches are small; at 128 rows
+#: zstd packs the text as tightly as at 1024 (BENCHMARKS.md, "A billion tokens").
+BATCH_ROWS = 128
 _META_KEY = b"massiveds.batch_rows"
 
 
