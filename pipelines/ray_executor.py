@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import threading
 import time
 from collections import deque
@@ -36,6 +35,7 @@ from typing import Any, TypeVar
 from rich.progress import Progress
 
 from massiveds.core.errors import MassiveDSError
+from massiveds.core.native_output import native_output_to
 from pipelines.executor import Executor, Rerun, UnitFailed, run_call
 from pipelines.stage import PoolStep, Step, UnitResult, WorkItem
 
@@ -90,37 +90,13 @@ def unwrapped(exc: BaseException, stage: str) -> BaseException:
 
 
 @contextlib.contextmanager
-def native_stderr_to(log: Path) -> Iterator[None]:
-    """What native code writes to this process's stderr (Ray's C++ core, gRPC) goes to ``log``; Python's ``sys.stderr``
-    (the progress bars, the one-line errors) stays on the terminal.
-
-    Ray's core prints its own lines (a node lost, a connection retried) on file descriptor 2, below Python; so do the
-    Ray processes a local instance starts, which inherit it.
-    """
-    log.parent.mkdir(parents=True, exist_ok=True)
-    sys.stderr.flush()
-    terminal = os.dup(2)
-    python_stderr = sys.stderr
-    with open(log, "ab") as sink:
-        os.dup2(sink.fileno(), 2)
-    encoding = getattr(python_stderr, "encoding", None) or "utf-8"
-    sys.stderr = open(terminal, "w", buffering=1, encoding=encoding, errors="backslashreplace", closefd=False)  # noqa: SIM115
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        sys.stderr = python_stderr
-        os.dup2(terminal, 2)
-        os.close(terminal)
-
-
-@contextlib.contextmanager
 def ray_runtime(address: str | None = None, log: Path | None = None) -> Iterator[None]:
     """A new local Ray instance by default, or the cluster at ``address`` / ``RAY_ADDRESS``; shut down if we started it.
 
     Without an address the build starts its own Ray ("local") rather than joining whatever Ray happens to be
     running on the machine, so its workers are its own children: they see its environment and die with it.
-    ``log``: where Ray's own lines go (``native_stderr_to``) while it runs.
+    ``log``: where Ray's own lines go while it runs (its core and the processes of a local instance write to file
+    descriptor 2; the progress bars and one-line errors stay on the terminal).
     """
     import ray
 
@@ -129,7 +105,8 @@ def ray_runtime(address: str | None = None, log: Path | None = None) -> Iterator
     with contextlib.ExitStack() as stack:
         if started:
             if log is not None:
-                stack.enter_context(native_stderr_to(log))
+                log.parent.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(native_output_to(log, "stderr"))
             target = address or os.environ.get("RAY_ADDRESS") or "local"
             # Ray runs its workers at nice 15 by default, so any other load on the machine would starve the build's
             # own workers; a cluster we join keeps its settings

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.ray_executor import native_stderr_to
+from massiveds.core.native_output import native_output_to
 from tests.conftest import write_small_manifest
 from tests.test_resume import assert_same_datastore
 
@@ -97,7 +97,8 @@ def test_a_stage_with_no_node_left_waits_then_ends_in_one_line(tmp_path: Path) -
 
 def test_native_stderr_goes_to_the_log_and_python_stderr_stays(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     log = tmp_path / "logs" / "ray.log"
-    with native_stderr_to(log):
+    log.parent.mkdir()
+    with native_output_to(log, "stderr"):
         os.write(2, b"[2026-12-07 12:00:00,000 E 1 2] core_worker.cc:42: a native line\n")
         print("progress for the person", file=sys.stderr)
     os.write(2, b"after\n")

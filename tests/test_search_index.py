@@ -80,7 +80,8 @@ def test_shards_trained_once_search_like_one_index(ivf_store: Path, vectors: np.
     assert_same_results(ds.search_vectors(q, 10, nprobe=8), whole.search(q, 10))
 
 
-def test_merged_index_gives_the_fanout_results(ivf_store: Path, tmp_path: Path, vectors: np.ndarray) -> None:
+def test_merged_index_gives_the_fanout_results(ivf_store: Path, tmp_path: Path, vectors: np.ndarray,
+                                              capfd: pytest.CaptureFixture[str]) -> None:
     root = copy_store(ivf_store, tmp_path / "ds")
     q = np.asarray(vectors[100:140], dtype=np.float32)
     fanout = Datastore.open(root)
@@ -92,8 +93,10 @@ def test_merged_index_gives_the_fanout_results(ivf_store: Path, tmp_path: Path, 
     assert catalog.merged == record and json.loads((root / "datastore.json").read_text())["merged"] == record.as_json()
     assert set(record.files) == {"index.faiss", "index.ivfdata"}
     assert (root / "merged" / "index.ivfdata").stat().st_size == N * (3 + 8)  # PQ4x6 = 3 bytes of code + the id
+    capfd.readouterr()
     ds = Datastore.open(root)
     assert ds.merged_index is not None and ds.merged_index.ntotal == N
+    assert capfd.readouterr().out == ""  # FAISS's note on the .ivfdata path it opened stays out of stdout (a --json pipe)
     for p, expected in before.items():
         assert_same_results(ds.search_vectors(q, 20, nprobe=p), expected)
     assert_same_results(ds.search_vectors(q, 10, rerank="exact"), before_rr)

@@ -6,12 +6,14 @@ The merged index is ``merged/index.faiss`` (quantizer, codebooks, list table) pl
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import faiss
 
 from massiveds.core.catalog import Catalog, MergedIndexRecord
 from massiveds.core.errors import DatastoreError
+from massiveds.core.native_output import native_output_to
 
 MERGED_DIR = "merged"
 MERGED_INDEX = "index.faiss"
@@ -22,7 +24,8 @@ def read_merged(path: Path) -> faiss.Index:
     """Open a merged index; its ``.ivfdata`` is found beside it and memory-mapped read-only."""
     if not path.is_file() or not path.with_name(MERGED_DATA).is_file():
         raise DatastoreError(f"merged index incomplete: {path} or its {MERGED_DATA} is missing; run 'massiveds merge-index' again")
-    return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
+    with native_output_to(os.devnull, "stdout"):  # FAISS prints the .ivfdata path it settled on to stdout (a --json pipe)
+        return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
 
 
 def merged_matches(record: MergedIndexRecord, catalog: Catalog) -> bool:
