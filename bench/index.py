@@ -9,7 +9,7 @@ low intrinsic dimension; NOT real text embeddings, which this CPU embeds at ~20 
    shards' fp16 files, per-shard index and shard.json with checksums) vs a plain FAISS script with the
    identical factory, training sample and vectors (one index, ``train`` + ``add_with_ids``);
 2. bytes per vector of the index (codes + ids), from the files and from the plan;
-3. recall@1/10/100 vs nprobe relative to brute force, without and with exact rerank (``massiveds.store.recall``);
+3. recall@1/10/100 vs nprobe relative to brute force, without and with exact rerank (``massiveds.evaluate.recall``);
 4. a MassiveDS-style Flat index per shard: its memory and queries/s next to ours.
 
 Run: ``PYTHONPATH=. python bench/index.py [--vectors 1000000] [--shards 4] [--nlist auto] [--pq-m auto]
@@ -37,9 +37,9 @@ from bench.vectorstore import clustered_vectors, shard_ranges, write_vector_data
 from massiveds.core.manifest import Index
 from massiveds.core.report import table
 from massiveds.encode.index import plan_index, set_nprobe
+from massiveds.evaluate.recall import evaluate, sample_query_ids, stored_vectors
 from massiveds.ops.index_report import recall_table
 from massiveds.store.datastore import Datastore
-from massiveds.store.recall import evaluate, sample_query_ids, stored_vectors
 
 out = Console(width=180)
 

@@ -34,8 +34,8 @@ from text_stages import make_inputs
 from massiveds.core.report import table
 from massiveds.encode.distill import cached_static
 from massiveds.encode.embed import Embedder
+from massiveds.evaluate.recall import exact_topk
 from massiveds.store.datastore import Datastore
-from massiveds.store.recall import exact_topk
 
 
 def qa_set(ds: Datastore, n: int, seed: int, drop: float = 0.25) -> tuple[list[str], np.ndarray]:

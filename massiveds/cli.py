@@ -165,9 +165,8 @@ def _recall_row(recall: RecallRecord | None) -> list[tuple[str, str]]:
         return []
     if recall.status != "measured":
         return [("recall", f"skipped: {recall.reason}")]
-    extra, k = recall.model_extra or {}, recall.k
-    figures = f"{extra.get(f'recall_at_{k}')} ({extra.get(f'recall_at_{k}_rerank')})"
-    return [(f"recall@{k} (with exact rerank of {recall.rerank_depth})", figures)]
+    figures = f"{recall.figure()} ({recall.figure(rerank=True)})"
+    return [(f"recall@{recall.k} (with exact rerank of {recall.rerank_depth})", figures)]
 
 
 def _print_domains(title: str, catalog: Catalog) -> None:
@@ -387,7 +386,8 @@ Workers = Annotated[int, typer.Option(min=1, max=256, help="parallel transfers (
 
 
 def _transfer_summary(title: str, report: object, where: str) -> None:
-    from massiveds.ops.publish import TransferReport, human_bytes
+    from massiveds.core.report import human_bytes
+    from massiveds.ops.publish import TransferReport
 
     assert isinstance(report, TransferReport)
     rows = [("files in datastore", report.files), ("size", human_bytes(report.bytes)),
@@ -526,7 +526,7 @@ def leakage(
     """RETRO-style leakage: the longest common word run between each eval item and its top-k neighbours."""
     import massiveds
     from massiveds.clean.decontaminate import read_eval_items
-    from massiveds.store.leakage import leakage_report
+    from massiveds.evaluate.leakage import leakage_report
 
     fmt = "parquet" if eval_file.suffix == ".parquet" else "jsonl"
     try:
@@ -691,7 +691,7 @@ def distill_embedder(
     except MassiveDSError as exc:
         _fail(str(exc))
         return
-    from massiveds.ops.publish import human_bytes
+    from massiveds.core.report import human_bytes
 
     rows = [("source", made.source), ("static model", str(made.out)), ("dimensions", made.dims), ("vocabulary", f"{made.vocabulary:,}"),
             ("size", human_bytes(made.bytes)), ("seconds", round(made.seconds, 1))]
@@ -713,8 +713,8 @@ def eval_recall(
 ) -> None:
     """Recall@k and queries/s of the index for each nprobe, with and without exact rerank, against brute force."""
     import massiveds
+    from massiveds.evaluate.recall import evaluate
     from massiveds.ops.index_report import recall_table
-    from massiveds.store.recall import evaluate
 
     try:
         texts = None
@@ -864,9 +864,8 @@ def compact(
     wait: Wait = DEFAULT_WAIT,
 ) -> None:
     """Remove deleted passages from the files: shards rewritten without them (ids kept), disk reclaimed, `verify` clean."""
-    from massiveds.core.report import progress
+    from massiveds.core.report import human_bytes, progress
     from massiveds.ops.compact import compact as compact_datastore
-    from massiveds.ops.index_report import human_bytes
 
     _writer_waits(wait)
     try:
@@ -912,7 +911,7 @@ def merge_index_command(
     datastore: Annotated[Path, typer.Argument(help="datastore directory with an IVF index")], wait: Wait = DEFAULT_WAIT
 ) -> None:
     """Merge the shards' IVF lists into one memory-mapped on-disk index (merged/), searched instead of the fan-out."""
-    from massiveds.ops.index_report import human_bytes
+    from massiveds.core.report import human_bytes
     from massiveds.ops.merge_index import merge_index
 
     _writer_waits(wait)

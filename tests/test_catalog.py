@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bench.vectorstore import clustered_vectors, write_vector_datastore
-from massiveds.core.catalog import DomainTotals, ShardRecord, catalog_text, open_catalog, read_catalog, write_catalog
+from massiveds.core.catalog import DomainTotals, RecallRecord, ShardRecord, catalog_text, open_catalog, read_catalog, write_catalog
 from massiveds.core.errors import DatastoreError
 from massiveds.core.manifest import Index
 from massiveds.core.writer_lock import writer_lock
@@ -195,3 +195,13 @@ def test_datastore_and_shards_read_the_typed_catalog(ivf_merged: Path) -> None:
     assert ds.merged_index is not None
     q = np.asarray(clustered_vectors(1500, 16, seed=1, clusters=6, latent=4)[1000:1005], dtype=np.float32)
     assert (ds.search_vectors(q, 5, rerank="exact")[1][:, 0] == np.arange(1000, 1005)).all()
+
+
+def test_the_recall_figures_are_read_at_the_k_measured() -> None:
+    """A datastore of 6 passages measures recall@5 when 10 is asked: the figures follow the k stored, and catalogs written
+    before that (key of the k asked, k clipped) still read."""
+    now = RecallRecord.model_validate({"status": "measured", "k": 5, "recall_at_5": 0.8, "recall_at_5_rerank": 1.0})
+    before = RecallRecord.model_validate({"status": "measured", "k": 5, "recall_at_10": 0.6, "recall_at_10_rerank": 0.9})
+    assert (now.figure(), now.figure(rerank=True)) == (0.8, 1.0)
+    assert (before.figure(), before.figure(rerank=True)) == (0.6, 0.9)
+    assert RecallRecord(status="skipped", reason="no stored vectors").figure() is None

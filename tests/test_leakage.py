@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from massiveds.store.leakage import bucket_of, item_leakage, longest_common_run
+from massiveds.evaluate.leakage import bucket_of, item_leakage, longest_common_run
 from tests.helpers import massiveds as cli
 
 # Real text: lines of Sonnet 18 (public domain).

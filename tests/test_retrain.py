@@ -13,10 +13,10 @@ from bench.vectorstore import clustered_vectors, write_vector_datastore
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.manifest import Index
 from massiveds.encode.index import plan_index
+from massiveds.evaluate.recall import recall_summary
 from massiveds.ops.retrain import retrain
 from massiveds.ops.verify import verify
 from massiveds.store.datastore import Datastore
-from massiveds.store.recall import recall_summary
 from tests.helpers import massiveds as cli
 
 N, DIM = 6000, 32

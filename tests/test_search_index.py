@@ -14,10 +14,10 @@ from massiveds.core.catalog import catalog_text, open_catalog
 from massiveds.core.errors import DatastoreError, MassiveDSError
 from massiveds.core.manifest import Index
 from massiveds.encode.index import IndexPlan, add_vectors, plan_index, read_index, set_nprobe
+from massiveds.evaluate.recall import RERANK_TARGET, evaluate, exact_topk, recall_summary, shard_sample
 from massiveds.ops.merge import merge
 from massiveds.ops.merge_index import merge_index
 from massiveds.store.datastore import Datastore
-from massiveds.store.recall import RERANK_TARGET, evaluate, exact_topk, recall_summary, shard_sample
 from tests.helpers import massiveds as cli
 
 N, DIM = 6000, 32

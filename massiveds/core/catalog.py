@@ -236,7 +236,7 @@ class IndexRecord(Record):
     merged_plans: list[IndexRecord] = []
 
 
-class ChunkRecord(OpenRecord):
+class ChunkingRecord(OpenRecord):
     """The chunking the passages were cut with (the manifest's ``chunk`` section)."""
 
     unit: str
@@ -281,7 +281,7 @@ class ManifestRecord(OpenRecord):
 
 
 class RecallRecord(OpenRecord):
-    """recall@k at the default nprobe and the rerank depth calibrated at build time (``massiveds.store.recall.recall_summary``)."""
+    """recall@k at the default nprobe and the rerank depth calibrated at build time (``massiveds.evaluate.recall.recall_summary``)."""
 
     status: str
     reason: str | None = None
@@ -290,6 +290,21 @@ class RecallRecord(OpenRecord):
     queries: int | None = None
     #: Exact rerank's default depth at ``k``: the shallowest that reached the target recall (``rerank_target``).
     rerank_depth: int | None = None
+
+    def figure(self, rerank: bool = False) -> float | None:
+        """recall@``k`` as measured, without or with exact rerank at ``rerank_depth``; None when it was not measured.
+
+        The figures are ``recall_at_<k>`` and ``recall_at_<k>_rerank``. Catalogs written before the key followed the
+        ``k`` measured (a datastore of fewer passages than asked clipped ``k`` but kept the key of the ``k`` asked) hold
+        one such key under another number: that one is the figure.
+        """
+        if self.status != "measured":
+            return None
+        extra, suffix = self.model_extra or {}, "_rerank" if rerank else ""
+        value = extra.get(f"recall_at_{self.k}{suffix}")
+        if value is None:
+            value = next((v for key, v in extra.items() if re.fullmatch(rf"recall_at_\d+{suffix}", key)), None)
+        return float(value) if isinstance(value, int | float) else None
 
 
 class CatalogRef(Record):
@@ -407,7 +422,7 @@ class Catalog(Record):
     created: str
     embedder: EmbedderRecord
     index: IndexRecord
-    chunk: ChunkRecord | None = None
+    chunk: ChunkingRecord | None = None
     trained_index: TrainedIndexRecord | None = None
     #: A merge keeps one trained index per source.
     trained_indexes: list[TrainedIndexRecord] = []

@@ -67,3 +67,12 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
     for r in rows:
         t.add_row(*[f"{v:,}" if isinstance(v, int) else f"{v:,.1f}" if isinstance(v, float) else "" if v is None else str(v) for v in r])
     return t
+
+
+def human_bytes(n: float) -> str:
+    """Bytes for people in powers of 1024 (KB, MB, GB, TB, PB), as every command prints sizes."""
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1024 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} PB"

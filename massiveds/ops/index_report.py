@@ -8,9 +8,10 @@ from typing import Any
 from rich.table import Table
 
 from massiveds.core.errors import MassiveDSError
+from massiveds.core.report import human_bytes
 from massiveds.encode.index import PlanReport
+from massiveds.evaluate.recall import RecallReport
 from massiveds.ops.estimate import BuildEstimate
-from massiveds.store.recall import RecallReport
 
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 #: Dimensions of a few common embedders, so ``massiveds plan MANIFEST`` needs no --dim for them.
@@ -34,15 +35,6 @@ def parse_count(text: str) -> int:
     if value < 1:
         raise MassiveDSError(f"number of vectors must be at least 1, got {text!r}")
     return int(value)
-
-
-def human_bytes(n: float) -> str:
-    """Bytes in B / KB / MB / GB / TB (powers of 1024)."""
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if abs(n) < 1024 or unit == "PB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} PB"
 
 
 def human_count(n: int) -> str:

@@ -458,15 +458,6 @@ def pull(
         return report
 
 
-def human_bytes(n: float) -> str:
-    """A byte count for people: 1.5 GB, 320 kB."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
-
-
 def parse_size(text: str) -> int:
     """``'20G'``, ``'512MiB'``, ``'1000'`` -> bytes (k/M/G/T are powers of 1000, Ki/Mi/Gi/Ti of 1024)."""
     units = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}

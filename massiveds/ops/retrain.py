@@ -16,18 +16,17 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from massiveds.core.catalog import CHECKSUMS, Catalog, FileRecord, ListBalance, ShardRecord, TrainedIndexRecord, open_catalog, write_catalog
+from massiveds.core.catalog import CHECKSUMS, FileRecord, ListBalance, ShardRecord, TrainedIndexRecord, open_catalog, write_catalog
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.writer_lock import locks_datastore
 from massiveds.encode.index import IndexPlan, add_vectors, list_balance, read_index, train_index, write_index
+from massiveds.evaluate.recall import recall_summary
 from massiveds.ops.shard_folders import install, link_files, remove_unnamed, staging
 from massiveds.ops.verify import require_catalog_files
 from massiveds.store.datastore import Datastore
-from massiveds.store.recall import recall_summary
 from massiveds.store.shard import Shard
 
 #: Stored vectors re-added at once (bounds the float32 copy).
@@ -64,7 +63,7 @@ def retrain(root: Path, sample: int | None = None, seed: int = 0, on_shard: Call
     write_index(train_index(plan.model_copy(update={"train_sample": len(vectors)}), vectors), root / rel)
     catalog = catalog.but(trained_indexes=[*catalog.trained_indexes, TrainedIndexRecord.of(root, rel)])
     write_catalog(root, catalog)
-    before = _recall(catalog)
+    before = catalog.recall.figure() if catalog.recall else None
     for shard in ds.shards:
         record = _readd(root, next(s for s in catalog.shards if s.name == shard.name), shard, rel)
         catalog = catalog.but(shards=[record if s.name == shard.name else s for s in catalog.shards], drop=["merged"])
@@ -80,7 +79,7 @@ def retrain(root: Path, sample: int | None = None, seed: int = 0, on_shard: Call
     for file in old:
         (root / file).unlink(missing_ok=True)
     remove_unnamed(root, catalog)
-    return Retrained(rel, len(vectors), len(ds.shards), before, _recall(catalog))
+    return Retrained(rel, len(vectors), len(ds.shards), before, catalog.recall.figure() if catalog.recall else None)
 
 
 def _readd(root: Path, record: ShardRecord, shard: Shard, trained: str) -> ShardRecord:
@@ -110,11 +109,3 @@ def _sample(ds: Datastore, n: int, seed: int) -> np.ndarray:
             pieces.append(np.asarray(shard.vectors[rows[mine]], dtype=np.float32))
         offset += len(rows)
     return np.concatenate(pieces)
-
-
-def _recall(catalog: Catalog) -> float | None:
-    """The catalog's measured recall@k without rerank, or None when it has none."""
-    record: Any = catalog.recall
-    if record is None or record.status != "measured":
-        return None
-    return float((record.model_extra or {}).get(f"recall_at_{record.k}", 0.0) or 0.0) or None

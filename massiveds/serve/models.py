@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from massiveds.core.errors import MassiveDSError
 from massiveds.store.datastore import Datastore
 from massiveds.store.fusion import FUSIONS
-from massiveds.store.search import MODES, RERANK_MODES, SearchOptions, SearchResult, check_queries, json_type_error
+from massiveds.store.search import MODES, RERANK_MODES, SearchOptions, SearchResult, check_queries
 
 #: What each search option does, shown in the OpenAPI schema and /docs (docs/search.md has the long form).
 OPTION_HELP = {
@@ -266,3 +266,19 @@ def search_response(request: ParsedSearch, result: SearchResult, took_ms: float,
         "ignored_fields": request.ignored,
         "took_ms": round(took_ms, 3),
     }
+
+
+def json_type_error(name: str, value: Any) -> str | None:
+    """Why a JSON value cannot be option ``name`` (by its declared type in ``SearchOptions``), or None when it can."""
+    hint = SearchOptions.fields()[name]
+    if typing.get_origin(hint) is tuple:
+        strings = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        return None if strings else f"'{name}' must be a string or a list of strings"
+    kinds = set(typing.get_args(hint)) - {type(None)} or {hint}
+    if bool in kinds:
+        return None if isinstance(value, bool) else f"'{name}' must be true or false, got {value!r}"
+    if int in kinds:
+        return None if isinstance(value, int) and not isinstance(value, bool) else f"'{name}' must be an integer, got {value!r}"
+    if float in kinds:
+        return None if isinstance(value, int | float) and not isinstance(value, bool) else f"'{name}' must be a number, got {value!r}"
+    return None if isinstance(value, str) else f"'{name}' must be a string, got {value!r}"

@@ -1,1 +1,1 @@
-"""The read side: an open datastore, search and its options, post-processing, sampling, recall, the HTTP server."""
+"""The read side: an open datastore, its shards and merged index, search and its options, fusion, post-processing, sampling."""

@@ -341,19 +341,3 @@ def _with_continuations(ds: Searchable, hits: list[Hit]) -> list[Hit]:
     nxt = continuation_ids(hits)
     present = [pid for pid in nxt if ds.has_passage(pid)]
     return attach_continuations(hits, dict(zip(present, ds.passages(present), strict=True)))
-
-
-def json_type_error(name: str, value: Any) -> str | None:
-    """Why a JSON value cannot be option ``name`` (by its declared type in ``SearchOptions``), or None when it can."""
-    hint = SearchOptions.fields()[name]
-    if typing.get_origin(hint) is tuple:
-        strings = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
-        return None if strings else f"'{name}' must be a string or a list of strings"
-    kinds = set(typing.get_args(hint)) - {type(None)} or {hint}
-    if bool in kinds:
-        return None if isinstance(value, bool) else f"'{name}' must be true or false, got {value!r}"
-    if int in kinds:
-        return None if isinstance(value, int) and not isinstance(value, bool) else f"'{name}' must be an integer, got {value!r}"
-    if float in kinds:
-        return None if isinstance(value, int | float) and not isinstance(value, bool) else f"'{name}' must be a number, got {value!r}"
-    return None if isinstance(value, str) else f"'{name}' must be a string, got {value!r}"

@@ -18,7 +18,7 @@ from massiveds.core.layout import CATALOG, FORMAT_VERSION, TRAINED_INDEX, Datast
 from massiveds.core.schema import count_drops
 from massiveds.encode.sparse import CorpusStats
 from massiveds.encode.sparse import catalog_record as sparse_catalog
-from massiveds.store.recall import recall_summary
+from massiveds.evaluate.recall import recall_summary
 from pipelines.stage import BuildContext, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
 from pipelines.stages.chunk import ChunkRecord
 from pipelines.stages.decontaminate import DecontaminateRecord

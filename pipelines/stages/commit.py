@@ -32,6 +32,7 @@ from massiveds.core.catalog import (
     DomainTotals,
     FileRecord,
     ManifestRecord,
+    RecallRecord,
     read_catalog,
     write_catalog,
 )
@@ -40,8 +41,8 @@ from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import TRAINED_INDEX, DatastoreLayout, atomic_path, read_json
 from massiveds.core.schema import DROPPED, count_drops
 from massiveds.encode.embed import differences
+from massiveds.evaluate.recall import recall_summary
 from massiveds.ops.shard_folders import remove_unnamed
-from massiveds.store.recall import recall_summary
 from pipelines.existing import Existing
 from pipelines.stage import BuildContext, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
 from pipelines.stages.catalog import domain_totals
@@ -92,12 +93,6 @@ def _domains(catalog: Catalog, ctx: BuildContext, shards: list[ShardItem]) -> di
         new = DomainTotals.model_validate(totals)
         out[domain] = out[domain] + new if domain in out else new
     return out
-
-
-def _recall(measured: dict[str, Any] | None) -> float | None:
-    """recall@10 of a recall record (``recall_summary``), None when it was not measured."""
-    value = (measured or {}).get("recall_at_10")
-    return float(value) if isinstance(value, int | float) else None
 
 
 class MoveResult(UnitResult):
@@ -171,7 +166,7 @@ class Commit(Stage):
             at=utc_now(), by=who(), manifests=[ManifestRecord.model_validate(m) for m in ctx.manifests.records()],
             records_read=extract.read, documents=chunk.documents, passages=chunk.passages, tokens=chunk.tokens,
             shards=[s.name for s in shards], dropped=moved.dropped, table=table, file=FileRecord.of(root / table), trained=existing.trained,
-            recall_before=_recall(catalog.recall.model_dump() if catalog.recall else None), recall_after=_recall(appended),
+            recall_before=catalog.recall.figure() if catalog.recall else None, recall_after=RecallRecord.model_validate(appended).figure(),
             seconds=round(sum(r.seconds for r in ctx.records.values()), 2),
         )
         write_catalog(root, new := new.but(appends=[*catalog.appends, record]))
