@@ -61,11 +61,8 @@ class RecallReport:
 def stored_vectors(ds: Datastore, ids: np.ndarray) -> np.ndarray:
     """The stored vectors of passage ``ids`` as float32, in the order given."""
     out = np.empty((len(ids), ds.shards[0].vectors.shape[1]), dtype=np.float32)
-    shard_of = np.searchsorted(ds._starts, ids, side="right") - 1
-    for s in np.unique(shard_of):
-        mask = shard_of == s
-        shard = ds.shards[int(s)]
-        out[mask] = shard.vectors[shard.rows_of(ids[mask])]
+    for shard, where, rows in ds.shard_rows(ids):
+        out[where] = shard.vectors[rows]
     return out
 
 

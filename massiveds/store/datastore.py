@@ -226,12 +226,10 @@ class Datastore:
         terms = query_terms(self._bm25().tokenizer, queries)
         idf = self._live_idf(terms)
         out = np.where(ids >= 0, 0.0, np.nan)
-        shard_of = np.searchsorted(self._starts, ids, side="right") - 1
-        for s in np.unique(shard_of[ids >= 0]):
-            shard = self.shards[int(s)]
-            mine = (ids >= 0) & (shard_of == s)
-            scored = shard.sparse.scores_at(terms, np.where(mine, shard.rows_of(ids), -1), self._weights(shard, idf))
-            out[mine] = scored[mine]
+        for shard, where, rows in self.shard_rows(ids.ravel()):
+            mine = np.full(ids.shape, -1, dtype=np.int64)  # this shard's rows where its ids are, -1 elsewhere
+            mine.flat[where] = rows
+            out.flat[where] = shard.sparse.scores_at(terms, mine, self._weights(shard, idf)).flat[where]
         return out
 
     def sparse_bound(self, queries: Sequence[str]) -> np.ndarray:
@@ -269,12 +267,8 @@ class Datastore:
         """Exact inner product of each query with the stored vector of each of its ids (shape of ``ids``; -inf for id -1)."""
         queries = as_float32(queries)
         out = np.full(ids.shape, -np.inf, dtype=np.float32)
-        shard_of = np.searchsorted(self._starts, ids, side="right") - 1
-        valid = ids >= 0
-        for s in np.unique(shard_of[valid]):
-            shard = self.shards[int(s)]
-            q_idx, col = np.nonzero(valid & (shard_of == s))
-            rows = shard.rows_of(ids[q_idx, col])
+        for shard, where, rows in self.shard_rows(ids.ravel()):
+            q_idx, col = np.unravel_index(where, ids.shape)
             uniq, inverse = np.unique(rows, return_inverse=True)
             vectors = np.asarray(shard.vectors[uniq], dtype=np.float32)  # sorted rows: near-sequential reads of the mmap
             for lo in range(0, len(rows), block):
@@ -308,6 +302,12 @@ class Datastore:
         scores = self.exact_scores(queries, ids)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+    def shard_of(self, pid: int) -> tuple[Shard, int] | None:
+        """The shard that holds passage id ``pid`` and its row there; None when no shard of this datastore does."""
+        s = int(np.searchsorted(self._starts, pid, side="right")) - 1
+        row = int(self.shards[s].rows_of(np.array([pid]))[0]) if s >= 0 else -1
+        return (self.shards[s], row) if row >= 0 else None
 
     def shard_rows(self, ids: np.ndarray) -> list[tuple[Shard, np.ndarray, np.ndarray]]:
         """The valid ids of ``ids`` (≥ 0) grouped by shard: (shard, where in ``ids``, rows in the shard), in shard order."""
@@ -356,11 +356,9 @@ class Datastore:
         """The passages with the given ids (with their shard name), in the order asked."""
         out = []
         for pid in ids:
-            s = int(np.searchsorted(self._starts, pid, side="right")) - 1
-            r = int(self.shards[s].rows_of(np.array([pid]))[0]) if s >= 0 else -1
-            if r < 0:
+            if (found := self.shard_of(pid)) is None:
                 raise DatastoreError(f"passage id {pid} is not in datastore {self.name}")
-            shard = self.shards[s]
+            shard, r = found
             row = shard.passages.rows([r])[0]
             if row["passage_id"] + shard.id_offset != pid:
                 raise DatastoreError(
@@ -462,22 +460,20 @@ class Datastore:
 
     def has_passage(self, pid: int) -> bool:
         """Whether ``pid`` is a passage id, not deleted, of a shard that can be read."""
-        s = int(np.searchsorted(self._starts, pid, side="right")) - 1
-        row = int(self.shards[s].rows_of(np.array([pid]))[0]) if s >= 0 else -1
-        return row >= 0 and self.shard_error(self.shards[s]) is None and not self.shards[s].deleted[row]
+        found = self.shard_of(pid)
+        return found is not None and self.shard_error(found[0]) is None and not found[0].deleted[found[1]]
 
     def passage_vectors(self, hits: Sequence[dict[str, Any]]) -> np.ndarray:
         """Vectors of hits: the shard's stored fp16 ``vectors.npy`` rows, else the hit texts re-embedded."""
         out = np.zeros((len(hits), self.catalog.embedder.dim), dtype=np.float32)
         missing = []
         for i, hit in enumerate(hits):
-            pid = int(hit["passage_id"])
-            shard = self.shards[int(np.searchsorted(self._starts, pid, side="right")) - 1]
-            stored = self._vectors_of(shard)
-            if stored is None:
+            found = self.shard_of(int(hit["passage_id"]))
+            stored = None if found is None else self._vectors_of(found[0])
+            if found is None or stored is None:
                 missing.append(i)
             else:
-                out[i] = stored[int(shard.rows_of(np.array([pid]))[0])]
+                out[i] = stored[found[1]]
         if missing:
             out[missing] = self.embedder.encode_passages([hits[i]["text"] for i in missing])
         return out
