@@ -11,7 +11,9 @@ the retried unit runs normally. Under ``--engine local`` the worker is the build
 
 ``MASSIVEDS_STALL_ON_NODE=<step>[,<step>...]:<node id>:<folder>`` makes every unit (or embedding call) of the
 named steps that runs on that Ray node write ``<folder>/<step>`` and then wait, never finishing: a test removes
-the node while the unit runs, as a machine lost mid-unit.
+the node while the unit runs, as a machine lost mid-unit. Units of those steps on other nodes wait (up to
+``STALL_WAIT_S``) until one has stalled there, so that fast units cannot all finish on the head before that node's
+first worker starts.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 CRASH_AFTER = "MASSIVEDS_CRASH_AFTER"
 WORKER_EXIT = "MASSIVEDS_WORKER_EXIT"
 STALL_ON_NODE = "MASSIVEDS_STALL_ON_NODE"
+STALL_WAIT_S = 300
 
 
 def crash_if_asked(step: str, units_done: int) -> None:
@@ -48,12 +51,18 @@ def exit_worker_if_asked(step: str) -> None:
 
 
 def stall_if_asked(step: str, node: str | None) -> None:
-    """Never return if ``MASSIVEDS_STALL_ON_NODE`` names this step and node (a no-op otherwise)."""
+    """Never return if ``MASSIVEDS_STALL_ON_NODE`` names this step and node; on another node, wait for that stall."""
     steps, _, rest = os.environ.get(STALL_ON_NODE, "").partition(":")
     on, _, folder = rest.partition(":")
-    if step not in steps.split(",") or node != on or not folder:
+    if step not in steps.split(",") or not folder:
         return
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    (Path(folder) / step).write_text(str(os.getpid()))
+    stalled = Path(folder) / step
+    if node is not None and node != on:  # holding this node's CPU sends the step's next units to the named node
+        deadline = time.monotonic() + STALL_WAIT_S
+        while not stalled.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return
+    stalled.parent.mkdir(parents=True, exist_ok=True)
+    stalled.write_text(str(os.getpid()))
     while True:
         time.sleep(60)

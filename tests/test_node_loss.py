@@ -52,7 +52,9 @@ def build_losing_a_node(cluster: Any, step: str, tmp_path: Path, then: str = "",
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env) as proc:
         deadline = time.monotonic() + 600
         while not (stalls / step).exists():
-            assert proc.poll() is None and time.monotonic() < deadline, f"no unit of {step} ran on the worker node"
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"no unit of {step} ran on the worker node: {proc.stderr.read()[-3000:]}")  # type: ignore[union-attr]
             time.sleep(0.1)
         cluster.remove_node(worker)
         nodes = {"lost": worker.node_id}
