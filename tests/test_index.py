@@ -110,6 +110,42 @@ def test_two_level_training_finds_what_one_k_means_finds(opq: bool, n: int, list
     assert recalls["two-level"] >= recalls["kmeans"] - 0.05 and recalls["two-level"] > 0.5, recalls
 
 
+def test_many_lists_are_found_through_a_centroid_graph_and_the_flat_quantizer_stays(tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding to 1,024+ lists walks an HNSW graph of the centroids: nearly every vector lands in the list a full scan
+    picks (with a search breadth of 1, visibly fewer do: the graph is what assigns), and the index written keeps its
+    flat quantizer (searches compare a query with every centroid)."""
+    import faiss
+
+    from bench.vectorstore import clustered_vectors
+    from massiveds.encode import index as index_module
+
+    vectors = clustered_vectors(30_000, 32, seed=3, clusters=300, latent=8).astype(np.float32)
+    lists = index_module.ASSIGN_GRAPH_MIN_LISTS
+    empty = faiss.index_factory(32, f"IVF{lists},Flat", faiss.METRIC_INNER_PRODUCT)
+    faiss.extract_index_ivf(empty).quantizer.add(vectors[np.random.default_rng(0).choice(len(vectors), lists, replace=False)])
+    faiss.extract_index_ivf(empty).is_trained = True
+    write_index(empty, tmp_path / "trained.faiss")
+    assert index_module.assigns_through_graph(empty) and not index_module.assigns_through_graph(faiss.index_factory(32, "IVF64,Flat"))
+
+    def agreement(ef: int) -> float:
+        monkeypatch.setattr(index_module, "ASSIGN_GRAPH_EF", ef)
+        index = read_index(tmp_path / "trained.faiss", mmap=False)
+        add_vectors(index, vectors, np.arange(len(vectors)), batch=7_000)
+        ivf = faiss.extract_index_ivf(index)
+        quantizer = faiss.downcast_index(ivf.quantizer)
+        assert isinstance(quantizer, faiss.IndexFlat) and quantizer.ntotal == lists
+        _, full_scan = quantizer.search(vectors, 1)
+        placed = np.empty(len(vectors), dtype=np.int64)
+        for lst in range(lists):
+            placed[faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), ivf.invlists.list_size(lst))] = lst
+        write_index(index, tmp_path / "added.faiss")
+        assert isinstance(faiss.downcast_index(faiss.extract_index_ivf(read_index(tmp_path / "added.faiss")).quantizer), faiss.IndexFlat)
+        return float((placed == full_scan[:, 0]).mean())
+
+    assert agreement(index_module.ASSIGN_GRAPH_EF) >= 0.99 and agreement(1) < 0.99
+
+
 def test_the_train_step_runs_faiss_on_every_core_of_its_node(example_datastore: Path) -> None:
     """A Ray worker starts with one OpenMP thread: the train step reserves its node's CPUs and trains on all of them."""
     record = json.loads((example_datastore / "build" / "train" / "_SUCCESS.json").read_text())

@@ -16,7 +16,9 @@ Parameter choice (``auto``; ``plan_index``, printed by ``massiveds plan``):
   the largest such divisor (at least 8) whose codes, ids and quantizer fit it. The training sample is
   64·nlist, capped at 2^22 vectors but never below 30·nlist (and at least 39·2^nbits for the PQ
   codebooks). nprobe defaults to ≈ 2·√nlist (at most 1024). Each vector costs m·nbits/8 code bytes
-  plus an 8-byte id in the inverted lists.
+  plus an 8-byte id in the inverted lists. From 1,024 lists on, adding finds each vector's list through an HNSW
+  graph of the centroids built for the add (``_graph_quantizer``), so adding costs log(nlist) per vector while the
+  index keeps its flat quantizer for search.
 
 Tiers at d = 384 (all-MiniLM-L6-v2), no budget; RAM = lists resident + quantizer, fp16 = stored
 vectors for exact rerank, train = float32 training sample:
@@ -37,7 +39,9 @@ double; 10 B vectors at d = 768 with ``memory_budget_gb: 512`` get PQ32 (40 B/ve
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -362,10 +366,46 @@ def two_level_centroids(sample: np.ndarray, nlist: int, niter: int = 20, seed: i
     return centroids[:nlist]
 
 
+#: from this many lists on, ``add_vectors`` finds each vector's list through an HNSW graph of the centroids
+ASSIGN_GRAPH_MIN_LISTS = 1024
+#: the graph's search breadth: more than 99.5 % of vectors reach the list a full scan finds
+ASSIGN_GRAPH_EF = 16
+
+
+def assigns_through_graph(index: faiss.Index) -> bool:
+    """Whether ``add_vectors`` finds lists through a centroid graph: an IVF index of a flat quantizer, many lists."""
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:  # no IVF inside (flat)
+        return False
+    return ivf.nlist >= ASSIGN_GRAPH_MIN_LISTS and isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexFlat)
+
+
+@contextlib.contextmanager
+def _graph_quantizer(index: faiss.Index) -> Iterator[None]:
+    """Within the block, ``index`` assigns vectors to lists through an HNSW graph of its centroids, then its flat quantizer
+    is back. A flat quantizer compares a vector with every centroid, so adding costs grow with nlist (∝ √N); the graph
+    visits about efSearch·log(nlist). Searches keep the flat quantizer: queries are few and want the exact lists."""
+    if not assigns_through_graph(index):
+        yield
+        return
+    ivf = faiss.extract_index_ivf(index)
+    flat = ivf.quantizer
+    graph = faiss.IndexHNSWFlat(ivf.d, HNSW_M, ivf.metric_type)
+    graph.hnsw.efSearch = ASSIGN_GRAPH_EF
+    graph.add(flat.reconstruct_n(0, flat.ntotal))
+    ivf.quantizer = graph  # a borrowed pointer: ``graph`` outlives the block, and the flat one is put back below
+    try:
+        yield
+    finally:
+        ivf.quantizer = flat
+
+
 def add_vectors(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, batch: int = 65536) -> None:
-    """Add vectors under their passage ids, in batches to bound temporary memory."""
-    for start in range(0, len(ids), batch):
-        index.add_with_ids(as_float32(vectors[start : start + batch]), np.ascontiguousarray(ids[start : start + batch], dtype=np.int64))
+    """Add vectors under their passage ids, in batches to bound temporary memory, through ``_graph_quantizer``."""
+    with _graph_quantizer(index):
+        for start in range(0, len(ids), batch):
+            index.add_with_ids(as_float32(vectors[start : start + batch]), np.ascontiguousarray(ids[start : start + batch], dtype=np.int64))
 
 
 def write_index(index: faiss.Index, path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from massiveds.core.layout import file_record, write_json
-from massiveds.encode.index import IndexPlan, add_vectors, list_balance, read_index, write_index
+from massiveds.encode.index import IndexPlan, add_vectors, assigns_through_graph, list_balance, read_index, write_index
 from pipelines.stage import BuildContext, StageRecord, Step, UnitResult, UnitStage
 from pipelines.stages.embed import vectors_paths
 from pipelines.stages.shard import ShardItem, ShardRecord
@@ -19,6 +19,8 @@ from pipelines.stages.train import TrainRecord
 
 class AddResult(UnitResult):
     vectors: int
+    #: whether each vector's list was found through a graph of the centroids (``assigns_through_graph``)
+    graph_assigned: bool = False
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class AddShard:
         write_json(shard_dir / "shard.json", {"name": shard.name, "domain": shard.domain, "id_start": shard.id_start, "count": shard.count,
                                              "tokens": shard.tokens, "index": self.plan.factory, "list_balance": list_balance(index),
                                              "files": files})
-        return AddResult(unit=shard.name, vectors=int(index.ntotal))
+        return AddResult(unit=shard.name, vectors=int(index.ntotal), graph_assigned=assigns_through_graph(index))
 
 
 class IndexRecord(StageRecord):
@@ -65,4 +67,6 @@ class Index(UnitStage[ShardItem, AddResult]):
         if not ctx.manifests.embed.store_vectors:
             shutil.rmtree(ctx.build / "vectors", ignore_errors=True)
         total = sum(r.vectors for r in results)
-        return IndexRecord(vectors=total, summary=f"{total:,} vectors added to {len(items)} shard indexes")
+        nlist = ctx.record("train", TrainRecord).plan.nlist
+        how = f"; lists found through an HNSW graph of the {nlist:,} centroids" if nlist and all(r.graph_assigned for r in results) else ""
+        return IndexRecord(vectors=total, summary=f"{total:,} vectors added to {len(items)} shard indexes{how}")
