@@ -37,7 +37,7 @@ from bench.vectorstore import clustered_vectors, shard_ranges, write_vector_data
 from massiveds.core.manifest import Index
 from massiveds.core.report import table
 from massiveds.encode.index import plan_index, set_nprobe
-from massiveds.evaluate.recall import evaluate, sample_query_ids, stored_vectors
+from massiveds.evaluate.recall import recall_report, sample_query_ids, stored_vectors
 from massiveds.ops.index_report import recall_table
 from massiveds.store.datastore import Datastore
 
@@ -139,7 +139,7 @@ def main() -> None:
     print(f"top-11 overlap of massiveds shards vs the plain index at nprobe {plan.nprobe}: {same:.4f}", flush=True)
     del plain
 
-    report = evaluate(ds, args.queries, nprobes=sorted({1, 4, 16, 64, plan.nprobe or 1}), ks=[1, 10, 100], rerank=True)
+    report = recall_report(ds, args.queries, nprobes=sorted({1, 4, 16, 64, plan.nprobe or 1}), ks=[1, 10, 100], rerank=True)
     out.print(recall_table(report))
     print(f"exact top-100 by brute force: {report.exact_seconds:.1f} s for {report.queries} queries", flush=True)
 

@@ -501,7 +501,7 @@ def serve(
     except MassiveDSError as exc:
         _fail(str(exc))
         return
-    _, skipped = ds.usable_shards(ds.shards)
+    _, skipped = ds.usable_shards()
     for name, reason in skipped.items():
         console.print(f"[bold yellow]warning:[/] shard {name} skipped: {reason}", soft_wrap=True, highlight=False)
     where = f"http://{host}:{sock.getsockname()[1]}"
@@ -713,7 +713,7 @@ def eval_recall(
 ) -> None:
     """Recall@k and queries/s of the index for each nprobe, with and without exact rerank, against brute force."""
     import massiveds
-    from massiveds.evaluate.recall import evaluate
+    from massiveds.evaluate.recall import recall_report
     from massiveds.ops.index_report import recall_table
 
     try:
@@ -723,7 +723,7 @@ def eval_recall(
                 raise MassiveDSError(f"{query_file}: no such query file")
             texts = [line.strip() for line in query_file.read_text(encoding="utf-8").splitlines() if line.strip()]
         ds = massiveds.open(datastore)
-        report = evaluate(ds, queries, _int_list(nprobe, "--nprobe"), _int_list(k, "--k"), rerank, rerank_depth, seed, texts)
+        report = recall_report(ds, queries, _int_list(nprobe, "--nprobe"), _int_list(k, "--k"), rerank, rerank_depth, seed, texts)
     except MassiveDSError as exc:
         _fail(str(exc))
         return

@@ -26,25 +26,25 @@ from pipelines.existing import Existing
 from pipelines.manifest_set import ManifestSet
 from pipelines.ray_executor import RayExecutor
 from pipelines.stage import BuildContext, Stage, input_items
-from pipelines.stages.chunk import Chunk
-from pipelines.stages.commit import Commit
+from pipelines.stages.chunk import ChunkStage
+from pipelines.stages.commit import CommitStage
 from pipelines.stages.decontaminate import DecontaminateStage
-from pipelines.stages.dedup import ExactDedup
-from pipelines.stages.dedup_index import DedupIndex
-from pipelines.stages.download import Download
-from pipelines.stages.embed import Embed
-from pipelines.stages.extract import Extract
-from pipelines.stages.index import Index
+from pipelines.stages.dedup import ExactDedupStage
+from pipelines.stages.dedup_index import DedupIndexStage
+from pipelines.stages.download import DownloadStage
+from pipelines.stages.embed import EmbedStage
+from pipelines.stages.extract import ExtractStage
+from pipelines.stages.index import IndexStage
 from pipelines.stages.near_dedup import NearDedupStage
-from pipelines.stages.reference import Reference
-from pipelines.stages.shard import Shard
-from pipelines.stages.sparse import Sparse
-from pipelines.stages.train import ExistingQuantizer
+from pipelines.stages.reference import ReferenceStage
+from pipelines.stages.shard import ShardStage
+from pipelines.stages.sparse import SparseStage
+from pipelines.stages.train import ExistingQuantizerStage
 
 #: The stages of an append, in order; ``reference`` runs beside download and extract.
 APPEND_STAGES: tuple[Stage, ...] = (
-    Download(), Extract(), Reference(), ExactDedup(), NearDedupStage(), DecontaminateStage(), DedupIndex(),
-    Chunk(), Shard(), Sparse(), Embed(), ExistingQuantizer(), Index(), Commit(),
+    DownloadStage(), ExtractStage(), ReferenceStage(), ExactDedupStage(), NearDedupStage(), DecontaminateStage(), DedupIndexStage(),
+    ChunkStage(), ShardStage(), SparseStage(), EmbedStage(), ExistingQuantizerStage(), IndexStage(), CommitStage(),
 )
 
 

@@ -25,25 +25,25 @@ from pipelines.manifest_set import ManifestSet
 from pipelines.ray_executor import RayExecutor
 from pipelines.stage import BuildContext, Stage, StageRecord, input_items
 from pipelines.stages.catalog import CatalogStage
-from pipelines.stages.chunk import Chunk
+from pipelines.stages.chunk import ChunkStage
 from pipelines.stages.decontaminate import DecontaminateStage
-from pipelines.stages.dedup import ExactDedup
-from pipelines.stages.dedup_index import DedupIndex
-from pipelines.stages.download import Download
-from pipelines.stages.embed import Embed
-from pipelines.stages.extract import Extract
-from pipelines.stages.index import Index
+from pipelines.stages.dedup import ExactDedupStage
+from pipelines.stages.dedup_index import DedupIndexStage
+from pipelines.stages.download import DownloadStage
+from pipelines.stages.embed import EmbedStage
+from pipelines.stages.extract import ExtractStage
+from pipelines.stages.index import IndexStage
 from pipelines.stages.near_dedup import NearDedupStage
-from pipelines.stages.shard import Shard
-from pipelines.stages.sparse import Sparse
-from pipelines.stages.train import Train
+from pipelines.stages.shard import ShardStage
+from pipelines.stages.sparse import SparseStage
+from pipelines.stages.train import TrainStage
 
 #: The stages of a build, in order: download -> extract -> dedup -> near_dedup -> decontaminate -> dedup_index -> chunk ->
 #: shard -> sparse -> embed -> train -> index -> catalog (each applies only where the manifests ask for it); dedup_index needs
 #: only the clean-up stages, sparse and embed only shard, so each runs beside the stages after it.
 STAGES: tuple[Stage, ...] = (
-    Download(), Extract(), ExactDedup(), NearDedupStage(), DecontaminateStage(), DedupIndex(),
-    Chunk(), Shard(), Sparse(), Embed(), Train(), Index(), CatalogStage(),
+    DownloadStage(), ExtractStage(), ExactDedupStage(), NearDedupStage(), DecontaminateStage(), DedupIndexStage(),
+    ChunkStage(), ShardStage(), SparseStage(), EmbedStage(), TrainStage(), IndexStage(), CatalogStage(),
 )
 
 #: ``s3://bucket/x`` as a ``Path`` reads ``s3:/bucket/x``: a scheme of two or more letters and a colon (not ``C:/``).

@@ -16,6 +16,7 @@ from pathlib import Path
 from massiveds.clean.deleted import DeletedDocuments
 from massiveds.core.catalog import Catalog, ShardRecord
 from massiveds.core.errors import MassiveDSError
+from massiveds.core.layout import ShardFiles
 from massiveds.core.manifest import Sparse
 from massiveds.ops.delete import deleted_documents
 from pipelines.manifest_set import ManifestSet
@@ -75,7 +76,7 @@ class Existing:
             if getattr(declared, name) not in (getattr(recorded, name), *([None] if name == "max_length" else [])):
                 raise MassiveDSError(f"{manifests.first.path}: embed.{name} is {getattr(declared, name)!r} but {where} was embedded with "
                                      f"{getattr(recorded, name)!r}; set it as the datastore has it")
-        stored = all("vectors.npy" in s.files for s in catalog.shards)
+        stored = all(ShardFiles.VECTORS in s.files for s in catalog.shards)
         if declared.store_vectors != stored:
             raise MassiveDSError(f"{manifests.first.path}: embed.store_vectors is {declared.store_vectors} but {where}'s shards "
                                  f"{'hold' if stored else 'do not hold'} their vectors; set it to {stored}")

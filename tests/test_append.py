@@ -156,14 +156,14 @@ def test_bm25_after_an_append_scores_as_if_every_shard_had_the_datastores_statis
         write_catalog(ref, catalog.but(sparse=catalog.sparse.but(live_idf=False)))
     queries = ["a program so badly written that nobody can maintain it", "hacker humour", "mumble frotz", "the kernel of an OS"]
     live, rescored = Datastore.open(ds_path), Datastore.open(ref)
-    (live_scores, live_ids), (ref_scores, ref_ids) = live.search_sparse(queries, 20), rescored.search_sparse(queries, 20)
+    (live_scores, live_ids), (ref_scores, ref_ids) = live.bm25.search(queries, 20), rescored.bm25.search(queries, 20)
     np.testing.assert_allclose(live_scores, ref_scores, rtol=1e-4)
     for q in range(len(queries)):  # the same ranking, up to the order of passages whose scores tie to float precision
         def ranking(scores: np.ndarray, ids: np.ndarray, q: int = q) -> list[tuple[float, int]]:
             return sorted(zip((-np.round(scores[q], 4)).tolist(), ids[q].tolist(), strict=True))[:15]
 
         assert ranking(live_scores, live_ids) == ranking(ref_scores, ref_ids)
-    np.testing.assert_allclose(live.sparse_bound(queries), rescored.sparse_bound(queries), rtol=1e-5)
+    np.testing.assert_allclose(live.bm25.bound(queries), rescored.bm25.bound(queries), rtol=1e-5)
 
 
 def test_a_subsample_after_an_append_ranks_as_the_query_time_fraction_does(appended: tuple[Path, dict[str, str]], tmp_path: Path) -> None:

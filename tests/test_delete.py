@@ -104,7 +104,7 @@ def test_compact_removes_deleted_passages_keeps_ids_and_results(ds_path: Path, t
     reports = compact(ds_path)
     assert {r.shard for r in reports} == set(found.rows) and all(r.passages_after < r.passages_before for r in reports)
     assert all(r.bytes_after < r.bytes_before for r in reports)
-    assert ds.refresh() and ds.deleted_share == 0
+    assert ds.refresh() and ds.shards.deleted_share == 0
     got = {mode: ranked(ds, mode=mode) for mode in MODES} | {"fraction": ranked(ds, mode="dense", fraction=0.5, seed=2)}
     assert got == want  # same ids, same scores: only the deleted passages are gone
     assert ": ok" in cli("verify", str(ds_path)).stderr
@@ -113,7 +113,7 @@ def test_compact_removes_deleted_passages_keeps_ids_and_results(ds_path: Path, t
     assert all("deleted" not in shard for shard in catalog["shards"])
     compacted = [s for s in catalog["shards"] if s["name"] in found.rows]
     assert all(s["id_span"] > s["count"] and (ds_path / s["folder"] / "ids.npy").is_file() for s in compacted)
-    assert Datastore.open(ds_path).has_passage(int(max(want["dense"][0])[0]))
+    assert Datastore.open(ds_path).shards.has_passage(int(max(want["dense"][0])[0]))
     out = json.loads(cli("eval-recall", str(ds_path), "--queries", "50", "--k", "10", "--json").stdout)
     assert out["rows"][0]["recall"]["10"] > 0.9
     cli("subsample", str(ds_path), "--fraction", "0.5", "--seed", "2", "--out", str(tmp_path / "half"))
@@ -132,7 +132,7 @@ def test_delete_by_source_and_by_eval_match(ds_path: Path, tmp_path: Path) -> No
     item = {"question": " ".join(words[5:30]) + "?", "answer": " ".join(words[30:45])}
     (tmp_path / "leaked.jsonl").write_text(json.dumps(item) + "\n")
     cli("delete", str(ds_path), "--match-eval", str(tmp_path / "leaked.jsonl"), "--reason", "contaminates an eval set")
-    assert ds.refresh() and not ds.has_passage(passage["passage_id"])
+    assert ds.refresh() and not ds.shards.has_passage(passage["passage_id"])
     assert passage["doc_id"] not in {h["doc_id"] for hits in ds.search([item["question"]], k=50) for h in hits}
     catalog = json.loads((ds_path / "datastore.json").read_text())
     assert [d["selection"].split()[0] for d in catalog["deletions"]] == ["source", "match-eval"]

@@ -183,8 +183,8 @@ def test_one_shard_and_many_give_the_same_bm25_hits(small_manifest: Path, tmp_pa
     a, b = massiveds.open(tmp_path / "many"), massiveds.open(tmp_path / "one")
     assert len(a.shards) > 2 and len(b.shards) == 1 and a.num_passages == b.num_passages
     for query in QUERIES:
-        sa, ia = a.search_sparse([query], 20)
-        sb, ib = b.search_sparse([query], 20)
+        sa, ia = a.bm25.search([query], 20)
+        sb, ib = b.bm25.search([query], 20)
         assert (ia == ib).all() and (ia >= 0).any()
         np.testing.assert_allclose(sa[ia >= 0], sb[ib >= 0], rtol=1e-6)
 
@@ -203,7 +203,7 @@ def test_a_copied_merge_scores_bm25_over_the_merged_passages(example_datastore: 
     bare = bm25s.BM25(k1=spec.k1, b=spec.b, method="lucene")
     bare.index(tokenizer(spec.tokenizer).tokenize(texts, return_as="tuple", show_progress=False), show_progress=False)
     for query in QUERIES:
-        scores, ids = ds.search_sparse([query], 10)
+        scores, ids = ds.bm25.search([query], 10)
         expected = bare.get_scores(query_terms(spec.tokenizer, [query])[0])
         np.testing.assert_allclose(scores[0], expected[ids[0]], rtol=1e-5)
         assert scores[0][0] == pytest.approx(expected.max(), rel=1e-5)

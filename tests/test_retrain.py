@@ -31,7 +31,7 @@ def test_retrain_on_own_vectors_restores_recall_and_switches_every_shard(tmp_pat
     stale = recall_summary(own)["recall_at_10"]
     problems = verify(own)  # the bench writer leaves vectors.npy out of its catalog: retrain adds no problem of its own
     queries = vectors[:20].astype(np.float32)
-    exact_before = Datastore.open(own).exact_scores(queries, np.arange(20)[:, None])
+    exact_before = Datastore.open(own).dense.exact_scores(queries, np.arange(20)[:, None])
     done = retrain(own, seed=1)
     fresh = recall_summary(own)["recall_at_10"]
     assert fresh > stale + 0.1, (stale, fresh)
@@ -44,7 +44,7 @@ def test_retrain_on_own_vectors_restores_recall_and_switches_every_shard(tmp_pat
     assert ds.num_passages == N and all(int(s.index.ntotal) == s.count for s in ds.shards)
     _, ids = ds.search_vectors(queries, k=1, nprobe=32, rerank="exact")
     assert (ids[:, 0] == np.arange(20)).all()  # each stored vector is found under its own id
-    np.testing.assert_array_equal(ds.exact_scores(queries, np.arange(20)[:, None]), exact_before)
+    np.testing.assert_array_equal(ds.dense.exact_scores(queries, np.arange(20)[:, None]), exact_before)
 
 
 def test_flat_datastores_have_nothing_to_retrain(tmp_path: Path) -> None:

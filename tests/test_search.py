@@ -14,6 +14,7 @@ import pytest
 import massiveds
 from massiveds.core.errors import DatastoreError, MassiveDSError, ShardSkippedWarning
 from massiveds.store.datastore import Datastore
+from massiveds.store.dense import DenseRetriever
 from massiveds.store.sampling import keep_mask
 from massiveds.store.search import SearchOptions
 from tests.helpers import coarse_index, exact_top
@@ -78,14 +79,14 @@ def test_nprobe_and_rerank_are_forwarded_and_rerank_gives_the_exact_top_k(exampl
     """Over a coarse PQ index of the example, plain dense hits miss the exact top k and reranked ones equal a brute-force oracle."""
     ds = coarse_index(massiveds.open(example_datastore))
     calls: list[dict[str, Any]] = []
-    original = Datastore.search_vectors
+    original = DenseRetriever.search
 
-    def recording(self: Datastore, queries: np.ndarray, k: int = 10, nprobe: int | None = None, rerank: str | None = None,
+    def recording(self: DenseRetriever, queries: np.ndarray, k: int = 10, nprobe: int | None = None, rerank: str | None = None,
                   rerank_depth: int | None = None) -> Any:
         calls.append({"k": k, "nprobe": nprobe, "rerank": rerank})
         return original(self, queries, k=k, nprobe=nprobe, rerank=rerank, rerank_depth=rerank_depth)
 
-    monkeypatch.setattr(Datastore, "search_vectors", recording)
+    monkeypatch.setattr(DenseRetriever, "search", recording)
     query = "what is a kludge"
     plain = ds.search(query, k=10, nprobe=7, mode="dense")
     reranked = ds.search(query, k=10, rerank="exact", mode="dense")
@@ -154,7 +155,7 @@ def test_mmr_diversifies_and_is_plain_ranking_at_one(ds: Datastore) -> None:
     assert ids(ds.search(q, k=8, mmr=1.0)) == ids(plain)
     diverse = ds.search(q, k=8, mmr=0.3)
     assert len(diverse) == 8 and ids(diverse) != ids(plain) and diverse[0]["passage_id"] == plain[0]["passage_id"]
-    assert mean_pairwise_cosine(ds.passage_vectors(diverse)) < mean_pairwise_cosine(ds.passage_vectors(plain))
+    assert mean_pairwise_cosine(ds.dense.vectors(diverse)) < mean_pairwise_cosine(ds.dense.vectors(plain))
 
 
 def test_mmr_reembeds_hits_when_vectors_are_not_stored(ds: Datastore, example_datastore: Path, tmp_path: Path) -> None:
@@ -163,7 +164,7 @@ def test_mmr_reembeds_hits_when_vectors_are_not_stored(ds: Datastore, example_da
         f.unlink()
     bare = massiveds.open(root)
     hits = ds.search("what is a kludge", k=6)
-    stored, embedded = ds.passage_vectors(hits), bare.passage_vectors(hits)
+    stored, embedded = ds.dense.vectors(hits), bare.dense.vectors(hits)
     cos = np.sum(stored * embedded, axis=1) / np.linalg.norm(stored, axis=1) / np.linalg.norm(embedded, axis=1)
     assert cos.min() > 0.99
     assert len(bare.search("what is a kludge", k=6, mmr=0.5)) == 6

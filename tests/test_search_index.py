@@ -14,7 +14,7 @@ from massiveds.core.catalog import catalog_text, open_catalog
 from massiveds.core.errors import DatastoreError, MassiveDSError
 from massiveds.core.manifest import Index
 from massiveds.encode.index import IndexPlan, add_vectors, plan_index, read_index, set_nprobe
-from massiveds.evaluate.recall import RERANK_TARGET, evaluate, exact_topk, recall_summary, shard_sample
+from massiveds.evaluate.recall import RERANK_TARGET, exact_topk, recall_report, recall_summary, shard_sample
 from massiveds.ops.merge import merge
 from massiveds.ops.merge_index import merge_index
 from massiveds.store.datastore import Datastore
@@ -158,16 +158,16 @@ def test_exact_topk_streams_to_the_brute_force_answer(ivf_store: Path, vectors: 
 
 
 def test_flat_index_has_recall_one_and_a_bad_nprobe_does_not(flat_store: Path, ivf_store: Path) -> None:
-    flat = evaluate(Datastore.open(flat_store), 200, ks=[1, 10, 100], rerank=False)
+    flat = recall_report(Datastore.open(flat_store), 200, ks=[1, 10, 100], rerank=False)
     assert [r.nprobe for r in flat.rows] == [None]
     assert flat.rows[0].recall == {1: 1.0, 10: 1.0, 100: 1.0}
-    ivf = evaluate(Datastore.open(ivf_store), 200, nprobes=[1, 32], ks=[10], rerank=False)
+    ivf = recall_report(Datastore.open(ivf_store), 200, nprobes=[1, 32], ks=[10], rerank=False)
     by_probe = {r.nprobe: r.recall[10] for r in ivf.rows}
     assert by_probe[1] < 0.9 and by_probe[1] < by_probe[32]
 
 
 def test_exact_rerank_improves_ivfpq_recall(ivf_store: Path) -> None:
-    report = evaluate(Datastore.open(ivf_store), 200, nprobes=[32], ks=[1, 10], rerank=True, rerank_depth=100)
+    report = recall_report(Datastore.open(ivf_store), 200, nprobes=[32], ks=[1, 10], rerank=True, rerank_depth=100)
     plain, reranked = report.rows
     assert not plain.rerank and reranked.rerank
     assert plain.recall[10] < 0.9  # 4-byte codes lose the order
@@ -175,7 +175,7 @@ def test_exact_rerank_improves_ivfpq_recall(ivf_store: Path) -> None:
     ds = Datastore.open(ivf_store)
     q = np.asarray(ds.shards[1].vectors[:5], dtype=np.float32)
     scores, ids = ds.search_vectors(q, 5, rerank="exact")
-    np.testing.assert_allclose(scores, ds.exact_scores(q, ids), rtol=1e-6)  # reranked scores are exact
+    np.testing.assert_allclose(scores, ds.dense.exact_scores(q, ids), rtol=1e-6)  # reranked scores are exact
     assert (np.diff(scores, axis=1) <= 1e-7).all()
     with pytest.raises(MassiveDSError, match="unknown rerank 'fuzzy'"):
         ds.search_vectors(q, 5, rerank="fuzzy")
@@ -210,11 +210,11 @@ def test_the_build_calibrates_the_rerank_depth_search_uses_by_default(ivf_store:
     depth = summary["rerank_depth"]
     assert list(tried) == [100 * 2**i for i in range(len(tried))] and depth == max(tried)
     assert tried[100] < RERANK_TARGET <= tried[depth] == summary["recall_at_10_rerank"]  # the first depth that reaches the target
-    assert Datastore.open(root).rerank_depth(10) == 100  # no calibrated depth in the catalog yet
+    assert Datastore.open(root).dense.rerank_depth(10) == 100  # no calibrated depth in the catalog yet
     (root / "datastore.json").write_text(catalog_text(catalog.but(recall=summary)))
     ds = Datastore.open(root)
-    assert ds.rerank_depth(10) == depth and ds.rerank_depth(1) == 100 and ds.rerank_depth(50) == 5 * depth
-    report = evaluate(ds, 200, nprobes=[8], ks=[10], rerank=True)
+    assert ds.dense.rerank_depth(10) == depth and ds.dense.rerank_depth(1) == 100 and ds.dense.rerank_depth(50) == 5 * depth
+    report = recall_report(ds, 200, nprobes=[8], ks=[10], rerank=True)
     assert report.rerank_depth == depth and report.rows[1].recall[10] == pytest.approx(tried[depth])
 
 

@@ -20,7 +20,6 @@ from massiveds.core.manifest import Sparse
 from massiveds.encode.sparse import (
     CorpusStats,
     CountFiles,
-    ShardBM25,
     count_shard,
     index_shard,
     query_terms,
@@ -28,6 +27,7 @@ from massiveds.encode.sparse import (
     sum_partition,
     tokenizer,
 )
+from massiveds.store.bm25_index import ShardBM25
 from massiveds.store.fusion import candidates, fuse
 from tests.helpers import REPO
 

@@ -23,7 +23,6 @@ from massiveds.core.writer_lock import writer_lock
 from massiveds.encode.sparse import (
     CorpusStats,
     CountFiles,
-    ShardBM25,
     count_shard,
     index_shards,
     lucene_idf,
@@ -31,6 +30,7 @@ from massiveds.encode.sparse import (
     shard_vocabulary,
     write_vocab,
 )
+from massiveds.store.bm25_index import ShardBM25
 from massiveds.store.datastore import Datastore
 from tests.helpers import REPO
 from tests.test_sparse import SPEC, build_shards
@@ -137,21 +137,21 @@ def assert_same_ranking(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarr
 def test_live_idf_searches_as_one_index_over_all_the_passages(example_datastore: Path, appended: Path) -> None:
     reference, live = Datastore.open(example_datastore), Datastore.open(appended)
     assert live.catalog.sparse is not None and live.catalog.sparse.live_idf
-    want = reference.search_sparse(QUERIES, 20)
+    want = reference.bm25.search(QUERIES, 20)
     assert (want[1][:, 0] >= 0).all()
-    assert_same_ranking(live.search_sparse(QUERIES, 20), want)
-    np.testing.assert_allclose(live.sparse_scores(QUERIES, want[1]), reference.sparse_scores(QUERIES, want[1]), rtol=1e-4)
-    np.testing.assert_allclose(live.sparse_bound(QUERIES), reference.sparse_bound(QUERIES), rtol=1e-6)
+    assert_same_ranking(live.bm25.search(QUERIES, 20), want)
+    np.testing.assert_allclose(live.bm25.scores(QUERIES, want[1]), reference.bm25.scores(QUERIES, want[1]), rtol=1e-4)
+    np.testing.assert_allclose(live.bm25.bound(QUERIES), reference.bm25.bound(QUERIES), rtol=1e-6)
     # a view over some shards (a domain, shards skipped) keeps the idf of the whole datastore
     one = reference.shards[0].name
-    view_ref = reference.subset([s for s in reference.shards if s.name == one])
-    view_live = live.subset([s for s in live.shards if s.name == one])
-    assert_same_ranking(view_live.search_sparse(QUERIES, 10), view_ref.search_sparse(QUERIES, 10))
+    view_ref = reference.bm25_over(reference.shards.subset([s for s in reference.shards if s.name == one]))
+    view_live = live.bm25_over(live.shards.subset([s for s in live.shards if s.name == one]))
+    assert_same_ranking(view_live.search(QUERIES, 10), view_ref.search(QUERIES, 10))
     # without live idf the stale shards' scores stand: the ranking differs
     stale = Datastore(appended, live.catalog.but(sparse=live.catalog.sparse.but(drop=["live_idf"])))
-    scores, ids = stale.search_sparse(QUERIES, 20)
+    scores, ids = stale.bm25.search(QUERIES, 20)
     assert not np.allclose(scores, want[0], rtol=1e-4) and (ids != want[1]).any()
-    assert not np.allclose(stale.sparse_bound(QUERIES), reference.sparse_bound(QUERIES), rtol=1e-6)
+    assert not np.allclose(stale.bm25.bound(QUERIES), reference.bm25.bound(QUERIES), rtol=1e-6)
 
 
 @pytest.mark.slow

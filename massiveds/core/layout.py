@@ -107,6 +107,23 @@ def shard_name(domain: str, number: int) -> str:
     return f"{domain}-{number:05d}"
 
 
+class ShardFiles:
+    """The names of a shard folder's files (docs/datastore.md); the BM25 index's are ``massiveds.encode.sparse.SHARD_FILES``."""
+
+    #: the FAISS index of the shard's vectors, under their passage ids
+    INDEX = "index.faiss"
+    #: the passages: text and attribution, one row per passage id (Arrow IPC)
+    PASSAGES = "passages.arrow"
+    #: the fp16 vectors, one row per passage (exact rerank, recall, retraining)
+    VECTORS = "vectors.npy"
+    #: the shard's own record (name, domain, ids, files), written last by the build
+    INFO = "shard.json"
+    #: deleted rows (sorted int64 row numbers), written by ``massiveds delete``, removed by ``massiveds compact``
+    DELETED = "deleted.npy"
+    #: a compacted shard's row -> passage id map (sorted int64 ids as stored), written by ``massiveds compact``
+    ROW_IDS = "ids.npy"
+
+
 class DatastoreLayout:
     """Paths of one datastore directory (docs/datastore.md, "The datastore directory")."""
 

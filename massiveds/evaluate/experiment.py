@@ -21,7 +21,7 @@ import importlib.metadata
 import platform
 import time
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,15 +39,16 @@ from massiveds.store.sampling import check_fraction
 from massiveds.store.search import (
     MAX_K,
     Hit,
+    Retrievers,
     SearchOptions,
     deeper,
     exhausted,
     filter_hits,
     retrieve,
     search_mode,
-    searchable_view,
 )
 from massiveds.store.shard import Shard
+from massiveds.store.shard_set import ShardSet
 
 #: Search options a sweep may vary (the others are fixed by the experiment: k, fraction, seed; or make no sense here).
 SWEEPABLE = ("mode", "alpha", "fusion", "nprobe", "rerank", "domains", "dedup", "dedup_threshold", "mmr")
@@ -152,11 +153,12 @@ def evaluate(datastores: Sequence[tuple[str, Datastore]], sets: Sequence[EvalSet
             queries = [item.query for item in eval_set.items]
             vectors: np.ndarray | None = None
             for setting, options in plan.settings():
-                mode = search_mode(ds, options)
+                sources, _ = ds.retrievers(options)
+                mode = search_mode(sources, options)
                 if mode != "sparse" and vectors is None:
                     vectors = ds.embedder.encode_queries(queries)
-                lists = rank(ds, eval_set.items, vectors, options, plan, mode, advance)
-                points.extend(score(ds, label, eval_set, setting, options, plan, lists))
+                lists = rank(sources, eval_set.items, vectors, options, plan, mode, advance)
+                points.extend(score(ds, sources, label, eval_set, setting, options, plan, lists))
     return EvalReport(
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         versions=versions(),
@@ -175,12 +177,12 @@ def evaluate(datastores: Sequence[tuple[str, Datastore]], sets: Sequence[EvalSet
 Lists = list[dict[tuple[int, int], list[int]]]
 
 
-def rank(ds: Datastore, items: Sequence[EvalItem], vectors: np.ndarray | None, options: SearchOptions, plan: EvalPlan, mode: str,
-         advance: Callable[[int], None]) -> Lists:
+def rank(sources: Retrievers, items: Sequence[EvalItem], vectors: np.ndarray | None, options: SearchOptions, plan: EvalPlan,
+         mode: str, advance: Callable[[int], None]) -> Lists:
     """Every query's ranked hits at every fraction and seed, from one candidate list per query (deepened when short)."""
-    view, reachable, _ = searchable_view(ds, options)
+    shards, reachable = sources.shards, sources.shards.num_passages
     need = options.pool
-    first = dataclasses.replace(options, fraction=min(plan.fractions)).first_fetch(ds.deleted_share)
+    first = dataclasses.replace(options, fraction=min(plan.fractions)).first_fetch(shards.deleted_share)
     if plan.decontaminate_with_gold and not options.dedup:
         first *= 2  # first_fetch doubles for the dropping options it knows of
     out: Lists = [{} for _ in items]
@@ -188,14 +190,15 @@ def rank(ds: Datastore, items: Sequence[EvalItem], vectors: np.ndarray | None, o
         pending, fetch = list(range(lo, min(lo + BATCH, len(items)))), first
         while pending:
             fetch = min(fetch, reachable)
-            found = retrieve(view, mode, [items[q].query for q in pending], None if vectors is None else vectors[pending], fetch, options)
+            texts = [items[q].query for q in pending]
+            found = retrieve(sources, mode, texts, None if vectors is None else vectors[pending], fetch, options)
             short, fewest = [], need
             for row, q in enumerate(pending):
                 valid = found.ids[row] >= 0
                 seen = int(valid.sum())
-                if ds.deleted_share:
-                    valid[valid] = ~ds.deleted(found.ids[row][valid])
-                ranked = Ranked(ds, found.ids[row][valid], found.scores[row][valid], _gold(items[q], plan), options)
+                if shards.deleted_share:
+                    valid[valid] = ~shards.deleted(found.ids[row][valid])
+                ranked = Ranked(sources, found.ids[row][valid], found.scores[row][valid], _gold(items[q], plan), options)
                 kept = {(f, s): ranked.kept(frac, seed, need) for f, frac in enumerate(plan.fractions) for s, seed in enumerate(plan.seeds)}
                 worst = min(len(v) for v in kept.values())
                 if worst < need and not exhausted(seen, fetch, reachable):
@@ -221,8 +224,9 @@ def _gold(item: EvalItem, plan: EvalPlan) -> GoldIndex | None:
 class Ranked:
     """One query's candidate list, best first, with the hits read lazily (text only where a step needs it)."""
 
-    def __init__(self, ds: Datastore, ids: np.ndarray, scores: np.ndarray, gold: GoldIndex | None, options: SearchOptions) -> None:
-        self.ds, self.ids, self.scores, self.gold, self.options = ds, ids, scores, gold, options
+    def __init__(self, sources: Retrievers, ids: np.ndarray, scores: np.ndarray, gold: GoldIndex | None,
+                 options: SearchOptions) -> None:
+        self.sources, self.ids, self.scores, self.gold, self.options = sources, ids, scores, gold, options
         self.filtering = gold is not None or options.dedup
         self._positions: dict[int, np.ndarray] = {}
         self._hits: dict[int, Hit] = {}
@@ -230,13 +234,13 @@ class Ranked:
     def hit(self, j: int) -> Hit:
         """Candidate ``j`` as a hit (its passage with the candidate's score)."""
         if j not in self._hits:
-            self._hits[j] = self.ds.passages([int(self.ids[j])])[0] | {"score": float(self.scores[j]), "_rank": j}
+            self._hits[j] = self.sources.shards.passages([int(self.ids[j])])[0] | {"score": float(self.scores[j]), "_rank": j}
         return self._hits[j]
 
     def kept(self, fraction: float, seed: int, need: int) -> list[Hit]:
         """The first ``need`` candidates of documents sampled at (``fraction``, ``seed``) that the dropping options keep."""
         if seed not in self._positions:  # once per seed, then one comparison per fraction
-            self._positions[seed] = self.ds.sample_positions(self.ids, seed)
+            self._positions[seed] = self.sources.shards.sample_positions(self.ids, seed)
         sampled = np.nonzero(self._positions[seed] < fraction)[0]
         if not self.filtering:
             return [{"_rank": int(j)} for j in sampled[:need]]
@@ -251,17 +255,17 @@ class Ranked:
         """The passage ids of the final ranking: MMR over the kept pool, or its first ``k``."""
         if options.mmr is not None:
             pool = [self.hit(h["_rank"]) for h in kept[: options.pool]]
-            kept = mmr(pool, self.ds.passage_vectors(pool), options.mmr, k)
+            kept = mmr(pool, self.sources.dense.vectors(pool), options.mmr, k)
         return [int(self.ids[h["_rank"]]) for h in kept[:k]]
 
 
-def score(ds: Datastore, label: str, eval_set: EvalSet, setting: str, options: SearchOptions, plan: EvalPlan,
+def score(ds: Datastore, sources: Retrievers, label: str, eval_set: EvalSet, setting: str, options: SearchOptions, plan: EvalPlan,
           lists: Lists) -> list[Point]:
     """The points of one datastore, eval set and setting: metrics per fraction from the ranked lists of every seed."""
-    shards, _ = ds.usable_shards(ds.select_shards(options.domains), strict=options.strict)
+    shards = sources.shards
     mrr_k = min(MRR_K, plan.max_k)
     names = metric_names(eval_set.kinds, plan.ks, mrr_k)
-    judges = [Judge(ds, item) for item in eval_set.items]
+    judges = [Judge(ds.shards, item) for item in eval_set.items]
     points = []
     for f, fraction in enumerate(plan.fractions):
         ranks = {kind: np.array([[judge.first(kind, lists[q][f, s]) for q, judge in enumerate(judges)] for s in range(len(plan.seeds))],
@@ -280,7 +284,7 @@ def score(ds: Datastore, label: str, eval_set: EvalSet, setting: str, options: S
         sizes = [sampled_size(shards, fraction, seed) for seed in plan.seeds]
         points.append(Point(datastore=label, eval_set=eval_set.name, setting=setting, fraction=fraction,
                             tokens=[t for t, _ in sizes], passages=[p for _, p in sizes], metrics=metrics,
-                            first_hit_domains=first_hit_domains(ds, [[lists[q][f, s] for q in range(len(judges))]
+                            first_hit_domains=first_hit_domains(ds.shards, [[lists[q][f, s] for q in range(len(judges))]
                                                                      for s in range(len(plan.seeds))]),
                             ranks={kind: r.tolist() for kind, r in ranks.items()}))
     return points
@@ -289,8 +293,8 @@ def score(ds: Datastore, label: str, eval_set: EvalSet, setting: str, options: S
 class Judge:
     """Which hits are relevant to one eval item, by each kind of gold it has (answer matches cached per passage)."""
 
-    def __init__(self, ds: Datastore, item: EvalItem) -> None:
-        self.ds, self.item = ds, item
+    def __init__(self, shards: ShardSet, item: EvalItem) -> None:
+        self.shards, self.item = shards, item
         self.matcher = answer_matcher(item.answers)
         self.docs, self.passages = set(item.gold_docs), set(item.gold_passages)
         self._answer: dict[int, bool] = {}
@@ -300,16 +304,16 @@ class Judge:
         if kind == "passage":
             return first_relevant([pid in self.passages for pid in ids])
         if kind == "doc":
-            return first_relevant([d in self.docs for d in self.ds.column_of(np.array(ids, dtype=np.int64), "doc_id").tolist()])
+            return first_relevant([d in self.docs for d in self.shards.column_of(np.array(ids, dtype=np.int64), "doc_id").tolist()])
         return next((r + 1 for r, pid in enumerate(ids) if self.answers(pid)), 0)  # texts read only up to the first match
 
     def answers(self, pid: int) -> bool:
         if pid not in self._answer:
-            self._answer[pid] = self.matcher(self.ds.passages([pid])[0]["text"])
+            self._answer[pid] = self.matcher(self.shards.passages([pid])[0]["text"])
         return self._answer[pid]
 
 
-def sampled_size(shards: Sequence[Shard], fraction: float, seed: int) -> tuple[int, int]:
+def sampled_size(shards: Iterable[Shard], fraction: float, seed: int) -> tuple[int, int]:
     """Tokens and passages of the documents kept at (``fraction``, ``seed``) in ``shards``."""
     tokens = passages = 0
     for shard in shards:
@@ -319,12 +323,12 @@ def sampled_size(shards: Sequence[Shard], fraction: float, seed: int) -> tuple[i
     return tokens, passages
 
 
-def first_hit_domains(ds: Datastore, lists: list[list[list[int]]]) -> dict[str, float]:
+def first_hit_domains(shards: ShardSet, lists: list[list[list[int]]]) -> dict[str, float]:
     """Share of first hits per domain, over every query (with a hit) of every seed, then averaged over seeds."""
     shares: dict[str, float] = {}
     for per_query in lists:
         firsts = np.array([ids[0] for ids in per_query if ids], dtype=np.int64)
-        for shard, where, _ in ds.shard_rows(firsts):
+        for shard, where, _ in shards.shard_rows(firsts):
             shares[shard.domain] = shares.get(shard.domain, 0.0) + len(where) / len(firsts) / len(lists)
     return dict(sorted(shares.items()))
 

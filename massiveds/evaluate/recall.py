@@ -19,7 +19,8 @@ import numpy as np
 from massiveds.core.catalog import Catalog
 from massiveds.core.errors import MassiveDSError
 from massiveds.encode.index import as_float32
-from massiveds.store.datastore import Datastore, base_rerank_depth
+from massiveds.store.datastore import Datastore
+from massiveds.store.dense import base_rerank_depth
 
 DEFAULT_NPROBES = (1, 4, 16, 64)
 DEFAULT_KS = (1, 10, 100)
@@ -61,7 +62,7 @@ class RecallReport:
 def stored_vectors(ds: Datastore, ids: np.ndarray) -> np.ndarray:
     """The stored vectors of passage ``ids`` as float32, in the order given."""
     out = np.empty((len(ids), ds.shards[0].vectors.shape[1]), dtype=np.float32)
-    for shard, where, rows in ds.shard_rows(ids):
+    for shard, where, rows in ds.shards.shard_rows(ids):
         out[where] = shard.vectors[rows]
     return out
 
@@ -109,7 +110,7 @@ def exact_topk(ds: Datastore, queries: np.ndarray, k: int, exclude: np.ndarray |
 def recall_at(ds: Datastore, queries: np.ndarray, found: np.ndarray, exact_scores: np.ndarray, k: int) -> float:
     """Tie-aware recall@k of ``found`` ids against the exact top-k scores ``exact_scores`` (see module doc)."""
     top = found[:, :k]
-    scores = ds.exact_scores(queries, top)
+    scores = ds.dense.exact_scores(queries, top)
     hits = (top >= 0) & (scores >= exact_scores[:, k - 1 : k] - TIE_TOLERANCE)
     return float(hits.sum() / (len(found) * k))
 
@@ -140,7 +141,7 @@ class QuerySet:
 
 def query_set(ds: Datastore, n_queries: int, ks: list[int], seed: int = 0, query_texts: list[str] | None = None) -> QuerySet:
     """Stored passage vectors drawn with ``seed`` (own passage held out) or ``query_texts`` embedded, with their exact top-k."""
-    ds.require_vectors()
+    ds.shards.require_vectors()
     if query_texts is not None:
         if not query_texts:
             raise MassiveDSError("the query file has no queries")
@@ -170,7 +171,7 @@ def measure(ds: Datastore, qs: QuerySet, nprobe: int | None, rerank_depth: int |
     return RecallRow(nprobe, rerank is not None, {k: recall_at(ds, qs.queries, found, qs.exact_scores, k) for k in qs.ks}, qps)
 
 
-def evaluate(
+def recall_report(
     ds: Datastore,
     n_queries: int = 1000,
     nprobes: list[int] | None = None,
@@ -182,7 +183,7 @@ def evaluate(
 ) -> RecallReport:
     """Recall@k and queries/s of ``ds`` for each nprobe, without and (``rerank``) with exact rerank.
 
-    The rerank depth is ``rerank_depth``, else the datastore's default for the largest k (``Datastore.rerank_depth``).
+    The rerank depth is ``rerank_depth``, else the datastore's default for the largest k (``DenseRetriever.rerank_depth``).
     """
     qs = query_set(ds, n_queries, list(ks or DEFAULT_KS), seed, query_texts)
     default, nlist = ds.catalog.index.nprobe, ds.catalog.index.nlist
@@ -192,7 +193,7 @@ def evaluate(
     else:
         wanted = list(nprobes or DEFAULT_NPROBES) + ([default] if default and not nprobes else [])
         probes = [*sorted({min(p, nlist) if nlist else p for p in wanted})]
-    depth = rerank_depth or ds.rerank_depth(qs.ks[-1])
+    depth = rerank_depth or ds.dense.rerank_depth(qs.ks[-1])
     rows = [measure(ds, qs, nprobe, depth if rr else None) for nprobe in probes for rr in ((False, True) if rerank else (False,))]
     return RecallReport(ds.name, ds.catalog.index.factory, len(qs.queries), qs.source, qs.ks, default, depth, qs.exact_seconds, rows)
 
@@ -246,7 +247,7 @@ def recall_summary(
 ) -> dict[str, Any]:
     """recall@``k`` at the default nprobe without rerank, and the rerank depth that reaches ``RERANK_TARGET``, for the catalog.
 
-    The depth found is the datastore's default for exact rerank (``Datastore.rerank_depth``): how many
+    The depth found is the datastore's default for exact rerank (``DenseRetriever.rerank_depth``): how many
     candidates PQ codes must be rescored depends on the embeddings, so it is measured rather than fixed.
 
     ``catalog`` lets the build measure before ``datastore.json`` is written; without it the file is read.

@@ -26,7 +26,7 @@ import numpy as np
 
 from massiveds.core.catalog import CHECKSUMS, Catalog, DomainTotals, ShardRecord, open_catalog, write_catalog
 from massiveds.core.errors import MassiveDSError
-from massiveds.core.layout import CATALOG, DONE_MARKER, DatastoreLayout
+from massiveds.core.layout import CATALOG, DONE_MARKER, DatastoreLayout, ShardFiles
 from massiveds.core.passages import PassageFile
 from massiveds.core.writer_lock import locks_datastore
 from massiveds.ops.delete import finish_interrupted_deletion, require_recorded_deletions
@@ -84,7 +84,7 @@ def _compact_shard(root: Path, shard: ShardRecord, bm25: bool) -> tuple[ShardRec
     staged = staging(root, shard)
     keep = np.ones(shard.count, dtype=bool)  # rewrite_shard leaves the deleted rows out
     record = rewrite_shard(folder, staged, shard, keep, None, root / shard.trained_rel(), bm25=bm25)
-    documents = count_documents(PassageFile(folder / "passages.arrow"))
+    documents = count_documents(PassageFile(folder / ShardFiles.PASSAGES))
     before, after = sum(f.bytes for f in shard.files.values()), sum(f.bytes for f in record.files.values()) if record.count else 0
     report = Compacted(shard.name, shard.count, record.count, documents, record.documents or 0, before, after)
     if not record.count:

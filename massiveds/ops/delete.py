@@ -31,12 +31,12 @@ from massiveds.clean.exact_dedup import text_hashes
 from massiveds.core.audit import utc_now, who
 from massiveds.core.catalog import CHECKSUMS, Catalog, DeletionRecord, FileRecord, ShardRecord, open_catalog, write_catalog
 from massiveds.core.errors import DatastoreError, MassiveDSError
-from massiveds.core.layout import atomic_path, write_array
+from massiveds.core.layout import ShardFiles, atomic_path, write_array
 from massiveds.core.manifest import Decontaminate
 from massiveds.core.passages import PassageFile
 from massiveds.core.writer_lock import locks_datastore
 from massiveds.store.documents import documents
-from massiveds.store.shard import DELETED, deleted_mask
+from massiveds.store.shard import deleted_mask
 
 #: The ways to select documents, as the command line names them.
 SELECTIONS = ("doc-ids", "source", "match-eval")
@@ -105,8 +105,9 @@ def _commit(root: Path, catalog: Catalog, table: str, rows: dict[str, np.ndarray
     for name, new in rows.items():
         folder = root / shards[name].folder_rel()
         union = np.union1d(np.flatnonzero(deleted_mask(folder, shards[name].count)), new).astype(np.int64)
-        write_array(folder / DELETED, union)
-        changed[name] = shards[name].but(deleted=len(union), files=shards[name].files | {DELETED: FileRecord.of(folder / DELETED)})
+        tombstones = folder / ShardFiles.DELETED
+        write_array(tombstones, union)
+        changed[name] = shards[name].but(deleted=len(union), files=shards[name].files | {ShardFiles.DELETED: FileRecord.of(tombstones)})
     written = pq.read_table(root / table, columns=["doc_id", "reason", "detail"])
     record = DeletionRecord(at=utc_now(), by=who(), reason=written["reason"][0].as_py(), selection=written["detail"][0].as_py(),
                             documents=written.num_rows, passages=sum(len(r) for r in rows.values()), shards=sorted(changed), table=table,
@@ -177,7 +178,7 @@ def find_rows(root: Path, catalog: Catalog, wanted: set[str] | str) -> Deleted:
 
 
 def _column(root: Path, shard: ShardRecord, name: str) -> np.ndarray:
-    return np.asarray(PassageFile(root / shard.folder_rel() / "passages.arrow").column(name), dtype=object)
+    return np.asarray(PassageFile(root / shard.folder_rel() / ShardFiles.PASSAGES).column(name), dtype=object)
 
 
 def _matching_documents(root: Path, catalog: Catalog, path: Path, fields: tuple[str, ...]) -> set[str]:

@@ -46,7 +46,7 @@ from massiveds.core.catalog import (
     write_catalog,
 )
 from massiveds.core.errors import MassiveDSError
-from massiveds.core.layout import DatastoreLayout, sha256_file, shard_name, write_json
+from massiveds.core.layout import DatastoreLayout, ShardFiles, sha256_file, shard_name, write_json
 from massiveds.core.manifest import Sparse
 from massiveds.core.writer_lock import creating
 from massiveds.encode.embed import differences
@@ -115,7 +115,7 @@ def _add_shard(i: int, src: Path, catalog: Catalog, shard: ShardRecord, dst: Dat
     record = record.but(trained=trained_rel, nprobe=shard.nprobe_or(catalog.index.nprobe),
                         merged_from=ShardOrigin(datastore=catalog.name, shard=shard.name))
     if copy:
-        write_json(dst.shard(name) / "shard.json", record.as_json())
+        write_json(dst.shard(name) / ShardFiles.INFO, record.as_json())
     return record
 
 
@@ -145,10 +145,11 @@ def merge(sources: list[Path], out: Path, copy: bool = False, on_shard: Callable
         shutil.copyfile(dst.root / shards[0].trained, dst.trained_index)
         record = None
         if sparse is not None:
-            record = rescore([(dst.shard(s.name) / "passages.arrow", dst.shard(s.name)) for s in shards], sparse, dst.root / ".sparse-work")
+            folders = [dst.shard(s.name) for s in shards]
+            record = rescore([(folder / ShardFiles.PASSAGES, folder) for folder in folders], sparse, dst.root / ".sparse-work")
             shards = [s.but(files=folder_files(dst.shard(s.name))) for s in shards]
             for s in shards:
-                write_json(dst.shard(s.name) / "shard.json", s.as_json())
+                write_json(dst.shard(s.name) / ShardFiles.INFO, s.as_json())
         new = _merged_catalog(catalogs, embedder, shards, dst.root)
         if deletions := _carry_deletions(catalogs, renamed, dst.root):
             new = new.but(deletions=deletions)  # set only when there are any: a merge without keeps the catalog format

@@ -23,7 +23,7 @@ import numpy as np
 
 from massiveds.core.catalog import FileRecord, MergedIndexRecord, ShardRecord, open_catalog, read_catalog, write_catalog
 from massiveds.core.errors import DatastoreError
-from massiveds.core.layout import DatastoreLayout, atomic_path, sha256_file
+from massiveds.core.layout import DatastoreLayout, ShardFiles, atomic_path, sha256_file
 from massiveds.core.writer_lock import locks_datastore
 from massiveds.encode.index import ivf_list_sizes, read_index, write_index
 from massiveds.ops.shard_folders import remove_unnamed
@@ -80,7 +80,7 @@ def merge_index(root: Path) -> MergedIndexRecord:
     require_catalog_files(layout.root, catalog, "merge-index")
     clock = time.perf_counter()
     shards = catalog.shards_by_id
-    paths = [layout.root / s.folder_rel() / "index.faiss" for s in shards]
+    paths = [layout.root / s.folder_rel() / ShardFiles.INDEX for s in shards]
     trained_path = _common_trained(layout, shards)
     trained = read_index(trained_path, mmap=False)
     ivf = _ivf(trained, trained_path)

@@ -52,7 +52,7 @@ from massiveds.core.catalog import (
     write_catalog_bytes,
 )
 from massiveds.core.errors import DatastoreError, MassiveDSError
-from massiveds.core.layout import CATALOG, atomic_path, sha256_file, write_json
+from massiveds.core.layout import CATALOG, ShardFiles, atomic_path, sha256_file, write_json
 from massiveds.core.safe_paths import no_symlink, safe_join
 from massiveds.core.writer_lock import writer_lock
 from massiveds.ingest.sources.fetch import DEFAULT_POLICY, FetchError, RetryPolicy, describe, fetch, is_transient
@@ -137,7 +137,7 @@ def published_files(root: Path, include_build: bool = False) -> dict[str, Path]:
         if shard.folder is not None:
             folder = root / shard.folder_rel()
             files |= {f"shards/{shard.name}/{p.name}": no_symlink(folder, p.name, "file to publish") for p in sorted(folder.iterdir())
-                      if p.is_file() and p.name != "shard.json" and not p.name.startswith(".")}
+                      if p.is_file() and p.name != ShardFiles.INFO and not p.name.startswith(".")}
     return files
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from massiveds.core.catalog import CHECKSUMS, FileRecord, ListBalance, ShardRecord, TrainedIndexRecord, open_catalog, write_catalog
 from massiveds.core.errors import MassiveDSError
+from massiveds.core.layout import ShardFiles
 from massiveds.core.writer_lock import locks_datastore
 from massiveds.encode.index import IndexPlan, add_vectors, list_balance, read_index, train_index, write_index
 from massiveds.evaluate.recall import recall_summary
@@ -56,7 +57,7 @@ def retrain(root: Path, sample: int | None = None, seed: int = 0, on_shard: Call
     remove_unnamed(root, catalog)
     require_catalog_files(root, catalog, "retrain")
     ds = Datastore(root, catalog)
-    ds.require_vectors()
+    ds.shards.require_vectors()
     vectors = _sample(ds, sample or plan.train_sample, seed)
     rel = next(r for n in range(1, 10_000) if not (root / (r := f"trained/retrain-{n:03d}.faiss")).exists())
     # the plan's sample is a target: --sample, or deletions since the build, may leave fewer live vectors to train on
@@ -89,10 +90,10 @@ def _readd(root: Path, record: ShardRecord, shard: Shard, trained: str) -> Shard
         rows = np.arange(lo, min(shard.count, lo + ADD_BLOCK))
         add_vectors(index, np.asarray(shard.vectors[rows], dtype=np.float32), shard.ids_of(rows))
     staged = staging(root, record)
-    link_files(shard.folder, staged, [p.name for p in shard.folder.iterdir() if p.is_file() and p.name != "index.faiss"])
-    write_index(index, staged / "index.faiss")
+    link_files(shard.folder, staged, [p.name for p in shard.folder.iterdir() if p.is_file() and p.name != ShardFiles.INDEX])
+    write_index(index, staged / ShardFiles.INDEX)
     balance = list_balance(index)
-    new = record.but(trained=trained, files=record.files | {"index.faiss": FileRecord.of(staged / "index.faiss")},
+    new = record.but(trained=trained, files=record.files | {ShardFiles.INDEX: FileRecord.of(staged / ShardFiles.INDEX)},
                      list_balance=None if balance is None else ListBalance.model_validate(balance))
     return install(root, staged, record, new)
 

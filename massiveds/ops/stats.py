@@ -12,10 +12,11 @@ import numpy as np
 
 from massiveds.core.catalog import Catalog, DomainTotals, ShardRecord, open_catalog
 from massiveds.core.errors import DatastoreError
+from massiveds.core.layout import ShardFiles
 from massiveds.encode.index import ivf_list_sizes, read_index
 from massiveds.encode.sparse import SHARD_FILES
 
-FILE_KINDS = {"passages.arrow": "passages", "index.faiss": "index", "vectors.npy": "vectors",
+FILE_KINDS = {ShardFiles.PASSAGES: "passages", ShardFiles.INDEX: "index", ShardFiles.VECTORS: "vectors",
               **dict.fromkeys(SHARD_FILES, "sparse")}
 
 
@@ -122,7 +123,7 @@ def _shard_stats(root: Path, shard: ShardRecord) -> ShardStats:
 def list_sizes(path: str | Path) -> np.ndarray:
     """Sizes of every inverted list of every shard present (empty for Flat datastores)."""
     root = Path(path)
-    paths = [root / s.folder_rel() / "index.faiss" for s in open_catalog(root).shards]
+    paths = [root / s.folder_rel() / ShardFiles.INDEX for s in open_catalog(root).shards]
     per_shard = [ivf_list_sizes(read_index(p)) for p in paths if p.is_file()]
     return np.concatenate([s for s in per_shard if s is not None] or [np.zeros(0, dtype=np.int64)])
 

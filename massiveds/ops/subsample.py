@@ -32,14 +32,14 @@ from massiveds.core.catalog import (
     write_catalog,
 )
 from massiveds.core.errors import MassiveDSError
-from massiveds.core.layout import DatastoreLayout, sha256_file, write_array, write_json
+from massiveds.core.layout import DatastoreLayout, ShardFiles, sha256_file, write_array, write_json
 from massiveds.core.passages import PassageFile, write_passages
 from massiveds.core.writer_lock import creating
 from massiveds.encode.index import list_balance, read_index, write_index
 from massiveds.encode.sparse import LiveStats, subset_shard
 from massiveds.ops.verify import require_catalog_files
 from massiveds.store.sampling import check_fraction, keep_mask
-from massiveds.store.shard import ROW_IDS, Shard, deleted_mask
+from massiveds.store.shard import Shard, deleted_mask
 
 
 def _ivf_entries(ivf: faiss.IndexIVF, list_no: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +104,7 @@ def _kept_batches(passages: PassageFile, mask: np.ndarray, first_id: int | None)
 def folder_files(folder: Path) -> dict[str, FileRecord]:
     """Size and sha256 of each file of a shard folder (what its catalog record and ``shard.json`` list)."""
     return {p.name: FileRecord.of(p) for p in sorted(folder.iterdir())
-            if p.is_file() and not p.name.startswith(".") and p.name != "shard.json"}
+            if p.is_file() and not p.name.startswith(".") and p.name != ShardFiles.INFO}
 
 
 def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.ndarray, first_id: int | None, trained: Path,
@@ -119,7 +119,7 @@ def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.nda
     record's ``folder`` and ``id_offset`` are dropped.
     """
     assert first_id is not None or shard.id_offset == 0, "ids are kept only in a shard that stores its own ids"
-    passages = PassageFile(src_dir / "passages.arrow")
+    passages = PassageFile(src_dir / ShardFiles.PASSAGES)
     mask = mask & ~deleted_mask(src_dir, len(mask))  # deleted passages never leave their datastore
     kept = int(mask.sum())
     source = Shard(shard.name, shard.domain, shard.id_start, shard.count, src_dir, shard.id_offset, span=shard.id_span)
@@ -129,15 +129,15 @@ def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.nda
     id_start = shard.id_start if first_id is None else first_id
     span: dict[str, int] = {}
     if first_id is None and kept != shard.id_end - shard.id_start:
-        write_array(dst_dir / ROW_IDS, new_ids[mask])
+        write_array(dst_dir / ShardFiles.ROW_IDS, new_ids[mask])
         span = {"id_span": shard.id_end - shard.id_start}
-    write_passages(dst_dir / "passages.arrow", _kept_batches(passages, mask, first_id))
-    if (src_dir / "vectors.npy").is_file():
-        vectors = np.load(src_dir / "vectors.npy", mmap_mode="r", allow_pickle=False)
-        write_array(dst_dir / "vectors.npy", np.ascontiguousarray(vectors[mask]))
-    index = subset_index(read_index(src_dir / "index.faiss", mmap=False), read_index(trained, mmap=False),
+    write_passages(dst_dir / ShardFiles.PASSAGES, _kept_batches(passages, mask, first_id))
+    if (src_dir / ShardFiles.VECTORS).is_file():
+        vectors = np.load(src_dir / ShardFiles.VECTORS, mmap_mode="r", allow_pickle=False)
+        write_array(dst_dir / ShardFiles.VECTORS, np.ascontiguousarray(vectors[mask]))
+    index = subset_index(read_index(src_dir / ShardFiles.INDEX, mmap=False), read_index(trained, mmap=False),
                          lambda ids: new_ids[source.rows_of(ids + shard.id_offset)])
-    write_index(index, dst_dir / "index.faiss")
+    write_index(index, dst_dir / ShardFiles.INDEX)
     if bm25:
         subset_shard(src_dir, dst_dir, mask, live)
     files = folder_files(dst_dir)
@@ -148,14 +148,14 @@ def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.nda
         name=name or shard.name, id_start=id_start, count=kept, tokens=tokens, documents=documents, list_balance=list_balance(index),
         files=files, **span,
     )
-    write_json(dst_dir / "shard.json", record.as_json())
+    write_json(dst_dir / ShardFiles.INFO, record.as_json())
     return record
 
 
 def _subsample_shard(src: Path, dst: DatastoreLayout, shard: ShardRecord, fraction: float, seed: int,
                      first_id: int, bm25: bool, live: LiveStats | None) -> ShardRecord | None:
     src_dir = src / shard.folder_rel()
-    mask = keep_mask(PassageFile(src_dir / "passages.arrow").column("doc_id"), fraction, seed) & ~deleted_mask(src_dir, shard.count)
+    mask = keep_mask(PassageFile(src_dir / ShardFiles.PASSAGES).column("doc_id"), fraction, seed) & ~deleted_mask(src_dir, shard.count)
     if not mask.any():
         return None
     return rewrite_shard(src_dir, dst.shard(shard.name), shard, mask, first_id, src / shard.trained_rel(), bm25=bm25, live=live)

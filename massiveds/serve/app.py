@@ -97,7 +97,7 @@ def create_app(ds: Datastore, config: ServeConfig) -> FastAPI:
     @app.get("/health", response_model=Health, responses={503: {"model": Health}})
     def health() -> Any:
         """Whether any shard can be searched, with the passages and shards that can."""
-        usable, skipped = ds.usable_shards(ds.shards)
+        usable, skipped = ds.usable_shards()
         body = {"status": "ok" if usable else "unavailable", "datastore": ds.name, "passages": sum(s.count for s in usable),
                 "shards": len(usable), "skipped_shards": skipped}
         return body if usable else JSONResponse(body, HTTPStatus.SERVICE_UNAVAILABLE)
@@ -108,7 +108,7 @@ def create_app(ds: Datastore, config: ServeConfig) -> FastAPI:
         cat, index = ds.catalog, ds.catalog.index
         shards = []
         for shard in ds.shards:
-            err = ds.shard_error(shard)
+            err = ds.shards.error(shard)
             status = "ok" if err is None else "skipped"
             shards.append({"name": shard.name, "domain": shard.domain, "passages": shard.count, "status": status, "reason": err})
         return {
@@ -124,9 +124,9 @@ def create_app(ds: Datastore, config: ServeConfig) -> FastAPI:
     @app.get("/passages/{passage_id}/context", response_model=Context, responses=ERRORS)
     def context(passage_id: Annotated[int, Path(ge=0, le=MAX_ID)]) -> dict[str, Any]:
         """A passage with the passages before and after it when they are of the same document (RETRO's continuation, both ways)."""
-        if not ds.has_passage(passage_id):
+        if not ds.shards.has_passage(passage_id):
             raise ApiError(f"no passage {passage_id} in {ds.name}", HTTPStatus.NOT_FOUND)
-        ids = [p for p in (passage_id - 1, passage_id, passage_id + 1) if p >= 0 and ds.has_passage(p)]
+        ids = [p for p in (passage_id - 1, passage_id, passage_id + 1) if p >= 0 and ds.shards.has_passage(p)]
         found = dict(zip(ids, ds.passages(ids), strict=True))
         passage = found[passage_id]
         near = {p: found[p] if p in found and found[p]["doc_id"] == passage["doc_id"] else None for p in (passage_id - 1, passage_id + 1)}

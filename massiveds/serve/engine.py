@@ -172,7 +172,7 @@ class Batcher:
 def check_for_serving(path: str | Path, strict: bool = False) -> Datastore:
     """Open a datastore, memory-map and check every shard (skipped ones are warned about); refuse one with no readable shard."""
     ds = Datastore.open(path)
-    usable, _ = ds.usable_shards(ds.shards, strict=strict)
+    usable, _ = ds.usable_shards(strict=strict)
     if not usable:
         raise DatastoreError(f"{path}: no shard can be read; nothing to serve")
     return ds

@@ -208,7 +208,7 @@ def parse_search(body: bytes, ds: Datastore, max_k: int, max_queries: int) -> Pa
     try:
         check_queries(queries)
         if domains is not None:
-            ds.select_shards(domains)
+            ds.shards.select(domains)
         return ParsedSearch(queries, SearchOptions.create(k=n_docs, domains=domains, **options), ignored, isinstance(query, str))
     except MassiveDSError as exc:
         raise ApiError(str(exc)) from None

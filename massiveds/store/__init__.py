@@ -1,1 +1,2 @@
-"""The read side: an open datastore, its shards and merged index, search and its options, fusion, post-processing, sampling."""
+"""The read side: an open datastore, its shard set (id routing, passages, tombstones), the dense and BM25 retrievers
+over it, search and its options, fusion, post-processing, sampling."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from massiveds.core.catalog import ShardRecord
+from massiveds.core.layout import ShardFiles
 from massiveds.core.passages import PassageFile
 from massiveds.store.shard import deleted_mask
 
@@ -40,7 +41,7 @@ def _rows(root: Path, shards: Sequence[ShardRecord]) -> Iterator[tuple[int, tupl
     for n, shard in enumerate(shards):
         folder = root / shard.folder_rel()
         gone = deleted_mask(folder, shard.count)
-        passages = PassageFile(folder / "passages.arrow")
+        passages = PassageFile(folder / ShardFiles.PASSAGES)
         row = 0
         for i in range(passages.num_batches):
             batch = passages.read_batch(i)
@@ -73,7 +74,7 @@ def documents(root: Path, shards: Sequence[ShardRecord], first: int = 0, last: i
 
 def _last_doc(root: Path, shard: ShardRecord) -> str | None:
     """The document id of a shard's last passage."""
-    passages = PassageFile(root / shard.folder_rel() / "passages.arrow")
+    passages = PassageFile(root / shard.folder_rel() / ShardFiles.PASSAGES)
     if not passages.num_batches:
         return None
     ids = passages.read_batch(passages.num_batches - 1).column("doc_id")

@@ -1,7 +1,8 @@
-"""Search with options: shard selection, candidate retrieval that grows until enough hits survive, post-processing.
+"""Search with options: candidate retrieval that grows until enough hits survive, then post-processing.
 
-One batch of queries is embedded once and searched together (``Datastore.search_vectors`` fans out
-over the shards in parallel), in the dense index, the BM25 index (``Datastore.search_sparse``) or both
+A search reads ``Retrievers`` (the shards it may hit, ``DenseRetriever`` and ``BM25Retriever`` over them, the
+query embedder), which ``Datastore.retrievers`` composes for the domains asked; calls go down into them, never
+back. One batch of queries is embedded once and searched together in the dense index, the BM25 index or both
 fused (``massiveds.store.fusion``), as ``mode`` says. Options that drop hits (``fraction``, ``decontaminate``, ``dedup``)
 retrieve more candidates than asked; when fewer than needed survive, the queries short of hits are
 searched again with a larger candidate count, until each has enough or its reachable candidates are
@@ -14,14 +15,16 @@ from __future__ import annotations
 
 import math
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from massiveds.core.errors import MassiveDSError, ShardsUnavailableError
+from massiveds.core.errors import MassiveDSError
 from massiveds.encode.embed import Embedder
+from massiveds.store.bm25 import BM25Retriever
+from massiveds.store.dense import RERANK_MODES, DenseRetriever
 from massiveds.store.fusion import FUSIONS, Fused, candidates, fuse
 from massiveds.store.postprocess import (
     GoldIndex,
@@ -32,60 +35,27 @@ from massiveds.store.postprocess import (
     mmr,
 )
 from massiveds.store.sampling import check_fraction
-from massiveds.store.shard import Shard
+from massiveds.store.shard_set import ShardSet
 
 Hit = dict[str, Any]
 
 
-class Searchable(Protocol):
-    """What a search needs of a datastore (``massiveds.store.datastore.Datastore`` is one): no import of it here."""
+@dataclass(frozen=True)
+class Retrievers:
+    """What one search reads: the shards it may hit, dense retrieval and BM25 over them, and the query embedder."""
 
-    @property
-    def name(self) -> str: ...
+    shards: ShardSet
+    dense: DenseRetriever
+    #: None when the datastore has no BM25 index
+    bm25: BM25Retriever | None
+    embedder: Callable[[], Embedder]
 
-    @property
-    def embedder(self) -> Embedder: ...
-
-    def select_shards(self, domains: Sequence[str] | None = None) -> list[Shard]: ...
-
-    def usable_shards(self, shards: Sequence[Shard], strict: bool = False) -> tuple[list[Shard], dict[str, str]]: ...
-
-    def subset(self, shards: Sequence[Shard]) -> Searchable: ...
-
-    def search_vectors(
-        self, queries: np.ndarray, k: int = 10, nprobe: int | None = None, rerank: str | None = None, rerank_depth: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]: ...
-
-    @property
-    def has_sparse(self) -> bool: ...
-
-    def search_sparse(self, queries: Sequence[str], k: int = 10) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def sparse_scores(self, queries: Sequence[str], ids: np.ndarray) -> np.ndarray: ...
-
-    def sparse_bound(self, queries: Sequence[str]) -> np.ndarray: ...
-
-    def dense_scores(self, queries: np.ndarray, ids: np.ndarray) -> np.ndarray: ...
-
-    def passages(self, ids: list[int]) -> list[dict[str, Any]]: ...
-
-    def sample_positions(self, ids: np.ndarray, seed: int) -> np.ndarray: ...
-
-    @property
-    def deleted_share(self) -> float: ...
-
-    def deleted(self, ids: np.ndarray) -> np.ndarray: ...
-
-    def passage_vectors(self, hits: Sequence[dict[str, Any]]) -> np.ndarray: ...
-
-    def has_passage(self, pid: int) -> bool: ...
 
 #: Most hits one query may ask for, and most candidates one query may retrieve while growing.
 MAX_K = 10_000
 MAX_CANDIDATES = 100_000
 #: MMR chooses ``k`` hits among ``max(MMR_POOL_FACTOR * k, MMR_MIN_POOL)`` candidates.
 MMR_POOL_FACTOR, MMR_MIN_POOL = 4, 20
-RERANK_MODES = ("exact",)
 #: Search modes: the dense index, the BM25 index, or both fused (``massiveds.store.fusion``).
 MODES = ("dense", "sparse", "hybrid")
 #: Hybrid's weight of the dense score: the best of 0, 0.1, ..., 1 on a QA set (BENCHMARKS.md, "Hybrid retrieval").
@@ -205,31 +175,33 @@ def check_queries(queries: Sequence[str]) -> None:
             raise MassiveDSError(f"query {i + 1} is empty; give a non-empty string")
 
 
-def run_search(ds: Searchable, queries: list[str], options: SearchOptions) -> SearchResult:
-    """Search ``queries`` in ``ds`` with ``options`` (see the module docstring)."""
+def run_search(sources: Retrievers, queries: list[str], options: SearchOptions, skipped: dict[str, str] | None = None) -> SearchResult:
+    """Search ``queries`` in ``sources`` with ``options`` (see the module docstring); ``skipped``: the shards left out, and why."""
     check_queries(queries)
-    view, reachable, skipped = searchable_view(ds, options)
+    skipped = skipped or {}
     if not queries:
         return SearchResult([], skipped)
-    mode = search_mode(ds, options)
+    shards = sources.shards
+    mode = search_mode(sources, options)
     gold = GoldIndex(options.decontaminate) if options.decontaminate else None
-    vectors = None if mode == "sparse" else ds.embedder.encode_queries(queries)
+    vectors = None if mode == "sparse" else sources.embedder().encode_queries(queries)
     need = options.pool
     kept: list[list[Hit]] = [[] for _ in queries]
     candidates = [0] * len(queries)
     dropped: list[dict[str, int]] = [{} for _ in queries]
     pending = list(range(len(queries)))
-    fetch = options.first_fetch(ds.deleted_share)
+    fetch = options.first_fetch(shards.deleted_share)
+    reachable = shards.num_passages
     while pending:
         fetch = min(fetch, reachable, MAX_CANDIDATES)
-        found = retrieve(view, mode, [queries[q] for q in pending], None if vectors is None else vectors[pending], fetch, options)
+        found = retrieve(sources, mode, [queries[q] for q in pending], None if vectors is None else vectors[pending], fetch, options)
         short = []
         for row, q in enumerate(pending):
             valid = np.nonzero(found.ids[row] >= 0)[0]
-            live = valid[~ds.deleted(found.ids[row][valid])] if ds.deleted_share else valid
-            sampled = live[in_sample(ds, found.ids[row][live], options.fraction, options.seed)]
+            live = valid[~shards.deleted(found.ids[row][valid])] if shards.deleted_share else valid
+            sampled = live[in_sample(shards, found.ids[row][live], options.fraction, options.seed)]
             reading = sampled if gold is not None or options.dedup else sampled[:need]  # no later step drops any: read no more
-            kept[q], dropped[q] = filter_hits(_hits(ds, found, row, reading, mode), options, gold)
+            kept[q], dropped[q] = filter_hits(_hits(shards, found, row, reading, mode), options, gold)
             if options.fraction is not None:
                 dropped[q] = {"fraction": len(live) - len(sampled)} | dropped[q]
             candidates[q] = len(valid)
@@ -243,36 +215,22 @@ def run_search(ds: Searchable, queries: list[str], options: SearchOptions) -> Se
         hits = kept[q]
         if options.mmr is not None:
             pool = hits[: options.pool]
-            hits = mmr(pool, ds.passage_vectors(pool), options.mmr, options.k)
+            hits = mmr(pool, sources.dense.vectors(pool), options.mmr, options.k)
         hits = hits[: options.k]
         if options.continuation:
-            hits = _with_continuations(ds, hits)
+            hits = _with_continuations(shards, hits)
         results.append(hits)
     return SearchResult(results, skipped, candidates, dropped)
 
 
-def search_mode(ds: Searchable, options: SearchOptions) -> str:
+def search_mode(sources: Retrievers, options: SearchOptions) -> str:
     """The mode a search runs in: the one asked, else hybrid where the datastore has a BM25 index and dense where not."""
     if options.mode is None:
-        return "hybrid" if ds.has_sparse else "dense"
-    if options.mode != "dense" and not ds.has_sparse:
-        raise MassiveDSError(f"search mode {options.mode} needs a BM25 index and {ds.name} has none; use mode dense, "
+        return "dense" if sources.bm25 is None else "hybrid"
+    if options.mode != "dense" and sources.bm25 is None:
+        raise MassiveDSError(f"search mode {options.mode} needs a BM25 index and {sources.shards.name} has none; use mode dense, "
                              "or rebuild with sparse.enabled: true")
     return options.mode
-
-
-def searchable_view(ds: Searchable, options: SearchOptions) -> tuple[Searchable, int, dict[str, str]]:
-    """The view over the shards a search with ``options`` reads, how many passages it can reach, and the shards skipped.
-
-    Raises ShardsUnavailableError when no shard of the ones asked can be searched.
-    """
-    shards = ds.select_shards(options.domains)
-    usable, skipped = ds.usable_shards(shards, strict=options.strict)
-    if not usable:
-        where = f"domain {', '.join(options.domains)}" if options.domains else f"datastore {ds.name}"
-        reasons = "; ".join(f"{n}: {r}" for n, r in skipped.items())
-        raise ShardsUnavailableError(f"no shard of {where} can be searched ({reasons})")
-    return ds.subset(usable), sum(s.count for s in usable), skipped
 
 
 def exhausted(found: int, fetch: int, reachable: int) -> bool:
@@ -285,36 +243,38 @@ def deeper(fetch: int, need: int, worst: int) -> int:
     return max(2 * fetch, math.ceil(fetch * need / max(worst, 1) * 1.2))
 
 
-def retrieve(view: Searchable, mode: str, texts: list[str], vectors: np.ndarray | None, fetch: int, options: SearchOptions) -> Fused:
+def retrieve(sources: Retrievers, mode: str, texts: list[str], vectors: np.ndarray | None, fetch: int, options: SearchOptions) -> Fused:
     """The top ``fetch`` candidates of each query in ``mode``: fused scores, ids, and the dense and sparse scores behind them."""
     if mode == "sparse":
-        scores, ids = view.search_sparse(texts, fetch)
+        assert sources.bm25 is not None
+        scores, ids = sources.bm25.search(texts, fetch)
         return Fused(scores, ids, np.full(scores.shape, np.nan), scores)
     assert vectors is not None
     if mode == "dense":
-        scores, ids = view.search_vectors(vectors, k=fetch, nprobe=options.nprobe, rerank=options.rerank)
+        scores, ids = sources.dense.search(vectors, k=fetch, nprobe=options.nprobe, rerank=options.rerank)
         return Fused(scores, ids, scores, np.full(scores.shape, np.nan))
+    assert sources.bm25 is not None
     depth = max(fetch, HYBRID_DEPTH_FACTOR * options.k, HYBRID_MIN_DEPTH)
-    dense = view.search_vectors(vectors, k=depth, nprobe=options.nprobe, rerank=options.rerank)
-    sparse = view.search_sparse(texts, depth)
+    dense = sources.dense.search(vectors, k=depth, nprobe=options.nprobe, rerank=options.rerank)
+    sparse = sources.bm25.search(texts, depth)
     ids = candidates(dense[1], sparse[1])
-    return fuse(dense, sparse, ids, view.dense_scores(vectors, ids), view.sparse_scores(texts, ids), view.sparse_bound(texts), fetch,
-                options.alpha, options.fusion)
+    return fuse(dense, sparse, ids, sources.dense.scores(vectors, ids), sources.bm25.scores(texts, ids), sources.bm25.bound(texts),
+                fetch, options.alpha, options.fusion)
 
 
-def in_sample(ds: Searchable, ids: np.ndarray, fraction: float | None, seed: int) -> np.ndarray:
+def in_sample(shards: ShardSet, ids: np.ndarray, fraction: float | None, seed: int) -> np.ndarray:
     """Which of ``ids`` (valid passage ids) belong to documents of the nested sample at (``fraction``, ``seed``); all without a fraction.
 
     Decided by id, before any passage is read: a search at fraction 0.01 looks at ~100 times more candidates than it keeps.
     """
     if fraction is None:
         return np.ones(len(ids), dtype=bool)
-    return ds.sample_positions(ids, seed) < fraction
+    return shards.sample_positions(ids, seed) < fraction
 
 
-def _hits(ds: Searchable, found: Fused, row: int, columns: np.ndarray, mode: str) -> list[Hit]:
+def _hits(shards: ShardSet, found: Fused, row: int, columns: np.ndarray, mode: str) -> list[Hit]:
     """Row ``row``'s candidates at ``columns`` as hits: ``score``; in hybrid mode ``dense_score`` and ``sparse_score`` (0: no term)."""
-    hits = ds.passages([int(found.ids[row][j]) for j in columns])
+    hits = shards.passages([int(found.ids[row][j]) for j in columns])
     for hit, j in zip(hits, columns, strict=True):
         hit["score"] = float(found.scores[row][j])
         if mode == "hybrid":  # every candidate was scored by both retrievers
@@ -337,7 +297,7 @@ def _counted(dropped: dict[str, int], step: str, before: list[Hit], after: list[
     return after
 
 
-def _with_continuations(ds: Searchable, hits: list[Hit]) -> list[Hit]:
+def _with_continuations(shards: ShardSet, hits: list[Hit]) -> list[Hit]:
     nxt = continuation_ids(hits)
-    present = [pid for pid in nxt if ds.has_passage(pid)]
-    return attach_continuations(hits, dict(zip(present, ds.passages(present), strict=True)))
+    present = [pid for pid in nxt if shards.has_passage(pid)]
+    return attach_continuations(hits, dict(zip(present, shards.passages(present), strict=True)))

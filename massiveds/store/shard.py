@@ -10,9 +10,10 @@ import faiss
 import numpy as np
 
 from massiveds.core.errors import DatastoreError
+from massiveds.core.layout import ShardFiles
 from massiveds.core.passages import PassageFile
 from massiveds.encode.index import read_index
-from massiveds.encode.sparse import ShardBM25
+from massiveds.store.bm25_index import ShardBM25
 from massiveds.store.sampling import doc_positions
 
 
@@ -42,13 +43,13 @@ class Shard:
     @property
     def index(self) -> faiss.Index:
         if self._index is None:
-            self._index = read_index(self.folder / "index.faiss")
+            self._index = read_index(self.folder / ShardFiles.INDEX)
         return self._index
 
     @property
     def passages(self) -> PassageFile:
         if self._passages is None:
-            self._passages = PassageFile(self.folder / "passages.arrow")
+            self._passages = PassageFile(self.folder / ShardFiles.PASSAGES)
         return self._passages
 
     @property
@@ -60,13 +61,13 @@ class Shard:
 
     @property
     def has_vectors(self) -> bool:
-        return (self.folder / "vectors.npy").is_file()
+        return (self.folder / ShardFiles.VECTORS).is_file()
 
     @property
     def vectors(self) -> np.ndarray:
         """The shard's stored fp16 vectors (row = passage_id - id_start), memory-mapped."""
         if self._vectors is None:
-            path = self.folder / "vectors.npy"
+            path = self.folder / ShardFiles.VECTORS
             if not path.is_file():
                 raise DatastoreError(f"shard {self.name} has no stored vectors ({path}); rebuild with embed.store_vectors: true")
             vectors = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -87,9 +88,9 @@ class Shard:
         if self.span is None or self.span == self.count:
             return None
         if self._ids is None:
-            ids = np.load(self.folder / ROW_IDS, mmap_mode="r", allow_pickle=False)
+            ids = np.load(self.folder / ShardFiles.ROW_IDS, mmap_mode="r", allow_pickle=False)
             if ids.shape != (self.count,):
-                raise DatastoreError(f"{self.folder / ROW_IDS}: {ids.shape[0]} ids for {self.count} rows; run massiveds verify")
+                raise DatastoreError(f"{self.folder / ShardFiles.ROW_IDS}: {ids.shape[0]} ids for {self.count} rows; run massiveds verify")
             self._ids = ids
         return self._ids
 
@@ -131,16 +132,12 @@ class Shard:
         return self._columns[key]
 
 
-#: A compacted shard's row -> passage id map (sorted int64 ids as stored), written by ``massiveds compact``.
-ROW_IDS = "ids.npy"
-#: A shard's deleted rows (sorted int64 row numbers), written by ``massiveds delete``, removed by ``massiveds compact``.
-DELETED = "deleted.npy"
 
 
 def deleted_mask(folder: Path, count: int) -> np.ndarray:
     """Per row of the shard in ``folder`` (``count`` rows), whether it is listed in the shard's ``deleted.npy``."""
     mask = np.zeros(count, dtype=bool)
-    path = folder / DELETED
+    path = folder / ShardFiles.DELETED
     if path.is_file():
         rows = np.load(path, allow_pickle=False)
         if rows.ndim != 1 or (len(rows) and (rows.min() < 0 or rows.max() >= count)):
@@ -157,7 +154,7 @@ def check_shard(shard: Shard) -> str | None:
     """Open a shard's index and passages; the reason it cannot be searched, or None."""
     if not shard.folder.is_dir():
         return f"folder {os.path.normpath(shard.folder)} is missing"
-    for name in ("index.faiss", "passages.arrow"):
+    for name in (ShardFiles.INDEX, ShardFiles.PASSAGES):
         if not (shard.folder / name).is_file():
             return f"{name} is missing"
     try:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from massiveds.clean.dedup_index import index_record
 from massiveds.core.catalog import Catalog, TrainedIndexRecord, catalog_text, install_catalog, parse_catalog
-from massiveds.core.layout import CATALOG, FORMAT_VERSION, TRAINED_INDEX, DatastoreLayout, atomic_path, read_json
+from massiveds.core.layout import CATALOG, FORMAT_VERSION, TRAINED_INDEX, DatastoreLayout, ShardFiles, atomic_path, read_json
 from massiveds.core.schema import count_drops
 from massiveds.encode.sparse import CorpusStats
 from massiveds.encode.sparse import catalog_record as sparse_catalog
@@ -113,7 +113,7 @@ def assemble(ctx: BuildContext) -> Catalog:
     decon, sparse, index = ctx.records.get("decontaminate"), ctx.records.get("sparse"), ctx.records.get("dedup_index")
     records = []
     for s in shards:
-        info = read_json(layout.shard(s.name) / "shard.json")
+        info = read_json(layout.shard(s.name) / ShardFiles.INFO)
         records.append({k: info[k] for k in ("name", "domain", "id_start", "count", "list_balance", "files")} | {"tokens": s.tokens})
     return parse_catalog({
         "format_version": FORMAT_VERSION,

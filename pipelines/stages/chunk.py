@@ -64,7 +64,7 @@ class ChunkRecord(StageRecord):
     parts: list[PassagesPart]
 
 
-class Chunk(UnitStage[InputItem, ChunkResult]):
+class ChunkStage(UnitStage[InputItem, ChunkResult]):
     name = "chunk"
     record = ChunkRecord
 

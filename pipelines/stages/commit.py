@@ -38,7 +38,7 @@ from massiveds.core.catalog import (
 )
 from massiveds.core.catalog import ShardRecord as CatalogShard
 from massiveds.core.errors import MassiveDSError
-from massiveds.core.layout import TRAINED_INDEX, DatastoreLayout, atomic_path, read_json
+from massiveds.core.layout import TRAINED_INDEX, DatastoreLayout, ShardFiles, atomic_path, read_json
 from massiveds.core.schema import DROPPED, count_drops
 from massiveds.encode.embed import differences
 from massiveds.evaluate.recall import recall_summary
@@ -81,7 +81,7 @@ def dedup_index(root: Path, catalog: Catalog, written: IndexStageRecord | None) 
 
 
 def _shard_record(folder: Path, shard: ShardItem, trained: str) -> CatalogShard:
-    info = read_json(folder / "shard.json")
+    info = read_json(folder / ShardFiles.INFO)
     record = {k: info[k] for k in ("name", "domain", "id_start", "count", "list_balance", "files")} | {"tokens": shard.tokens}
     return CatalogShard.model_validate(record | ({"trained": trained} if trained != TRAINED_INDEX else {}))
 
@@ -127,7 +127,7 @@ class MoveShards:
         return MoveResult(unit=item.unit, dropped=dict(sorted(counts.items())))
 
 
-class Commit(Stage):
+class CommitStage(Stage):
     name = "commit"
     record = CommitRecord
 

@@ -133,7 +133,7 @@ def run_exact_dedup(executor: StepRunner, items: list[InputItem], build: Path, k
     return DedupRecord(duplicates=dups, partitions=partitions, summary=f"{dups:,} exact duplicates in {partitions} hash partitions")
 
 
-class ExactDedup(Stage):
+class ExactDedupStage(Stage):
     name = "dedup"
     record = DedupRecord
     removes = "exact"

@@ -76,7 +76,7 @@ def index_prefix(ctx: BuildContext) -> str:
     return "" if ctx.existing is None else f"append-{read_json(ctx.build / 'build.json')['append_id']}-"
 
 
-class DedupIndex(UnitStage[InputItem, IndexResult]):
+class DedupIndexStage(UnitStage[InputItem, IndexResult]):
     name = "dedup_index"
     record = IndexStageRecord
     needs = ("extract", "dedup", "near_dedup", "decontaminate")

@@ -83,7 +83,7 @@ class DownloadRecord(StageRecord):
     sources: dict[str, dict[str, int]]
 
 
-class Download(UnitStage[DownloadItem, DownloadResult]):
+class DownloadStage(UnitStage[DownloadItem, DownloadResult]):
     """Fetch the remote inputs; downloads are I/O bound, so a unit reserves a quarter of a CPU."""
 
     name = "download"

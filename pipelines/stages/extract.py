@@ -110,7 +110,7 @@ class ExtractRecord(StageRecord):
     sources: dict[str, dict[str, int]]
 
 
-class Extract(UnitStage[InputItem, ExtractResult]):
+class ExtractStage(UnitStage[InputItem, ExtractResult]):
     name = "extract"
     record = ExtractRecord
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from massiveds.core.layout import file_record, write_json
+from massiveds.core.layout import ShardFiles, file_record, write_json
 from massiveds.encode.index import IndexPlan, add_vectors, assigns_through_graph, list_balance, read_index, write_index
 from pipelines.stage import BuildContext, StageRecord, Step, UnitResult, UnitStage
 from pipelines.stages.embed import vectors_paths
@@ -37,11 +37,11 @@ class AddShard:
         index = read_index(self.trained_path, mmap=False)
         vectors = np.load(self.paths[shard.name], mmap_mode="r", allow_pickle=False)
         add_vectors(index, vectors, np.arange(shard.id_start, shard.id_start + shard.count, dtype=np.int64))
-        write_index(index, shard_dir / "index.faiss")
-        files = {p.name: file_record(p) for p in sorted(shard_dir.iterdir()) if p.is_file() and p.name != "shard.json"}
-        write_json(shard_dir / "shard.json", {"name": shard.name, "domain": shard.domain, "id_start": shard.id_start, "count": shard.count,
-                                             "tokens": shard.tokens, "index": self.plan.factory, "list_balance": list_balance(index),
-                                             "files": files})
+        write_index(index, shard_dir / ShardFiles.INDEX)
+        files = {p.name: file_record(p) for p in sorted(shard_dir.iterdir()) if p.is_file() and p.name != ShardFiles.INFO}
+        write_json(shard_dir / ShardFiles.INFO, {"name": shard.name, "domain": shard.domain, "id_start": shard.id_start,
+                                                 "count": shard.count, "tokens": shard.tokens, "index": self.plan.factory,
+                                                 "list_balance": list_balance(index), "files": files})
         return AddResult(unit=shard.name, vectors=int(index.ntotal), graph_assigned=assigns_through_graph(index))
 
 
@@ -49,7 +49,7 @@ class IndexRecord(StageRecord):
     vectors: int
 
 
-class Index(UnitStage[ShardItem, AddResult]):
+class IndexStage(UnitStage[ShardItem, AddResult]):
     name = "index"
     record = IndexRecord
     # needs every stage before it (the default): shard.json lists the files each of them left in the shard (sparse.*, vectors.npy)

@@ -110,7 +110,7 @@ def reference_items(shards: Sequence[ShardRecord]) -> list[InputItem]:
             for k, s in enumerate(shards)]
 
 
-class Reference(UnitStage[InputItem, ReferenceResult]):
+class ReferenceStage(UnitStage[InputItem, ReferenceResult]):
     name = "reference"
     record = ReferenceRecord
     needs = ()

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from massiveds.core.layout import ShardFiles
 from massiveds.core.passages import write_passages
 from massiveds.encode.sharding import PlannedShard, plan_shards
 from pipelines.stage import BuildContext, StageRecord, Step, UnitResult, UnitStage, WorkItem
@@ -70,7 +71,7 @@ class WriteShard:
                     if row >= stop:
                         break
 
-        rows = write_passages(self.shards_dir / shard.name / "passages.arrow", tables())
+        rows = write_passages(self.shards_dir / shard.name / ShardFiles.PASSAGES, tables())
         if rows != shard.count:
             raise RuntimeError(f"shard {shard.name}: wrote {rows} passages, expected {shard.count}")
         return WriteResult(unit=shard.name, passages=rows, tokens=tokens)
@@ -80,7 +81,7 @@ class ShardRecord(StageRecord):
     shards: list[ShardItem]
 
 
-class Shard(UnitStage[ShardPlan, WriteResult]):
+class ShardStage(UnitStage[ShardPlan, WriteResult]):
     name = "shard"
     record = ShardRecord
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from massiveds.core.layout import ShardFiles
 from massiveds.core.manifest import Sparse as SparseSpec
 from massiveds.core.passages import PassageFile
 from massiveds.encode.sparse import (
@@ -96,7 +97,7 @@ class CountShard:
 
     def __call__(self, shard: ShardItem) -> CountResult:
         out = count_files(self.build, shard.name)
-        texts = PassageFile(self.shards_dir / shard.name / "passages.arrow").iter_column("text")
+        texts = PassageFile(self.shards_dir / shard.name / ShardFiles.PASSAGES).iter_column("text")
         counts = count_shard(texts, self.spec.tokenizer, out)
         return CountResult(unit=shard.name, passages=counts.passages, tokens=counts.tokens, terms=counts.terms,
                            vocab_bytes=out.vocab.stat().st_size)
@@ -153,7 +154,7 @@ class SparseRecord(StageRecord):
     bytes: int
 
 
-class Sparse(Stage):
+class SparseStage(Stage):
     name = "sparse"
     record = SparseRecord
     needs = ("shard",)

@@ -58,7 +58,7 @@ class TrainRecord(StageRecord):
     threads: int | None = None
 
 
-class Train(UnitStage[WorkItem, TrainResult]):
+class TrainStage(UnitStage[WorkItem, TrainResult]):
     name = "train"
     record = TrainRecord
     needs = ("shard", "embed")
@@ -79,7 +79,7 @@ class Train(UnitStage[WorkItem, TrainResult]):
                            summary=f"{trained.plan.factory} ({trained.plan.reason}); trained on {trained.threads} threads")
 
 
-class ExistingQuantizer(Stage):
+class ExistingQuantizerStage(Stage):
     """train, in an append: the datastore's trained quantizer, copied into the build as the index stage's starting point."""
 
     name = "train"
