@@ -25,7 +25,7 @@ import pytest
 from tests.conftest import write_small_manifest
 from tests.helpers import REPO, shared
 
-pytestmark = pytest.mark.slow  # 14 scripts, six of them building a datastore: about 4 minutes on the shared 2-core machine
+pytestmark = pytest.mark.slow  # 15 scripts, six of them building a datastore: about 4 minutes on the shared 2-core machine
 
 ENV = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "250"}
 
@@ -184,6 +184,14 @@ def test_static_embedder() -> None:
     quality = table(output, "model", "index", "brute force", "index + rerank")
     assert len(quality) == 2 and all(fraction(r[k]) >= 0 for r in quality for k in ("brute force", "index", "index + rerank"))
     assert re.search(r"recall@10 of the gold passage, 10 queries", output)
+
+
+def test_embedder_load(static_model: Path) -> None:
+    output = bench("embedder_load", "--model", static_model, "--repeats", "1")
+    runs = table(output, "way", "run", "s", "peak RSS MiB")
+    assert {r["way"] for r in runs} == {"numpy", "sentence-transformers"} and all(number(r["s"]) > 0 for r in runs)
+    medians = {r["way"]: r for r in table(output, "way", "s / numpy", "RSS / numpy")}
+    assert number(medians["numpy"]["s / numpy"]) == 1 and number(medians["sentence-transformers"]["RSS / numpy"]) > 1
 
 
 def test_minhash() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,13 +46,27 @@ def test_the_distilled_model_is_a_static_sentence_transformer(static_model: Path
     assert (emb.kind, emb.dim, emb.max_length, emb.batch_size) == ("static", 256, 512, 1024)  # the source tokenizer's cap
     texts = ["The Jargon File is a glossary of hacker slang.", "Hamlet, Prince of Denmark"]
     assert emb.encode_passages(texts).shape == (2, 256)
-    tokenizer = emb.model[0].tokenizer  # the count is the tokenizer's, without special tokens, cut at the cap
+    assert emb.static is not None and emb.model is None  # a local static model runs on NumPy, not sentence-transformers
+    tokenizer = emb.static.tokenizer  # the count is the tokenizer's, without special tokens, cut at the cap
     assert emb.count_passage_tokens(texts) == sum(len(tokenizer.encode(t, add_special_tokens=False).ids) for t in texts) > 10
     assert emb.count_passage_tokens([" ".join(["word"] * 2000)]) == 512
     # the embed stage's one-pass path (vectors and token count from one tokenizing) gives sentence-transformers' own vectors
-    vectors, tokens = emb.encode_passages_counted([*texts, " ".join(["word"] * 2000)])
-    reference = emb.model.encode([*texts, " ".join(["word"] * 2000)], normalize_embeddings=True)
-    assert np.allclose(vectors, reference, atol=1e-6) and tokens == emb.count_passage_tokens(texts) + 512
+    from sentence_transformers import SentenceTransformer
+
+    batch = [*texts, " ".join(["word"] * 2000), "", SENTENCE * 3]
+    vectors, tokens = emb.encode_passages_counted(batch)
+    reference = SentenceTransformer(str(static_model), device="cpu").encode(batch, normalize_embeddings=True)
+    assert np.allclose(vectors, reference, atol=1e-6) and not vectors[3].any()  # an empty passage: zeros, as the model gives
+    assert tokens == emb.count_passage_tokens(batch) == emb.count_passage_tokens(texts) + 512 + emb.count_passage_tokens([SENTENCE * 3])
+
+
+def test_a_static_model_embeds_without_importing_torch(static_model: Path) -> None:
+    """Each embedding worker and server process of a static datastore skips torch and sentence-transformers."""
+    code = (f"import sys; from massiveds.encode.embed import Embedder; e = Embedder({str(static_model)!r}); "
+            "v = e.encode_queries(['hacker slang']); "
+            "print(v.shape, sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "(1, 256) []"
     short = Embedder(str(static_model), device="cpu", max_length=16)
     assert short.max_length == 16 and short.count_passage_tokens([" ".join(["word"] * 2000)]) == 16
     assert short.info()["max_length"] == 16

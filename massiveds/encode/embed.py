@@ -25,6 +25,7 @@ import numpy as np
 
 from massiveds.core.catalog import EmbedderRecord
 from massiveds.core.errors import MassiveDSError
+from massiveds.encode.static import StaticModel, is_static_folder
 
 #: Hub model name -> importable package whose ``get_model_path()`` returns an offline copy.
 OFFLINE_PACKAGES = {
@@ -166,7 +167,7 @@ def pick_device(device: str) -> str:
 
 
 class Embedder:
-    """A loaded sentence-transformers model that embeds passages and queries as float32 arrays."""
+    """A loaded sentence-transformers model that embeds passages and queries as float32 arrays (a local static one on NumPy)."""
 
     def __init__(
         self,
@@ -181,35 +182,51 @@ class Embedder:
         base_dir: Path | None = None,
     ) -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from sentence_transformers import SentenceTransformer
-        from sentence_transformers.models import StaticEmbedding
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # "Loading weights" bars would interleave with ours
-
         self.model_name = model
-        self.device = pick_device(device)
         self.normalize = normalize
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
         location = resolve_model(model, base_dir)
-        try:
-            self.model = SentenceTransformer(location, device=self.device)
-        except Exception as exc:  # the library raises many types for a missing or broken model
-            raise MassiveDSError(
-                f"cannot load embedding model {model!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                "give a local sentence-transformers folder or a model name reachable from this machine"
-            ) from None
-        self.kind: EmbedderKind = "static" if isinstance(self.model[0], StaticEmbedding) else "transformer"
+        #: a local static model runs on NumPy (``massiveds.encode.static``): no torch in this process
+        self.static = StaticModel(location) if is_static_folder(location) else None
+        self.device = "cpu" if self.static is not None else pick_device(device)
+        #: the sentence-transformers model (None for a static model on NumPy)
+        self.model: Any = None
+        if self.static is not None:
+            self.kind: EmbedderKind = "static"
+            self.dim = self.static.dim
+        else:
+            self.model = self._load(model, location)
+            self.kind = "static" if self._static_module() is not None else "transformer"
+            self.dim = int(self.model.get_embedding_dimension() or 0)
+            if self.device.startswith("cuda"):
+                self.model.half()
         if max_length is not None:
             if self.kind == "static":
                 self._static_tokenizer().enable_truncation(max_length)
             else:
                 self.model.max_seq_length = max_length
         self.batch_size = batch_size or DEFAULT_BATCH[self.kind]
-        if self.device.startswith("cuda"):
-            self.model.half()
-        self.dim = int(self.model.get_embedding_dimension() or 0)
+
+    def _load(self, model: str, location: str) -> Any:
+        """The sentence-transformers model at ``location`` (MassiveDSError when it cannot be loaded)."""
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Loading weights" bars would interleave with ours
+        try:
+            return SentenceTransformer(location, device=self.device)
+        except Exception as exc:  # the library raises many types for a missing or broken model
+            raise MassiveDSError(
+                f"cannot load embedding model {model!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                "give a local sentence-transformers folder or a model name reachable from this machine"
+            ) from None
+
+    def _static_module(self) -> Any:
+        """The ``StaticEmbedding`` module a sentence-transformers model starts with (a static model from the hub), or None."""
+        from sentence_transformers.models import StaticEmbedding
+
+        return self.model[0] if isinstance(self.model[0], StaticEmbedding) else None
 
     @classmethod
     def from_info(cls, info: dict[str, Any], device: str = "auto") -> Embedder:
@@ -225,7 +242,7 @@ class Embedder:
 
     def _static_tokenizer(self) -> Any:
         """A static model's ``tokenizers.Tokenizer`` (its truncation is its length cap)."""
-        return self.model[0].tokenizer
+        return self.static.tokenizer if self.static is not None else self.model[0].tokenizer
 
     @property
     def max_length(self) -> int | None:
@@ -273,6 +290,11 @@ class Embedder:
 
         Its tokenizing is most of its time, so counting tokens with a pass of its own would cost nearly as much as embedding.
         """
+        if self.static is not None:
+            means, counted = self.static.encode(texts)
+            if self.normalize:  # as torch's normalize: divided by max(norm, 1e-12)
+                means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), np.float32(1e-12))
+            return means, counted
         import torch
 
         module: Any = self.model[0]

@@ -27,10 +27,11 @@ import pyarrow.compute as pc
 
 from massiveds.core.catalog import EmbedderRecord
 from massiveds.core.errors import MassiveDSError
-from massiveds.core.layout import atomic_path, read_json, write_array, write_json
+from massiveds.core.layout import ShardFiles, atomic_path, read_json, write_array, write_json
 from massiveds.core.manifest import Embed as EmbedSpec
 from massiveds.core.passages import PassageFile
-from massiveds.encode.embed import DEFAULT_BATCH, Embedder, EmbedderKind, declared_kind
+from massiveds.encode.embed import DEFAULT_BATCH, Embedder, EmbedderKind, declared_kind, resolve_model
+from massiveds.encode.static import is_static_folder
 from pipelines.stage import BuildContext, PoolStep, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
 from pipelines.stages.shard import ShardItem, ShardRecord
 
@@ -70,7 +71,7 @@ def read_passage_range(window: Window, shards_dir: Path, by_length: bool = True)
 
     A static model pads nothing, so its windows keep their order.
     """
-    pf = PassageFile(shards_dir / window.shard / "passages.arrow")
+    pf = PassageFile(shards_dir / window.shard / ShardFiles.PASSAGES)
     b = pf.batch_rows
     batches = [pf.read_batch(i) for i in range(window.start // b, (window.stop - 1) // b + 1)]
     table = pa.Table.from_batches(batches).select(["passage_id", "text"])
@@ -155,9 +156,10 @@ class EmbedWorker:
         if threads:  # 0: keep torch's default
             os.environ["OMP_NUM_THREADS"] = str(threads)  # Ray set it to 1, and OpenMP reads it once, when torch loads
             os.environ["RAYON_NUM_THREADS"] = str(threads)  # the tokenizers' thread pool, made on its first parallel call
-            import torch
+            if not is_static_folder(resolve_model(spec.model, base_dir)):  # torch runs this model (a static folder: NumPy)
+                import torch
 
-            torch.set_num_threads(threads)
+                torch.set_num_threads(threads)
         if kind == "static" and threads != 1:  # a static model's time goes to tokenizing: give it the worker's threads
             os.environ["TOKENIZERS_PARALLELISM"] = "true"
         self.failed: str | None = None
@@ -235,7 +237,7 @@ class GatherVectors:
 def vectors_paths(ctx: BuildContext, shards: Sequence[ShardItem]) -> dict[str, Path]:
     """Where each shard's consolidated vectors live: in the shard (``embed.store_vectors``) or in the build folder."""
     if ctx.manifests.embed.store_vectors:
-        return {s.name: ctx.layout.shard(s.name) / "vectors.npy" for s in shards}
+        return {s.name: ctx.layout.shard(s.name) / ShardFiles.VECTORS for s in shards}
     return {s.name: ctx.build / "vectors" / f"{s.name}.npy" for s in shards}
 
 
@@ -250,7 +252,7 @@ class EmbedRecord(StageRecord):
     model_busy: float | None
 
 
-class Embed(Stage):
+class EmbedStage(Stage):
     name = "embed"
     record = EmbedRecord
     needs = ("shard",)
