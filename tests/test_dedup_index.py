@@ -9,6 +9,7 @@ the old text was not read rather than that it was not needed.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from massiveds.clean.dedup_index import DEDUP_INDEX, index_record, read_index_fi
 from massiveds.clean.exact_dedup import text_hashes
 from massiveds.clean.minhash import MinHasher, signature_column
 from massiveds.core.catalog import DEDUP_DIR, read_catalog, write_catalog
-from massiveds.core.manifest import load_manifest
+from massiveds.core.manifest import NearDedup, load_manifest
 from massiveds.core.passages import PassageFile
 from massiveds.core.writer_lock import writer_lock
 from massiveds.store.documents import documents
@@ -102,9 +103,14 @@ def test_an_append_drops_copies_of_old_and_deleted_documents_without_reading_old
         raise AssertionError("the append read the datastore's passages")
 
     monkeypatch.setattr(reference_stage, "documents", no_old_text)
-    append(ds, [load_manifest(manifest)], engine="local")
+    result = append(ds, [load_manifest(manifest)], engine="local")
     catalog = read_catalog(ds)
     (record,) = catalog.appends
+    # the datastore's documents wrote only the band keys a new document shares: a few, not one per band of each
+    (near,) = [r.detail for r in result.reports if r.name == "near_dedup"]
+    shared = int(re.search(r"; ([\d,]+) band keys of the datastore's documents shared", near).group(1).replace(",", ""))  # type: ignore[union-attr]
+    everyone = read_catalog(base).dedup.documents * NearDedup().bands  # type: ignore[union-attr]
+    assert 0 < shared < everyone / 100, near
     drops = {d["doc_id"]: d for d in pq.read_table(ds / record.table).to_pylist()}
     assert {k: (d["stage"], d["reason"], d["duplicate_of"]) for k, d in drops.items() if k in {r["id"] for r in planted}} == {
         "exact-copy": ("dedup", "exact_duplicate", exact_of["id"]),

@@ -6,6 +6,8 @@ is under ``build/dedup/near/``; each unit writes one scatter file per output, ``
     near-map       per documents part   signatures -> bands/<unit>: (band key, _ord) to hash(key)
                                           payloads   -> sigs/<unit>:  (_ord, payload) to hash(_ord)
                                           signatures -> signed/<unit>.parquet, for the dedup index
+    near-map-reference  per part of an append's reference (its dedup index): the stored signatures' band keys
+                        that a new document shares (``new-keys.npy``, from near-map), and their payloads, as near-map
     near-bands     per partition        buckets -> star edges (bucket min u, member v; none between two of an
                                         append's reference documents) -> edges/from-p<p>: to hash(u)
     near-attach    per partition        edges (u, v) joined with payload(u)         -> attached/from-p<p>: to hash(v)
@@ -63,6 +65,7 @@ from massiveds.clean.minhash import (
     signature_matrix,
 )
 from massiveds.core.errors import MassiveDSError
+from massiveds.core.layout import write_array
 from massiveds.core.manifest import NearDedup
 from massiveds.core.schema import DROPPED, ROW_BITS
 from pipelines.parts import PartWriter, documents_path, indexed, signatures_path, surviving_documents, unit_ord_range, write_table
@@ -83,6 +86,8 @@ MAX_CC_STEPS = 64
 NEAR_PARTITION_BYTES = 256 << 20
 #: Payload bytes per block of candidate edges in attach and verify (verify's temporaries are ~6x this).
 BLOCK_BYTES = 16 << 20
+#: Most distinct band keys of an append's new documents its reference parts filter by (8 bytes each, in every such unit).
+MAX_FILTER_KEYS = 1 << 24
 
 
 def near_partitions(build: Path, items: list[InputItem], partition_bytes: int = NEAR_PARTITION_BYTES) -> int:
@@ -172,6 +177,8 @@ def _blocks(weights: np.ndarray, limit: int) -> list[tuple[int, int]]:
 class SignResult(UnitResult):
     documents: int
     signed: int
+    #: (band key, _ord) rows written
+    band_rows: int = 0
 
 
 class BandsResult(UnitResult):
@@ -214,17 +221,22 @@ class Sign:
 
     ``removed`` names earlier clean-up stages (``["exact"]``) whose documents are left out. Each signature is kept in
     ``signed/<unit>`` for the dedup index; a part of an append's reference read off that index is not signed again: its
-    stored signatures give its band keys, and stand in for its payload (``NearConfig.reference_signatures``).
+    stored signatures give its band keys, and stand in for its payload (``NearConfig.reference_signatures``). With
+    ``only_keys`` (the sorted band keys of the new documents) such a part writes only the band keys a new document
+    shares, and the payloads of the documents that hold one: a bucket without a new document links only reference
+    documents, which decides nothing, so near-bands would drop every edge it gives.
     """
 
     config: NearConfig
     removed: tuple[str, ...]
+    only_keys: Path | None = None
 
     def __call__(self, item: InputItem) -> SignResult:
         c, near = self.config, self.config.near
         hasher = c.hasher()
         from_index = indexed(item)
-        docs = signed = 0
+        wanted = np.load(self.only_keys, allow_pickle=False) if from_index and self.only_keys is not None else None
+        docs = signed = band_rows = 0
         with contextlib.ExitStack() as outputs:
             bands = outputs.enter_context(c.scatter("bands", item.unit, BANDS))
             sigs_out = outputs.enter_context(c.scatter("sigs", item.unit, c.sig_schema)) if near.verify != "none" else None
@@ -245,15 +257,20 @@ class Sign:
                     assert kept is not None
                     kept.write(pa.table([pa.array(ords, pa.int64()), signature_column(sigs).cast(pa.binary())], schema=SIGNATURES))
                 signed += len(ords)
-                flat_keys = hasher.band_keys(sigs).reshape(-1)
-                flat_ords = np.repeat(ords, near.bands)
+                keys = hasher.band_keys(sigs)
+                shared = np.ones(keys.shape, dtype=bool) if wanted is None else sorted_member(keys, wanted)
+                flat_keys, flat_ords = keys[shared], np.repeat(ords, near.bands)[shared.ravel()]
+                band_rows += len(flat_keys)
                 bands.write(pa.table([pa.array(flat_keys, pa.uint64()), pa.array(flat_ords, pa.int64())], schema=BANDS),
                             partition_of(flat_keys, c.partitions))
                 if sigs_out is not None:
+                    if wanted is not None:  # only the payloads a candidate pair can ask for
+                        linked = shared.any(axis=1)
+                        ords, payload = ords[linked], payload.filter(pa.array(linked))
                     sigs_out.write(pa.table([pa.array(ords, pa.int64()), payload], schema=c.sig_schema), partition_of(ords, c.partitions))
             if kept is not None:
                 kept.commit()
-        return SignResult(unit=item.unit, documents=docs, signed=signed)
+        return SignResult(unit=item.unit, documents=docs, signed=signed, band_rows=band_rows)
 
 
 @dataclass(frozen=True)
@@ -479,13 +496,22 @@ class NearDedupRecord(StageRecord):
     cc_steps: int
     duplicates: int
     partitions: int
+    #: an append's reference read off the dedup index: its documents, and the band rows they wrote (those a new one shares)
+    reference_documents: int = 0
+    reference_band_rows: int = 0
 
 
 def run_near_dedup(executor: StepRunner, items: list[InputItem], config: NearConfig, removed: tuple[str, ...] = (),
                    keep_intermediate: bool = False) -> NearDedupRecord:
     """Run every near-dedup step in order through ``executor``; ``items`` are the documents parts to deduplicate."""
     near, partitions = config.near, config.partitions
-    mapped = executor.map(Step("near-map", Sign(config, removed), SignResult), items)
+    new = [i for i in items if not indexed(i)]
+    mapped = executor.map(Step("near-map", Sign(config, removed), SignResult), new)
+    referenced: list[SignResult] = []
+    if reference := [i for i in items if indexed(i)]:  # an append's datastore, read off its dedup index
+        only_keys = new_band_keys(config)
+        referenced = executor.map(Step("near-map-reference", Sign(config, removed, only_keys), SignResult), reference)
+    mapped = [*mapped, *referenced]
     parts = partition_items(partitions)
     bands = executor.map(Step("near-bands", Bands(config), BandsResult), parts)
     candidates = verified = sum(r.candidates for r in bands)
@@ -514,10 +540,36 @@ def run_near_dedup(executor: StepRunner, items: list[InputItem], config: NearCon
     signed = sum(r.signed for r in mapped)
     return NearDedupRecord(
         documents=sum(r.documents for r in mapped), signed=signed, candidates=candidates, verified=verified, cc_steps=step + 1,
-        duplicates=duplicates, partitions=partitions,
+        duplicates=duplicates, partitions=partitions, reference_documents=sum(r.signed for r in referenced),
+        reference_band_rows=sum(r.band_rows for r in referenced),
         summary=f"{duplicates:,} near duplicates of {signed:,} documents ({candidates:,} LSH candidates, {verified:,} verified, "
-                f"{step + 1} component steps, {partitions} partitions)",
+                f"{step + 1} component steps, {partitions} partitions)"
+                + (f"; {sum(r.band_rows for r in referenced):,} band keys of the datastore's documents shared with new ones"
+                   if referenced else ""),
     )
+
+
+def sorted_member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Whether each of ``values`` (any shape) is in ``sorted_set`` (sorted, unique)."""
+    if not len(sorted_set):
+        return np.zeros(values.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[at] == values
+
+
+def new_band_keys(config: NearConfig) -> Path | None:
+    """The distinct band keys near-map wrote so far (the new documents'), sorted, in ``new-keys.npy``; None past
+    ``MAX_FILTER_KEYS`` (an append as large as its datastore: its reference parts then write every key)."""
+    keys, count = [], 0
+    for p in range(config.partitions):
+        for batch in config.read("bands", p, BANDS):
+            keys.append(np.unique(batch.column("key").to_numpy()))
+            count += len(keys[-1])
+            if count > MAX_FILTER_KEYS:
+                return None
+    path = config.path("new-keys.npy")
+    write_array(path, np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.uint64))
+    return path
 
 
 class NearDedupStage(Stage):
