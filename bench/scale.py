@@ -17,7 +17,7 @@ peak RSS of each stage, larger over smaller (1.0 = linear time, flat memory).
 
 Everything measured goes to ``<work>/scale-<tag>.json``, its summary to ``bench/results/scale-<N>.json`` (``--results``;
 ``--tables`` renders those as the Markdown the docs quote) and the tables to stdout; ``--reuse-build`` measures a
-kept datastore again without building it. Not run by CI except at a tiny size
+kept datastore again without building it, ``--append-only`` only its append. Not run by CI except at a tiny size
 (tests/test_bench_smoke.py).
 """
 
@@ -350,12 +350,19 @@ def build_size(n: int, work: Path, model: Path, sparse: bool, domains: str) -> d
 
 
 def run_size(n: int, work: Path, model: Path, sparse: bool = False, serve_seconds: float = 20.0, domains: str = "",
-             reuse_build: bool = False, results_dir: Path | None = None, append_passages: int = APPEND_PASSAGES) -> dict[str, Any]:
-    """Everything measured at one size (``sparse``: with the BM25 index on, in folders and results of their own)."""
+             reuse_build: bool = False, results_dir: Path | None = None, append_passages: int = APPEND_PASSAGES,
+             append_only: bool = False) -> dict[str, Any]:
+    """Everything measured at one size (``sparse``: with the BM25 index on, in folders and results of their own).
+
+    ``append_only``: the append measured again, the rest kept from the size's last full measurement (``scale-<tag>.json``).
+    """
     tag = f"{n}-sparse" if sparse else str(n)
+    ds = work / f"ds-{tag}"
+    if append_only:
+        result = json.loads((work / f"scale-{tag}.json").read_text())
+        return appended(result, n, ds, work, model, sparse, append_passages, domains, results_dir)
     kept = work / f"build-{tag}.json"
     result = json.loads(kept.read_text()) if reuse_build and kept.is_file() else build_size(n, work, model, sparse, domains)
-    ds = work / f"ds-{tag}"
     flat = json.loads((ds / "datastore.json").read_text())["index"]["type"] == "flat"
     out.print("[bold]search, serve and operations[/]")
     modes = ("dense", "sparse", "hybrid") if sparse else ("dense",)
@@ -369,9 +376,17 @@ def run_size(n: int, work: Path, model: Path, sparse: bool = False, serve_second
         result["search_merged"] = {"dense": search_timings(ds, mode="dense", merged=True),
                                    "dense+rerank": search_timings(ds, mode="dense", rerank="exact", merged=True)}
     (work / f"scale-{tag}.json").write_text(json.dumps(result, indent=2))  # kept should the append fail
+    return appended(result, n, ds, work, model, sparse, append_passages, domains, results_dir)
+
+
+def appended(result: dict[str, Any], n: int, ds: Path, work: Path, model: Path, sparse: bool, append_passages: int, domains: str,
+             results_dir: Path | None) -> dict[str, Any]:
+    """``result`` with the append to ``ds`` measured, written to ``<work>/scale-<tag>.json`` and the results folder."""
+    tag = f"{n}-sparse" if sparse else str(n)
     out.print(f"[bold]append {append_passages:,} passages' worth of new documents[/]")
     result["append"] = append_measured(ds, work, model, sparse, append_passages, domains)
     result["append"]["fraction_of_build"] = result["append"]["seconds"] / result["build_wall_s"]
+    result["append"]["measured"] = {"date": dt.datetime.now().strftime("%Y-%m-%dT%H:%M"), "commit": commit(), "load": load_average()}
     result["load_end"] = load_average()
     (work / f"scale-{tag}.json").write_text(json.dumps(result, indent=2))
     if results_dir is not None:
@@ -490,6 +505,8 @@ def main() -> None:
                         help="folder of the machine-readable scale-<N>.json (default bench/results; 'none': not written)")
     parser.add_argument("--reuse-build", action="store_true",
                         help="measure a finished earlier build of the same size again (its build-<N>.json), without building")
+    parser.add_argument("--append-only", action="store_true",
+                        help="measure only the append again, keeping the rest of each size's last measurement (its scale-<N>.json)")
     parser.add_argument("--tables", action="store_true", help="print the Markdown tables of the results folder's files, and stop")
     args = parser.parse_args()
     if args.tables:
@@ -500,7 +517,7 @@ def main() -> None:
     results = {}
     for n in (int(x) for x in args.passages.split(",")):
         results[n] = run_size(n, args.work, model, args.sparse, args.serve_seconds, args.domains, args.reuse_build,
-                              None if str(args.results) == "none" else args.results, args.append_passages)
+                              None if str(args.results) == "none" else args.results, args.append_passages, args.append_only)
         report({n: results[n]})
     if len(results) > 1:
         report(results)

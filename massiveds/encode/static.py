@@ -2,13 +2,15 @@
 
 A folder whose only module is sentence-transformers' ``StaticEmbedding`` (what ``massiveds distill-embedder`` writes)
 is a token table and a tokenizer: a passage's vector is the mean of its tokens' rows (an ``EmbeddingBag`` in mean
-mode; no special tokens; an empty passage gives zeros). Loading sentence-transformers imports torch and transformers
-first, seconds and hundreds of MiB in every process that embeds (each embedding worker, each server worker), for a
-lookup NumPy does as fast.
+mode; no special tokens; an empty passage gives zeros), computed as a sparse passages x vocabulary count matrix
+times the table (SciPy), which never gathers the tokens' rows into one array. Loading sentence-transformers imports
+torch and transformers first, seconds and hundreds of MiB in every process that embeds (each embedding worker, each
+server worker), for a lookup NumPy and SciPy do as fast.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,6 @@ import numpy as np
 #: the module type of a static model in ``modules.json``, and its files
 MODULE = "StaticEmbedding"
 WEIGHTS, TOKENIZER, TABLE = "model.safetensors", "tokenizer.json", "embedding.weight"
-#: texts whose token rows are gathered at once (bounds the temporary tokens x dim array)
-GATHER_TEXTS = 64
 
 
 def is_static_folder(folder: str | Path) -> bool:
@@ -48,15 +48,13 @@ class StaticModel:
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, int]:
         """The mean token vector of each text (unnormalized) and the tokens read, tokenized once."""
-        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
-        for lo in range(0, len(texts), GATHER_TEXTS):
-            hi = min(lo + GATHER_TEXTS, len(texts))
-            full = [i for i in range(lo, hi) if lengths[i]]
-            if not full:
-                continue
-            ids = np.concatenate([np.asarray(encodings[i].ids, dtype=np.int64) for i in full])
-            starts = np.concatenate([[0], np.cumsum(lengths[full])[:-1]])
-            out[full] = np.add.reduceat(self.table[ids], starts, axis=0) / lengths[full, None].astype(np.float32)
-        return out, int(lengths.sum())
+        from scipy.sparse import csr_matrix
+
+        ids = [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        tokens = int(lengths.sum())
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=tokens)
+        counts = csr_matrix((np.ones(tokens, dtype=np.float32), flat, np.concatenate([[0], np.cumsum(lengths)])),
+                            shape=(len(texts), len(self.table)))
+        sums = np.asarray(counts @ self.table, dtype=np.float32)
+        return sums / np.maximum(lengths, 1)[:, None].astype(np.float32), tokens
