@@ -413,6 +413,15 @@ class DedupIndexRecord(Record):
         """(ngram, num_perm, seed) of the signatures; None: none is signed."""
         return None if self.ngram is None or self.num_perm is None or self.seed is None else (self.ngram, self.num_perm, self.seed)
 
+    def plus(self, more: DedupIndexRecord) -> DedupIndexRecord:
+        """This index with the files of ``more`` added (an append's): the records of the files already here are kept as they are,
+        not read again, so an append costs what it adds. Signatures of other parameters than these cannot join."""
+        params = self.params or more.params
+        assert more.params in (None, params), f"signatures of {more.params} cannot join an index of {params}"
+        ngram, num_perm, seed = params if params is not None else (None, None, None)
+        return DedupIndexRecord(files=dict(sorted((self.files | more.files).items())), documents=self.documents + more.documents,
+                                signed=self.signed + more.signed, ngram=ngram, num_perm=num_perm, seed=seed)
+
 
 class Catalog(Record):
     """A datastore's ``datastore.json`` (docs/datastore.md)."""

@@ -77,7 +77,8 @@ def dedup_index(root: Path, catalog: Catalog, written: IndexStageRecord | None) 
     old = catalog.dedup if catalog.dedup is not None and not written.reindexed else None
     near = old.params if old is not None and old.params is not None else written.near
     assert written.near in (None, near), "the reference stage reads an index signed alike, or indexes the datastore again"
-    return index_record(root, [*(old.files if old else []), *written.files], near)
+    added = index_record(root, written.files, near)
+    return added if old is None else old.plus(added)
 
 
 def _shard_record(folder: Path, shard: ShardItem, trained: str) -> CatalogShard:
