@@ -244,11 +244,13 @@ def recall_summary(
     k: int = 10,
     seed: int = 0,
     max_vectors: int = 2_000_000,
+    rerank_depth: int | None = None,
 ) -> dict[str, Any]:
     """recall@``k`` at the default nprobe without rerank, and the rerank depth that reaches ``RERANK_TARGET``, for the catalog.
 
     The depth found is the datastore's default for exact rerank (``DenseRetriever.rerank_depth``): how many
-    candidates PQ codes must be rescored depends on the embeddings, so it is measured rather than fixed.
+    candidates PQ codes must be rescored depends on the embeddings, so it is measured rather than fixed. With
+    ``rerank_depth`` (an append's new shards, measured at the datastore's own depth) nothing is calibrated.
 
     ``catalog`` lets the build measure before ``datastore.json`` is written; without it the file is read.
     Datastores over ``max_vectors`` are measured on a sample of their shards (``shard_sample``).
@@ -264,7 +266,10 @@ def recall_summary(
     qs = query_set(ds, n_queries, [k], seed)
     plain = measure(ds, qs, default, None)
     k_used = qs.ks[0]
-    depth, tried = calibrate_rerank_depth(ds, qs, default, RERANK_TARGET)
+    if rerank_depth is None:
+        depth, tried = calibrate_rerank_depth(ds, qs, default, RERANK_TARGET)
+    else:
+        depth, tried = rerank_depth, {rerank_depth: measure(ds, qs, default, rerank_depth)}
     return {
         "status": "measured",
         "k": k_used,

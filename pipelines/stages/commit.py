@@ -6,8 +6,8 @@ moves what is left and writes the catalog. The catalog gains the new shards, the
 BM25 statistics over all shards (``live_idf``: search rescales the older shards' scores), the new dedup
 index files, and an ``appends`` record: who, when, the manifests, counts, drops (``appends/<n>.parquet``),
 the datastore's recall@10 before and the new shards' recall@10 with its quantizer (measured on them
-alone, so the commit costs what was appended; a fall between the two is the new data drifting from what
-the quantizer was trained on). The catalog's ``recall`` stays the datastore's as last measured whole.
+alone and at the datastore's own rerank depth, so the commit costs what was appended; a fall between the two
+is the new data drifting from what the quantizer was trained on). The catalog's ``recall`` stays the datastore's as last measured whole.
 """
 
 from __future__ import annotations
@@ -162,7 +162,9 @@ class CommitStage(Stage):
             changes["sparse"] = catalog.sparse.but(passages=sparse.passages, terms=sparse.terms, bytes=catalog.sparse.bytes + sparse.bytes,
                                                    live_idf=True)
         new = catalog.but(**changes)
-        appended = recall_summary(root, catalog=new.but(shards=records))  # the new shards alone: its cost follows the append
+        # the new shards alone, at the datastore's own rerank depth: its cost follows the append
+        depth = catalog.recall.rerank_depth if catalog.recall is not None and catalog.recall.status == "measured" else None
+        appended = recall_summary(root, catalog=new.but(shards=records), rerank_depth=depth)
         record = AppendRecord(
             at=utc_now(), by=who(), manifests=[ManifestRecord.model_validate(m) for m in ctx.manifests.records()],
             records_read=extract.read, documents=chunk.documents, passages=chunk.passages, tokens=chunk.tokens,
