@@ -216,6 +216,9 @@ def test_the_build_calibrates_the_rerank_depth_search_uses_by_default(ivf_store:
     assert ds.dense.rerank_depth(10) == depth and ds.dense.rerank_depth(1) == 100 and ds.dense.rerank_depth(50) == 5 * depth
     report = recall_report(ds, 200, nprobes=[8], ks=[10], rerank=True)
     assert report.rerank_depth == depth and report.rows[1].recall[10] == pytest.approx(tried[depth])
+    # an append's new shards are measured at the datastore's depth, not calibrated again: one rerank row, the same figure
+    at_depth = recall_summary(root, catalog=catalog, n_queries=200, rerank_depth=depth)
+    assert at_depth["rerank_depth"] == depth and at_depth["rerank_recall_by_depth"] == {str(depth): tried[depth]}
 
 
 def test_recall_summary_of_a_large_datastore_is_measured_on_a_sample_of_shards(ivf_store: Path) -> None:
