@@ -176,8 +176,8 @@ def check_queries(queries: Sequence[str]) -> None:
 
 
 def run_search(sources: Retrievers, queries: list[str], options: SearchOptions, skipped: dict[str, str] | None = None) -> SearchResult:
-    """Search ``queries`` in ``sources`` with ``options`` (see the module docstring); ``skipped``: the shards left out, and why."""
-    check_queries(queries)
+    """Search ``queries`` (checked by ``check_queries``) in ``sources`` with ``options`` (see the module docstring); ``skipped``:
+    the shards left out, and why."""
     skipped = skipped or {}
     if not queries:
         return SearchResult([], skipped)
