@@ -46,6 +46,10 @@ STAGES: tuple[Stage, ...] = (
     ChunkStage(), ShardStage(), SparseStage(), EmbedStage(), TrainStage(), IndexStage(), CatalogStage(),
 )
 
+#: Seconds the stages that become ready with a model pool's stage wait at most for its workers to start (a GPU node may be slow
+#: to come): past it they start anyway.
+POOL_HEAD_START_S = 120.0
+
 #: ``s3://bucket/x`` as a ``Path`` reads ``s3:/bucket/x``: a scheme of two or more letters and a colon (not ``C:/``).
 URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
@@ -100,6 +104,12 @@ def stage_needs(stages: Sequence[Stage]) -> dict[str, set[str]]:
     return needs
 
 
+def _next_ready(waiting: Sequence[Stage], needs: dict[str, set[str]], settled: set[str]) -> Stage | None:
+    """The next stage whose needs are done: one that holds a model pool first (``Stage.holds_pool``), else the first in order."""
+    ready = [s for s in waiting if needs[s.name] <= settled]
+    return next((s for s in ready if s.holds_pool), ready[0] if ready else None)
+
+
 def run_stages(ctx: BuildContext, executor: Executor, stages: Sequence[Stage]) -> None:
     """Every stage that applies to this build through ``executor``, each in its own thread once the stages it needs are done.
 
@@ -115,13 +125,15 @@ def run_stages(ctx: BuildContext, executor: Executor, stages: Sequence[Stage]) -
     threads = ThreadPoolExecutor(max_workers=len(stages), thread_name_prefix="stage")
     try:
         while True:
-            while failure is None and (stage := next((s for s in waiting if needs[s.name] <= settled), None)):
+            while failure is None and (stage := _next_ready(waiting, needs, settled)):
                 waiting.remove(stage)
                 try:
                     if stage.applies(ctx):
                         if not executor.done(stage):
                             executor.started()  # here: Ray's processes die with the thread that started them
                         running[threads.submit(executor.run_stage, stage, ctx)] = stage
+                        if stage.holds_pool:
+                            executor.pool_up(stage.name).wait(POOL_HEAD_START_S)
                     else:
                         settled.add(stage.name)
                 except Exception as exc:

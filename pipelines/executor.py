@@ -151,6 +151,8 @@ class Executor(ABC):
         #: the units run again after their worker died, in the order they were
         self.reruns: list[Rerun] = []
         self._running = Running()
+        self._pools_up: dict[str, threading.Event] = {}
+        self._pools_lock = threading.Lock()
 
     # -- what a stage calls ---------------------------------------------------------------------
 
@@ -199,6 +201,15 @@ class Executor(ABC):
         self._running.nodes[step.name] = tally.nodes
         return results
 
+    def pool_up(self, stage: str) -> threading.Event:
+        """Set once ``stage``'s pool has all its workers (each holding its CPUs or GPU), or once the stage ended without one."""
+        with self._pools_lock:
+            return self._pools_up.setdefault(stage, threading.Event())
+
+    def _workers_up(self) -> None:
+        """Called by ``_pool`` when every worker of the running stage's pool has started."""
+        self.pool_up(self._running.stage).set()
+
     def _say_on_progress(self, text: str) -> None:
         """Show ``text`` in the rate column of the running step's progress bar (a wait, say), until the next unit's rates replace it."""
         if self._running.tally is not None:
@@ -226,6 +237,8 @@ class Executor(ABC):
             raise
         except Exception as exc:
             raise self._one_line(stage.name, exc) from None
+        finally:
+            self.pool_up(stage.name).set()
         record.seconds = time.perf_counter() - clock
         record.nodes = {step: nodes for step, nodes in self._running.nodes.items() if nodes}
         mark_done(folder, record.model_dump(mode="json", exclude_unset=True))  # nested catalog records keep their own fields
@@ -300,5 +313,6 @@ class LocalExecutor(Executor):
 
     def _pool(self, step: PoolStep[Item, Result], calls: Sequence[Item]) -> Iterator[Result]:
         worker = step.make(0)
+        self._workers_up()
         for call in calls:
             yield run_call(step.name, worker, call)

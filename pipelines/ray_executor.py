@@ -304,6 +304,8 @@ class RayExecutor(Executor):
                     try:
                         ray.get(ref)
                         idle.append(actor)
+                        if not starting:
+                            self._workers_up()
                     except Exception as exc:
                         if worker_death(exc) is None:
                             raise

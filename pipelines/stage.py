@@ -214,6 +214,10 @@ class Stage(ABC):
     needs: ClassVar[tuple[str, ...] | None] = None
     #: a clean-up stage whose removed ``_ord``s later stages leave out (its key in ``pipelines.parts.REMOVED``)
     removes: ClassVar[str | None] = None
+    #: it runs a pool of model workers that hold their CPUs or GPUs for most of the stage: it starts before the stages
+    #: that become ready with it, and they start once its workers are up, so that their short tasks fill what the pool
+    #: leaves instead of holding its workers back (a race whose winner, and so every stage's time, changed with the size)
+    holds_pool: ClassVar[bool] = False
 
     def applies(self, ctx: BuildContext) -> bool:
         """Whether this build has this stage (a download only for remote sources, dedup only when asked)."""

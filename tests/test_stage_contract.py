@@ -25,7 +25,7 @@ from pipelines.build import STAGES, build, run_stages, stage_needs
 from pipelines.executor import Executor, LocalExecutor
 from pipelines.manifest_set import ManifestSet
 from pipelines.ray_executor import RayExecutor
-from pipelines.stage import BuildContext, Resources, Stage, StageRecord, Step, UnitResult, UnitStage, WorkItem
+from pipelines.stage import BuildContext, PoolStep, Resources, Stage, StageRecord, Step, StepRunner, UnitResult, UnitStage, WorkItem
 from pipelines.stages.shard import ShardItem, ShardRecord
 from tests.helpers import local
 
@@ -291,6 +291,56 @@ def test_stages_whose_needs_are_done_run_at_the_same_time_and_the_others_wait(en
     order = ["base", "left", "right", "after_left", "last"]  # the order of the list, not the order they finished in
     assert list(ctx.records) == order and [s.name for s in ctx.stages] == order
     assert [r.name for r in executor.reports] == order
+
+
+@dataclass(frozen=True)
+class SlowModel:
+    """A pool worker whose model takes ``load_s`` to load; it marks ``pool.up`` once loaded, then marks its calls as ``Mark`` does."""
+
+    folder: Path
+    load_s: float = 1.0
+
+    def __call__(self, threads: int) -> Mark:
+        time.sleep(self.load_s)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "pool.up").touch()
+        return Mark(self.folder, (), False)
+
+
+class Filler(Toy):
+    """Short tasks that become ready with ``pooled``, listed before it."""
+
+    name = "filler"
+    needs = ("base",)
+    units = 2
+
+
+class Pooled(Stage):
+    """A stage with a pool of one model worker, like embed."""
+
+    name = "pooled"
+    record = StageRecord
+    needs = ("base",)
+    holds_pool = True
+
+    def run(self, ctx: BuildContext, executor: StepRunner) -> StageRecord:
+        step = PoolStep("pooled", SlowModel(ctx.build / "marks"), UnitResult, "cpu", 1)
+        results = executor.pool(step, [WorkItem(unit="pooled0")], 1)
+        return StageRecord(summary=f"{len(results)} calls")
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_a_model_pool_starts_before_the_tasks_that_become_ready_with_it(engine: str, small_manifest: Path, tmp_path: Path) -> None:
+    ctx = _context(small_manifest, tmp_path / "out")
+    executor = _executor(engine, ctx.build)
+    try:
+        run_stages(ctx, executor, (Base(), Filler(), Pooled()))
+    finally:
+        executor.close()
+    marks = ctx.build / "marks"
+    up = (marks / "pool.up").stat().st_mtime_ns
+    assert all((marks / f"filler{n}.started").stat().st_mtime_ns >= up for n in range(2))  # listed first, started after the model
+    assert (marks / "pooled0.done").is_file() and list(ctx.records) == ["base", "filler", "pooled"]
 
 
 class Boomer(Toy):

@@ -256,6 +256,7 @@ class EmbedStage(Stage):
     name = "embed"
     record = EmbedRecord
     needs = ("shard",)
+    holds_pool = True
 
     def run(self, ctx: BuildContext, executor: StepRunner) -> StageRecord:
         shards = ctx.record("shard", ShardRecord).shards
