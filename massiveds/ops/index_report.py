@@ -14,16 +14,6 @@ from massiveds.evaluate.recall import RecallReport
 from massiveds.ops.estimate import BuildEstimate
 
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
-#: Dimensions of a few common embedders, so ``massiveds plan MANIFEST`` needs no --dim for them.
-KNOWN_DIMS = {
-    "all-MiniLM-L6-v2": 384,
-    "sentence-transformers/all-MiniLM-L6-v2": 384,
-    "facebook/contriever": 768,
-    "facebook/contriever-msmarco": 768,
-    "intfloat/e5-base-v2": 768,
-    "intfloat/e5-large-v2": 1024,
-    "BAAI/bge-base-en-v1.5": 768,
-}
 
 
 def parse_count(text: str) -> int:
