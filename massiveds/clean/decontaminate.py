@@ -35,8 +35,7 @@ import pyarrow as pa
 from massiveds.clean.ngrams import ngram_hashes_batch, words
 from massiveds.core.errors import ManifestError
 from massiveds.core.manifest import Decontaminate
-from massiveds.ingest.extract import reader_for
-from massiveds.ingest.extract.stream import DEFAULT_LIMITS
+from massiveds.ingest.eval_file import eval_records, record_text
 
 INDEX_NGRAMS = pa.schema([("hash", pa.uint64()), ("item", pa.int32()), ("pos", pa.int32())])
 INDEX_ITEMS = pa.schema(
@@ -56,27 +55,16 @@ def resolve_eval_sets(decon: Decontaminate, base_dir: Path) -> list[dict[str, An
     return out
 
 
-def _field_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple):
-        return "\n".join(_field_text(v) for v in value)
-    if isinstance(value, dict):
-        return "\n".join(_field_text(v) for v in value.values())
-    return str(value)
-
-
 def read_eval_items(spec: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """(item id, text) of every readable record of one resolved eval set; text = its ``fields`` joined by newlines."""
     multi = len(spec["paths"]) > 1
     for f_idx, path in enumerate(spec["paths"]):
-        for rec in reader_for(spec["format"])(path, DEFAULT_LIMITS):
+        for rec in eval_records(path, spec["format"]):
             if rec.fields is None:
                 continue
             raw_id = rec.fields.get(spec["id_field"]) if spec["id_field"] else None
             item_id = str(raw_id) if raw_id is not None else (f"{f_idx}:{rec.row}" if multi else str(rec.row))
-            text = "\n".join(t for t in (_field_text(rec.fields.get(f)) for f in spec["fields"]) if t)
-            yield item_id, text
+            yield item_id, record_text(rec.fields, spec["fields"])
 
 
 def build_index(items: Sequence[tuple[str, str, str]], ngram: int) -> tuple[pa.Table, pa.Table]:

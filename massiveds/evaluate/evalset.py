@@ -15,6 +15,7 @@ from typing import Any
 import fsspec
 
 from massiveds.core.errors import MassiveDSError
+from massiveds.ingest.eval_file import eval_records
 
 
 @dataclass(frozen=True)
@@ -50,26 +51,13 @@ class EvalSet:
 
 
 def read_eval_set(source: str, fields: EvalFields, name: str | None = None) -> EvalSet:
-    """The eval set in the JSONL file at ``source`` (path or fsspec URL; .gz/.zst/... by extension)."""
-    try:
-        with fsspec.open(source, "rb", compression="infer") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise MassiveDSError(f"{source}: evaluation file not found") from None
-    except (OSError, ValueError, ImportError) as exc:
-        raise MassiveDSError(f"{source}: cannot read the evaluation file ({type(exc).__name__}: {exc})") from None
+    """The eval set in the JSONL file at ``source`` (path or fsspec URL; compressed or not), read by ``eval_records``."""
     items: list[EvalItem] = []
     answers_field = fields.answers
-    for line_no, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        where = f"{source}, line {line_no}"
-        try:
-            row = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise MassiveDSError(f"{where}: not a JSON object ({exc.__class__.__name__}: {str(exc)[:80]}); each line must be one") from None
-        if not isinstance(row, dict):
-            raise MassiveDSError(f"{where}: not a JSON object; each line must be one")
+    for record in eval_records(source):
+        where, row = f"{source}, line {record.row + 1}", record.fields
+        if row is None:
+            raise MassiveDSError(f"{where}: not a JSON object ({record.error}); each line must be one")
         if not items and answers_field == EvalFields.answers and answers_field not in row and (fields.gold_doc or fields.gold_passage):
             answers_field = None  # the default answers field, absent from a set that names other gold
         items.append(_item(row, fields, answers_field, where))
@@ -78,7 +66,16 @@ def read_eval_set(source: str, fields: EvalFields, name: str | None = None) -> E
     kinds = tuple(kind for kind, field in (("answer", answers_field), ("doc", fields.gold_doc), ("passage", fields.gold_passage)) if field)
     if not kinds:
         raise MassiveDSError(f"{source}: no gold to evaluate against; name --answers-field, --gold-doc-field or --gold-passage-field")
-    return EvalSet(name or _stem(source), source, hashlib.sha256(data).hexdigest(), tuple(items), kinds)
+    return EvalSet(name or _stem(source), source, _sha256(source), tuple(items), kinds)
+
+
+def _sha256(source: str) -> str:
+    """The sha256 of the file's bytes (a compressed file's once decompressed): which questions a report was measured on."""
+    digest = hashlib.sha256()
+    with fsspec.open(source, "rb", compression="infer") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _item(row: dict[str, Any], fields: EvalFields, answers_field: str | None, where: str) -> EvalItem:
