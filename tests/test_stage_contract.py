@@ -26,7 +26,7 @@ from pipelines.executor import Executor, LocalExecutor
 from pipelines.manifest_set import ManifestSet
 from pipelines.ray_executor import RayExecutor
 from pipelines.stage import BuildContext, PoolStep, Resources, Stage, StageRecord, Step, StepRunner, UnitResult, UnitStage, WorkItem
-from pipelines.stages.shard import ShardItem, ShardRecord
+from pipelines.stages.shard import ShardItem, ShardStageRecord
 from tests.helpers import local
 
 
@@ -58,7 +58,7 @@ class WordCount(UnitStage[ShardItem, WordsResult]):
     record = WordsRecord
 
     def plan(self, ctx: BuildContext) -> list[ShardItem]:
-        return ctx.record("shard", ShardRecord).shards
+        return ctx.record("shard", ShardStageRecord).shards
 
     def step(self, ctx: BuildContext) -> Step[ShardItem, WordsResult]:
         return Step("word_count", CountWords(ctx.layout.shards), WordsResult, rates=("words",))

@@ -133,13 +133,24 @@ class ShardOrigin(Record):
     shard: str
 
 
-class ShardRecord(Record):
-    """One shard: passage ids ``[id_start, id_start + count)``, its files, and what a merge or subsample adds."""
+class ShardSpan(BaseModel):
+    """What names a shard: its name, its domain, and its passages' ids ``[id_start, id_start + count)``.
+
+    Declared once: the catalog's ``ShardRecord``, a planned shard (``massiveds.encode.sharding``) and the build's work
+    item for a shard (``pipelines.stages.shard.ShardItem``) each add their own fields to it.
+    """
+
+    model_config = ConfigDict(frozen=True)
 
     name: str
     domain: str
     id_start: int
     count: int
+
+
+class ShardRecord(Record, ShardSpan):
+    """One shard: passage ids ``[id_start, id_start + count)``, its files, and what a merge or subsample adds."""
+
     list_balance: ListBalance | None = None
     files: dict[str, FileRecord] = {}
     tokens: int = 0

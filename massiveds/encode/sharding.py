@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
+from massiveds.core.catalog import ShardSpan
 from massiveds.core.layout import shard_name
 
 
-@dataclass(frozen=True)
-class PlannedShard:
+class PlannedShard(ShardSpan):
     """One shard to write: its name, domain, id range, and the (part, first row, end row) slices of the parts that fill it."""
 
-    name: str
-    domain: str
-    id_start: int
-    count: int
     slices: tuple[tuple[str, int, int], ...]
 
 
@@ -39,5 +34,6 @@ def plan_shards(parts: list[tuple[str, int]], domain: str, target: int, first_id
             a, b = max(lo, int(offsets[p])), min(hi, int(offsets[p + 1]))
             if a < b:
                 slices.append((part, a - int(offsets[p]), b - int(offsets[p])))
-        shards.append(PlannedShard(shard_name(domain, first_number + i), domain, first_id + lo, hi - lo, tuple(slices)))
+        shards.append(PlannedShard(name=shard_name(domain, first_number + i), domain=domain, id_start=first_id + lo, count=hi - lo,
+                                   slices=tuple(slices)))
     return shards

@@ -205,7 +205,7 @@ def rank(sources: Retrievers, items: Sequence[EvalItem], vectors: np.ndarray | N
                     short.append(q)
                     fewest = min(fewest, worst)
                 else:
-                    out[q] = {key: ranked.top(hits, options, plan.max_k) for key, hits in kept.items()}
+                    out[q] = {key: ranked.top(ranks, options, plan.max_k) for key, ranks in kept.items()}
                     advance(len(kept))
             if short:
                 fetch = deeper(fetch, need, fewest)
@@ -234,29 +234,31 @@ class Ranked:
     def hit(self, j: int) -> Hit:
         """Candidate ``j`` as a hit (its passage with the candidate's score)."""
         if j not in self._hits:
-            self._hits[j] = self.sources.shards.passages([int(self.ids[j])])[0] | {"score": float(self.scores[j]), "_rank": j}
+            self._hits[j] = {**self.sources.shards.passages([int(self.ids[j])])[0], "score": float(self.scores[j])}
         return self._hits[j]
 
-    def kept(self, fraction: float, seed: int, need: int) -> list[Hit]:
-        """The first ``need`` candidates of documents sampled at (``fraction``, ``seed``) that the dropping options keep."""
+    def kept(self, fraction: float, seed: int, need: int) -> list[int]:
+        """The ranks of the first ``need`` candidates of documents sampled at (``fraction``, ``seed``) that the dropping options keep."""
         if seed not in self._positions:  # once per seed, then one comparison per fraction
             self._positions[seed] = self.sources.shards.sample_positions(self.ids, seed)
         sampled = np.nonzero(self._positions[seed] < fraction)[0]
         if not self.filtering:
-            return [{"_rank": int(j)} for j in sampled[:need]]
+            return [int(j) for j in sampled[:need]]
         size = 2 * need  # decontamination is per hit and dedup greedy in rank order: a prefix's survivors are a prefix of all
         while True:
-            survivors, _ = filter_hits([self.hit(int(j)) for j in sampled[:size]], self.options, self.gold)
+            ranks = [int(j) for j in sampled[:size]]
+            survivors, _ = filter_hits([self.hit(j) for j in ranks], self.options, self.gold)
             if len(survivors) >= need or size >= len(sampled):
-                return survivors[:need]
+                rank_of = {int(self.ids[j]): j for j in ranks}
+                return [rank_of[h["passage_id"]] for h in survivors[:need]]
             size *= 2
 
-    def top(self, kept: list[Hit], options: SearchOptions, k: int) -> list[int]:
-        """The passage ids of the final ranking: MMR over the kept pool, or its first ``k``."""
+    def top(self, kept: list[int], options: SearchOptions, k: int) -> list[int]:
+        """The passage ids of the final ranking: MMR over the kept pool (ranks), or its first ``k``."""
         if options.mmr is not None:
-            pool = [self.hit(h["_rank"]) for h in kept[: options.pool]]
-            kept = mmr(pool, self.sources.dense.vectors(pool), options.mmr, k)
-        return [int(self.ids[h["_rank"]]) for h in kept[:k]]
+            pool = [self.hit(j) for j in kept[: options.pool]]
+            return [h["passage_id"] for h in mmr(pool, self.sources.dense.vectors(pool), options.mmr, k)]
+        return [int(self.ids[j]) for j in kept[:k]]
 
 
 def score(ds: Datastore, sources: Retrievers, label: str, eval_set: EvalSet, setting: str, options: SearchOptions, plan: EvalPlan,

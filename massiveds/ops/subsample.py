@@ -122,7 +122,7 @@ def rewrite_shard(src_dir: Path, dst_dir: Path, shard: ShardRecord, mask: np.nda
     passages = PassageFile(src_dir / ShardFiles.PASSAGES)
     mask = mask & ~deleted_mask(src_dir, len(mask))  # deleted passages never leave their datastore
     kept = int(mask.sum())
-    source = Shard(shard.name, shard.domain, shard.id_start, shard.count, src_dir, shard.id_offset, span=shard.id_span)
+    source = Shard(shard, src_dir)
     old_ids = source.ids_of(np.arange(shard.count))
     new_ids = np.full(len(mask), -1, dtype=np.int64)
     new_ids[mask] = old_ids[mask] if first_id is None else np.arange(first_id, first_id + kept)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from massiveds.core.errors import MassiveDSError
 from massiveds.store.datastore import Datastore
 from massiveds.store.fusion import FUSIONS
+from massiveds.store.hit import Hit, Passage
 from massiveds.store.search import MODES, RERANK_MODES, SearchOptions, SearchResult, check_queries
 
 #: What each search option does, shown in the OpenAPI schema and /docs (docs/search.md has the long form).
@@ -82,33 +83,6 @@ class _RequestBase(BaseModel):
 
 SearchRequest = create_model("SearchRequest", __base__=_RequestBase, __doc__="POST /search: MassiveDS's request, plus every search option.",
                              **{name: _option_field(name) for name in OPTION_FIELDS})  # type: ignore[call-overload]
-
-
-class Passage(BaseModel):
-    """One passage: its id, its document and where in it, and its text."""
-
-    model_config = ConfigDict(extra="allow")
-
-    passage_id: int
-    doc_id: str
-    domain: str
-    source: str | None = None
-    url: str | None = None
-    title: str | None = None
-    text: str
-    n_tokens: int | None = None
-    char_start: int
-    char_end: int
-    shard: str
-
-
-class Hit(Passage):
-    """A passage found by a search, with its score(s) and, when asked, the passage that continues it."""
-
-    score: float = Field(description="the ranking score (hybrid: fused)")
-    dense_score: float | None = Field(None, description="hybrid: inner product with the query")
-    sparse_score: float | None = Field(None, description="hybrid: BM25 score (0: no query term)")
-    continuation: Passage | None = Field(None, description="with `continuation`: the next passage of the same document, else null")
 
 
 class Results(BaseModel):

@@ -27,6 +27,7 @@ from massiveds.core.layout import CATALOG, FORMAT_VERSION, DatastoreLayout
 from massiveds.encode.embed import Embedder, differences
 from massiveds.store.bm25 import BM25Retriever
 from massiveds.store.dense import DenseRetriever
+from massiveds.store.hit import Hit, Passage
 from massiveds.store.merged import merged_matches, read_merged
 from massiveds.store.search import Retrievers, SearchOptions, SearchResult, check_queries, run_search
 from massiveds.store.shard import Shard, check_shard
@@ -51,8 +52,7 @@ def _stamp_of(path: Path) -> tuple[int, int, int]:
 
 def _shard(root: Path, record: ShardRecord, nprobe: int | None) -> Shard:
     """The shard of a catalog record, in the datastore at ``root`` whose default nprobe is ``nprobe``."""
-    return Shard(record.name, record.domain, record.id_start, record.count, root / record.folder_rel(), record.id_offset,
-                 record.nprobe_or(nprobe), record.id_span)
+    return Shard(record, root / record.folder_rel(), record.nprobe_or(nprobe))
 
 
 class Datastore:
@@ -177,11 +177,11 @@ class Datastore:
         """Top-``k`` (scores, passage ids) per query vector over every shard (``DenseRetriever.search``)."""
         return self.dense.search(queries, k, nprobe, rerank, rerank_depth)
 
-    def passages(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+    def passages(self, ids: Sequence[int]) -> list[Passage]:
         """The passages with the given ids (with their shard name), in the order asked (``ShardSet.passages``)."""
         return self.shards.passages(ids)
 
-    def search(self, queries: str | Sequence[str], k: int = 10, **options: Any) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+    def search(self, queries: str | Sequence[str], k: int = 10, **options: Any) -> list[Hit] | list[list[Hit]]:
         """Search text queries; a single string gives one ranked list of hits, a list gives one list per query.
 
         Each hit has ``passage_id``, ``score``, ``domain``, ``doc_id``, ``source``, ``url``, ``title``,

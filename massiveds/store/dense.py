@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import faiss
 import numpy as np
@@ -18,6 +17,7 @@ from massiveds.core.catalog import RecallRecord
 from massiveds.core.errors import MassiveDSError
 from massiveds.encode.embed import Embedder
 from massiveds.encode.index import as_float32, set_nprobe
+from massiveds.store.hit import Passage
 from massiveds.store.shard import Shard
 from massiveds.store.shard_set import ShardSet
 
@@ -108,7 +108,7 @@ class DenseRetriever:
             out[q, valid] = vectors @ as_float32(queries[q])
         return out
 
-    def vectors(self, hits: Sequence[dict[str, Any]]) -> np.ndarray:
+    def vectors(self, hits: Sequence[Passage]) -> np.ndarray:
         """Vectors of hits: the shard's stored fp16 ``vectors.npy`` rows, else the hit texts re-embedded."""
         out = np.zeros((len(hits), self.shards.dim), dtype=np.float32)
         missing = []

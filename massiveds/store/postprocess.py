@@ -16,7 +16,6 @@ order; ``massiveds.store.search`` applies them after sampling by id, as decontam
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -24,8 +23,7 @@ from massiveds.clean.decontaminate import EvalIndex, build_index, scan_texts
 from massiveds.clean.minhash import MinHasher, estimate_jaccard, true_jaccard
 from massiveds.clean.ngrams import words
 from massiveds.core.errors import MassiveDSError
-
-Hit = dict[str, Any]
+from massiveds.store.hit import Hit, Passage
 
 #: Query-time defaults: MassiveDS's 13-gram / 0.8 decontamination and 0.8 near-dup threshold, the build's run length.
 DECON_NGRAM, DECON_THRESHOLD, DECON_MIN_RUN = 13, 0.8, 32
@@ -150,10 +148,11 @@ def continuation_ids(hits: Sequence[Hit]) -> list[int]:
     return [int(h["passage_id"]) + 1 for h in hits]
 
 
-def attach_continuations(hits: Sequence[Hit], passages: Mapping[int, Hit]) -> list[Hit]:
+def attach_continuations(hits: Sequence[Hit], passages: Mapping[int, Passage]) -> list[Hit]:
     """Copies of the hits with ``continuation``: the next passage when it exists and is of the same document, else None."""
     out = []
     for hit, nxt in zip(hits, continuation_ids(hits), strict=True):
         cont = passages.get(nxt)
-        out.append({**hit, "continuation": cont if cont is not None and cont["doc_id"] == hit["doc_id"] else None})
+        continued: Hit = {**hit, "continuation": cont if cont is not None and cont["doc_id"] == hit["doc_id"] else None}
+        out.append(continued)
     return out

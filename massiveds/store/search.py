@@ -26,6 +26,7 @@ from massiveds.encode.embed import Embedder
 from massiveds.store.bm25 import BM25Retriever
 from massiveds.store.dense import RERANK_MODES, DenseRetriever
 from massiveds.store.fusion import FUSIONS, Fused, candidates, fuse
+from massiveds.store.hit import Hit
 from massiveds.store.postprocess import (
     GoldIndex,
     attach_continuations,
@@ -36,8 +37,6 @@ from massiveds.store.postprocess import (
 )
 from massiveds.store.sampling import check_fraction
 from massiveds.store.shard_set import ShardSet
-
-Hit = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -274,11 +273,12 @@ def in_sample(shards: ShardSet, ids: np.ndarray, fraction: float | None, seed: i
 
 def _hits(shards: ShardSet, found: Fused, row: int, columns: np.ndarray, mode: str) -> list[Hit]:
     """Row ``row``'s candidates at ``columns`` as hits: ``score``; in hybrid mode ``dense_score`` and ``sparse_score`` (0: no term)."""
-    hits = shards.passages([int(found.ids[row][j]) for j in columns])
-    for hit, j in zip(hits, columns, strict=True):
-        hit["score"] = float(found.scores[row][j])
+    hits: list[Hit] = []
+    for passage, j in zip(shards.passages([int(found.ids[row][j]) for j in columns]), columns, strict=True):
+        hit: Hit = {**passage, "score": float(found.scores[row][j])}
         if mode == "hybrid":  # every candidate was scored by both retrievers
             hit["dense_score"], hit["sparse_score"] = float(found.dense[row][j]), float(found.sparse[row][j])
+        hits.append(hit)
     return hits
 
 

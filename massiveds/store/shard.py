@@ -9,6 +9,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from massiveds.core.catalog import ShardRecord
 from massiveds.core.errors import DatastoreError
 from massiveds.core.layout import ShardFiles
 from massiveds.core.passages import PassageFile
@@ -19,19 +20,12 @@ from massiveds.store.sampling import doc_positions
 
 @dataclass
 class Shard:
-    """One shard of an open datastore; its index and passages are opened on first use."""
+    """One shard of an open datastore: its catalog record and folder; its index and passages are opened on first use."""
 
-    name: str
-    domain: str
-    id_start: int
-    count: int
+    record: ShardRecord
     folder: Path
-    #: Added to the ids stored in the shard's files (its index and passages) to give the datastore's ids.
-    id_offset: int = 0
     #: nprobe used when the search gives none (a merged datastore keeps each source's own).
     nprobe: int | None = None
-    #: ids covered, ``[id_start, id_start + span)``: ``count`` unless compaction left gaps (then ``ids.npy`` maps rows to ids)
-    span: int | None = None
     _ids: np.ndarray | None = field(default=None, repr=False)
     _index: faiss.Index | None = field(default=None, repr=False)
     _passages: PassageFile | None = field(default=None, repr=False)
@@ -39,6 +33,28 @@ class Shard:
     _sparse: ShardBM25 | None = field(default=None, repr=False)
     _columns: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _deleted: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def domain(self) -> str:
+        return self.record.domain
+
+    @property
+    def id_start(self) -> int:
+        return self.record.id_start
+
+    @property
+    def count(self) -> int:
+        """Rows of the shard's files."""
+        return self.record.count
+
+    @property
+    def id_offset(self) -> int:
+        """Added to the ids stored in the shard's files (its index and passages) to give the datastore's ids."""
+        return self.record.id_offset
 
     @property
     def index(self) -> faiss.Index:
@@ -80,12 +96,12 @@ class Shard:
     @property
     def id_end(self) -> int:
         """One past the shard's last passage id."""
-        return self.id_start + (self.span if self.span is not None else self.count)
+        return self.record.id_end
 
     @property
     def stored_ids(self) -> np.ndarray | None:
         """The ids (as stored in the shard's files) of its rows when compaction left gaps (``ids.npy``), else None."""
-        if self.span is None or self.span == self.count:
+        if self.record.id_span is None or self.record.id_span == self.count:
             return None
         if self._ids is None:
             ids = np.load(self.folder / ShardFiles.ROW_IDS, mmap_mode="r", allow_pickle=False)

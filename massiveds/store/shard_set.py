@@ -13,11 +13,12 @@ import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import cast
 
 import numpy as np
 
 from massiveds.core.errors import DatastoreError
+from massiveds.store.hit import Passage
 from massiveds.store.shard import Shard, check_shard
 
 
@@ -104,7 +105,7 @@ class ShardSet:
 
     # -- what a search reads by id --------------------------------------------------------------
 
-    def passages(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+    def passages(self, ids: Sequence[int]) -> list[Passage]:
         """The passages with the given ids (with their shard name), in the order asked."""
         out = []
         for pid in ids:
@@ -119,7 +120,7 @@ class ShardSet:
                 )
             row["passage_id"] = pid
             row["shard"] = shard.name
-            out.append(row)
+            out.append(cast(Passage, row))
         return out
 
     def has_passage(self, pid: int) -> bool:

@@ -25,7 +25,7 @@ from pipelines.stages.decontaminate import DecontaminateRecord
 from pipelines.stages.dedup_index import IndexStageRecord
 from pipelines.stages.embed import EmbedRecord
 from pipelines.stages.extract import ExtractRecord
-from pipelines.stages.shard import ShardItem, ShardRecord
+from pipelines.stages.shard import ShardItem, ShardStageRecord
 from pipelines.stages.sparse import SparseRecord
 from pipelines.stages.train import TrainRecord
 
@@ -107,7 +107,7 @@ def domain_totals(ctx: BuildContext, shards: Sequence[ShardItem]) -> dict[str, d
 def assemble(ctx: BuildContext) -> Catalog:
     """The catalog of a finished build (without its recall, measured on the datastore it describes)."""
     layout, manifests = ctx.layout, ctx.manifest_list
-    shards = ctx.record("shard", ShardRecord).shards
+    shards = ctx.record("shard", ShardStageRecord).shards
     chunk, extract = ctx.record("chunk", ChunkRecord), ctx.record("extract", ExtractRecord)
     embed, plan = ctx.record("embed", EmbedRecord), ctx.record("train", TrainRecord).plan
     decon, sparse, index = ctx.records.get("decontaminate"), ctx.records.get("sparse"), ctx.records.get("dedup_index")

@@ -33,10 +33,10 @@ from massiveds.core.catalog import (
     FileRecord,
     ManifestRecord,
     RecallRecord,
+    ShardRecord,
     read_catalog,
     write_catalog,
 )
-from massiveds.core.catalog import ShardRecord as CatalogShard
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import TRAINED_INDEX, DatastoreLayout, ShardFiles, atomic_path, read_json
 from massiveds.core.schema import DROPPED, count_drops
@@ -50,7 +50,7 @@ from pipelines.stages.chunk import ChunkRecord
 from pipelines.stages.dedup_index import IndexStageRecord
 from pipelines.stages.embed import EmbedRecord
 from pipelines.stages.extract import ExtractRecord
-from pipelines.stages.shard import ShardItem, ShardRecord
+from pipelines.stages.shard import ShardItem, ShardStageRecord
 from pipelines.stages.sparse import SparseRecord
 
 
@@ -81,10 +81,10 @@ def dedup_index(root: Path, catalog: Catalog, written: IndexStageRecord | None) 
     return added if old is None else old.plus(added)
 
 
-def _shard_record(folder: Path, shard: ShardItem, trained: str) -> CatalogShard:
+def _shard_record(folder: Path, shard: ShardItem, trained: str) -> ShardRecord:
     info = read_json(folder / ShardFiles.INFO)
     record = {k: info[k] for k in ("name", "domain", "id_start", "count", "list_balance", "files")} | {"tokens": shard.tokens}
-    return CatalogShard.model_validate(record | ({"trained": trained} if trained != TRAINED_INDEX else {}))
+    return ShardRecord.model_validate(record | ({"trained": trained} if trained != TRAINED_INDEX else {}))
 
 
 def _domains(catalog: Catalog, ctx: BuildContext, shards: list[ShardItem]) -> dict[str, DomainTotals]:
@@ -146,7 +146,7 @@ class CommitStage(Stage):
         if diff := differences(catalog.embedder, embed.embedder):
             raise MassiveDSError(f"the model the manifests name is not the one {root} was embedded with ({'; '.join(diff)}); "
                                  "append with the datastore's embedder")
-        shards = ctx.record("shard", ShardRecord).shards
+        shards = ctx.record("shard", ShardStageRecord).shards
         written = ctx.records.get("dedup_index")
         written = written if isinstance(written, IndexStageRecord) else None
         index_files = tuple(written.files) if written else ()

@@ -33,7 +33,7 @@ from massiveds.core.passages import PassageFile
 from massiveds.encode.embed import DEFAULT_BATCH, Embedder, EmbedderKind, declared_kind, resolve_model
 from massiveds.encode.static import is_static_folder
 from pipelines.stage import BuildContext, PoolStep, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
-from pipelines.stages.shard import ShardItem, ShardRecord
+from pipelines.stages.shard import ShardItem, ShardStageRecord
 
 #: Rows of a shard read as one window, sorted longest first so that the model batches cut from it hold like
 #: lengths; a call embeds ``CALL_BATCHES`` model batches of a window (one progress step, one resumable part).
@@ -259,7 +259,7 @@ class EmbedStage(Stage):
     holds_pool = True
 
     def run(self, ctx: BuildContext, executor: StepRunner) -> StageRecord:
-        shards = ctx.record("shard", ShardRecord).shards
+        shards = ctx.record("shard", ShardStageRecord).shards
         todo = windows(shards, ctx.build)  # rows of a killed run's finished parts are not embedded again
         spec, total = ctx.manifests.embed, sum(w.rows for w in todo)
         workers = EmbedWorkers(spec, ctx.manifests.first.base_dir, ctx.build, tuple(shards), ctx.layout.shards)

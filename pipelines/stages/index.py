@@ -13,7 +13,7 @@ from massiveds.core.layout import ShardFiles, file_record, write_json
 from massiveds.encode.index import IndexPlan, add_vectors, assigns_through_graph, list_balance, read_index, write_index
 from pipelines.stage import BuildContext, StageRecord, Step, UnitResult, UnitStage
 from pipelines.stages.embed import vectors_paths
-from pipelines.stages.shard import ShardItem, ShardRecord
+from pipelines.stages.shard import ShardItem, ShardStageRecord
 from pipelines.stages.train import TrainRecord
 
 
@@ -55,7 +55,7 @@ class IndexStage(UnitStage[ShardItem, AddResult]):
     # needs every stage before it (the default): shard.json lists the files each of them left in the shard (sparse.*, vectors.npy)
 
     def plan(self, ctx: BuildContext) -> list[ShardItem]:
-        return ctx.record("shard", ShardRecord).shards
+        return ctx.record("shard", ShardStageRecord).shards
 
     def step(self, ctx: BuildContext) -> Step[ShardItem, AddResult]:
         shards = self.plan(ctx)

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from massiveds.core.catalog import ShardSpan
 from massiveds.core.layout import ShardFiles
 from massiveds.core.passages import write_passages
 from massiveds.encode.sharding import PlannedShard, plan_shards
@@ -18,25 +19,18 @@ from pipelines.stage import BuildContext, StageRecord, Step, UnitResult, UnitSta
 from pipelines.stages.chunk import ChunkRecord
 
 
-class ShardItem(WorkItem):
+class ShardItem(WorkItem, ShardSpan):
     """One shard of the datastore (``unit`` is its name): what the embed, train, index and catalog stages work on."""
 
-    name: str
-    domain: str
-    id_start: int
-    count: int
     tokens: int = 0
 
 
-class ShardPlan(ShardItem):
+class ShardPlan(ShardItem, PlannedShard):
     """A shard to write, with the (part, first row, end row) slices of the passages parts that fill it."""
-
-    slices: tuple[tuple[str, int, int], ...]
 
     @classmethod
     def of(cls, planned: PlannedShard) -> ShardPlan:
-        return cls(unit=planned.name, name=planned.name, domain=planned.domain, id_start=planned.id_start, count=planned.count,
-                   slices=planned.slices)
+        return cls(unit=planned.name, **planned.model_dump())
 
 
 class WriteResult(UnitResult):
@@ -77,13 +71,13 @@ class WriteShard:
         return WriteResult(unit=shard.name, passages=rows, tokens=tokens)
 
 
-class ShardRecord(StageRecord):
+class ShardStageRecord(StageRecord):
     shards: list[ShardItem]
 
 
 class ShardStage(UnitStage[ShardPlan, WriteResult]):
     name = "shard"
-    record = ShardRecord
+    record = ShardStageRecord
 
     def plan(self, ctx: BuildContext) -> list[ShardPlan]:
         chunk = ctx.record("chunk", ChunkRecord)
@@ -99,8 +93,8 @@ class ShardStage(UnitStage[ShardPlan, WriteResult]):
     def step(self, ctx: BuildContext) -> Step[ShardPlan, WriteResult]:
         return Step("shard", WriteShard(ctx.build, ctx.layout.shards), WriteResult, rates=("passages",))
 
-    def summarize(self, ctx: BuildContext, items: Sequence[ShardPlan], results: Sequence[WriteResult]) -> ShardRecord:
+    def summarize(self, ctx: BuildContext, items: Sequence[ShardPlan], results: Sequence[WriteResult]) -> ShardStageRecord:
         shards = [ShardItem(unit=s.unit, name=s.name, domain=s.domain, id_start=s.id_start, count=s.count, tokens=r.tokens)
                   for s, r in zip(items, results, strict=True)]
         target = max(m.shards.target_passages for m in ctx.manifest_list)
-        return ShardRecord(shards=shards, summary=f"{len(shards)} shards of <= {target:,} passages")
+        return ShardStageRecord(shards=shards, summary=f"{len(shards)} shards of <= {target:,} passages")

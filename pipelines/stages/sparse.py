@@ -42,7 +42,7 @@ from massiveds.encode.sparse import (
 )
 from pipelines.stage import BuildContext, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
 from pipelines.stages.dedup import PartitionItem, partition_items
-from pipelines.stages.shard import ShardItem, ShardRecord
+from pipelines.stages.shard import ShardItem, ShardStageRecord
 
 
 class CountResult(UnitResult):
@@ -164,7 +164,7 @@ class SparseStage(Stage):
 
     def run(self, ctx: BuildContext, executor: StepRunner) -> StageRecord:
         spec, build, shards_dir = ctx.manifests.sparse, ctx.build, ctx.layout.shards
-        shards = ctx.record("shard", ShardRecord).shards
+        shards = ctx.record("shard", ShardStageRecord).shards
         base = base_items(ctx)
         based = executor.map(Step("sparse-base", BaseVocab(build, ctx.existing.root), BaseResult), base) if ctx.existing else []
         counted = executor.map(Step("sparse-count", CountShard(build, shards_dir, spec), CountResult, rates=("passages",)), shards)

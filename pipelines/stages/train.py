@@ -14,7 +14,7 @@ from massiveds.core.layout import atomic_path
 from massiveds.encode.index import IndexPlan, plan_index, train_index, write_index
 from pipelines.stage import BuildContext, Resources, Stage, StageRecord, Step, StepRunner, UnitResult, UnitStage, WorkItem
 from pipelines.stages.embed import vectors_paths
-from pipelines.stages.shard import ShardItem, ShardRecord
+from pipelines.stages.shard import ShardItem, ShardStageRecord
 
 
 class TrainResult(UnitResult):
@@ -67,7 +67,7 @@ class TrainStage(UnitStage[WorkItem, TrainResult]):
         return [WorkItem(unit="trained")]
 
     def step(self, ctx: BuildContext) -> Step[WorkItem, TrainResult]:
-        shards = ctx.record("shard", ShardRecord).shards
+        shards = ctx.record("shard", ShardStageRecord).shards
         paths = vectors_paths(ctx, shards)
         dim = int(np.load(paths[shards[0].name], mmap_mode="r").shape[1])
         plan = plan_index(sum(s.count for s in shards), dim, ctx.manifests.index)
