@@ -111,7 +111,7 @@ def bare_vs_ours(ds: Datastore, work: Path) -> list[tuple[str, float, float]]:
     bare_bytes = sum(p.stat().st_size for p in (work / "bare").iterdir())
     clock = time.perf_counter()
     files = CountFiles(work / "count")
-    counts = count_shard([texts[i : i + 1024] for i in range(0, len(texts), 1024)], spec.tokenizer, files)
+    counts = count_shard([texts[i : i + 1024] for i in range(0, len(texts), 1024)], spec.tokenizer, files, 1)
     terms = sum_partition([files.vocab], 1, 0, work / "df.parquet")
     assert terms == counts.terms
     (work / "ours").mkdir()

@@ -28,7 +28,7 @@ from massiveds.core.layout import sha256_file
 from massiveds.core.manifest import Sparse
 from massiveds.core.passages import PassageFile
 from massiveds.core.writer_lock import writer_lock
-from massiveds.encode.sparse import CorpusStats, CountFiles, count_shard, index_shards
+from massiveds.encode.sparse import CorpusStats, CountFiles, count_shard, df_partitions, index_shards
 from massiveds.ops.stats import RECALL_DROP_WARNING, recall_warning
 from massiveds.store.datastore import Datastore
 from tests.conftest import write_small_manifest
@@ -149,7 +149,8 @@ def test_bm25_after_an_append_scores_as_if_every_shard_had_the_datastores_statis
     spec = Sparse(enabled=True, k1=catalog.sparse.k1, b=catalog.sparse.b, tokenizer=catalog.sparse.tokenizer)
     counts = [CountFiles(tmp_path / "count" / s.name) for s in catalog.shards]
     for s, c in zip(catalog.shards, counts, strict=True):
-        count_shard(PassageFile(ref / "shards" / s.name / "passages.arrow").iter_column("text"), spec.tokenizer, c)
+        count_shard(PassageFile(ref / "shards" / s.name / "passages.arrow").iter_column("text"), spec.tokenizer, c,
+                    df_partitions(len(counts)))
     stats = CorpusStats(catalog.sparse.passages, catalog.sparse.avg_length)
     index_shards(counts, [ref / "shards" / s.name for s in catalog.shards], [c.vocab for c in counts], stats, spec, tmp_path / "work")
     with writer_lock(ref, "test"):

@@ -17,12 +17,12 @@ import pytest
 
 from massiveds.clean.minhash import true_jaccard
 from massiveds.clean.ngrams import ngram_hashes
+from massiveds.core import scatter
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.manifest import NearDedup, load_manifest
+from massiveds.core.scatter import Scatter, read_scatter
 from massiveds.ingest.sources.files import resolve_inputs
-from pipelines import scatter
 from pipelines.parts import removed_ords
-from pipelines.scatter import Scatter, read_scatter
 from pipelines.stage import InputItem
 from pipelines.stages import extract as extract_stage
 from pipelines.stages import near_dedup

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import bm25s
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import zstandard
 
+from massiveds.core import scatter
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.manifest import Sparse
 from massiveds.encode.sparse import (
@@ -53,7 +55,7 @@ def build_shards(texts: list[str], shards: int, partitions: int, root: Path) -> 
     counts = []
     for i, group in enumerate(groups):
         files = CountFiles(root / "count" / str(i))
-        count_shard([group[:150], group[150:]], SPEC.tokenizer, files)  # two batches: the vocabulary grows across them
+        count_shard([group[:150], group[150:]], SPEC.tokenizer, files, partitions)  # two batches: the vocabulary grows across them
         counts.append(files)
     dfs = [root / "df" / f"{p}.parquet" for p in range(partitions)]
     for p, out in enumerate(dfs):
@@ -125,6 +127,20 @@ def test_a_term_is_counted_once_whatever_the_partitions(texts: list[str], tmp_pa
     assert len(terms) == len(set(terms)) and all(table.num_rows for table in tables)
     whole = build_shards(texts, 4, 1, tmp_path / "q")
     assert whole and sum(t.num_rows for t in tables) == pq.read_table(tmp_path / "q" / "df" / "0.parquet").num_rows
+
+
+def test_the_df_passes_read_each_vocabulary_once_whatever_the_partitions(texts: list[str], tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pass 2 over P partitions reads each shard's vocabulary file about once in all (not once per partition)."""
+    root, partitions = tmp_path / "p", 6
+    build_shards(texts, 4, partitions, root)
+    vocabs = [CountFiles(root / "count" / str(i)).vocab for i in range(4)]
+    read_bytes: list[int] = []
+    pread = os.pread
+    monkeypatch.setattr(scatter.os, "pread", lambda fd, n, at: read_bytes.append(n) or pread(fd, n, at))
+    for p in range(partitions):
+        sum_partition(vocabs, partitions, p, tmp_path / f"again-{p}.parquet")
+    assert sum(v.stat().st_size for v in vocabs) * 0.8 < sum(read_bytes) < sum(v.stat().st_size for v in vocabs) * 1.2
 
 
 def test_a_subset_keeps_the_scores_of_its_passages(texts: list[str], tmp_path: Path) -> None:

@@ -12,18 +12,21 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow as pa
 import pytest
 import zstandard
 
 from massiveds.core.catalog import CHECKSUMS, FileRecord, catalog_text, open_catalog, read_catalog, write_catalog
 from massiveds.core.manifest import Sparse
 from massiveds.core.passages import PassageFile
+from massiveds.core.scatter import SCATTER, read_scatter
 from massiveds.core.writer_lock import writer_lock
 from massiveds.encode.sparse import (
+    VOCAB_SCHEMA,
     CorpusStats,
     CountFiles,
     count_shard,
+    df_partitions,
     index_shards,
     lucene_idf,
     query_terms,
@@ -71,11 +74,18 @@ def test_df_idf_and_weights_of_a_shard(tmp_path: Path) -> None:
 
 def test_an_indexed_shards_vocabulary_is_what_counting_it_gave(tmp_path: Path) -> None:
     [(folder, _), _] = build_shards(jargon_texts(), 2, 1, tmp_path)
-    counted = pq.read_table(tmp_path / "count" / "0" / "vocab.parquet").sort_by("term")
-    write_vocab(tmp_path / "again.parquet", *shard_vocabulary(folder))
-    rebuilt = pq.read_table(tmp_path / "again.parquet").sort_by("term")
-    for column in ("term", "df", "hash"):
+    counted = _vocabulary(tmp_path / "count" / "0" / f"vocab{SCATTER}", 1)
+    write_vocab(tmp_path / f"again{SCATTER}", *shard_vocabulary(folder), 3)
+    rebuilt = _vocabulary(tmp_path / f"again{SCATTER}", 3)
+    assert counted.num_rows > 1000
+    for column in ("term", "id", "df"):
         assert rebuilt.column(column).to_pylist() == counted.column(column).to_pylist()
+
+
+def _vocabulary(path: Path, partitions: int) -> pa.Table:
+    """Every row of a vocabulary scatter file, by local id."""
+    batches = [b for p in range(partitions) for b in read_scatter(path, p, VOCAB_SCHEMA, partitions)]
+    return pa.Table.from_batches(batches, VOCAB_SCHEMA).sort_by("id")
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +107,13 @@ def appended(example_datastore: Path, tmp_path_factory: pytest.TempPathFactory) 
     folders = {s.name: root / s.folder_rel() for s in shards}
     counts = {s.name: CountFiles(work / "count" / s.name) for s in shards}
     for s in shards:
-        count_shard(PassageFile(folders[s.name] / "passages.arrow").iter_column("text"), spec.tokenizer, counts[s.name])
+        count_shard(PassageFile(folders[s.name] / "passages.arrow").iter_column("text"), spec.tokenizer, counts[s.name],
+                    df_partitions(len(shards)))
     index_shards([counts[s.name] for s in old], [folders[s.name] for s in old], [counts[s.name].vocab for s in old],
                  CorpusStats(sum(s.count for s in old), sparse.avg_length), spec, work / "old")
     for s in old:  # what an append reads off the shards it adds to
-        write_vocab(work / "indexed" / f"{s.name}.parquet", *shard_vocabulary(folders[s.name]))
-    vocabs = [work / "indexed" / f"{s.name}.parquet" for s in old] + [counts[s.name].vocab for s in new]
+        write_vocab(work / "indexed" / f"{s.name}{SCATTER}", *shard_vocabulary(folders[s.name]), df_partitions(len(shards)))
+    vocabs = [work / "indexed" / f"{s.name}{SCATTER}" for s in old] + [counts[s.name].vocab for s in new]
     index_shards([counts[s.name] for s in new], [folders[s.name] for s in new], vocabs, CorpusStats(sparse.passages, sparse.avg_length),
                  spec, work / "new")
     records = [s.but(files={name: FileRecord.of(folders[s.name] / name) for name in s.files}) for s in catalog.shards]

@@ -10,9 +10,12 @@ therefore works in three passes (``pipelines/stages/sparse.py``), and none holds
 everything:
 
 1. ``count_shard``, per shard: tokenize once; keep the token ids, the passages' lengths and the shard's
-   vocabulary with each term's document frequency in the shard (and a hash of the term).
-2. ``sum_partition``, per hash partition of the terms: the shards' rows of that partition summed into
-   each term's df over the datastore.
+   vocabulary with each term's document frequency in the shard, routed to the hash partitions of the terms
+   in one scatter file (``massiveds.core.scatter``).
+2. ``sum_partition``, per hash partition of the terms: the shards' rows of that partition (one read of each
+   scatter file's part) summed into each term's df over the datastore. Every vocabulary byte is read once
+   here, whatever the number of partitions: ``P = ⌈shards / SHARDS_PER_DF_PARTITION⌉``, and since a shard's
+   vocabulary is bounded by its passages, a partition holds the rows of about that many shards' vocabularies.
 3. ``index_shard``, per shard: the shard's terms joined with their datastore df, every (term, passage)
    score computed with the datastore's N and avgdl and written in bm25s's on-disk format.
 
@@ -47,6 +50,7 @@ import pyarrow.parquet as pq
 
 from massiveds.core.layout import atomic_path, write_array, write_json
 from massiveds.core.manifest import Sparse, SparseTokenizer
+from massiveds.core.scatter import SCATTER, read_scatter, scatter_file
 
 #: bm25s's file names, prefixed so they sit beside the shard's other files (the catalog checksums a shard's files).
 FILES = {"data_name": "sparse.data.npy", "indices_name": "sparse.indices.npy", "indptr_name": "sparse.indptr.npy",
@@ -59,8 +63,10 @@ SHARD_FILES = (*FILES.values(), IDF_FILE)
 METHOD = "lucene"
 #: Tokens scored at once while writing a shard's matrix (bounds the index pass's memory, whatever the shard size).
 BLOCK_TOKENS = 1 << 22
-#: Compressed vocabulary rows one pass-2 unit reads at most (its memory grows with it, not with the datastore).
-DF_PARTITION_BYTES = 64 << 20
+#: Shards whose vocabularies one pass-2 partition holds, about (its memory grows with it, not with the datastore).
+SHARDS_PER_DF_PARTITION = 8
+#: A vocabulary row as pass 1 scatters it: the term, its local id in the shard, its df in the shard.
+VOCAB_SCHEMA = pa.schema([("term", pa.string()), ("id", pa.int32()), ("df", pa.int64())])
 
 
 def tokenizer(spec: SparseTokenizer) -> Any:
@@ -105,7 +111,7 @@ class CountFiles:
 
     @property
     def vocab(self) -> Path:
-        return self.folder / "vocab.parquet"
+        return self.folder / f"vocab{SCATTER}"
 
 
 @dataclass(frozen=True)
@@ -117,11 +123,11 @@ class ShardCounts:
     terms: int
 
 
-def count_shard(texts: Iterable[Sequence[str]], spec: SparseTokenizer, out: CountFiles) -> ShardCounts:
+def count_shard(texts: Iterable[Sequence[str]], spec: SparseTokenizer, out: CountFiles, partitions: int) -> ShardCounts:
     """Pass 1: tokenize a shard's passages (batches of texts, in id order) and write its token ids, lengths and vocabulary.
 
-    Token ids stream to a raw int32 file as they come; the vocabulary table holds each term's local id,
-    its document frequency in the shard and its hash.
+    Token ids stream to a raw int32 file as they come; the vocabulary (``write_vocab``) holds each term's local id and
+    its document frequency in the shard, routed to ``partitions`` hash partitions.
     """
     tok = tokenizer(spec)
     lengths: list[np.ndarray] = []
@@ -134,7 +140,7 @@ def count_shard(texts: Iterable[Sequence[str]], spec: SparseTokenizer, out: Coun
     length = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32)
     write_array(out.lengths, length)
     terms = _by_id(tok.get_vocab_dict())
-    write_vocab(out.vocab, terms, _shard_df(out.read_tokens(), length, len(terms)))
+    write_vocab(out.vocab, terms, _shard_df(out.read_tokens(), length, len(terms)), partitions)
     return ShardCounts(passages=len(length), tokens=int(length.sum()), terms=len(terms))
 
 
@@ -146,13 +152,14 @@ def _by_id(vocab: dict[str, int]) -> list[str]:
     return terms
 
 
-def write_vocab(out: Path, terms: Sequence[str], df: np.ndarray) -> None:
-    """A shard's vocabulary table as pass 2 reads it: each term (by local id), its id, its df in the shard and its hash."""
-    table = pa.table({"term": pa.array(terms, pa.string()), "id": pa.array(np.arange(len(terms), dtype=np.int32)),
-                      "df": pa.array(np.asarray(df, dtype=np.int64)), "hash": pa.array(term_hash(terms))})
+def write_vocab(out: Path, terms: Sequence[str], df: np.ndarray, partitions: int) -> None:
+    """A shard's vocabulary as pass 2 reads it: each term (by local id), its id and its df in the shard, in a scatter file
+    routed by ``term_hash % partitions``."""
+    table = pa.table([pa.array(terms, pa.string()), pa.array(np.arange(len(terms), dtype=np.int32)),
+                      pa.array(np.asarray(df, dtype=np.int64))], schema=VOCAB_SCHEMA)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    with scatter_file(out, VOCAB_SCHEMA, partitions) as scatter:
+        scatter.write(table, (term_hash(terms) % partitions).astype(np.int64))
 
 
 def indexed_passages(folder: Path) -> int:
@@ -196,12 +203,9 @@ def _shard_df(tokens: np.ndarray, lengths: np.ndarray, vocab: int) -> np.ndarray
 
 def sum_partition(vocab_files: Sequence[Path], partitions: int, part: int, out: Path) -> int:
     """Pass 2: the datastore df of every term of hash partition ``part`` (summed over the shards' vocabularies); returns its terms."""
-    pieces = []
-    for path in vocab_files:
-        table = pq.read_table(path, columns=["term", "df", "hash"])
-        mask = np.asarray(table.column("hash")).astype(np.int64) % partitions == part
-        pieces.append(table.filter(pa.array(mask)).select(["term", "df"]))
-    merged = pa.concat_tables(pieces).group_by("term").aggregate([("df", "sum")]).rename_columns(["term", "df"])
+    batches = [b for path in vocab_files for b in read_scatter(path, part, VOCAB_SCHEMA, partitions)]
+    rows = pa.Table.from_batches(batches, VOCAB_SCHEMA).select(["term", "df"])
+    merged = rows.group_by("term").aggregate([("df", "sum")]).rename_columns(["term", "df"])
     with atomic_path(out) as tmp:
         pq.write_table(merged, tmp, compression="zstd")
     return merged.num_rows
@@ -209,19 +213,16 @@ def sum_partition(vocab_files: Sequence[Path], partitions: int, part: int, out: 
 
 def global_df(vocab_file: Path, partition_files: Sequence[Path]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The shard's terms by local id, their df in the shard and in the datastore (pass 2's partitions)."""
-    local = pq.read_table(vocab_file, columns=["term", "id", "df", "hash"])
-    terms = local.column("term").to_pylist()
-    ids = np.asarray(local.column("id"))
-    shard_df = np.asarray(local.column("df"))
-    whole = np.zeros(len(terms), dtype=np.int64)
-    hashes = np.asarray(local.column("hash")).astype(np.int64)
+    pieces = []
     for part, path in enumerate(partition_files):
-        mine = local.filter(pa.array(hashes % len(partition_files) == part)).select(["term", "id"])
+        mine = pa.Table.from_batches(read_scatter(vocab_file, part, VOCAB_SCHEMA, len(partition_files)), VOCAB_SCHEMA)
         if mine.num_rows:
-            joined = mine.join(pq.read_table(path), "term", join_type="inner")
-            whole[np.asarray(joined.column("id"))] = np.asarray(joined.column("df"))
-    order = np.argsort(ids)
-    return [terms[i] for i in order], shard_df[order], whole[order]
+            joined = mine.join(pq.read_table(path).rename_columns(["term", "whole"]), "term", join_type="inner")
+            pieces.append(joined)
+    local = pa.concat_tables(pieces) if pieces else VOCAB_SCHEMA.append(pa.field("whole", pa.int64())).empty_table()
+    order = np.argsort(np.asarray(local.column("id")))
+    terms = local.column("term").to_pylist()
+    return [terms[i] for i in order], np.asarray(local.column("df"))[order], np.asarray(local.column("whole"))[order]
 
 
 @dataclass(frozen=True)
@@ -238,9 +239,9 @@ class CorpusStats:
         return cls(passages, sum(s.tokens for s in shards) / max(passages, 1))
 
 
-def df_partitions(vocab_bytes: int) -> int:
-    """Hash partitions of the terms for pass 2: one per ``DF_PARTITION_BYTES`` of the shards' vocabulary files."""
-    return max(1, math.ceil(vocab_bytes / DF_PARTITION_BYTES))
+def df_partitions(shards: int) -> int:
+    """Hash partitions of the terms for pass 2: one per ``SHARDS_PER_DF_PARTITION`` shards (counted before pass 1 writes)."""
+    return max(1, math.ceil(shards / SHARDS_PER_DF_PARTITION))
 
 
 def lucene_idf(passages: int, df: np.ndarray) -> np.ndarray:
@@ -366,8 +367,9 @@ def catalog_record(spec: Sparse, stats: CorpusStats, terms: int, size: int) -> d
 
 def index_shards(counts: Sequence[CountFiles], folders: Sequence[Path], vocabs: Sequence[Path], stats: CorpusStats, spec: Sparse,
                  work: Path) -> tuple[int, int]:
-    """Passes 2 and 3 here: ``counts`` scored into ``folders`` with ``stats`` and df over ``vocabs`` (theirs, others'); (terms, bytes)."""
-    parts = [work / "df" / f"p{p:04d}.parquet" for p in range(df_partitions(sum(v.stat().st_size for v in vocabs)))]
+    """Passes 2 and 3 here: ``counts`` scored into ``folders`` with ``stats`` and df over ``vocabs`` (theirs, others', each written
+    for ``df_partitions(len(vocabs))``); (terms, bytes)."""
+    parts = [work / "df" / f"p{p:04d}.parquet" for p in range(df_partitions(len(vocabs)))]
     terms = sum(sum_partition(vocabs, len(parts), p, out) for p, out in enumerate(parts))
     return terms, sum(index_shard(c, parts, stats, spec, folder) for c, folder in zip(counts, folders, strict=True))
 
@@ -379,7 +381,7 @@ def rescore(shards: Sequence[tuple[Path, Path]], spec: Sparse, work: Path) -> di
     from massiveds.core.passages import PassageFile
 
     files = [CountFiles(work / "count" / str(i)) for i in range(len(shards))]
-    counts = [count_shard(PassageFile(passages).iter_column("text"), spec.tokenizer, f)
+    counts = [count_shard(PassageFile(passages).iter_column("text"), spec.tokenizer, f, df_partitions(len(shards)))
               for (passages, _), f in zip(shards, files, strict=True)]
     stats = CorpusStats.of(counts)
     terms, size = index_shards(files, [folder for _, folder in shards], [f.vocab for f in files], stats, spec, work)

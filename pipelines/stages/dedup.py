@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 
 from massiveds.clean.dedup_index import HASHES
 from massiveds.clean.exact_dedup import KEYS, document_keys, find_duplicates, key_partitions
+from massiveds.core.scatter import SCATTER, read_partition, scatter_file
 from massiveds.core.schema import dropped_table
 from pipelines.parts import PartWriter, documents_path, hashes_path, indexed, read_documents, write_table
-from pipelines.scatter import SCATTER, read_partition, scatter_file
 from pipelines.stage import BuildContext, InputItem, Stage, StageRecord, Step, StepRunner, UnitResult, WorkItem
 
 #: Where dedup-map writes each part's keys, a scatter file per part.

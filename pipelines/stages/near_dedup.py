@@ -67,9 +67,9 @@ from massiveds.clean.minhash import (
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import write_array
 from massiveds.core.manifest import NearDedup
+from massiveds.core.scatter import SCATTER, Scatter, read_partition, scatter_file
 from massiveds.core.schema import DROPPED, ROW_BITS
 from pipelines.parts import PartWriter, documents_path, indexed, signatures_path, surviving_documents, unit_ord_range, write_table
-from pipelines.scatter import SCATTER, Scatter, read_partition, scatter_file
 from pipelines.stage import BuildContext, InputItem, Stage, StageRecord, Step, StepRunner, UnitResult
 from pipelines.stages.dedup import PartitionItem, partition_items
 

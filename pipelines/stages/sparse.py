@@ -4,7 +4,8 @@
                                    lengths, the shard's vocabulary with its document frequencies)
     sparse-df      per partition   the shards' vocabulary rows of one hash partition of the terms
                                    summed: build/sparse/df/p<n>.parquet (P = one per
-                                   64 MiB of vocabulary files, ``df_partitions``)
+                                   8 shards, ``df_partitions``), each shard's
+                                   vocabulary scatter file read once
     sparse-index   per shard       the shard's bm25s index with the datastore's N, avgdl and df:
                                    shards/<shard>/sparse.*
 
@@ -49,7 +50,6 @@ class CountResult(UnitResult):
     passages: int
     tokens: int
     terms: int
-    vocab_bytes: int
 
 
 class BaseItem(WorkItem):
@@ -60,7 +60,6 @@ class BaseItem(WorkItem):
 
 class BaseResult(UnitResult):
     passages: int
-    vocab_bytes: int
 
 
 class SumResult(UnitResult):
@@ -94,13 +93,12 @@ class CountShard:
     build: Path
     shards_dir: Path
     spec: SparseSpec
+    partitions: int
 
     def __call__(self, shard: ShardItem) -> CountResult:
-        out = count_files(self.build, shard.name)
         texts = PassageFile(self.shards_dir / shard.name / ShardFiles.PASSAGES).iter_column("text")
-        counts = count_shard(texts, self.spec.tokenizer, out)
-        return CountResult(unit=shard.name, passages=counts.passages, tokens=counts.tokens, terms=counts.terms,
-                           vocab_bytes=out.vocab.stat().st_size)
+        counts = count_shard(texts, self.spec.tokenizer, count_files(self.build, shard.name), self.partitions)
+        return CountResult(unit=shard.name, passages=counts.passages, tokens=counts.tokens, terms=counts.terms)
 
 
 @dataclass(frozen=True)
@@ -109,12 +107,13 @@ class BaseVocab:
 
     build: Path
     root: Path
+    partitions: int
 
     def __call__(self, item: BaseItem) -> BaseResult:
-        folder, out = self.root / item.folder, count_files(self.build, item.unit).vocab
+        folder = self.root / item.folder
         terms, df = shard_vocabulary(folder)
-        write_vocab(out, terms, df)
-        return BaseResult(unit=item.unit, passages=indexed_passages(folder), vocab_bytes=out.stat().st_size)
+        write_vocab(count_files(self.build, item.unit).vocab, terms, df, self.partitions)
+        return BaseResult(unit=item.unit, passages=indexed_passages(folder))
 
 
 @dataclass(frozen=True)
@@ -166,9 +165,10 @@ class SparseStage(Stage):
         spec, build, shards_dir = ctx.manifests.sparse, ctx.build, ctx.layout.shards
         shards = ctx.record("shard", ShardStageRecord).shards
         base = base_items(ctx)
-        based = executor.map(Step("sparse-base", BaseVocab(build, ctx.existing.root), BaseResult), base) if ctx.existing else []
-        counted = executor.map(Step("sparse-count", CountShard(build, shards_dir, spec), CountResult, rates=("passages",)), shards)
-        partitions = df_partitions(sum(c.vocab_bytes for c in counted) + sum(b.vocab_bytes for b in based))
+        partitions = df_partitions(len(base) + len(shards))
+        based = executor.map(Step("sparse-base", BaseVocab(build, ctx.existing.root, partitions), BaseResult), base) if ctx.existing else []
+        counted = executor.map(Step("sparse-count", CountShard(build, shards_dir, spec, partitions), CountResult, rates=("passages",)),
+                               shards)
         outputs = tuple(df_files(build, partitions))
         vocab_files = tuple(count_files(build, s.unit).vocab for s in [*base, *shards])
         summed = executor.map(Step("sparse-df", SumDf(vocab_files, outputs), SumResult, rates=("terms",)),
