@@ -111,8 +111,14 @@ def ray_runtime(address: str | None = None, log: Path | None = None) -> Iterator
             # Ray runs its workers at nice 15 by default, so any other load on the machine would starve the build's
             # own workers; a cluster we join keeps its settings
             own: dict[str, Any] = {"_system_config": {"worker_niceness": 0}} if target == "local" else {}
-            ray.init(address=target, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-                     runtime_env={"env_vars": env}, **own)
+            try:
+                ray.init(address=target, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                         runtime_env={"env_vars": env}, **own)
+            except Exception as exc:  # Ray raises a bare Exception when its node times out starting
+                where = f"the cluster at {target}" if target != "local" else "a local Ray"
+                raise MassiveDSError(f"{where} did not start ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                                     f"Ray's own log: {log or 'stderr'}; re-run the same command to resume (on a loaded machine, "
+                                     "once the load is gone)") from None
             stack.callback(ray.shutdown)
         yield
 
@@ -186,8 +192,9 @@ class RayExecutor(Executor):
     def started(self) -> None:
         with self._starting:
             if self._ray is None:
-                self._ray = contextlib.ExitStack()
-                self._ray.enter_context(ray_runtime(self.address, self.build / "logs" / RAY_LOG))
+                stack = contextlib.ExitStack()
+                stack.enter_context(ray_runtime(self.address, self.build / "logs" / RAY_LOG))
+                self._ray = stack  # only once Ray is up: close() then has a cluster to ask
                 self.cluster_nodes |= alive_nodes()
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ import pytest
 from tests.conftest import write_small_manifest
 from tests.helpers import REPO, shared
 
-pytestmark = pytest.mark.slow  # 15 scripts, six of them building a datastore: about 4 minutes on the shared 2-core machine
+pytestmark = pytest.mark.slow  # 16 scripts, six of them building a datastore: about 4 minutes on the shared 2-core machine
 
 ENV = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "250"}
 
@@ -114,6 +114,14 @@ def test_eval(hybrid_run: tuple[Path, str]) -> None:
     for r in rows:
         assert number(r["one search s"]) > 0 and number(r["eval sweep s"]) > 0 and number(r["search per fraction×seed s"]) > 0
         assert fraction(r["doc@10 at 0.25"]) >= 0 and fraction(r["doc@10 at 1"]) > 0
+
+
+def test_rerank(hybrid_run: tuple[Path, str]) -> None:
+    work, _ = hybrid_run
+    output = bench("rerank", "--datastore", work / "ds", "--work", work / "rerank", "--depths", "5,20", "--queries", "4", "--pairs", "64")
+    rows = table(output, "depth", "search ms", "with rerank ms", "added ms", "with / without")
+    assert [r["depth"] for r in rows] == ["5", "20"] and all(number(r["with rerank ms"]) > 0 for r in rows)
+    assert re.search(r"[\d,]+ pairs/s in one call of 64 pairs", output), output[-2000:]
 
 
 def test_living(hybrid_run: tuple[Path, str]) -> None:

@@ -14,6 +14,10 @@ import typer
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.report import console
 
+#: The ``--rerank`` of search and eval.
+RERANK_HELP = ("'exact' (inner product over stored vectors), 'cross-encoder:MODEL' (a CrossEncoder's folder or hub name) or "
+               "'exact+cross-encoder:MODEL'")
+
 #: The ``--wait`` of every command that changes a datastore.
 Wait = Annotated[float, typer.Option("--wait", min=0.0, help="seconds to wait for another command changing the datastore "
                                      "(delete, append, compact, ...) before giving up")]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from massiveds.cli._common import print_json, user_errors
+from massiveds.cli._common import RERANK_HELP, print_json, user_errors
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.report import console, progress, table
 
@@ -58,7 +58,8 @@ def eval_command(
     sweep: Annotated[str | None, typer.Option(help="one search option over values: one curve each, e.g. nprobe=8,32,128")] = None,
     domains: Annotated[str | None, typer.Option(help="search only these domains (comma-separated)")] = None,
     nprobe: Annotated[int | None, typer.Option(min=1, help="IVF lists to visit (default: the datastore's)")] = None,
-    rerank: Annotated[str | None, typer.Option(help="'exact': rerank IVF-PQ candidates over stored vectors")] = None,
+    rerank: Annotated[str | None, typer.Option(help=RERANK_HELP)] = None,
+    rerank_depth: Annotated[int | None, typer.Option(min=1, max=1000, help="with a cross-encoder: hits per query it scores (100)")] = None,
     dedup: Annotated[bool, typer.Option("--dedup", help="drop near-duplicate hits before scoring")] = False,
     mmr: Annotated[float | None, typer.Option("--mmr", min=0.0, max=1.0, metavar="LAMBDA", help="diversify by MMR")] = None,
     mode: Annotated[str | None, typer.Option(help="dense, sparse or hybrid (default: hybrid where there is a BM25 index)")] = None,
@@ -82,7 +83,8 @@ def eval_command(
         if plot is not None and plot.suffix not in PLOT_KINDS:
             raise MassiveDSError(f"--plot {plot}: name a file ending in {' or '.join(PLOT_KINDS)}")
         given = {"domains": tuple(d.strip() for d in domains.split(",") if d.strip()) if domains else None, "nprobe": nprobe,
-                 "rerank": rerank, "dedup": dedup or None, "mmr": mmr, "mode": mode, "alpha": alpha, "fusion": fusion}
+                 "rerank": rerank, "rerank_depth": rerank_depth,
+                 "dedup": dedup or None, "mmr": mmr, "mode": mode, "alpha": alpha, "fusion": fusion}
         plan = EvalPlan(ks=tuple(sorted(set(_numbers(k, "--k", int)))),
                         fractions=tuple(sorted(set(_numbers(fractions, "--fractions", float)))),
                         seeds=tuple(_numbers(seeds, "--seeds", int)), options={n: v for n, v in given.items() if v is not None},

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from massiveds.cli._common import print_json, user_errors
+from massiveds.cli._common import RERANK_HELP, print_json, user_errors
 from massiveds.cli.present import print_skipped
 from massiveds.core.errors import MassiveDSError
 from massiveds.core.report import console, table
@@ -29,7 +29,8 @@ def search(
     mmr: Annotated[float | None, typer.Option("--mmr", min=0.0, max=1.0, metavar="LAMBDA",
                                               help="diversify by maximal marginal relevance (1 = plain ranking)")] = None,
     continuation: Annotated[bool, typer.Option("--continuation", help="add the next passage of the same document to each hit")] = False,
-    rerank: Annotated[str | None, typer.Option(help="rerank IVF-PQ candidates: 'exact' (inner product over stored vectors)")] = None,
+    rerank: Annotated[str | None, typer.Option(help=RERANK_HELP)] = None,
+    rerank_depth: Annotated[int, typer.Option(min=1, max=1000, help="with a cross-encoder: hits per query it scores")] = 100,
     strict: Annotated[bool, typer.Option("--strict", help="fail when a shard is missing or unreadable instead of skipping it")] = False,
     mode: Annotated[str | None, typer.Option(
         help="dense, sparse (BM25) or hybrid (both fused); default: hybrid where the datastore has a BM25 index, else dense")] = None,
@@ -50,8 +51,8 @@ def search(
         names = [d.strip() for ds_ in domains or [] for d in ds_.split(",") if d.strip()] or None
         options = SearchOptions.create(k=k, nprobe=nprobe, domains=names, dedup=dedup, dedup_threshold=dedup_threshold,
                                        decontaminate=golds or None, fraction=fraction, seed=seed, mmr=mmr,
-                                       continuation=continuation, rerank=rerank, strict=strict, mode=mode, alpha=alpha,
-                                       fusion=fusion)
+                                       continuation=continuation, rerank=rerank, rerank_depth=rerank_depth, strict=strict, mode=mode,
+                                       alpha=alpha, fusion=fusion)
         ds = massiveds.open(datastore)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ShardSkippedWarning)  # reported below, once, on stderr
@@ -70,6 +71,8 @@ def search(
         for rank, hit in enumerate(hits, 1):
             title = f" · {hit['title']}" if hit.get("title") else ""
             parts = "" if "dense_score" not in hit else f" [dim](dense {hit['dense_score']:.4f}, bm25 {hit['sparse_score']:.4f})[/]"
+            if "rerank_score" in hit:
+                parts += f" [dim](reranked {hit['rerank_score']:.4f})[/]"
             head = f"[bold]{rank:>2}.[/] [cyan]{hit['score']:.4f}[/]{parts} [magenta]{hit['domain']}[/] {hit['doc_id']}{title}"
             out.print(head, highlight=False)
             text = " ".join(hit["text"].split())

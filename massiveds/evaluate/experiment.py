@@ -33,8 +33,9 @@ from massiveds.core.layout import CATALOG
 from massiveds.evaluate.evalset import EvalFields, EvalItem, EvalSet
 from massiveds.evaluate.metrics import answer_matcher, bootstrap_interval, first_relevant, recall_at, reciprocal_rank_at
 from massiveds.evaluate.report import DatastoreInfo, EvalReport, EvalSetInfo, Metric, Point, Settings, metric_names
+from massiveds.store.cross_encoder import cross_encoder
 from massiveds.store.datastore import Datastore
-from massiveds.store.postprocess import DECON_NGRAM, GoldIndex, mmr
+from massiveds.store.postprocess import DECON_NGRAM, GoldIndex, mmr, rerank_hits
 from massiveds.store.sampling import check_fraction
 from massiveds.store.search import (
     MAX_K,
@@ -51,7 +52,7 @@ from massiveds.store.shard import Shard
 from massiveds.store.shard_set import ShardSet
 
 #: Search options a sweep may vary (the others are fixed by the experiment: k, fraction, seed; or make no sense here).
-SWEEPABLE = ("mode", "alpha", "fusion", "nprobe", "rerank", "domains", "dedup", "dedup_threshold", "mmr")
+SWEEPABLE = ("mode", "alpha", "fusion", "nprobe", "rerank", "rerank_depth", "domains", "dedup", "dedup_threshold", "mmr")
 #: MRR is reported at this depth (or the largest k, if smaller).
 MRR_K = 10
 #: Queries searched together: bounds the candidate arrays (queries × depth) held at once.
@@ -198,7 +199,7 @@ def rank(sources: Retrievers, items: Sequence[EvalItem], vectors: np.ndarray | N
                 seen = int(valid.sum())
                 if shards.deleted_share:
                     valid[valid] = ~shards.deleted(found.ids[row][valid])
-                ranked = Ranked(sources, found.ids[row][valid], found.scores[row][valid], _gold(items[q], plan), options)
+                ranked = Ranked(sources, items[q].query, found.ids[row][valid], found.scores[row][valid], _gold(items[q], plan), options)
                 kept = {(f, s): ranked.kept(frac, seed, need) for f, frac in enumerate(plan.fractions) for s, seed in enumerate(plan.seeds)}
                 worst = min(len(v) for v in kept.values())
                 if worst < need and not exhausted(seen, fetch, reachable):
@@ -224,12 +225,13 @@ def _gold(item: EvalItem, plan: EvalPlan) -> GoldIndex | None:
 class Ranked:
     """One query's candidate list, best first, with the hits read lazily (text only where a step needs it)."""
 
-    def __init__(self, sources: Retrievers, ids: np.ndarray, scores: np.ndarray, gold: GoldIndex | None,
+    def __init__(self, sources: Retrievers, query: str, ids: np.ndarray, scores: np.ndarray, gold: GoldIndex | None,
                  options: SearchOptions) -> None:
-        self.sources, self.ids, self.scores, self.gold, self.options = sources, ids, scores, gold, options
+        self.sources, self.query, self.ids, self.scores, self.gold, self.options = sources, query, ids, scores, gold, options
         self.filtering = gold is not None or options.dedup
         self._positions: dict[int, np.ndarray] = {}
         self._hits: dict[int, Hit] = {}
+        self._cross: dict[str, float] = {}  # the cross-encoder's score of each passage text: fractions and seeds share hits
 
     def hit(self, j: int) -> Hit:
         """Candidate ``j`` as a hit (its passage with the candidate's score)."""
@@ -254,11 +256,25 @@ class Ranked:
             size *= 2
 
     def top(self, kept: list[int], options: SearchOptions, k: int) -> list[int]:
-        """The passage ids of the final ranking: MMR over the kept pool (ranks), or its first ``k``."""
+        """The passage ids of the final ranking of the kept ranks: the cross-encoder's order, then MMR, or the first ``k``."""
+        if options.cross_encoder is None and options.mmr is None:
+            return [int(self.ids[j]) for j in kept[:k]]
+        hits = [self.hit(j) for j in kept[: options.pool]]
+        if options.cross_encoder is not None:
+            hits = rerank_hits([self.query], [hits], self._cross_scores, options.rerank_depth)[0]
         if options.mmr is not None:
-            pool = [self.hit(j) for j in kept[: options.pool]]
-            return [h["passage_id"] for h in mmr(pool, self.sources.dense.vectors(pool), options.mmr, k)]
-        return [int(self.ids[j]) for j in kept[:k]]
+            pool = hits[: options.mmr_pool]
+            hits = mmr(pool, self.sources.dense.vectors(pool), options.mmr, k)
+        return [h["passage_id"] for h in hits[:k]]
+
+    def _cross_scores(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """The cross-encoder's scores of (this query, passage) pairs, each passage scored once whatever the fraction or seed."""
+        assert self.options.cross_encoder is not None
+        missing = list(dict.fromkeys(text for _, text in pairs if text not in self._cross))
+        if missing:
+            scores = cross_encoder(self.options.cross_encoder).scores([(self.query, text) for text in missing])
+            self._cross.update(zip(missing, scores.tolist(), strict=True))
+        return np.array([self._cross[text] for _, text in pairs], dtype=np.float32)
 
 
 def score(ds: Datastore, sources: Retrievers, label: str, eval_set: EvalSet, setting: str, options: SearchOptions, plan: EvalPlan,

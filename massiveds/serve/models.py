@@ -20,7 +20,7 @@ from massiveds.core.errors import MassiveDSError
 from massiveds.store.datastore import Datastore
 from massiveds.store.fusion import FUSIONS
 from massiveds.store.hit import Hit, Passage
-from massiveds.store.search import MODES, RERANK_MODES, SearchOptions, SearchResult, check_queries
+from massiveds.store.search import MODES, SearchOptions, SearchResult, check_queries
 
 #: What each search option does, shown in the OpenAPI schema and /docs (docs/search.md has the long form).
 OPTION_HELP = {
@@ -32,14 +32,16 @@ OPTION_HELP = {
     "seed": "which nested sample `fraction` takes",
     "mmr": "maximal marginal relevance lambda in [0, 1] (1 = plain ranking, lower = more diverse)",
     "continuation": "give each hit its next passage of the same document (`continuation`, else null)",
-    "rerank": "`exact`: rescore the index candidates by exact inner product",
+    "rerank": "`exact`: rescore the index candidates by exact inner product; `cross-encoder:<model>`: reorder the hits by a "
+              "cross-encoder's score of (query, passage) (`rerank_score`); `exact+cross-encoder:<model>`: both",
+    "rerank_depth": "with a cross-encoder: the hits per query it scores (after every filter), 1 to 1000",
     "strict": "fail when a shard cannot be read, instead of skipping it",
     "mode": "`dense`, `sparse` (BM25) or `hybrid` (default: hybrid where the datastore has a BM25 index, else dense)",
     "alpha": "hybrid: the weight of the dense list in [0, 1]",
     "fusion": "hybrid: `convex` (weighted scores) or `rrf` (reciprocal ranks)",
 }
 #: The values an option may take: an enum in the schema, checked by the model.
-CHOICES: dict[str, tuple[str, ...]] = {"mode": MODES, "rerank": RERANK_MODES, "fusion": tuple(FUSIONS)}
+CHOICES: dict[str, tuple[str, ...]] = {"mode": MODES, "fusion": tuple(FUSIONS)}
 #: The search options a request may set by name: every ``SearchOptions`` field but ``k`` (``n_docs``) and ``domains`` (own rules).
 OPTION_FIELDS = tuple(name for name in SearchOptions.fields() if name not in ("k", "domains"))
 

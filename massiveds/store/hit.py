@@ -38,6 +38,8 @@ class Hit(Passage):
     score: Annotated[float, Field(description="the ranking score (hybrid: fused)")]
     dense_score: NotRequired[Annotated[float | None, Field(description="hybrid only: inner product with the query")]]
     sparse_score: NotRequired[Annotated[float | None, Field(description="hybrid only: BM25 score (0: no query term)")]]
+    rerank_score: NotRequired[Annotated[float, Field(description="with a cross-encoder rerank: its score of (query, passage), "
+                                                                 "the order of the hits it scored")]]
     continuation: NotRequired[Annotated[Passage | None, Field(
         description="with `continuation`: the next passage of the same document, else null")]]
 

@@ -10,12 +10,13 @@ order; ``massiveds.store.search`` applies them after sampling by id, as decontam
 * ``dedup_hits``: greedy near-duplicate removal in rank order (MinHash over word 5-gram shingles from
   ``massiveds.clean.minhash``, verified by the true shingle Jaccard): the highest-scored copy stays.
 * ``mmr``: maximal marginal relevance over passage vectors.
+* ``rerank_hits``: each query's first hits reordered by a (query, passage) scorer, a cross-encoder.
 * ``attach_continuations``: RETRO's neighbour + continuation (the next passage of the same document).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -141,6 +142,24 @@ def mmr(hits: Sequence[Hit], vectors: np.ndarray, lam: float, k: int) -> list[Hi
         free[best] = False
         redundancy = np.maximum(redundancy, sim[best])
     return [hits[i] for i in picked]
+
+
+def rerank_hits(queries: Sequence[str], hits: Sequence[Sequence[Hit]], score: Callable[[Sequence[tuple[str, str]]], np.ndarray],
+                depth: int) -> list[list[Hit]]:
+    """Each query's first ``depth`` hits in the order of ``score`` over (query, passage text), with ``rerank_score``; the rest after.
+
+    ``score`` is called once, on the pairs of every query: a cross-encoder batches them across queries.
+    """
+    pairs = [(query, hit["text"]) for query, found in zip(queries, hits, strict=True) for hit in found[:depth]]
+    scores = score(pairs)
+    out, at = [], 0
+    for found in hits:
+        head = found[:depth]
+        mine = scores[at : at + len(head)]
+        at += len(head)
+        reranked: list[Hit] = [{**head[int(i)], "rerank_score": float(mine[i])} for i in np.argsort(-mine, kind="stable")]
+        out.append(reranked + list(found[depth:]))
+    return out
 
 
 def continuation_ids(hits: Sequence[Hit]) -> list[int]:

@@ -24,7 +24,9 @@ import numpy as np
 from massiveds.core.errors import MassiveDSError
 from massiveds.encode.embed import Embedder
 from massiveds.store.bm25 import BM25Retriever
-from massiveds.store.dense import RERANK_MODES, DenseRetriever
+from massiveds.store.cross_encoder import DEFAULT_DEPTH, cross_encoder
+from massiveds.store.cross_encoder import PREFIX as CROSS_ENCODER
+from massiveds.store.dense import DenseRetriever
 from massiveds.store.fusion import FUSIONS, Fused, candidates, fuse
 from massiveds.store.hit import Hit
 from massiveds.store.postprocess import (
@@ -34,6 +36,7 @@ from massiveds.store.postprocess import (
     decontaminate_hits,
     dedup_hits,
     mmr,
+    rerank_hits,
 )
 from massiveds.store.sampling import check_fraction
 from massiveds.store.shard_set import ShardSet
@@ -55,6 +58,10 @@ MAX_K = 10_000
 MAX_CANDIDATES = 100_000
 #: MMR chooses ``k`` hits among ``max(MMR_POOL_FACTOR * k, MMR_MIN_POOL)`` candidates.
 MMR_POOL_FACTOR, MMR_MIN_POOL = 4, 20
+#: What ``rerank`` takes: exact inner product over the dense candidates, a cross-encoder over the hits, or both in that order.
+RERANK_FORMS = ("exact", f"{CROSS_ENCODER}<model>", f"exact+{CROSS_ENCODER}<model>")
+#: Most hits a cross-encoder may score per query.
+MAX_RERANK_DEPTH = 1000
 #: Search modes: the dense index, the BM25 index, or both fused (``massiveds.store.fusion``).
 MODES = ("dense", "sparse", "hybrid")
 #: Hybrid's weight of the dense score: the best of 0, 0.1, ..., 1 on a QA set (BENCHMARKS.md, "Hybrid retrieval").
@@ -78,6 +85,7 @@ class SearchOptions:
     mmr: float | None = None
     continuation: bool = False
     rerank: str | None = None
+    rerank_depth: int = DEFAULT_DEPTH
     strict: bool = False
     mode: str | None = None
     alpha: float = DEFAULT_ALPHA
@@ -97,6 +105,7 @@ class SearchOptions:
         mmr: float | None = None,
         continuation: bool = False,
         rerank: str | None = None,
+        rerank_depth: int = DEFAULT_DEPTH,
         strict: bool = False,
         mode: str | None = None,
         alpha: float | None = None,
@@ -121,19 +130,21 @@ class SearchOptions:
             raise MassiveDSError(f"seed must be a non-negative integer, got {seed!r}")
         if mmr is not None and not 0 <= mmr <= 1:
             raise MassiveDSError(f"mmr lambda must be in [0, 1] (1 = plain ranking, lower = more diverse), got {mmr}")
-        if rerank is not None and rerank not in RERANK_MODES:
-            raise MassiveDSError(f"rerank must be one of {', '.join(RERANK_MODES)}, got {rerank!r}")
+        exact, _ = rerank_steps(rerank)
+        if isinstance(rerank_depth, bool) or not isinstance(rerank_depth, int) or not 1 <= rerank_depth <= MAX_RERANK_DEPTH:
+            raise MassiveDSError(f"rerank_depth must be an integer in [1, {MAX_RERANK_DEPTH}], got {rerank_depth!r}")
         if mode is not None and mode not in MODES:
             raise MassiveDSError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if mode == "sparse" and rerank is not None:
-            raise MassiveDSError("rerank refines dense scores and mode sparse has none: drop rerank, or use mode hybrid")
+        if mode == "sparse" and exact:
+            raise MassiveDSError("rerank exact refines dense scores and mode sparse has none: drop it, use mode hybrid, or rerank "
+                                 f"with a cross-encoder ({CROSS_ENCODER}<model>)")
         alpha = DEFAULT_ALPHA if alpha is None else alpha
         if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
             raise MassiveDSError(f"alpha (the dense weight of hybrid fusion) must be in [0, 1], got {alpha!r}")
         if fusion not in FUSIONS:
             raise MassiveDSError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
         return cls(k, nprobe, doms, bool(dedup), float(dedup_threshold), golds, fraction, seed, mmr, bool(continuation), rerank,
-                   bool(strict), mode, float(alpha), fusion)
+                   rerank_depth, bool(strict), mode, float(alpha), fusion)
 
     @classmethod
     def fields(cls) -> dict[str, Any]:
@@ -141,9 +152,25 @@ class SearchOptions:
         return typing.get_type_hints(cls)
 
     @property
+    def exact(self) -> bool:
+        """Whether the dense candidates are re-scored by exact inner product (``rerank`` exact)."""
+        return rerank_steps(self.rerank)[0]
+
+    @property
+    def cross_encoder(self) -> str | None:
+        """The cross-encoder that reranks the hits, if ``rerank`` names one."""
+        return rerank_steps(self.rerank)[1]
+
+    @property
+    def mmr_pool(self) -> int:
+        """The hits MMR chooses ``k`` among."""
+        return max(MMR_POOL_FACTOR * self.k, MMR_MIN_POOL)
+
+    @property
     def pool(self) -> int:
-        """Hits each query needs after filtering: ``k``, or the MMR candidate pool."""
-        return max(MMR_POOL_FACTOR * self.k, MMR_MIN_POOL) if self.mmr is not None else self.k
+        """Hits each query needs after filtering: ``k``, the MMR candidate pool, or the cross-encoder's depth when deeper."""
+        pool = self.mmr_pool if self.mmr is not None else self.k
+        return max(pool, self.rerank_depth) if self.cross_encoder is not None else pool
 
     def first_fetch(self, deleted_share: float = 0.0) -> int:
         """Candidates to retrieve on the first try, in a datastore with ``deleted_share`` of its passages deleted."""
@@ -165,6 +192,19 @@ class SearchResult:
     skipped_shards: dict[str, str] = field(default_factory=dict)
     candidates: list[int] = field(default_factory=list)
     dropped: list[dict[str, int]] = field(default_factory=list)
+
+
+def rerank_steps(rerank: str | None) -> tuple[bool, str | None]:
+    """``rerank`` as (exact rerank of the dense candidates, the cross-encoder after it); raises on a form not in ``RERANK_FORMS``."""
+    if rerank is None:
+        return False, None
+    if isinstance(rerank, str):
+        exact, _, model = rerank.partition("+") if rerank.startswith("exact+") else ("", "", rerank)
+        if model == "exact" and not exact:
+            return True, None
+        if model.startswith(CROSS_ENCODER) and model[len(CROSS_ENCODER):].strip():
+            return bool(exact), model[len(CROSS_ENCODER):].strip()
+    raise MassiveDSError(f"rerank must be one of {', '.join(RERANK_FORMS)}, got {rerank!r}")
 
 
 def check_queries(queries: Sequence[str]) -> None:
@@ -209,11 +249,13 @@ def run_search(sources: Retrievers, queries: list[str], options: SearchOptions, 
         if short:
             fetch = deeper(fetch, need, min(len(kept[q]) for q in short))
         pending = short
+    if options.cross_encoder is not None:
+        kept = rerank_hits(queries, kept, cross_encoder(options.cross_encoder).scores, options.rerank_depth)
     results = []
     for q in range(len(queries)):
         hits = kept[q]
         if options.mmr is not None:
-            pool = hits[: options.pool]
+            pool = hits[: options.mmr_pool]
             hits = mmr(pool, sources.dense.vectors(pool), options.mmr, options.k)
         hits = hits[: options.k]
         if options.continuation:
@@ -250,11 +292,11 @@ def retrieve(sources: Retrievers, mode: str, texts: list[str], vectors: np.ndarr
         return Fused(scores, ids, np.full(scores.shape, np.nan), scores)
     assert vectors is not None
     if mode == "dense":
-        scores, ids = sources.dense.search(vectors, k=fetch, nprobe=options.nprobe, rerank=options.rerank)
+        scores, ids = sources.dense.search(vectors, k=fetch, nprobe=options.nprobe, rerank="exact" if options.exact else None)
         return Fused(scores, ids, scores, np.full(scores.shape, np.nan))
     assert sources.bm25 is not None
     depth = max(fetch, HYBRID_DEPTH_FACTOR * options.k, HYBRID_MIN_DEPTH)
-    dense = sources.dense.search(vectors, k=depth, nprobe=options.nprobe, rerank=options.rerank)
+    dense = sources.dense.search(vectors, k=depth, nprobe=options.nprobe, rerank="exact" if options.exact else None)
     sparse = sources.bm25.search(texts, depth)
     ids = candidates(dense[1], sparse[1])
     return fuse(dense, sparse, ids, sources.dense.scores(vectors, ids), sources.bm25.scores(texts, ids), sources.bm25.bound(texts),
