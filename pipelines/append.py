@@ -27,7 +27,7 @@ from pipelines.manifest_set import ManifestSet
 from pipelines.ray_executor import RayExecutor
 from pipelines.stage import BuildContext, Stage, input_items
 from pipelines.stages.chunk import ChunkStage
-from pipelines.stages.commit import CommitStage
+from pipelines.stages.commit import CommitStage, committed
 from pipelines.stages.decontaminate import DecontaminateStage
 from pipelines.stages.dedup import ExactDedupStage
 from pipelines.stages.dedup_index import DedupIndexStage
@@ -66,8 +66,9 @@ def claim(work: DatastoreLayout, manifests: ManifestSet, existing: Existing) -> 
     """
     if resumes(work, manifests, "{root} holds an unfinished append of other manifests ({manifest}); "
                                 "run that one again to finish it, or add --force to drop it and start this one"):
-        if read_json(work.build / "build.json").get("based_on") == based_on(existing):
-            return
+        claimed = read_json(work.build / "build.json")
+        if claimed.get("based_on") == based_on(existing) or committed(existing.catalog, claimed["append_id"]):
+            return  # the same datastore, or the one its own commit made (killed before cleaning up): it resumes to the end
         console.print(f"{work.root.parent.parent} changed since this append started: starting it over", highlight=False)
         shutil.rmtree(work.root)
         named = {Path(s.folder_rel()).name for s in existing.catalog.shards}

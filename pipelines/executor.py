@@ -239,6 +239,7 @@ class Executor(ABC):
             raise self._one_line(stage.name, exc) from None
         finally:
             self.pool_up(stage.name).set()
+        crash_if_asked(f"{stage.name}-ran", 1)
         record.seconds = time.perf_counter() - clock
         record.nodes = {step: nodes for step, nodes in self._running.nodes.items() if nodes}
         mark_done(folder, record.model_dump(mode="json", exclude_unset=True))  # nested catalog records keep their own fields

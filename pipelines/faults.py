@@ -2,7 +2,8 @@
 
 ``MASSIVEDS_CRASH_AFTER=<step>:<n>`` kills the build's whole process group (SIGKILL, as a machine
 failure would) right after the n-th unit of that step is recorded (for ``embed``: its n-th call;
-``catalog:1``: everything but ``datastore.json`` written).
+``catalog:1``: everything but ``datastore.json`` written); ``<stage>-ran:1``, once the stage's work is
+done but before its completion marker (``commit-ran:1``: an append's catalog written, its folder still there).
 
 ``MASSIVEDS_WORKER_EXIT=<step>[,<step>...]:<folder>`` makes the first worker process that finishes a
 unit (or an embedding call) of each named step exit at once, before returning its result, as a

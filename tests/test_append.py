@@ -277,3 +277,18 @@ def test_a_killed_append_leaves_the_datastore_as_it_was_and_resumes(base: Path, 
     assert shape(done) == shape(reference)
     assert done.appends[0].dropped == reference.appends[0].dropped
     assert not (ds_path / "build" / "append").exists() and not list(ds_path.rglob(".*.tmp-*"))
+
+
+def test_an_append_killed_after_its_commit_finishes_on_the_next_run_without_adding_twice(base: Path, new_manifest: Path,
+                                                                                          tmp_path: Path) -> None:
+    """Killed between writing the catalog and removing its folder, the append's re-run sees its own commit: it ends, adds nothing."""
+    ds_path = Path(shutil.copytree(base, tmp_path / "ds"))
+    command = [sys.executable, "-m", "massiveds.cli", "append", str(ds_path), str(new_manifest), "--engine", "local"]
+    proc = subprocess.run(command, capture_output=True, env=os.environ | {"MASSIVEDS_CRASH_AFTER": "commit-ran:1"}, start_new_session=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    committed = read_catalog(ds_path)
+    assert len(committed.appends) == 1 and (ds_path / "build" / "append").exists()  # committed, not cleaned up
+    again = cli("append", str(ds_path), str(new_manifest), "--engine", "local")
+    assert "already committed" in again.stderr + again.stdout
+    assert read_catalog(ds_path).appends == committed.appends and read_catalog(ds_path).shards == committed.shards
+    assert not (ds_path / "build" / "append").exists()

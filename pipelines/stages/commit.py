@@ -128,6 +128,16 @@ class MoveShards:
         return MoveResult(unit=item.unit, dropped=dict(sorted(counts.items())))
 
 
+def append_table(append_id: str) -> str:
+    """Where an append's drop records go, relative to the datastore: also how the catalog names that append."""
+    return f"appends/{append_id}.parquet"
+
+
+def committed(catalog: Catalog, append_id: str) -> AppendRecord | None:
+    """The catalog's record of append ``append_id``, once its commit wrote it."""
+    return next((a for a in catalog.appends if a.table == append_table(append_id)), None)
+
+
 class CommitStage(Stage):
     name = "commit"
     record = CommitRecord
@@ -136,10 +146,10 @@ class CommitStage(Stage):
         existing = ctx.existing
         assert existing is not None, "commit ends an append"
         root, started = existing.root, existing.catalog
-        table = f"appends/{read_json(ctx.build / 'build.json')['append_id']}.parquet"
+        table = append_table(read_json(ctx.build / "build.json")["append_id"])
         catalog = read_catalog(root)  # as it is now: a delete may have come in the meantime
-        if done := [a for a in catalog.appends if a.table == table]:  # a crash after the catalog was written
-            return CommitRecord(append=done[0], summary=f"{root}: already committed")
+        if done := committed(catalog, read_json(ctx.build / "build.json")["append_id"]):  # a crash after the catalog was written
+            return CommitRecord(append=done, summary=f"{root}: already committed at {done.at}")
         if catalog.trained_index != started.trained_index or Existing(root, catalog).first_id != existing.first_id:
             raise MassiveDSError(f"{root} was retrained or appended to while this append ran; run it again with --force")
         embed = ctx.record("embed", EmbedRecord)
