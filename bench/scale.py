@@ -168,11 +168,12 @@ def stage_memory(sampler: Sampler, intervals: dict[str, tuple[float, float]]) ->
 
 
 def commit() -> str:
-    """The commit of the code this run imports (with ``+changes`` when its working tree differs)."""
+    """The commit of the code this run imports (with ``+changes`` when its working tree differs, the results it writes aside)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
-    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if changed else "")
 
 
 def timed(*args: str) -> float:

@@ -132,7 +132,7 @@ def run_stages(ctx: BuildContext, executor: Executor, stages: Sequence[Stage]) -
                         if not executor.done(stage):
                             executor.started()  # here: Ray's processes die with the thread that started them
                         running[threads.submit(executor.run_stage, stage, ctx)] = stage
-                        if stage.holds_pool:
+                        if stage.holds_pool and not executor.done(stage):
                             executor.pool_up(stage.name).wait(POOL_HEAD_START_S)
                     else:
                         settled.add(stage.name)

@@ -228,6 +228,7 @@ class Executor(ABC):
         if self.done(stage):
             record = stage.record.model_validate(read_json(folder / DONE_MARKER))
             self.reports.append(StageReport(stage.name, "skipped (done)", 0.0, record.summary))
+            self.pool_up(stage.name).set()  # nothing to wait for
             return record
         self._running.stage, self._running.nodes = stage.name, {}
         clock = time.perf_counter()

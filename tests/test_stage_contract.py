@@ -21,6 +21,7 @@ from massiveds.core.errors import MassiveDSError
 from massiveds.core.layout import DatastoreLayout
 from massiveds.core.manifest import load_manifest
 from massiveds.core.passages import PassageFile
+from pipelines import build as build_module
 from pipelines.build import STAGES, build, run_stages, stage_needs
 from pipelines.executor import Executor, LocalExecutor
 from pipelines.manifest_set import ManifestSet
@@ -330,7 +331,8 @@ class Pooled(Stage):
 
 
 @pytest.mark.parametrize("engine", ["local", "ray"])
-def test_a_model_pool_starts_before_the_tasks_that_become_ready_with_it(engine: str, small_manifest: Path, tmp_path: Path) -> None:
+def test_a_model_pool_starts_before_the_tasks_that_become_ready_with_it(engine: str, small_manifest: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     ctx = _context(small_manifest, tmp_path / "out")
     executor = _executor(engine, ctx.build)
     try:
@@ -341,6 +343,14 @@ def test_a_model_pool_starts_before_the_tasks_that_become_ready_with_it(engine: 
     up = (marks / "pool.up").stat().st_mtime_ns
     assert all((marks / f"filler{n}.started").stat().st_mtime_ns >= up for n in range(2))  # listed first, started after the model
     assert (marks / "pooled0.done").is_file() and list(ctx.records) == ["base", "filler", "pooled"]
+    monkeypatch.setattr(build_module, "POOL_HEAD_START_S", 600.0)  # a done pool stage must not be waited for: a hang if it is
+    again, executor = _context(small_manifest, tmp_path / "out"), _executor(engine, ctx.build)
+    clock = time.monotonic()
+    try:
+        run_stages(again, executor, (Base(), Filler(), Pooled()))
+    finally:
+        executor.close()
+    assert time.monotonic() - clock < 300 and {r.status for r in executor.reports} == {"skipped (done)"}
 
 
 class Boomer(Toy):
