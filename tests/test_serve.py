@@ -132,7 +132,7 @@ BAD = [
     (json.dumps({"query": "x", "decontaminate": [1, 2]}).encode(), 400, "'decontaminate' must be a string or a list of strings"),
     (json.dumps({"query": "x", "rerank": "fancy"}).encode(), 400, "rerank"),
     (json.dumps({"query": "x", "mode": "fuzzy"}).encode(), 400, "mode must be one of dense, sparse, hybrid"),
-    (json.dumps({"query": "x", "mode": "sparse", "rerank": "exact"}).encode(), 400, "rerank refines dense scores"),
+    (json.dumps({"query": "x", "mode": "sparse", "rerank": "exact"}).encode(), 400, "rerank exact refines dense scores"),
     (json.dumps({"query": "x", "alpha": 1.5}).encode(), 400, "alpha"),
     (json.dumps({"query": "x", "alpha": "half"}).encode(), 400, "'alpha' must be a number"),
     (json.dumps({"query": "x", "fusion": "max"}).encode(), 400, "fusion must be one of convex, rrf"),

@@ -232,7 +232,7 @@ def test_no_candidates_pads() -> None:
     ({"alpha": 1.5}, r"alpha .* must be in \[0, 1\], got 1.5"),
     ({"mode": "fuzzy"}, "mode must be one of dense, sparse, hybrid, got 'fuzzy'"),
     ({"fusion": "max"}, "fusion must be one of convex, rrf, got 'max'"),
-    ({"mode": "sparse", "rerank": "exact"}, "rerank refines dense scores and mode sparse has none"),
+    ({"mode": "sparse", "rerank": "exact"}, "rerank exact refines dense scores and mode sparse has none"),
 ])
 def test_bad_hybrid_options_are_one_line_errors(options: dict[str, object], message: str) -> None:
     from massiveds.store.search import SearchOptions
