@@ -62,10 +62,10 @@ def _load(name: str) -> CrossEncoderModel:
 
     from massiveds.encode.embed import pick_device
 
-    local = Path(name).expanduser().exists()
+    folder = Path(name).expanduser()
     device = pick_device("auto")
     try:
-        model = CrossEncoder(name, device=device, local_files_only=not local)
+        model = CrossEncoder(str(folder) if folder.exists() else name, device=device, local_files_only=not folder.exists())
     except (OSError, ValueError) as exc:
         raise MassiveDSError(f"cross-encoder {name!r} cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                              "give a CrossEncoder's folder, or a hub name in the local cache") from None
